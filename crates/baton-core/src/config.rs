@@ -1,0 +1,546 @@
+//! The `baton.toml` schema, its named defaults, and validation with `file:line:col` errors.
+//!
+//! Parsing is pure: the caller reads the file and hands over its text and path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+use crate::model::Strategy;
+
+/// Named defaults, in one place.
+pub mod defaults {
+    use super::Duration;
+
+    /// Where the API listens unless told otherwise (loopback only).
+    pub const API_LISTEN: &str = "127.0.0.1:7070";
+    /// Data directory, relative to the config file.
+    pub const DATA_DIR: &str = ".baton";
+    /// Instances per app.
+    pub const INSTANCES: u32 = 1;
+    /// Health-check path.
+    pub const HEALTH_PATH: &str = "/health";
+    /// Time between active health checks.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+    /// Longest wait for one health check.
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    /// Consecutive passes before an instance takes traffic.
+    pub const HEALTHY_THRESHOLD: u32 = 2;
+    /// Consecutive failures (or connect errors) before an instance is taken out.
+    pub const UNHEALTHY_THRESHOLD: u32 = 3;
+    /// Longest wait for a new release to become healthy before the deployment fails.
+    pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+    /// Longest wait for in-flight requests when draining.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// SIGTERM, then SIGKILL after this.
+    pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Rolling: extra instances allowed during a rollout.
+    pub const MAX_SURGE: u32 = 1;
+    /// Rolling: healthy instances that may be missing during a rollout.
+    pub const MAX_UNAVAILABLE: u32 = 0;
+    /// Blue-green: how long the previous set stays warm.
+    pub const KEEP_PREVIOUS: Duration = Duration::from_secs(300);
+    /// Longest time a proxied request may take end to end (upgraded connections excepted).
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Largest request head (request line + headers) accepted, in bytes.
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+}
+
+/// The whole `baton.toml`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where Baton keeps its database, artifacts, logs and token; relative to the config file.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// The HTTP API.
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// The apps, by name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address; loopback unless you put it elsewhere on purpose.
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: default_api_listen() }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    defaults::API_LISTEN.parse().expect("valid default")
+}
+
+/// `[apps.<name>]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Where users connect: Baton's proxy for this app.
+    pub listen: SocketAddr,
+    /// How many instances serve the app.
+    #[serde(default = "default_instances")]
+    pub instances: u32,
+    /// The command that starts one instance; placeholders `{artifact}` `{port}` `{version}` `{instance}`.
+    pub command: Vec<String>,
+    /// Environment for every instance (config lives here, never in the artifact).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The default strategy for `baton deploy`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// `[apps.<name>.health]`
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `[apps.<name>.drain]`
+    #[serde(default)]
+    pub drain: DrainConfig,
+    /// `[apps.<name>.rolling]`
+    #[serde(default)]
+    pub rolling: RollingConfig,
+    /// `[apps.<name>.blue_green]`
+    #[serde(default)]
+    pub blue_green: BlueGreenConfig,
+    /// `[apps.<name>.proxy]`
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+fn default_instances() -> u32 {
+    defaults::INSTANCES
+}
+
+/// `[apps.<name>.health]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Path that answers 2xx when the instance can serve.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Longest wait for one check.
+    pub timeout: Duration,
+    /// Consecutive passes before traffic.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before it is taken out.
+    pub unhealthy_threshold: u32,
+    /// Longest wait for a new release's instances to become healthy.
+    pub deadline: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: defaults::HEALTH_PATH.to_string(),
+            interval: defaults::HEALTH_INTERVAL,
+            timeout: defaults::HEALTH_TIMEOUT,
+            healthy_threshold: defaults::HEALTHY_THRESHOLD,
+            unhealthy_threshold: defaults::UNHEALTHY_THRESHOLD,
+            deadline: defaults::HEALTH_DEADLINE,
+        }
+    }
+}
+
+/// `[apps.<name>.drain]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Longest wait for in-flight requests before stopping an instance.
+    pub timeout: Duration,
+    /// SIGTERM, then SIGKILL after this.
+    pub stop_timeout: Duration,
+}
+
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self { timeout: defaults::DRAIN_TIMEOUT, stop_timeout: defaults::STOP_TIMEOUT }
+    }
+}
+
+/// `[apps.<name>.rolling]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RollingConfig {
+    /// Extra instances allowed above `instances` during a rollout.
+    pub max_surge: u32,
+    /// Healthy instances that may be missing below `instances` during a rollout.
+    pub max_unavailable: u32,
+}
+
+impl Default for RollingConfig {
+    fn default() -> Self {
+        Self { max_surge: defaults::MAX_SURGE, max_unavailable: defaults::MAX_UNAVAILABLE }
+    }
+}
+
+/// `[apps.<name>.blue_green]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlueGreenConfig {
+    /// How long the previous set stays warm (no traffic) after the switch.
+    pub keep_previous: Duration,
+}
+
+impl Default for BlueGreenConfig {
+    fn default() -> Self {
+        Self { keep_previous: defaults::KEEP_PREVIOUS }
+    }
+}
+
+/// `[apps.<name>.proxy]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Longest time a request may take end to end (504 after it).
+    pub request_timeout: Duration,
+    /// Largest request head in bytes (431 beyond it).
+    pub max_header_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self { request_timeout: defaults::REQUEST_TIMEOUT, max_header_bytes: defaults::MAX_HEADER_BYTES }
+    }
+}
+
+/// A config that could not be used: what, where and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// The dotted key concerned, when known (`apps.web.instances`).
+    pub key: Option<String>,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.col)?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The placeholders allowed in `command`.
+pub const PLACEHOLDERS: [&str; 4] = ["artifact", "port", "version", "instance"];
+
+impl Config {
+    /// Parses and validates `text`, read from `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let (line, col) = line_col(text, offset);
+            ConfigError {
+                file: file.to_path_buf(),
+                line,
+                col,
+                key: key_at(text, offset),
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    /// The data directory, resolved against the directory holding the config file.
+    pub fn data_dir(&self, config_file: &Path) -> PathBuf {
+        let base = config_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        if dir.is_absolute() { dir } else { base.join(dir) }
+    }
+
+    fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        let fail = |path: &[&str], message: String| {
+            let (line, col) = locate(text, path);
+            Err(ConfigError { file: file.to_path_buf(), line, col, key: Some(path.join(".")), message })
+        };
+        let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
+        listeners.insert(self.api.listen, "api".to_string());
+        for (name, app) in &self.apps {
+            let valid_name = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !valid_name {
+                return fail(&["apps", name], "app names use only a-z, 0-9, '-' and '_'".into());
+            }
+            let at = |key: &'static str| ["apps", name.as_str(), key];
+            if let Some(other) = listeners.insert(app.listen, format!("apps.{name}")) {
+                return fail(&at("listen"), format!("{} is already used by {other}; give each listener its own port", app.listen));
+            }
+            if app.instances == 0 || app.instances > 256 {
+                return fail(&at("instances"), format!("{} is out of range: use 1 to 256", app.instances));
+            }
+            if app.command.is_empty() || app.command[0].trim().is_empty() {
+                return fail(&at("command"), "must name a program, e.g. [\"{artifact}/server\", \"--port\", \"{port}\"]".into());
+            }
+            for word in &app.command {
+                if let Err(bad) = check_placeholders(word) {
+                    return fail(&at("command"), format!("unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"));
+                }
+            }
+            for key in app.env.keys() {
+                if key.is_empty() || key.contains('=') || key.contains('\0') {
+                    return fail(&["apps", name, "env"], format!("{key:?} is not a valid environment variable name"));
+                }
+            }
+            let h = &app.health;
+            let health = |key: &'static str| ["apps", name.as_str(), "health", key];
+            if !h.path.starts_with('/') {
+                return fail(&health("path"), format!("{:?} must start with '/'", h.path));
+            }
+            if h.interval.as_millis() == 0 {
+                return fail(&health("interval"), "must be more than 0, e.g. \"1s\"".into());
+            }
+            if h.timeout.as_millis() == 0 {
+                return fail(&health("timeout"), "must be more than 0, e.g. \"1s\"".into());
+            }
+            if h.healthy_threshold == 0 {
+                return fail(&health("healthy_threshold"), "must be at least 1".into());
+            }
+            if h.unhealthy_threshold == 0 {
+                return fail(&health("unhealthy_threshold"), "must be at least 1".into());
+            }
+            if h.deadline < h.interval {
+                return fail(&health("deadline"), format!("{} is shorter than the check interval {}", h.deadline, h.interval));
+            }
+            let r = &app.rolling;
+            if r.max_surge == 0 && r.max_unavailable == 0 {
+                return fail(&["apps", name, "rolling", "max_surge"], "max_surge and max_unavailable cannot both be 0: a rollout could never make progress".into());
+            }
+            if r.max_unavailable >= app.instances && app.instances > 0 && r.max_surge == 0 {
+                return fail(&["apps", name, "rolling", "max_unavailable"], format!("{} would take every instance out at once; use at most {}", r.max_unavailable, app.instances.saturating_sub(1)));
+            }
+            if app.proxy.max_header_bytes < 1024 {
+                return fail(&["apps", name, "proxy", "max_header_bytes"], "must be at least 1024".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values substituted into an instance's `command`.
+#[derive(Debug, Clone)]
+pub struct CommandVars<'a> {
+    /// Path of the stored artifact.
+    pub artifact: &'a str,
+    /// The instance's port.
+    pub port: u16,
+    /// The release version.
+    pub version: &'a str,
+    /// The instance id.
+    pub instance: &'a str,
+}
+
+/// Substitutes the placeholders of `command` (validated earlier).
+pub fn render_command(command: &[String], vars: &CommandVars<'_>) -> Vec<String> {
+    command
+        .iter()
+        .map(|word| {
+            word.replace("{artifact}", vars.artifact)
+                .replace("{port}", &vars.port.to_string())
+                .replace("{version}", vars.version)
+                .replace("{instance}", vars.instance)
+        })
+        .collect()
+}
+
+fn check_placeholders(word: &str) -> Result<(), String> {
+    let mut rest = word;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else { return Ok(()) };
+        let name = &after[..close];
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(name.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, col)
+}
+
+/// The dotted key written on the line holding `offset`, prefixed by the enclosing `[table]`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_end = text[offset..].find('\n').map(|i| offset + i).unwrap_or(text.len());
+    let line = text[line_start..line_end].trim();
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = line.split('=').next()?.trim();
+    if key.is_empty() || key.starts_with('#') {
+        return table;
+    }
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+/// Finds the line and column where the dotted `path` is written; falls back to its table.
+fn locate(text: &str, path: &[&str]) -> (usize, usize) {
+    let mut best = (1, 1);
+    let mut table: Vec<String> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let indent = raw.len() - raw.trim_start().len();
+        if line.starts_with('[') {
+            table = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .split('.')
+                .map(|s| s.trim().trim_matches('"').to_string())
+                .collect();
+            if table.len() <= path.len() && table.iter().zip(path).all(|(a, b)| a == b) {
+                best = (i + 1, indent + 1);
+            }
+            continue;
+        }
+        let Some((key, _)) = line.split_once('=') else { continue };
+        let mut full = table.clone();
+        full.extend(key.split('.').map(|s| s.trim().trim_matches('"').to_string()));
+        if full.len() == path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
+            return (i + 1, indent + 1);
+        }
+        // an inline table holding the key: `health = { path = "x" }`
+        if full.len() < path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
+            let leaf = path[path.len() - 1];
+            if let Some(pos) = raw.find(leaf) {
+                return (i + 1, pos + 1);
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+data_dir = ".baton"
+
+[api]
+listen = "127.0.0.1:7070"
+
+[apps.web]
+listen = "127.0.0.1:8080"
+instances = 3
+command = ["{artifact}/baton-demo", "--port", "{port}"]
+env = { GREETING = "hello" }
+strategy = "rolling"
+
+[apps.web.health]
+path = "/health"
+interval = "1s"
+timeout = "1s"
+healthy_threshold = 2
+unhealthy_threshold = 3
+
+[apps.web.drain]
+timeout = "30s"
+stop_timeout = "10s"
+
+[apps.web.rolling]
+max_surge = 1
+max_unavailable = 0
+
+[apps.web.blue_green]
+keep_previous = "5m"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("baton.toml"))
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = parse(GOOD).unwrap();
+        let web = &c.apps["web"];
+        assert_eq!(web.instances, 3);
+        assert_eq!(web.health.interval.as_millis(), 1000);
+        assert_eq!(web.blue_green.keep_previous.as_millis(), 300_000);
+        assert_eq!(web.strategy, Strategy::Rolling);
+        assert_eq!(web.health.deadline, defaults::HEALTH_DEADLINE);
+        assert_eq!(c.data_dir(Path::new("/srv/app/baton.toml")), PathBuf::from("/srv/app/.baton"));
+    }
+
+    #[test]
+    fn a_typo_names_file_line_col_and_key() {
+        let text = GOOD.replace("instances = 3", "instancs = 3");
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.line, e.col), (9, 1), "{e}");
+        assert!(e.to_string().starts_with("baton.toml:9:1: apps.web.instancs: unknown field `instancs`"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_where_and_what_is_allowed() {
+        let text = GOOD.replace("interval = \"1s\"", "interval = \"1 sec\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, 16, "{e}");
+        assert_eq!(e.key.as_deref(), Some("apps.web.health.interval"));
+        assert!(e.message.contains("ms, s, m or h"), "{e}");
+
+        let text = GOOD.replace("strategy = \"rolling\"", "strategy = \"big-bang\"");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, 12, "{e}");
+        assert!(e.message.contains("rolling") && e.message.contains("blue-green"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_key() {
+        let text = GOOD.replace("instances = 3", "instances = 0");
+        let e = parse(&text).unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (9, Some("apps.web.instances")), "{e}");
+
+        let text = GOOD.replace("max_surge = 1", "max_surge = 0");
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.line, 26, "{e}");
+
+        let text = GOOD.replace("\"{port}\"]", "\"{prot}\"]");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("{prot}"), "{e}");
+
+        let text = GOOD.replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:7070\"");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("already used by api"), "{e}");
+    }
+
+    #[test]
+    fn renders_placeholders() {
+        let cmd = vec!["{artifact}/srv".to_string(), "--port={port}".into(), "{instance}@{version}".into()];
+        let vars = CommandVars { artifact: "/a", port: 81, version: "1.0.0", instance: "web-1" };
+        assert_eq!(render_command(&cmd, &vars), vec!["/a/srv", "--port=81", "web-1@1.0.0"]);
+    }
+}

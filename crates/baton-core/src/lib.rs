@@ -1,0 +1,12 @@
+//! Baton's pure core: the model (releases, deployments, instances, events), the
+//! `baton.toml` schema and its validation, and the rollout planner.
+//!
+//! Nothing here does I/O, reads a clock or knows about tokio: every function that needs the
+//! time takes `now` (unix milliseconds) as an argument, so decisions can be table-tested.
+
+pub mod config;
+pub mod duration;
+pub mod model;
+pub mod plan;
+
+pub use duration::Duration;

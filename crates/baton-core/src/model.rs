@@ -1,0 +1,315 @@
+//! The model every part shares: releases, deployments, instances, events and their states.
+//!
+//! Times are unix milliseconds ([`Millis`]) taken by the caller, never read here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Unix time in milliseconds.
+pub type Millis = i64;
+
+/// How traffic moves from one release to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Replace instances in batches within `max_surge` / `max_unavailable`.
+    #[default]
+    Rolling,
+    /// Start the whole new set, switch 100 % atomically, keep the old set warm.
+    BlueGreen,
+}
+
+impl Strategy {
+    /// The name used in config, CLI and API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::BlueGreen => "blue-green",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rolling" => Ok(Strategy::Rolling),
+            "blue-green" | "blue_green" | "bluegreen" => Ok(Strategy::BlueGreen),
+            other => Err(format!("unknown strategy {other:?}: expected rolling or blue-green")),
+        }
+    }
+}
+
+/// The life of one instance as users see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    /// Started, has not yet passed `healthy_threshold` checks.
+    Starting,
+    /// Passing health checks; may take traffic when it is in the split.
+    Healthy,
+    /// Failed `unhealthy_threshold` checks (or consecutive connect errors); takes no traffic.
+    Unhealthy,
+    /// Out of every split, finishing its in-flight requests before it stops.
+    Draining,
+    /// Gone.
+    Stopped,
+}
+
+impl InstanceState {
+    /// The name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Healthy => "healthy",
+            InstanceState::Unhealthy => "unhealthy",
+            InstanceState::Draining => "draining",
+            InstanceState::Stopped => "stopped",
+        }
+    }
+
+    /// Parses the name written by [`InstanceState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "starting" => InstanceState::Starting,
+            "healthy" => InstanceState::Healthy,
+            "unhealthy" => InstanceState::Unhealthy,
+            "draining" => InstanceState::Draining,
+            "stopped" => InstanceState::Stopped,
+            _ => return None,
+        })
+    }
+
+    /// Draining or stopped: no longer part of the app's capacity.
+    pub fn is_leaving(self) -> bool {
+        matches!(self, InstanceState::Draining | InstanceState::Stopped)
+    }
+}
+
+/// The phase of a deployment (DESIGN.md "Rollout phases").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Recorded, not yet acted on.
+    Pending,
+    /// Moving traffic step by step.
+    Progressing,
+    /// Held by the operator.
+    Paused,
+    /// The new release serves 100 %.
+    Succeeded,
+    /// Going back to the previous release.
+    Aborting,
+    /// Back on the previous release after users saw the new one.
+    RolledBack,
+    /// Could not complete; users never left the previous release.
+    Failed,
+}
+
+impl Phase {
+    /// The name used in the API and CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Succeeded => "succeeded",
+            Phase::Aborting => "aborting",
+            Phase::RolledBack => "rolled_back",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// Parses the name written by [`Phase::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Phase::Pending,
+            "progressing" => Phase::Progressing,
+            "paused" => Phase::Paused,
+            "succeeded" => Phase::Succeeded,
+            "aborting" => Phase::Aborting,
+            "rolled_back" => Phase::RolledBack,
+            "failed" => Phase::Failed,
+            _ => return None,
+        })
+    }
+
+    /// A phase the deployment never leaves.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::RolledBack | Phase::Failed)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An app's artifact + version + metadata. Append-only: never edited after it is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The app this release belongs to.
+    pub app: String,
+    /// The version the user gave (`1.4.0`).
+    pub version: String,
+    /// `sha256:<hex>` of the artifact's canonical archive.
+    pub digest: String,
+    /// Free-form notes given at creation.
+    pub notes: Option<String>,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// One attempt to move an app from one release to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// Unique, increasing.
+    pub id: i64,
+    /// The app being deployed.
+    pub app: String,
+    /// The release serving when the deployment started (none for the first deployment).
+    pub from: Option<String>,
+    /// The release being deployed.
+    pub to: String,
+    /// How traffic moves.
+    pub strategy: Strategy,
+    /// Where it is.
+    pub phase: Phase,
+    /// The current step (rolling: instances replaced so far; blue-green: 0 before, 1 after the switch).
+    pub step: u32,
+    /// Why it is in its phase (for final phases: why it ended).
+    pub reason: Option<String>,
+    /// Who or what asked for it (`cli`, `rollback`, `api`).
+    pub trigger: String,
+    /// When it was recorded.
+    pub created_at: Millis,
+    /// When it last changed.
+    pub updated_at: Millis,
+    /// When it reached a final phase.
+    pub finished_at: Option<Millis>,
+    /// Whether users were ever served by `to` during this deployment.
+    pub exposed: bool,
+}
+
+/// One running copy of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// `<app>-<n>`, unique for the app's lifetime.
+    pub id: String,
+    /// The app it serves.
+    pub app: String,
+    /// The release version it runs.
+    pub release: String,
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// OS process id while running.
+    pub pid: Option<u32>,
+    /// The process start time (clock ticks since boot, `/proc/<pid>/stat` field 22), so a
+    /// reused pid is never mistaken for this instance.
+    pub proc_start: Option<u64>,
+    /// Health and lifecycle state.
+    pub state: InstanceState,
+    /// Whether the controller put it in the app's split.
+    pub in_split: bool,
+    /// When the current process started.
+    pub started_at: Millis,
+    /// Times it was restarted after dying.
+    pub restarts: u32,
+    /// Earliest time of the next restart after a crash (backoff), if it is down.
+    pub restart_at: Option<Millis>,
+    /// When a warm, out-of-split instance (blue-green's previous set) is to be stopped.
+    pub retire_at: Option<Millis>,
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique, increasing.
+    pub id: i64,
+    /// When it happened.
+    pub at: Millis,
+    /// The app concerned.
+    pub app: String,
+    /// The deployment concerned, if any.
+    pub deployment: Option<i64>,
+    /// What happened, from the catalogue in [`EventKind`].
+    pub kind: String,
+    /// A one-line human explanation with the reason.
+    pub message: String,
+}
+
+/// The catalogue of event kinds, so reasons are named in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A deployment intent was recorded.
+    DeploymentCreated,
+    /// The controller began acting on a deployment.
+    DeploymentStarted,
+    /// A deployment moved to its next step.
+    DeploymentStep,
+    /// A deployment reached `succeeded`.
+    DeploymentSucceeded,
+    /// A deployment began going back to the previous release.
+    DeploymentAborting,
+    /// A deployment ended `rolled_back`.
+    DeploymentRolledBack,
+    /// A deployment ended `failed`.
+    DeploymentFailed,
+    /// An instance process was started.
+    InstanceStarted,
+    /// An instance passed its health checks.
+    InstanceHealthy,
+    /// An instance failed its health checks.
+    InstanceUnhealthy,
+    /// An instance process exited without being asked to.
+    InstanceExited,
+    /// A live instance was re-adopted after Baton restarted.
+    InstanceAdopted,
+    /// An instance was taken out of the split to be stopped.
+    InstanceDraining,
+    /// An instance's drain timed out with requests still in flight.
+    DrainTimedOut,
+    /// An instance was stopped.
+    InstanceStopped,
+    /// The split changed.
+    SplitChanged,
+}
+
+impl EventKind {
+    /// The stable name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::DeploymentCreated => "deployment_created",
+            EventKind::DeploymentStarted => "deployment_started",
+            EventKind::DeploymentStep => "deployment_step",
+            EventKind::DeploymentSucceeded => "deployment_succeeded",
+            EventKind::DeploymentAborting => "deployment_aborting",
+            EventKind::DeploymentRolledBack => "deployment_rolled_back",
+            EventKind::DeploymentFailed => "deployment_failed",
+            EventKind::InstanceStarted => "instance_started",
+            EventKind::InstanceHealthy => "instance_healthy",
+            EventKind::InstanceUnhealthy => "instance_unhealthy",
+            EventKind::InstanceExited => "instance_exited",
+            EventKind::InstanceAdopted => "instance_adopted",
+            EventKind::InstanceDraining => "instance_draining",
+            EventKind::DrainTimedOut => "drain_timed_out",
+            EventKind::InstanceStopped => "instance_stopped",
+            EventKind::SplitChanged => "split_changed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,1 @@
+//! Baton's drivers: start, adopt, watch and stop instances.

@@ -1,0 +1,1 @@
+//! Baton's daemon: controller loop, HTTP API.

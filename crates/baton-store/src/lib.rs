@@ -1,0 +1,1 @@
+//! Baton's SQLite store and content-addressed artifact store.
