@@ -198,6 +198,9 @@ pub struct Deployment {
     pub finished_at: Option<Millis>,
     /// Whether users were ever served by `to` during this deployment.
     pub exposed: bool,
+    /// Progress deadline: if the next step is not reached by then, the deployment goes back.
+    /// Stored as data so that it survives a restart of Baton (DESIGN.md I4).
+    pub deadline: Option<Millis>,
 }
 
 /// One running copy of a release.

@@ -1,1 +1,0 @@
-//! The rollout planner: a pure function from (deployment, observed instances, now) to actions.

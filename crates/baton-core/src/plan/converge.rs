@@ -1,0 +1,88 @@
+//! Converging an app's instances on one release: the rolling algorithm (also used for idle
+//! upkeep and for going back after a failure).
+
+use crate::model::{Instance, InstanceState, Millis};
+
+use super::Action;
+
+/// The outcome of one convergence decision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converge {
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// Target instances healthy (and, after these actions, in the split).
+    pub healthy: u32,
+    /// Progress as a step number (rolling: target instances serving; blue-green: 1 once switched).
+    pub step: u32,
+    /// The target serves alone at full size.
+    pub done: bool,
+    /// These actions put the target in front of users.
+    pub exposes: bool,
+}
+
+fn healthy(i: &Instance) -> bool {
+    i.state == InstanceState::Healthy
+}
+
+/// Replaces instances of other releases by `n` instances of `target`, never running more than
+/// `n + surge` and never serving with fewer than `n - unavailable` healthy instances
+/// (DESIGN.md I3). The same rule as a Kubernetes Deployment's rolling update.
+pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Instance], _now: Millis) -> Converge {
+    let mut c = Converge::default();
+    let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) = live.iter().partition(|i| i.release == target);
+    // A warm instance of another release is no capacity: it serves nobody and leaves on its own.
+    old.retain(|i| i.in_split || i.retire_at.is_none());
+
+    for i in &new {
+        if i.retire_at.is_some() {
+            c.actions.push(Action::Reuse { instance: i.id.clone() });
+        }
+    }
+    // Too many of the target (the instance count was lowered): drop the least useful first.
+    if new.len() > n as usize {
+        new.sort_by_key(|i| (healthy(i), i.in_split));
+        let excess = new.len() - n as usize;
+        for i in new.drain(..excess) {
+            c.actions.push(Action::Drain { instance: i.id.clone() });
+        }
+    }
+    for i in &new {
+        if healthy(i) && !i.in_split {
+            c.actions.push(Action::Admit { instance: i.id.clone() });
+            c.exposes = true;
+        }
+    }
+    let new_available = new.iter().filter(|i| healthy(i)).count() as i64;
+    let mut old_available = old.iter().filter(|i| healthy(i) && i.in_split).count() as i64;
+    let total = (new.len() + old.len()) as i64;
+    let (n, surge, unavailable) = (n as i64, surge as i64, unavailable as i64);
+
+    let can_start = (n - new.len() as i64).min(n + surge - total).max(0);
+    for _ in 0..can_start {
+        c.actions.push(Action::Start { release: target.to_string() });
+    }
+
+    let min_available = (n - unavailable).max(0);
+    let new_unavailable = new.len() as i64 - new_available;
+    let mut budget = total - min_available - new_unavailable;
+    // Old instances that serve nobody go first; then the oldest serving ones.
+    old.sort_by_key(|i| (healthy(i) && i.in_split, i.started_at));
+    for i in &old {
+        let serving = healthy(i) && i.in_split;
+        if serving {
+            if budget <= 0 || new_available + old_available - 1 < min_available {
+                break;
+            }
+            old_available -= 1;
+            budget -= 1;
+        }
+        // One that serves nobody costs no capacity, so it may always go.
+        c.actions.push(Action::Drain { instance: i.id.clone() });
+    }
+    let drained_old = old.iter().filter(|i| c.actions.contains(&Action::Drain { instance: i.id.clone() })).count();
+
+    c.healthy = new_available as u32;
+    c.step = new_available as u32;
+    c.done = new.len() as i64 == n && new_available == n && drained_old == old.len();
+    c
+}

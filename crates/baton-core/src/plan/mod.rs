@@ -1,0 +1,242 @@
+//! The rollout planner: a pure function of (app config, current release, deployment, observed
+//! instances, now) to the actions the controller performs next and the deployment's new state.
+//!
+//! It is level-triggered, like a Kubernetes controller: it looks only at what is, never at what
+//! happened before, so the controller can be killed at any instant and resume from the store
+//! (DESIGN.md I4). Timers are deadlines stored in the deployment and the instances.
+
+mod blue_green;
+mod converge;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::AppConfig;
+use crate::model::{Deployment, EventKind, Instance, Millis, Phase, Strategy};
+
+pub use converge::Converge;
+
+/// One thing the controller must do. The controller applies every action of a plan, then
+/// publishes the resulting split once, so a plan's split changes are atomic (DESIGN.md I6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start one new instance of `release` (out of the split until admitted).
+    Start {
+        /// The release to run.
+        release: String,
+    },
+    /// Put a healthy instance in the split.
+    Admit {
+        /// Instance id.
+        instance: String,
+    },
+    /// Take an instance out of the split, let its in-flight requests finish, stop it.
+    Drain {
+        /// Instance id.
+        instance: String,
+    },
+    /// Take an instance out of the split but keep it running until `until` (blue-green's
+    /// previous set, kept warm for an instant rollback).
+    KeepWarm {
+        /// Instance id.
+        instance: String,
+        /// When it is to be drained.
+        until: Millis,
+    },
+    /// A warm instance is wanted again: clear its retirement.
+    Reuse {
+        /// Instance id.
+        instance: String,
+    },
+    /// Record which release serves 100 % when idle.
+    SetCurrent {
+        /// The release, or none when the app has nothing serving.
+        release: Option<String>,
+    },
+}
+
+/// What the planner decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Actions to perform, in order.
+    pub actions: Vec<Action>,
+    /// The deployment with its new phase, step and deadline, when it changed.
+    pub deployment: Option<Deployment>,
+    /// Events explaining the changes, to append to the log.
+    pub events: Vec<(EventKind, String)>,
+    /// The earliest time the planner wants to be asked again even if nothing else happens.
+    pub wake_at: Option<Millis>,
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    /// The app's config.
+    pub app: &'a AppConfig,
+    /// The release serving 100 % when idle.
+    pub current: Option<&'a str>,
+    /// The app's active (non-final) deployment, if any.
+    pub deployment: Option<&'a Deployment>,
+    /// The app's instances that are not stopped.
+    pub instances: &'a [Instance],
+    /// The time of the decision.
+    pub now: Millis,
+}
+
+/// Decides what to do next. Pure: same input, same plan.
+pub fn plan(input: PlanInput<'_>) -> Plan {
+    let mut out = Plan::default();
+    let live: Vec<&Instance> = input.instances.iter().filter(|i| !i.state.is_leaving()).collect();
+    let target = match input.deployment {
+        Some(d) if d.phase == Phase::Aborting => d.from.as_deref(),
+        Some(d) => Some(d.to.as_str()),
+        None => input.current,
+    };
+    retire_warm(&live, target, input.now, &mut out);
+
+    let Some(d) = input.deployment else {
+        idle(input, &live, &mut out);
+        return out;
+    };
+    let mut d = d.clone();
+    let before = d.clone();
+    match d.phase {
+        Phase::Pending => {
+            d.phase = Phase::Progressing;
+            d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
+            let from = d.from.as_deref().unwrap_or("nothing");
+            out.events.push((
+                EventKind::DeploymentStarted,
+                format!("{} {} -> {} started ({})", d.app, from, d.to, d.strategy),
+            ));
+            progress(input, &live, &mut d, &mut out);
+        }
+        Phase::Progressing => progress(input, &live, &mut d, &mut out),
+        Phase::Aborting => abort(input, &live, &mut d, &mut out),
+        // Paused holds everything where it is; final phases are never planned.
+        Phase::Paused | Phase::Succeeded | Phase::RolledBack | Phase::Failed => {}
+    }
+    if d != before {
+        d.updated_at = input.now;
+        out.deployment = Some(d);
+    }
+    out
+}
+
+/// Drains warm instances whose time is up, unless the current target wants them back.
+fn retire_warm(live: &[&Instance], target: Option<&str>, now: Millis, out: &mut Plan) {
+    for i in live {
+        let Some(at) = i.retire_at else { continue };
+        if i.in_split || Some(i.release.as_str()) == target {
+            continue;
+        }
+        if at <= now {
+            out.actions.push(Action::Drain { instance: i.id.clone() });
+        } else {
+            wake(out, at);
+        }
+    }
+}
+
+/// No deployment: keep the current release at its instance count, healthy ones in the split.
+fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
+    let Some(current) = input.current else { return };
+    let n = input.app.instances;
+    // Replacing lost instances is not a rollout: start every missing one at once.
+    let c = converge::rolling(current, n, n, 0, live, input.now);
+    out.actions.extend(c.actions);
+}
+
+fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
+    let n = input.app.instances;
+    let mut c = match d.strategy {
+        Strategy::Rolling => {
+            let r = &input.app.rolling;
+            converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live, input.now)
+        }
+        Strategy::BlueGreen => {
+            let until = input.now + input.app.blue_green.keep_previous.as_millis() as i64;
+            blue_green::converge(&d.to, n, until, live)
+        }
+    };
+    if c.exposes {
+        d.exposed = true;
+    }
+    out.actions.append(&mut c.actions);
+    if c.step != d.step {
+        d.step = c.step;
+        d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
+        out.events.push((EventKind::DeploymentStep, step_message(d, &c, n)));
+    }
+    if c.done {
+        d.phase = Phase::Succeeded;
+        d.finished_at = Some(input.now);
+        d.deadline = None;
+        d.reason = Some(format!("{} serves 100 % on {} healthy instances", d.to, c.healthy));
+        out.actions.push(Action::SetCurrent { release: Some(d.to.clone()) });
+        out.events.push((EventKind::DeploymentSucceeded, format!("{} {} succeeded: {}", d.app, d.to, d.reason.as_deref().unwrap_or_default())));
+        return;
+    }
+    match d.deadline {
+        Some(deadline) if input.now >= deadline => {
+            let reason = format!(
+                "{} did not become healthy within {} ({} of {} instances healthy); users stay on {}",
+                d.to,
+                input.app.health.deadline,
+                c.healthy,
+                n,
+                d.from.as_deref().unwrap_or("nothing"),
+            );
+            d.phase = Phase::Aborting;
+            d.deadline = None;
+            d.reason = Some(reason.clone());
+            out.events.push((EventKind::DeploymentAborting, reason));
+            // Start going back in the same decision: nothing is gained by waiting a tick.
+            abort(input, live, d, out);
+        }
+        Some(deadline) => wake(out, deadline),
+        None => {}
+    }
+}
+
+fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
+    let n = input.app.instances;
+    let done = match d.from.as_deref() {
+        Some(from) => {
+            // Going back is a rolling move to the previous release that never lowers capacity.
+            let c = converge::rolling(from, n, n, 0, live, input.now);
+            out.actions.extend(c.actions);
+            c.done
+        }
+        None => {
+            for i in live.iter().filter(|i| i.release == d.to) {
+                out.actions.push(Action::Drain { instance: i.id.clone() });
+            }
+            true
+        }
+    };
+    if !done {
+        return;
+    }
+    d.finished_at = Some(input.now);
+    let why = d.reason.clone().unwrap_or_else(|| "aborted".to_string());
+    out.actions.push(Action::SetCurrent { release: d.from.clone() });
+    if d.exposed {
+        d.phase = Phase::RolledBack;
+        out.events.push((EventKind::DeploymentRolledBack, format!("{} {} rolled back: {why}", d.app, d.to)));
+    } else {
+        d.phase = Phase::Failed;
+        out.events.push((EventKind::DeploymentFailed, format!("{} {} failed, no user was served by it: {why}", d.app, d.to)));
+    }
+}
+
+fn step_message(d: &Deployment, c: &Converge, n: u32) -> String {
+    match d.strategy {
+        Strategy::Rolling => format!("{} of {} instances on {} serving", c.step, n, d.to),
+        Strategy::BlueGreen => format!("switched 100 % to {} ({} instances)", d.to, n),
+    }
+}
+
+fn wake(out: &mut Plan, at: Millis) {
+    out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
+}
