@@ -1,1 +1,13 @@
 //! Baton's drivers: start, adopt, watch and stop instances.
+//!
+//! The `process` driver runs each instance as a child process in its own process group, so
+//! instances outlive a Baton killed with SIGKILL, and a restarted Baton re-adopts them by pid and
+//! process start time (a reused pid is never mistaken for an instance). Linux only: it reads
+//! `/proc`.
+
+pub mod process;
+
+pub use process::{
+    DriverError, ExitInfo, ProcessHandle, ProcessSpec, StopOutcome, free_port, kill_pid_files,
+    proc_start_time, read_pid_file,
+};

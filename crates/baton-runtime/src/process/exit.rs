@@ -1,0 +1,73 @@
+//! How an instance ended: its exit status, and what `stop` had to do to end it.
+
+use std::fmt;
+use std::process::ExitStatus;
+
+/// How a process exited. Both fields are `None` when the exit status is unknown, which is the
+/// case for adopted processes (they are not Baton's children, so Baton cannot reap them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    /// The exit code, if the process called `exit`.
+    pub code: Option<i32>,
+    /// The signal that killed the process, if one did.
+    pub signal: Option<i32>,
+}
+
+impl ExitInfo {
+    /// An exit whose status Baton cannot know.
+    pub const UNKNOWN: ExitInfo = ExitInfo {
+        code: None,
+        signal: None,
+    };
+}
+
+impl From<ExitStatus> for ExitInfo {
+    fn from(status: ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        ExitInfo {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            (None, None) => f.write_str("exited"),
+        }
+    }
+}
+
+/// What [`ProcessHandle::stop`](super::ProcessHandle::stop) observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The process exited within the stop timeout after SIGTERM.
+    Exited(ExitInfo),
+    /// The process ignored SIGTERM for the whole stop timeout and was sent SIGKILL.
+    Killed,
+    /// The process had already exited before `stop` was called.
+    AlreadyGone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_says_how_it_ended() {
+        let code = ExitInfo {
+            code: Some(1),
+            signal: None,
+        };
+        let signal = ExitInfo {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(code.to_string(), "exited with code 1");
+        assert_eq!(signal.to_string(), "killed by signal 9");
+        assert_eq!(ExitInfo::UNKNOWN.to_string(), "exited");
+    }
+}

@@ -1,0 +1,18 @@
+//! The process driver: instances as real child processes, each in its own process group.
+
+mod error;
+mod exit;
+mod handle;
+mod pid_file;
+mod port;
+mod procfs;
+mod spawn;
+mod spec;
+
+pub use error::DriverError;
+pub use exit::{ExitInfo, StopOutcome};
+pub use handle::ProcessHandle;
+pub use pid_file::{kill_pid_files, read_pid_file};
+pub use port::free_port;
+pub use procfs::proc_start_time;
+pub use spec::ProcessSpec;
