@@ -1,0 +1,347 @@
+//! Deployments: one row per attempt to move an app from one release to another.
+
+use baton_core::model::{Deployment, Event, EventKind, Millis, Phase, Strategy};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::db::{Store, sql_limit};
+use crate::error::{SqlResultExt, StoreError, corrupt_column};
+use crate::events::insert_event;
+
+/// The intent to deploy, as recorded by [`Store::create_deployment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// The app to deploy.
+    pub app: String,
+    /// The release serving now (none for the app's first deployment).
+    pub from: Option<String>,
+    /// The release to deploy.
+    pub to: String,
+    /// How traffic moves.
+    pub strategy: Strategy,
+    /// Who asked (`cli`, `rollback`, `api`).
+    pub trigger: String,
+    /// When it was asked.
+    pub now: Millis,
+}
+
+/// The phases in which a deployment is over; must agree with [`Phase::is_final`]
+/// (checked by a test) and with the partial index in `schema.rs`.
+const FINAL_PHASES_SQL: &str = "('succeeded', 'rolled_back', 'failed')";
+
+const COLUMNS: &str = "id, app, from_release, to_release, strategy, phase, step, reason, trigger, \
+                       created_at, updated_at, finished_at, exposed, deadline";
+
+fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
+    let strategy: String = row.get(4)?;
+    let phase: String = row.get(5)?;
+    Ok(Deployment {
+        id: row.get(0)?,
+        app: row.get(1)?,
+        from: row.get(2)?,
+        to: row.get(3)?,
+        strategy: strategy
+            .parse()
+            .map_err(|_| corrupt_column(4, "strategy", &strategy))?,
+        phase: Phase::parse(&phase).ok_or_else(|| corrupt_column(5, "phase", &phase))?,
+        step: row.get(6)?,
+        reason: row.get(7)?,
+        trigger: row.get(8)?,
+        created_at: row.get(9)?,
+        updated_at: row.get(10)?,
+        finished_at: row.get(11)?,
+        exposed: row.get(12)?,
+        deadline: row.get(13)?,
+    })
+}
+
+fn active_deployment(conn: &Connection, app: &str) -> Result<Option<Deployment>, StoreError> {
+    conn.query_row(
+        &format!(
+            "SELECT {COLUMNS} FROM deployments WHERE app = ?1 AND phase NOT IN {FINAL_PHASES_SQL} \
+             ORDER BY id DESC LIMIT 1"
+        ),
+        [app],
+        read_deployment,
+    )
+    .optional()
+    .op("read active deployment")
+}
+
+/// Writes every mutable field of `d`; the app, releases, strategy and trigger never change.
+fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE deployments SET phase = ?2, step = ?3, reason = ?4, updated_at = ?5, \
+             finished_at = ?6, exposed = ?7, deadline = ?8 WHERE id = ?1",
+            params![
+                d.id,
+                d.phase.as_str(),
+                d.step,
+                d.reason,
+                d.updated_at,
+                d.finished_at,
+                d.exposed,
+                d.deadline
+            ],
+        )
+        .op("update deployment")?;
+    if changed == 0 {
+        return Err(StoreError::DeploymentNotFound(d.id));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records a deployment in phase `pending`, unless the app already has one that is not
+    /// final ([`StoreError::DeploymentActive`]). Check and insert are one transaction.
+    pub fn create_deployment(&self, new: &NewDeployment) -> Result<Deployment, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("begin create deployment")?;
+        if let Some(active) = active_deployment(&tx, &new.app)? {
+            return Err(StoreError::DeploymentActive(Box::new(active)));
+        }
+        tx.execute(
+            "INSERT INTO deployments (app, from_release, to_release, strategy, phase, step, \
+             reason, trigger, created_at, updated_at, finished_at, exposed, deadline) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, NULL, ?6, ?7, ?7, NULL, 0, NULL)",
+            params![
+                new.app,
+                new.from,
+                new.to,
+                new.strategy.as_str(),
+                Phase::Pending.as_str(),
+                new.trigger,
+                new.now
+            ],
+        )
+        .op("create deployment")?;
+        let id = tx.last_insert_rowid();
+        tx.commit().op("commit deployment")?;
+        Ok(Deployment {
+            id,
+            app: new.app.clone(),
+            from: new.from.clone(),
+            to: new.to.clone(),
+            strategy: new.strategy,
+            phase: Phase::Pending,
+            step: 0,
+            reason: None,
+            trigger: new.trigger.clone(),
+            created_at: new.now,
+            updated_at: new.now,
+            finished_at: None,
+            exposed: false,
+            deadline: None,
+        })
+    }
+
+    /// Saves a deployment's phase, step, reason, times, exposure and deadline.
+    pub fn update_deployment(&self, d: &Deployment) -> Result<(), StoreError> {
+        write_deployment(&self.conn(), d)
+    }
+
+    /// Saves a deployment and appends an event about it (at `d.updated_at`) in one
+    /// transaction, so the audit log never misses or invents a transition.
+    pub fn update_deployment_with_event(
+        &self,
+        d: &Deployment,
+        kind: EventKind,
+        message: &str,
+    ) -> Result<Event, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("begin update deployment")?;
+        write_deployment(&tx, d)?;
+        let event = insert_event(&tx, d.updated_at, &d.app, Some(d.id), kind, message)?;
+        tx.commit().op("commit deployment update")?;
+        Ok(event)
+    }
+
+    /// One deployment by id.
+    pub fn deployment(&self, id: i64) -> Result<Option<Deployment>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM deployments WHERE id = ?1"),
+                [id],
+                read_deployment,
+            )
+            .optional()
+            .op("read deployment")
+    }
+
+    /// The app's deployment that is not in a final phase, if any.
+    pub fn active_deployment(&self, app: &str) -> Result<Option<Deployment>, StoreError> {
+        active_deployment(&self.conn(), app)
+    }
+
+    /// The newest `limit` deployments, of one app or of all, newest first.
+    pub fn deployments(
+        &self,
+        app: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM deployments WHERE (?1 IS NULL OR app = ?1) \
+                 ORDER BY id DESC LIMIT ?2"
+            ))
+            .op("list deployments")?;
+        let rows = stmt
+            .query_map(params![app, sql_limit(limit)], read_deployment)
+            .op("list deployments")?;
+        rows.collect::<Result<_, _>>().op("read deployments")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_deployment(app: &str, from: Option<&str>, to: &str, now: Millis) -> NewDeployment {
+        NewDeployment {
+            app: app.into(),
+            from: from.map(Into::into),
+            to: to.into(),
+            strategy: Strategy::Rolling,
+            trigger: "cli".into(),
+            now,
+        }
+    }
+
+    #[test]
+    fn final_phases_sql_agrees_with_the_model() {
+        for p in [
+            Phase::Pending,
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Succeeded,
+            Phase::Aborting,
+            Phase::RolledBack,
+            Phase::Failed,
+        ] {
+            let quoted = format!("'{}'", p.as_str());
+            assert_eq!(FINAL_PHASES_SQL.contains(&quoted), p.is_final(), "{p}");
+        }
+    }
+
+    #[test]
+    fn create_refuses_a_second_active_deployment_until_the_first_is_final() {
+        let s = Store::open_in_memory().unwrap();
+        let d = s
+            .create_deployment(&new_deployment("web", None, "1.0", 100))
+            .unwrap();
+        assert_eq!((d.phase, d.step, d.exposed), (Phase::Pending, 0, false));
+        assert_eq!(s.deployment(d.id).unwrap().as_ref(), Some(&d));
+
+        let e = s
+            .create_deployment(&new_deployment("web", None, "2.0", 101))
+            .unwrap_err();
+        match &e {
+            StoreError::DeploymentActive(active) => assert_eq!(active.id, d.id),
+            other => panic!("expected DeploymentActive, got {other:?}"),
+        }
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("#{}", d.id))
+                && msg.contains("nothing -> 1.0")
+                && msg.contains("pending"),
+            "{msg}"
+        );
+
+        // Another app is independent.
+        s.create_deployment(&new_deployment("api", None, "1.0", 102))
+            .unwrap();
+
+        let done = Deployment {
+            phase: Phase::Succeeded,
+            finished_at: Some(200),
+            updated_at: 200,
+            ..d.clone()
+        };
+        s.update_deployment(&done).unwrap();
+        assert_eq!(s.active_deployment("web").unwrap(), None);
+        let second = s
+            .create_deployment(&new_deployment("web", Some("1.0"), "2.0", 300))
+            .unwrap();
+        assert!(second.id > d.id);
+        assert_eq!(s.active_deployment("web").unwrap(), Some(second.clone()));
+
+        let all: Vec<_> = s
+            .deployments(None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(all.len(), 3);
+        assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+        let web: Vec<_> = s
+            .deployments(Some("web"), 1)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(web, [second.id]);
+    }
+
+    #[test]
+    fn update_round_trips_every_mutable_field() {
+        let s = Store::open_in_memory().unwrap();
+        let mut d = s
+            .create_deployment(&new_deployment("web", Some("1.0"), "2.0", 1))
+            .unwrap();
+        d.phase = Phase::Paused;
+        d.step = 3;
+        d.reason = Some("operator".into());
+        d.updated_at = 7;
+        d.exposed = true;
+        d.deadline = Some(99);
+        let ev = s
+            .update_deployment_with_event(&d, EventKind::DeploymentStep, "step 3")
+            .unwrap();
+        assert_eq!(s.deployment(d.id).unwrap(), Some(d.clone()));
+        assert_eq!(
+            (ev.at, ev.deployment, ev.kind.as_str()),
+            (7, Some(d.id), "deployment_step")
+        );
+    }
+
+    #[test]
+    fn update_of_a_missing_deployment_fails_and_appends_no_event() {
+        let s = Store::open_in_memory().unwrap();
+        let d = s
+            .create_deployment(&new_deployment("web", None, "1.0", 1))
+            .unwrap();
+        let ghost = Deployment {
+            id: d.id + 100,
+            ..d
+        };
+        let e = s
+            .update_deployment_with_event(&ghost, EventKind::DeploymentStep, "x")
+            .unwrap_err();
+        assert!(matches!(e, StoreError::DeploymentNotFound(_)), "{e:?}");
+        assert!(s.events(None, None, 0, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_phase_reads_as_corrupt() {
+        let s = Store::open_in_memory().unwrap();
+        let d = s
+            .create_deployment(&new_deployment("web", None, "1.0", 1))
+            .unwrap();
+        s.conn()
+            .execute(
+                "UPDATE deployments SET phase = 'flying' WHERE id = ?1",
+                [d.id],
+            )
+            .unwrap();
+        let e = s.deployment(d.id).unwrap_err();
+        assert!(
+            matches!(e, StoreError::Corrupt(ref m) if m.contains("flying")),
+            "{e:?}"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! The database schema as numbered migrations, applied in order by `PRAGMA user_version`.
+//!
+//! A migration is never edited once released: a change is a new, higher-numbered migration.
+
+use rusqlite::Connection;
+
+use crate::error::{SqlResultExt, StoreError};
+
+/// Migration `i` takes the schema from `user_version = i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: releases, deployments, app state, instances, events.
+    r#"
+    CREATE TABLE releases (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        app        TEXT    NOT NULL,
+        version    TEXT    NOT NULL,
+        digest     TEXT    NOT NULL,
+        notes      TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (app, version)
+    );
+
+    CREATE TABLE deployments (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        app          TEXT    NOT NULL,
+        from_release TEXT,
+        to_release   TEXT    NOT NULL,
+        strategy     TEXT    NOT NULL,
+        phase        TEXT    NOT NULL,
+        step         INTEGER NOT NULL,
+        reason       TEXT,
+        trigger      TEXT    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        finished_at  INTEGER,
+        exposed      INTEGER NOT NULL,
+        deadline     INTEGER
+    );
+    CREATE INDEX deployments_by_app ON deployments (app, id);
+    -- Defence in depth behind create_deployment's check: at most one live deployment per app.
+    CREATE UNIQUE INDEX deployments_one_active ON deployments (app)
+        WHERE phase NOT IN ('succeeded', 'rolled_back', 'failed');
+
+    CREATE TABLE apps (
+        app             TEXT PRIMARY KEY,
+        current_release TEXT,
+        current_since   INTEGER,
+        -- The last instance number handed out; never decreases so ids are never reused.
+        instance_seq    INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE instances (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT    NOT NULL UNIQUE,
+        app         TEXT    NOT NULL,
+        release     TEXT    NOT NULL,
+        port        INTEGER NOT NULL,
+        pid         INTEGER,
+        proc_start  INTEGER,
+        state       TEXT    NOT NULL,
+        in_split    INTEGER NOT NULL,
+        started_at  INTEGER NOT NULL,
+        restarts    INTEGER NOT NULL,
+        restart_at  INTEGER,
+        retire_at   INTEGER
+    );
+    CREATE INDEX instances_by_app ON instances (app, seq);
+
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         INTEGER NOT NULL,
+        app        TEXT    NOT NULL,
+        deployment INTEGER REFERENCES deployments (id),
+        kind       TEXT    NOT NULL,
+        message    TEXT    NOT NULL
+    );
+    CREATE INDEX events_by_app ON events (app, id);
+    CREATE INDEX events_by_deployment ON events (deployment, id);
+    "#,
+];
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database up to [`SCHEMA_VERSION`], one transaction per migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .op("read schema version")?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {current} but this Baton knows only up to \
+             {SCHEMA_VERSION}: run a newer Baton or restore a backup"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().op("begin migration")?;
+        tx.execute_batch(sql).op("apply migration")?;
+        // PRAGMA takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .op("record schema version")?;
+        tx.commit().op("commit migration")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_an_empty_database_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = 999").unwrap();
+        let e = migrate(&mut conn).unwrap_err();
+        assert!(e.to_string().contains("newer Baton"), "{e}");
+    }
+}
