@@ -1,0 +1,189 @@
+//! The demo HTTP service: routes, the accept loop and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::ServiceOptions;
+use crate::metrics::Metrics;
+
+/// The body type of every response: fixed bytes or, for `/echo`, the request streaming back.
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Longest `/slow` delay accepted, so a typo cannot pin a connection for days.
+const MAX_SLOW: Duration = Duration::from_secs(600);
+
+/// Per-service state shared by every connection.
+struct State {
+    opts: ServiceOptions,
+    metrics: Metrics,
+    // Rendered once: `GET /` is the hot path of every benchmark.
+    version_json: Bytes,
+    error_json: Bytes,
+}
+
+impl State {
+    fn new(opts: ServiceOptions) -> Self {
+        let pid = std::process::id();
+        let version_json = serde_json::json!({
+            "version": opts.demo.version, "instance": opts.instance, "pid": pid,
+        });
+        let error_json = serde_json::json!({
+            "version": opts.demo.version, "instance": opts.instance, "pid": pid,
+            "error": "injected",
+        });
+        State {
+            opts,
+            metrics: Metrics::default(),
+            version_json: Bytes::from(version_json.to_string()),
+            error_json: Bytes::from(error_json.to_string()),
+        }
+    }
+}
+
+/// Serves the demo routes on `listener` until `shutdown` completes, then drains.
+///
+/// When `shutdown` resolves the listener is closed at once (new connections are refused),
+/// idle keep-alive connections are closed, and the call returns once every in-flight request
+/// has been answered. Connections speak HTTP/1.1 with keep-alive or HTTP/2 with prior
+/// knowledge (h2c), detected per connection.
+pub async fn serve(listener: TcpListener, opts: ServiceOptions, shutdown: impl Future<Output = ()>) {
+    let state = Arc::new(State::new(opts));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let state = Arc::clone(&state);
+                    let svc = service_fn(move |req| handle(Arc::clone(&state), req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        // A client that goes away mid-request is its own business.
+                        let _ = conn.await;
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (route, resp) = route(&state, req).await;
+    state.metrics.record(route, resp.status().as_u16());
+    Ok(resp)
+}
+
+/// Answers one request; returns the route label used in metrics with the response.
+async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response<Body>) {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/") => ("/", root(state).await),
+        (&Method::GET, "/health") => ("/health", health(state)),
+        (&Method::GET, "/slow") => ("/slow", slow(state, req.uri().query()).await),
+        (&Method::GET, "/metrics") => ("/metrics", metrics(state)),
+        (&Method::POST, "/signup") => ("/signup", signup(state, req).await),
+        (&Method::POST, "/echo") => ("/echo", echo(req)),
+        _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
+    }
+}
+
+async fn root(state: &State) -> Response<Body> {
+    let demo = &state.opts.demo;
+    if demo.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(demo.latency_ms)).await;
+    }
+    if demo.error_rate > 0.0 && fastrand::f64() < demo.error_rate {
+        return json(StatusCode::INTERNAL_SERVER_ERROR, state.error_json.clone());
+    }
+    json(StatusCode::OK, state.version_json.clone())
+}
+
+fn health(state: &State) -> Response<Body> {
+    if state.opts.demo.unhealthy {
+        text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n")
+    } else {
+        text(StatusCode::OK, "ok")
+    }
+}
+
+async fn slow(state: &State, query: Option<&str>) -> Response<Body> {
+    let ms = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .map(str::parse::<u64>);
+    let delay = match ms {
+        Some(Ok(ms)) if Duration::from_millis(ms) <= MAX_SLOW => Duration::from_millis(ms),
+        _ => {
+            let msg = format!("usage: GET /slow?ms=N with N in 0..={}\n", MAX_SLOW.as_millis());
+            return text(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    tokio::time::sleep(delay).await;
+    json(StatusCode::OK, state.version_json.clone())
+}
+
+fn metrics(state: &State) -> Response<Body> {
+    let mut resp = text(StatusCode::OK, state.metrics.render());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+async fn signup(state: &State, req: Request<Incoming>) -> Response<Body> {
+    // Read the body so the keep-alive connection stays usable for the next request.
+    if req.into_body().collect().await.is_err() {
+        return text(StatusCode::BAD_REQUEST, "could not read the request body\n");
+    }
+    state.metrics.signup();
+    let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+    *resp.status_mut() = StatusCode::CREATED;
+    resp
+}
+
+fn echo(req: Request<Incoming>) -> Response<Body> {
+    let content_type = req.headers().get(header::CONTENT_TYPE).cloned();
+    let mut resp = Response::new(req.into_body().boxed());
+    if let Some(ct) = content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    with_type(status, body, "application/json")
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, body.into(), "text/plain; charset=utf-8")
+}
+
+fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp
+}
