@@ -59,7 +59,12 @@ mod tests {
         assert_eq!(DemoOptions::load(&out.join(ARTIFACT_CONFIG)).unwrap(), opts);
         // Overwriting an existing artifact works too.
         write_artifact(&out, &exe, &DemoOptions::new("3.1.5")).unwrap();
-        assert_eq!(DemoOptions::load(&out.join(ARTIFACT_CONFIG)).unwrap().version, "3.1.5");
+        assert_eq!(
+            DemoOptions::load(&out.join(ARTIFACT_CONFIG))
+                .unwrap()
+                .version,
+            "3.1.5"
+        );
     }
 
     #[test]
@@ -76,8 +81,12 @@ mod tests {
     #[test]
     fn missing_executable_names_the_path() {
         let dir = tempfile::tempdir().unwrap();
-        let err = write_artifact(dir.path(), Path::new("/nonexistent/exe"), &DemoOptions::new("1"))
-            .unwrap_err();
+        let err = write_artifact(
+            dir.path(),
+            Path::new("/nonexistent/exe"),
+            &DemoOptions::new("1"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/exe"), "{err}");
     }
 }

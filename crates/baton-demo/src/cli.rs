@@ -95,7 +95,11 @@ async fn run(port: u16, opts: ServiceOptions) -> i32 {
     let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
     let mut stdout = std::io::stdout().lock();
     // Supervisors read this line from a pipe, so it must not sit in a buffer.
-    let _ = writeln!(stdout, "baton-demo {} listening on 127.0.0.1:{bound}", opts.demo.version);
+    let _ = writeln!(
+        stdout,
+        "baton-demo {} listening on 127.0.0.1:{bound}",
+        opts.demo.version
+    );
     let _ = stdout.flush();
     drop(stdout);
     serve(listener, opts, stop).await;
@@ -119,10 +123,16 @@ fn port_from_env() -> Option<u16> {
 }
 
 fn default_config_path() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot locate my own executable to find {ARTIFACT_CONFIG}: {e}; pass --config PATH"))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        format!(
+            "cannot locate my own executable to find {ARTIFACT_CONFIG}: {e}; pass --config PATH"
+        )
+    })?;
     let dir = exe.parent().ok_or_else(|| {
-        format!("executable {} has no directory; pass --config PATH", exe.display())
+        format!(
+            "executable {} has no directory; pass --config PATH",
+            exe.display()
+        )
     })?;
     Ok(dir.join(ARTIFACT_CONFIG))
 }
@@ -180,8 +190,17 @@ mod tests {
 
     #[test]
     fn parses_flags_with_and_without_program_name() {
-        let want = Cli { port: Some(8080), config: Some("/a/demo.toml".into()) };
-        let got = parse(&["/x/baton-demo", "--port", "8080", "--config", "/a/demo.toml"]);
+        let want = Cli {
+            port: Some(8080),
+            config: Some("/a/demo.toml".into()),
+        };
+        let got = parse(&[
+            "/x/baton-demo",
+            "--port",
+            "8080",
+            "--config",
+            "/a/demo.toml",
+        ]);
         assert_eq!(got.unwrap().unwrap(), want);
         let got = parse(&["--port=8080", "--config=/a/demo.toml"]);
         assert_eq!(got.unwrap().unwrap(), want);
@@ -189,9 +208,21 @@ mod tests {
 
     #[test]
     fn rejects_bad_arguments() {
-        assert!(parse(&["baton-demo", "--port", "99999"]).unwrap_err().contains("--port"));
-        assert!(parse(&["baton-demo", "--port"]).unwrap_err().contains("needs a value"));
-        assert!(parse(&["baton-demo", "--bogus"]).unwrap_err().contains("--bogus"));
+        assert!(
+            parse(&["baton-demo", "--port", "99999"])
+                .unwrap_err()
+                .contains("--port")
+        );
+        assert!(
+            parse(&["baton-demo", "--port"])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse(&["baton-demo", "--bogus"])
+                .unwrap_err()
+                .contains("--bogus")
+        );
         assert_eq!(parse(&["baton-demo", "--help"]).unwrap(), None);
     }
 

@@ -39,7 +39,15 @@ pub enum DemoError {
 }
 
 impl DemoError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        DemoError::Io { action, path: path.into(), source }
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        DemoError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -73,8 +73,7 @@ impl DemoOptions {
 
     /// Reads, parses and validates a `demo.toml` file.
     pub fn load(path: &Path) -> Result<Self, DemoError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| DemoError::io("read", path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| DemoError::io("read", path, e))?;
         Self::from_toml(&text, path)
     }
 
@@ -96,7 +95,10 @@ pub struct ServiceOptions {
 impl ServiceOptions {
     /// Options for an instance called `local` running `demo`.
     pub fn new(demo: DemoOptions) -> Self {
-        ServiceOptions { demo, instance: "local".into() }
+        ServiceOptions {
+            demo,
+            instance: "local".into(),
+        }
     }
 }
 
@@ -114,7 +116,10 @@ mod tests {
             startup_ms: 300,
         };
         let text = opts.to_toml().unwrap();
-        assert_eq!(DemoOptions::from_toml(&text, Path::new("demo.toml")).unwrap(), opts);
+        assert_eq!(
+            DemoOptions::from_toml(&text, Path::new("demo.toml")).unwrap(),
+            opts
+        );
     }
 
     #[test]
@@ -127,18 +132,32 @@ mod tests {
     fn rejects_bad_values_with_the_field_name() {
         let mut opts = DemoOptions::new("1");
         opts.error_rate = 1.5;
-        assert!(opts.validate().unwrap_err().to_string().contains("error_rate"));
+        assert!(
+            opts.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("error_rate")
+        );
         opts.error_rate = f64::NAN;
         assert!(opts.validate().is_err());
         let empty = DemoOptions::new(" ");
-        assert!(empty.validate().unwrap_err().to_string().contains("version"));
+        assert!(
+            empty
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("version")
+        );
     }
 
     #[test]
     fn unknown_keys_are_errors_with_the_file_name() {
-        let err = DemoOptions::from_toml("version = \"1\"\nerror_rat = 0.1\n", Path::new("x/demo.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = DemoOptions::from_toml(
+            "version = \"1\"\nerror_rat = 0.1\n",
+            Path::new("x/demo.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("x/demo.toml"), "{err}");
         assert!(err.contains("error_rat"), "{err}");
     }

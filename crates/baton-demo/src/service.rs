@@ -59,7 +59,11 @@ impl State {
 /// idle keep-alive connections are closed, and the call returns once every in-flight request
 /// has been answered. Connections speak HTTP/1.1 with keep-alive or HTTP/2 with prior
 /// knowledge (h2c), detected per connection.
-pub async fn serve(listener: TcpListener, opts: ServiceOptions, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    opts: ServiceOptions,
+    shutdown: impl Future<Output = ()>,
+) {
     let state = Arc::new(State::new(opts));
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -89,6 +93,7 @@ pub async fn serve(listener: TcpListener, opts: ServiceOptions, shutdown: impl F
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let _in_flight = state.metrics.begin();
     let (route, resp) = route(&state, req).await;
     state.metrics.record(route, resp.status().as_u16());
     Ok(resp)
@@ -135,7 +140,10 @@ async fn slow(state: &State, query: Option<&str>) -> Response<Body> {
     let delay = match ms {
         Some(Ok(ms)) if Duration::from_millis(ms) <= MAX_SLOW => Duration::from_millis(ms),
         _ => {
-            let msg = format!("usage: GET /slow?ms=N with N in 0..={}\n", MAX_SLOW.as_millis());
+            let msg = format!(
+                "usage: GET /slow?ms=N with N in 0..={}\n",
+                MAX_SLOW.as_millis()
+            );
             return text(StatusCode::BAD_REQUEST, msg);
         }
     };
@@ -183,7 +191,9 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Body> {
     let mut resp = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
     resp
 }

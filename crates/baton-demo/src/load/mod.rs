@@ -87,12 +87,12 @@ impl Shared {
         self.claimed.fetch_add(1, Ordering::Relaxed) < self.cfg.max_requests
     }
 
-    fn should_stop(&self) -> bool {
-        self.cancel.is_cancelled() || Instant::now() >= self.deadline
-    }
-
     fn record(&self, sample: &Sample) {
-        let counter = if sample.is_ok() { &self.ok } else { &self.failed };
+        let counter = if sample.is_ok() {
+            &self.ok
+        } else {
+            &self.failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(v) = &sample.version {
             let mut by_version = self.by_version.lock().unwrap_or_else(|p| p.into_inner());
@@ -105,7 +105,11 @@ impl Shared {
             sent: self.sent.load(Ordering::Relaxed),
             ok: self.ok.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            by_version: self.by_version.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            by_version: self
+                .by_version
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }
@@ -161,7 +165,11 @@ impl Load {
             }
         }
         samples.sort_by_key(|s| s.started);
-        LoadReport { stats: self.shared.stats(), samples, elapsed: self.shared.started.elapsed() }
+        LoadReport {
+            stats: self.shared.stats(),
+            samples,
+            elapsed: self.shared.started.elapsed(),
+        }
     }
 }
 

@@ -124,7 +124,11 @@ mod tests {
     }
 
     fn report(samples: Vec<Sample>) -> LoadReport {
-        LoadReport { stats: LoadStats::default(), samples, elapsed: ms(100) }
+        LoadReport {
+            stats: LoadStats::default(),
+            samples,
+            elapsed: ms(100),
+        }
     }
 
     #[test]
@@ -164,7 +168,11 @@ mod tests {
     fn failures_include_errors_and_non_2xx() {
         let mut server_error = sample(0, 1, Some("1"));
         server_error.status = Some(503);
-        let r = report(vec![sample(0, 1, Some("1")), sample(0, 1, None), server_error]);
+        let r = report(vec![
+            sample(0, 1, Some("1")),
+            sample(0, 1, None),
+            server_error,
+        ]);
         let failures = r.failures();
         assert_eq!(failures.len(), 2);
         assert!(failures.iter().any(|s| s.status == Some(503)));
@@ -173,7 +181,9 @@ mod tests {
 
     #[test]
     fn percentiles_use_nearest_rank_over_responses() {
-        let samples = (1..=100).map(|i| sample(0, i, Some("1"))).chain([sample(0, 5000, None)]);
+        let samples = (1..=100)
+            .map(|i| sample(0, i, Some("1")))
+            .chain([sample(0, 5000, None)]);
         let r = report(samples.collect());
         assert_eq!(r.latency_percentile(0.5), Some(ms(50)));
         assert_eq!(r.latency_percentile(0.99), Some(ms(99)));

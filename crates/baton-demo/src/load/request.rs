@@ -23,7 +23,9 @@ pub(crate) struct Answer {
 
 /// Opens a TCP connection and runs the HTTP/1.1 handshake; the connection task is spawned.
 pub(crate) async fn connect(addr: SocketAddr) -> Result<Conn, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
@@ -49,11 +51,24 @@ pub(crate) async fn get(
     if close {
         req = req.header(header::CONNECTION, "close");
     }
-    let req = req.body(Empty::new()).map_err(|e| format!("bad request for {path:?}: {e}"))?;
-    let resp = conn.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let req = req
+        .body(Empty::new())
+        .map_err(|e| format!("bad request for {path:?}: {e}"))?;
+    let resp = conn
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-    Ok(Answer { status, version: version_of(&body) })
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        version: version_of(&body),
+    })
 }
 
 /// The `"version"` string of a JSON body, if it is one.
@@ -94,7 +109,10 @@ mod tests {
 
     #[test]
     fn version_is_read_from_json_bodies_only() {
-        assert_eq!(version_of(br#"{"version":"1.2","pid":3}"#).as_deref(), Some("1.2"));
+        assert_eq!(
+            version_of(br#"{"version":"1.2","pid":3}"#).as_deref(),
+            Some("1.2")
+        );
         assert_eq!(version_of(br#"{"pid":3}"#), None);
         assert_eq!(version_of(b"not json"), None);
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use super::request::{self, Conn};
 use super::{Sample, Shared};
@@ -34,11 +34,14 @@ pub(super) async fn run(shared: Arc<Shared>, id: usize, keepalive: bool) -> Vec<
                 () = tokio::time::sleep_until(shared.deadline) => break,
             }
         }
-        if shared.should_stop() || !shared.claim() {
+        // Read the clock once so no sample can start after `max_duration`.
+        let now = Instant::now();
+        if shared.cancel.is_cancelled() || now >= shared.deadline || !shared.claim() {
             break;
         }
         shared.sent.fetch_add(1, Ordering::Relaxed);
-        let sample = one(&shared, id, keepalive, &mut conn).await;
+        let started = now.duration_since(shared.started);
+        let sample = one(&shared, id, keepalive, &mut conn, started).await;
         shared.record(&sample);
         let failed = sample.error.is_some();
         samples.push(sample);
@@ -53,9 +56,14 @@ pub(super) async fn run(shared: Arc<Shared>, id: usize, keepalive: bool) -> Vec<
 }
 
 /// Makes one request, reusing `conn` for keep-alive workers and dropping it after an error.
-async fn one(shared: &Shared, id: usize, keepalive: bool, conn: &mut Option<Conn>) -> Sample {
+async fn one(
+    shared: &Shared,
+    id: usize,
+    keepalive: bool,
+    conn: &mut Option<Conn>,
+    started: Duration,
+) -> Sample {
     let cfg = &shared.cfg;
-    let started = shared.started.elapsed();
     let attempt = async {
         let reusable = match conn.take() {
             Some(mut c) => c.ready().await.is_ok().then_some(c),
@@ -83,6 +91,12 @@ async fn one(shared: &Shared, id: usize, keepalive: bool, conn: &mut Option<Conn
             (None, None, Some(msg))
         }
     };
-    Sample { started, finished, status, version, error, keepalive }
+    Sample {
+        started,
+        finished,
+        status,
+        version,
+        error,
+        keepalive,
+    }
 }
-
