@@ -285,3 +285,7 @@ async fn watch_adopted(pid: u32, start_time: u64, tx: watch::Sender<Option<ExitI
         }
     }
 }
+
+#[cfg(test)]
+#[path = "handle_tests.rs"]
+mod tests;

@@ -16,3 +16,6 @@ pub use pid_file::{kill_pid_files, read_pid_file};
 pub use port::free_port;
 pub use procfs::proc_start_time;
 pub use spec::ProcessSpec;
+
+#[cfg(test)]
+mod test_support;
