@@ -317,3 +317,32 @@ async fn missing_cwd_and_empty_command_are_clear_errors() {
     let error = ProcessHandle::spawn(&spec).expect_err("empty command");
     assert!(matches!(error, DriverError::EmptyCommand), "{error:?}");
 }
+
+#[tokio::test]
+async fn instance_leads_its_own_group_and_outlives_its_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = ProcessHandle::spawn(&sh(dir.path(), "exec sleep 1000")).expect("spawn");
+    let (pid, start_time) = (child.pid(), child.start_time());
+    let stat = super::read_stat(pid).expect("stat");
+    assert_eq!(stat.pgrp, i32::try_from(pid).unwrap());
+    assert_ne!(nix::unistd::getpgrp().as_raw(), stat.pgrp);
+    drop(child);
+    let adopted = Guard(ProcessHandle::adopt(pid, start_time).expect("still running"));
+    assert_eq!(adopted.exit(), None);
+}
+
+#[test]
+fn exit_is_still_seen_after_the_spawning_runtime_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let child = runtime.block_on(async { spawn(&sh(dir.path(), "exec sleep 1000")) });
+    drop(runtime);
+    assert_eq!(child.exit(), None);
+    child.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.exit().is_none() {
+        assert!(std::time::Instant::now() < deadline, "exit never seen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(child.exit(), Some(ExitInfo::UNKNOWN));
+}
