@@ -3,16 +3,30 @@
 //! [`Store`] keeps releases, deployments, app state, instances and the event log in one
 //! SQLite file (WAL, `synchronous = FULL`). It is synchronous: call it from
 //! `spawn_blocking`, or directly for short operations. Times are always passed in.
+//!
+//! [`ArtifactStore`] keeps release artifacts content-addressed on disk: [`pack`] turns a
+//! directory or tarball into the canonical archive, whose [`digest`] names it, and
+//! [`ArtifactStore::import`] unpacks it read-only under `<root>/<hex>/`.
 
 mod apps;
+mod artifact;
+mod artifact_error;
+mod canonical;
 mod db;
 mod deployments;
 mod error;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod instances;
 mod releases;
 mod schema;
+mod untar;
+mod walk;
 
+pub use artifact::ArtifactStore;
+pub use artifact_error::ArtifactError;
+pub use canonical::{digest, pack};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;

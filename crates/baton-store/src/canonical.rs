@@ -1,0 +1,412 @@
+//! The canonical archive: one byte-exact tar for a given content, whatever its source form.
+//!
+//! Entries sorted by path (bytewise), only directories, regular files and symlinks that stay
+//! inside the tree; mtime 0, uid/gid 0, no user or group names; mode 0755 for directories and
+//! executables, 0644 otherwise. Same content -> same bytes -> same [`digest`].
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use sha2::{Digest, Sha256};
+
+use crate::artifact_error::ArtifactError;
+
+/// Symlink hops followed before a link is judged a loop (the same bound Linux uses).
+const MAX_LINK_HOPS: u32 = 40;
+
+/// One entry of an artifact tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Node {
+    /// A directory.
+    Dir,
+    /// A regular file and whether any execute bit was set.
+    File { data: Vec<u8>, exec: bool },
+    /// A symbolic link with its (relative) target, as written.
+    Symlink { target: String },
+}
+
+/// An artifact's content: normalized relative paths (`a/b`, no `.`, `..` or trailing `/`)
+/// mapped to nodes. A `BTreeMap<String, _>` iterates bytewise, parents before children.
+#[derive(Debug)]
+pub(crate) struct Tree {
+    /// Names the artifact in errors.
+    label: String,
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Tree {
+    /// An empty tree; `label` names the artifact in errors.
+    pub(crate) fn new(label: impl Into<String>) -> Tree {
+        Tree {
+            label: label.into(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// The error for an entry that cannot be accepted.
+    pub(crate) fn refuse(
+        &self,
+        entry: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ArtifactError {
+        ArtifactError::Refused {
+            artifact: self.label.clone(),
+            entry: entry.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The artifact's label, for errors raised by readers.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Normalizes a path from a walk or an archive; `None` is the root itself.
+    pub(crate) fn normalize(&self, raw: &Path) -> Result<Option<String>, ArtifactError> {
+        let shown = || raw.to_string_lossy().into_owned();
+        let mut parts = Vec::new();
+        for c in raw.components() {
+            match c {
+                Component::Normal(s) => match s.to_str() {
+                    Some(s) => parts.push(s),
+                    None => return Err(self.refuse(shown(), "has a name that is not UTF-8")),
+                },
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(
+                        self.refuse(shown(), "contains `..` and would land outside the artifact")
+                    );
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(self.refuse(shown(), "is an absolute path"));
+                }
+            }
+        }
+        Ok((!parts.is_empty()).then(|| parts.join("/")))
+    }
+
+    /// Adds an entry at a raw path, creating missing parent directories (archives may omit
+    /// them; a walked directory always has them, and both must give the same tree).
+    pub(crate) fn insert(&mut self, raw: &Path, node: Node) -> Result<(), ArtifactError> {
+        let Some(path) = self.normalize(raw)? else {
+            return match node {
+                Node::Dir => Ok(()),
+                _ => Err(self.refuse(
+                    raw.to_string_lossy(),
+                    "is the artifact root but not a directory",
+                )),
+            };
+        };
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let parent = &path[..at + i];
+            match self.nodes.get(parent) {
+                None => {
+                    self.nodes.insert(parent.to_owned(), Node::Dir);
+                }
+                Some(Node::Dir) => {}
+                // A child under a link would be written through the link when unpacked.
+                Some(_) => {
+                    return Err(self.refuse(
+                        &path,
+                        format!("lies under {parent:?}, which is not a directory"),
+                    ));
+                }
+            }
+            at += i + 1;
+        }
+        match (self.nodes.get(&path), &node) {
+            (None, _) => {
+                self.nodes.insert(path, node);
+                Ok(())
+            }
+            (Some(Node::Dir), Node::Dir) => Ok(()),
+            (Some(Node::Dir), _) => {
+                Err(self.refuse(path, "is both a directory and a file or link"))
+            }
+            (Some(_), _) => Err(self.refuse(path, "appears twice")),
+        }
+    }
+
+    /// The regular file at a raw path, for archives' hard links.
+    pub(crate) fn file(&self, raw: &Path) -> Result<Option<&Node>, ArtifactError> {
+        let path = self.normalize(raw)?;
+        Ok(path
+            .and_then(|p| self.nodes.get(&p))
+            .filter(|n| matches!(n, Node::File { .. })))
+    }
+
+    /// Checks that every symlink resolves inside the tree and returns the entries in order.
+    pub(crate) fn finish(self) -> Result<Vec<(String, Node)>, ArtifactError> {
+        for (path, node) in &self.nodes {
+            if let Node::Symlink { target } = node {
+                let mut dir: Vec<&str> = path.split('/').collect();
+                dir.pop();
+                let mut hops = 0;
+                if target.is_empty() || resolve(&self.nodes, dir, target, &mut hops).is_none() {
+                    return Err(self.refuse(
+                        path,
+                        format!("is a symlink to {target:?}, which points outside the artifact (or loops)"),
+                    ));
+                }
+            }
+        }
+        Ok(self.nodes.into_iter().collect())
+    }
+}
+
+/// Resolves `target` from directory `dir`, following symlinks of the tree; `None` if it
+/// leaves the root, is absolute, or loops. Targets that do not exist are fine: they stay in.
+fn resolve<'a>(
+    nodes: &'a BTreeMap<String, Node>,
+    mut dir: Vec<&'a str>,
+    target: &'a str,
+    hops: &mut u32,
+) -> Option<Vec<&'a str>> {
+    if target.starts_with('/') {
+        return None;
+    }
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                dir.pop()?;
+            }
+            name => {
+                dir.push(name);
+                if let Some(Node::Symlink { target }) = nodes.get(&dir.join("/")) {
+                    *hops += 1;
+                    if *hops > MAX_LINK_HOPS {
+                        return None;
+                    }
+                    dir.pop();
+                    dir = resolve(nodes, dir, target, hops)?;
+                }
+            }
+        }
+    }
+    Some(dir)
+}
+
+/// Writes the canonical tar of checked entries (from [`Tree::finish`]).
+pub(crate) fn write_tar(entries: &[(String, Node)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, node) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        // Writing to a Vec only fails on paths the tree never holds (checked on insert).
+        let written = match node {
+            Node::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, std::io::empty())
+            }
+            Node::File { data, exec } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if *exec { 0o755 } else { 0o644 });
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_slice())
+            }
+            Node::Symlink { target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)
+            }
+        };
+        written.expect("a checked tree always writes to memory");
+    }
+    b.into_inner()
+        .expect("finishing a tar in memory cannot fail")
+}
+
+/// `sha256:<64 hex>` of a canonical archive.
+pub fn digest(canonical: &[u8]) -> String {
+    let hash = Sha256::digest(canonical);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for byte in hash {
+        s.push_str(&format!("{byte:02x}"));
+    }
+    s
+}
+
+/// The hex part of a well-formed digest.
+pub(crate) fn digest_hex(digest: &str) -> Result<&str, ArtifactError> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .ok_or_else(|| ArtifactError::InvalidDigest(digest.to_owned()))
+}
+
+/// Builds the canonical archive of a directory or a `.tar.gz`/`.tgz`/`.tar` file.
+pub fn pack(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    // Follow a link given as the artifact itself (e.g. `current`); links inside are kept.
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ArtifactError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(ArtifactError::io("read", path)(e)),
+    };
+    let mut tree = Tree::new(path.display().to_string());
+    if meta.is_dir() {
+        crate::walk::walk(path, &mut tree)?;
+    } else {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let file = std::fs::File::open(path).map_err(ArtifactError::io("open", path))?;
+        let reader = std::io::BufReader::new(file);
+        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+            crate::untar::read(flate2::read::GzDecoder::new(reader), &mut tree)?;
+        } else if name.ends_with(".tar") {
+            crate::untar::read(reader, &mut tree)?;
+        } else {
+            return Err(ArtifactError::Unsupported {
+                path: path.to_owned(),
+            });
+        }
+    }
+    Ok(write_tar(&tree.finish()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(data: &str) -> Node {
+        Node::File {
+            data: data.as_bytes().to_vec(),
+            exec: false,
+        }
+    }
+
+    fn link(target: &str) -> Node {
+        Node::Symlink {
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn normalize_drops_dots_and_refuses_escapes() {
+        let t = Tree::new("t");
+        assert_eq!(
+            t.normalize(Path::new("./a//b/./c/")).unwrap().as_deref(),
+            Some("a/b/c")
+        );
+        assert_eq!(t.normalize(Path::new("./")).unwrap(), None);
+        assert!(
+            t.normalize(Path::new("a/../b"))
+                .unwrap_err()
+                .to_string()
+                .contains("`..`")
+        );
+        assert!(
+            t.normalize(Path::new("/etc/passwd"))
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
+    }
+
+    #[test]
+    fn insert_adds_parents_and_refuses_conflicts() {
+        let mut t = Tree::new("t");
+        t.insert(Path::new("a/b/c"), file("x")).unwrap();
+        t.insert(Path::new("a/"), Node::Dir).unwrap();
+        assert!(
+            t.insert(Path::new("a/b/c"), file("y"))
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+        assert!(t.insert(Path::new("a/b"), file("y")).is_err());
+        t.insert(Path::new("l"), link("a")).unwrap();
+        let e = t.insert(Path::new("l/evil"), file("y")).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        let paths: Vec<_> = t.finish().unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["a", "a/b", "a/b/c", "l"]);
+    }
+
+    #[test]
+    fn symlinks_must_stay_inside() {
+        let check = |entries: &[(&str, Node)]| {
+            let mut t = Tree::new("t");
+            for (p, n) in entries {
+                t.insert(Path::new(p), n.clone()).unwrap();
+            }
+            t.finish().map(|_| ())
+        };
+        assert!(check(&[("bin/run", link("../lib/run")), ("lib/run", file("x"))]).is_ok());
+        assert!(check(&[("dangling", link("not/there"))]).is_ok());
+        assert!(check(&[("up", link(".."))]).is_err());
+        assert!(check(&[("abs", link("/etc/passwd"))]).is_err());
+        assert!(check(&[("d/e", link("../../x"))]).is_err());
+        // Lexically inside, but `sub/r` is the root, so `sub/r/../..` leaves it.
+        assert!(check(&[("sub/r", link("..")), ("t", link("sub/r/../.."))]).is_err());
+        assert!(
+            check(&[("a", link("b")), ("b", link("a"))]).is_err(),
+            "loop"
+        );
+    }
+
+    #[test]
+    fn write_tar_is_sorted_and_normalized() {
+        let mut t = Tree::new("t");
+        t.insert(
+            Path::new("z"),
+            Node::File {
+                data: b"#!".to_vec(),
+                exec: true,
+            },
+        )
+        .unwrap();
+        t.insert(Path::new("a-b"), file("1")).unwrap();
+        t.insert(Path::new("a/b"), file("2")).unwrap();
+        let bytes = write_tar(&t.finish().unwrap());
+        let mut ar = tar::Archive::new(bytes.as_slice());
+        let seen: Vec<(String, u32, u64, u64)> = ar
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                (
+                    path,
+                    h.mode().unwrap(),
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".into(), 0o755, 0, 0),
+                ("a-b".into(), 0o644, 0, 0),
+                ("a/b".into(), 0o644, 0, 0),
+                ("z".into(), 0o755, 0, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn digest_format_and_parse() {
+        let d = digest(b"");
+        assert_eq!(
+            d,
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(digest_hex(&d).unwrap().len(), 64);
+        assert!(digest_hex("sha256:../../etc").is_err());
+        assert!(digest_hex(&d.to_uppercase()).is_err());
+    }
+}
