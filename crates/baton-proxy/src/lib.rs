@@ -1,1 +1,26 @@
 //! Baton's data plane: per-app listeners, the split snapshot, backend selection, health checks, drain, per-release metrics.
+//!
+//! The controller builds [`Backend`]s as instances start, publishes [`RoutingTable`]s through
+//! a [`Router`], runs one [`serve`] per app listener and one [`spawn_health_checker`] per
+//! backend, and reads [`Backend::metrics`] for analysis.
+
+mod backend;
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod health;
+mod listener;
+mod metrics;
+mod router;
+mod select;
+mod upgrade;
+
+pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT};
+pub use error::{ErrorKind, ProxyError};
+pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use health::{HealthCheck, spawn_health_checker};
+pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
+pub use metrics::{BUCKETS, MetricsSnapshot};
+pub use router::{AppRoute, ReleaseRoute, Router, RoutingTable};
+pub use select::{pick_backend, select, select_retry};

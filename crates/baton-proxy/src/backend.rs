@@ -1,0 +1,338 @@
+//! One instance as the proxy sees it: health, drain, in-flight count, its connection pool and
+//! its metrics. Long-lived, shared by every routing table that includes it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::{Relaxed, SeqCst}};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
+
+use crate::body::RequestBody;
+use crate::metrics::{Metrics, MetricsSnapshot};
+
+/// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
+/// the instance is in trouble and another one should take the request.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an idle keep-alive connection to a backend is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The pooled HTTP/1.1 client of one backend.
+pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Whether a backend passes its health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Started, has not yet passed `healthy_threshold` checks: takes no traffic.
+    Starting,
+    /// Passing: may take traffic (unless draining).
+    Healthy,
+    /// Failed `unhealthy_threshold` checks or `passive_threshold` connect errors: takes no traffic.
+    Unhealthy,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            0 => Health::Starting,
+            1 => Health::Healthy,
+            _ => Health::Unhealthy,
+        }
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            Health::Starting => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        }
+    }
+}
+
+/// One instance as the proxy sees it.
+pub struct Backend {
+    instance: String,
+    release: String,
+    addr: SocketAddr,
+    authority: Authority,
+    health: AtomicU8,
+    draining: AtomicBool,
+    in_flight: AtomicU64,
+    idle: Notify,
+    passive_threshold: u32,
+    connect_errors_in_a_row: AtomicU32,
+    client: ArcSwap<UpstreamClient>,
+    pub(crate) metrics: Metrics,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("instance", &self.instance)
+            .field("release", &self.release)
+            .field("addr", &self.addr)
+            .field("health", &self.health())
+            .field("draining", &self.is_draining())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+impl Backend {
+    /// A backend for `instance` of `release` listening on `addr`, in [`Health::Starting`].
+    /// `passive_threshold` consecutive connect errors mark it unhealthy (0 disables that).
+    pub fn new(instance: String, release: String, addr: SocketAddr, passive_threshold: u32) -> Arc<Backend> {
+        let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
+        Arc::new(Backend {
+            instance,
+            release,
+            addr,
+            authority,
+            health: AtomicU8::new(Health::Starting.as_u8()),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicU64::new(0),
+            idle: Notify::new(),
+            passive_threshold,
+            connect_errors_in_a_row: AtomicU32::new(0),
+            client: ArcSwap::from_pointee(new_client()),
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// The instance id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The release version the instance runs.
+    pub fn release(&self) -> &str {
+        &self.release
+    }
+
+    /// Where the instance listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Its current health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Relaxed))
+    }
+
+    /// Sets its health (re-adoption starts an instance `Healthy`; the checkers move it).
+    pub fn set_health(&self, h: Health) {
+        let old = Health::from_u8(self.health.swap(h.as_u8(), SeqCst));
+        if h == Health::Healthy {
+            // A fresh start: old connect errors say nothing about the instance now.
+            self.connect_errors_in_a_row.store(0, Relaxed);
+        }
+        if old != h {
+            tracing::info!(instance = %self.instance, release = %self.release, from = ?old, to = ?h, "backend health changed");
+        }
+    }
+
+    /// Requests (and upgraded connections) currently being served by it.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(SeqCst)
+    }
+
+    /// Stops every new request from reaching it, even from a routing table loaded before.
+    pub fn start_drain(&self) {
+        self.draining.store(true, SeqCst);
+    }
+
+    /// Whether [`Backend::start_drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(SeqCst)
+    }
+
+    /// Healthy and not draining: may be sent a new request (DESIGN.md I1).
+    pub fn is_eligible(&self) -> bool {
+        self.health() == Health::Healthy && !self.draining.load(Relaxed)
+    }
+
+    /// Waits until nothing is in flight. After [`Backend::start_drain`], `true` means no request
+    /// is or ever will be in flight on it; `false` means `timeout` passed first.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a release between the check and the await is seen.
+            notified.as_mut().enable();
+            if self.in_flight.load(SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight.load(SeqCst) == 0;
+            }
+        }
+    }
+
+    /// Drops the pooled idle keep-alive connections to it. Connections in use finish their
+    /// exchange and are then closed instead of being pooled.
+    pub fn close_idle_connections(&self) {
+        self.client.store(Arc::new(new_client()));
+    }
+
+    /// A copy of its counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    pub(crate) fn client(&self) -> arc_swap::Guard<Arc<UpstreamClient>> {
+        self.client.load()
+    }
+
+    /// A connect error: counts toward `passive_threshold`.
+    pub(crate) fn note_connect_error(&self) {
+        self.metrics.connect_error();
+        let in_a_row = self.connect_errors_in_a_row.fetch_add(1, Relaxed) + 1;
+        if self.passive_threshold > 0 && in_a_row >= self.passive_threshold && self.health() == Health::Healthy {
+            tracing::warn!(instance = %self.instance, in_a_row, "backend refused connections; marking unhealthy");
+            self.set_health(Health::Unhealthy);
+        }
+    }
+
+    /// A response arrived: the run of connect errors is over.
+    pub(crate) fn note_reachable(&self) {
+        // Read first so the common case does not write a line every core shares.
+        if self.connect_errors_in_a_row.load(Relaxed) != 0 {
+            self.connect_errors_in_a_row.store(0, Relaxed);
+        }
+    }
+
+    fn release_one(&self) {
+        if self.in_flight.fetch_sub(1, SeqCst) == 1 && self.draining.load(SeqCst) {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+fn new_client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+// === impl InFlight ===
+
+/// One request (or upgraded connection) counted in a backend's in-flight total until dropped.
+/// On drop it also records the latency since it was started, unless told not to.
+#[derive(Debug)]
+pub(crate) struct InFlight {
+    backend: Arc<Backend>,
+    started: Option<Instant>,
+}
+
+impl InFlight {
+    /// Counts a new request on `backend`, or `None` if it started draining meanwhile: the
+    /// increment comes before the check (both SeqCst), so either `wait_idle` sees this request
+    /// or this request sees the drain.
+    pub(crate) fn acquire(backend: &Arc<Backend>) -> Option<InFlight> {
+        backend.in_flight.fetch_add(1, SeqCst);
+        if backend.draining.load(SeqCst) {
+            backend.release_one();
+            return None;
+        }
+        Some(InFlight { backend: backend.clone(), started: Some(Instant::now()) })
+    }
+
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// Records the latency now and not again on drop (failed attempts, upgrades).
+    pub(crate) fn record_latency_now(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.backend.metrics.latency(started.elapsed());
+        }
+    }
+
+    /// Drop without recording latency (an attempt that never reached the backend).
+    pub(crate) fn skip_latency(&mut self) {
+        self.started = None;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.record_latency_now();
+        self.backend.release_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> Arc<Backend> {
+        Backend::new("web-1".into(), "1.0.0".into(), "127.0.0.1:9".parse().unwrap(), 3)
+    }
+
+    #[test]
+    fn starts_starting_and_only_healthy_undrained_is_eligible() {
+        let b = backend();
+        assert_eq!(b.health(), Health::Starting);
+        assert!(!b.is_eligible());
+        b.set_health(Health::Healthy);
+        assert!(b.is_eligible());
+        b.start_drain();
+        assert!(b.is_draining() && !b.is_eligible());
+    }
+
+    #[test]
+    fn acquire_refuses_after_drain_and_leaves_count_unchanged() {
+        let b = backend();
+        let guard = InFlight::acquire(&b).unwrap();
+        assert_eq!(b.in_flight(), 1);
+        b.start_drain();
+        assert!(InFlight::acquire(&b).is_none());
+        assert_eq!(b.in_flight(), 1);
+        drop(guard);
+        assert_eq!(b.in_flight(), 0);
+    }
+
+    #[test]
+    fn passive_threshold_marks_unhealthy_and_success_resets_the_run() {
+        let b = backend();
+        b.set_health(Health::Healthy);
+        b.note_connect_error();
+        b.note_connect_error();
+        b.note_reachable();
+        b.note_connect_error();
+        b.note_connect_error();
+        assert_eq!(b.health(), Health::Healthy);
+        b.note_connect_error();
+        assert_eq!(b.health(), Health::Unhealthy);
+        assert_eq!(b.metrics().connect_errors, 5);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_waits_for_the_last_request() {
+        let b = backend();
+        let guard = InFlight::acquire(&b).unwrap();
+        b.start_drain();
+        assert!(!b.wait_idle(Duration::from_millis(1)).await);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.wait_idle(Duration::from_secs(60)).await }
+        });
+        drop(guard);
+        assert!(waiter.await.unwrap());
+    }
+}

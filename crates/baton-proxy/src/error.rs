@@ -1,0 +1,144 @@
+//! Proxy errors: each carries its kind (whom to blame), and the status code and the retry
+//! decision are read from the kind, never from a message.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::ResponseBody;
+
+/// Whom an error blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The client sent something the proxy cannot forward.
+    Client,
+    /// No backend is eligible for the app.
+    Unavailable,
+    /// The backend could not be reached; the request was not sent, so it may be retried.
+    UpstreamConnect,
+    /// The backend failed after the request was (maybe partly) sent.
+    UpstreamOther,
+    /// The backend did not answer within `request_timeout`.
+    Timeout,
+    /// A defect in the proxy.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The status the client gets for it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::Client => StatusCode::BAD_REQUEST,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamOther => StatusCode::BAD_GATEWAY,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn body(self) -> &'static [u8] {
+        match self {
+            ErrorKind::Client => b"bad request\n",
+            ErrorKind::Unavailable => b"no healthy backend\n",
+            ErrorKind::UpstreamConnect => b"backend unreachable\n",
+            ErrorKind::UpstreamOther => b"bad gateway\n",
+            ErrorKind::Timeout => b"backend timed out\n",
+            ErrorKind::Internal => b"internal proxy error\n",
+        }
+    }
+}
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request cannot be forwarded as it is.
+    #[error("bad request: {0}")]
+    Client(&'static str),
+    /// No eligible backend for the app.
+    #[error("no eligible backend for app {app:?}")]
+    NoBackend {
+        /// The app.
+        app: String,
+    },
+    /// Could not reach the backend; nothing was sent.
+    #[error("could not connect to backend {addr}: {source}")]
+    Connect {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// What the client said.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The exchange with the backend failed after sending began.
+    #[error("backend {addr} failed: {source}")]
+    Upstream {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// What the client said.
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The backend's response head did not arrive in time.
+    #[error("backend {addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// The backend's address.
+        addr: SocketAddr,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// A defect in the proxy.
+    #[error("internal proxy error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    /// Whom it blames.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProxyError::Client(_) => ErrorKind::Client,
+            ProxyError::NoBackend { .. } => ErrorKind::Unavailable,
+            ProxyError::Connect { .. } => ErrorKind::UpstreamConnect,
+            ProxyError::Upstream { .. } => ErrorKind::UpstreamOther,
+            ProxyError::Timeout { .. } => ErrorKind::Timeout,
+            ProxyError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// Classifies a client error: "not sent" (connect failed, or a connection closed before the
+    /// request went out) may be retried elsewhere; anything else may have reached the backend.
+    pub(crate) fn from_client(addr: SocketAddr, source: hyper_util::client::legacy::Error) -> Self {
+        let canceled = std::error::Error::source(&source)
+            .and_then(|e| e.downcast_ref::<hyper::Error>())
+            .is_some_and(hyper::Error::is_canceled);
+        if source.is_connect() || canceled {
+            ProxyError::Connect { addr, source }
+        } else {
+            ProxyError::Upstream { addr, source }
+        }
+    }
+
+    /// The response the client gets.
+    pub(crate) fn to_response(&self) -> Response<ResponseBody> {
+        let kind = self.kind();
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(kind.body())));
+        *response.status_mut() = kind.status();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_the_kind() {
+        assert_eq!(ProxyError::NoBackend { app: "web".into() }.to_response().status(), 503);
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let timeout = ProxyError::Timeout { addr, timeout: Duration::from_secs(1) };
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
+        assert_eq!(timeout.to_response().status(), 504);
+        assert_eq!(ProxyError::Client("x").to_response().status(), 400);
+        assert_eq!(ErrorKind::UpstreamConnect.status(), 502);
+    }
+}

@@ -1,0 +1,180 @@
+//! One proxied request: load the split once, pick a backend, rewrite headers, send with a
+//! timeout, retry once on a connect error, and hand back a body that holds the in-flight count.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, InFlight};
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::ProxyError;
+use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use crate::router::{AppRoute, Router};
+use crate::select::{select, select_retry};
+use crate::upgrade::spawn_tunnel;
+
+/// What every request of one listener shares.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    pub(crate) app: String,
+    pub(crate) router: Arc<Router>,
+    pub(crate) request_timeout: Duration,
+    /// Cancelled when the listener has shut down: closes upgraded tunnels.
+    pub(crate) closing: CancellationToken,
+}
+
+/// What the requests of one client connection share.
+#[derive(Debug)]
+pub(crate) struct ClientConn {
+    pub(crate) proxy: Arc<Proxy>,
+    /// The peer's IP, formatted once per connection for `X-Forwarded-For`.
+    pub(crate) client_ip: HeaderValue,
+}
+
+/// The service function: never fails, errors become their status responses.
+pub(crate) async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    Ok(match forward(&conn, req).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(app = %conn.proxy.app, %error, "request not proxied");
+            error.to_response()
+        }
+    })
+}
+
+async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+    let proxy = &conn.proxy;
+    // Loaded once: the whole request, retries included, sees one split (DESIGN.md I6).
+    let table = proxy.router.current();
+    let no_backend = || ProxyError::NoBackend { app: proxy.app.clone() };
+    let route = table.apps.get(&proxy.app).ok_or_else(no_backend)?;
+
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_forwarded(&mut parts.headers, &conn.client_ip, host.clone());
+    if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
+        // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
+        parts.headers.insert(header::HOST, host);
+    }
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Only a request with nothing to resend may be retried.
+    let retryable = body.is_end_stream();
+    let mut body = Some(body);
+    let mut rng = fastrand::Rng::new();
+
+    let mut guard = acquire(route, None, &mut rng).ok_or_else(no_backend)?;
+    let mut retried = false;
+    let response = loop {
+        let last_try = retried || !retryable;
+        let headers = if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+        let body = body.take().map_or(RequestBody::Empty, RequestBody::Incoming);
+        let mut upstream = Request::new(body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = upstream_uri(guard.backend(), &path);
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = headers;
+
+        let backend = guard.backend();
+        backend.metrics.request();
+        let exchange = backend.client().request(upstream);
+        match tokio::time::timeout(proxy.request_timeout, exchange).await {
+            Ok(Ok(response)) => {
+                backend.note_reachable();
+                break response;
+            }
+            Ok(Err(source)) => {
+                let error = ProxyError::from_client(backend.addr(), source);
+                if !matches!(error, ProxyError::Connect { .. }) {
+                    backend.metrics.status(StatusCode::BAD_GATEWAY);
+                    return Err(error);
+                }
+                guard.skip_latency();
+                let backend = guard.backend();
+                backend.note_connect_error();
+                let next = if last_try { None } else { acquire(route, Some(backend), &mut rng) };
+                match next {
+                    Some(next) => {
+                        tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
+                        guard = next;
+                        retried = true;
+                    }
+                    None => {
+                        backend.metrics.status(StatusCode::BAD_GATEWAY);
+                        return Err(error);
+                    }
+                }
+            }
+            Err(_elapsed) => {
+                backend.metrics.timeout();
+                backend.metrics.status(StatusCode::GATEWAY_TIMEOUT);
+                return Err(ProxyError::Timeout { addr: backend.addr(), timeout: proxy.request_timeout });
+            }
+        }
+    };
+    respond(proxy, response, guard, client_upgrade)
+}
+
+/// Turns the backend's response into the client's, tying the in-flight count to its body (or,
+/// for a protocol switch, to the tunnel).
+fn respond(
+    proxy: &Proxy,
+    mut response: Response<Incoming>,
+    mut guard: InFlight,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let backend = guard.backend().clone();
+    backend.metrics.status(response.status());
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::Internal(format!("backend {} switched protocols unasked", backend.addr())));
+        };
+        let backend_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        guard.record_latency_now();
+        spawn_tunnel(client_upgrade, backend_upgrade, guard, proxy.closing.clone());
+        return Ok(Response::from_parts(parts, ResponseBody::empty()));
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, guard)))
+}
+
+/// Picks a backend and counts the request on it. A backend that started draining between the
+/// pick and the count is no longer eligible, so the next pick skips it.
+fn acquire(route: &AppRoute, failed: Option<&Backend>, rng: &mut fastrand::Rng) -> Option<InFlight> {
+    let backends: usize = route.releases.iter().map(|r| r.backends.len()).sum();
+    for _ in 0..=backends {
+        let backend = match failed {
+            Some(failed) => select_retry(route, failed, rng)?,
+            None => select(route, None, rng)?,
+        };
+        if let Some(guard) = InFlight::acquire(backend) {
+            return Some(guard);
+        }
+    }
+    None
+}
+
+fn upstream_uri(backend: &Backend, path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(backend.authority().clone());
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path make a valid uri")
+}

@@ -1,0 +1,57 @@
+//! The split snapshot: the whole routing table in one `ArcSwap` (DESIGN.md I6).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Backend;
+
+/// Every app's split. Immutable once published.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingTable {
+    /// The split of each app, by app name.
+    pub apps: HashMap<String, AppRoute>,
+}
+
+/// One app's split: the releases that take its traffic.
+#[derive(Debug, Clone, Default)]
+pub struct AppRoute {
+    /// The releases and their weights.
+    pub releases: Vec<ReleaseRoute>,
+}
+
+/// One release's share of an app's traffic.
+#[derive(Debug, Clone)]
+pub struct ReleaseRoute {
+    /// The release version.
+    pub release: String,
+    /// Relative weight among the app's releases that have an eligible backend; 0 takes nothing.
+    pub weight: u32,
+    /// The release's instances in the split.
+    pub backends: Vec<Arc<Backend>>,
+}
+
+/// Holds the routing table. A request loads it once and keeps it to its end, so a
+/// [`Router::publish`] is atomic for every new request and never disturbs one in flight.
+#[derive(Debug)]
+pub struct Router {
+    table: ArcSwap<RoutingTable>,
+}
+
+impl Router {
+    /// A router with an empty table (every request gets 503).
+    pub fn new() -> Arc<Router> {
+        Arc::new(Router { table: ArcSwap::from_pointee(RoutingTable::default()) })
+    }
+
+    /// Replaces the table: every request that starts after this returns uses `table`.
+    pub fn publish(&self, table: RoutingTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The table new requests use now.
+    pub fn current(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+}
