@@ -1,10 +1,26 @@
 //! App state: which release serves an app when it is idle, and its instance numbering.
 
 use baton_core::model::Millis;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::db::Store;
 use crate::error::{SqlResultExt, StoreError};
+
+/// Sets the app's current release on `conn` (which may be a transaction).
+pub(crate) fn write_current_release(
+    conn: &Connection,
+    app: &str,
+    version: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO apps (app, current_release, current_since) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (app) DO UPDATE SET current_release = ?2, current_since = ?3",
+        params![app, version, now],
+    )
+    .op("set current release")?;
+    Ok(())
+}
 
 impl Store {
     /// Records the release serving 100 % of the app when no deployment runs (`None`: nothing).
@@ -14,14 +30,7 @@ impl Store {
         version: Option<&str>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO apps (app, current_release, current_since) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (app) DO UPDATE SET current_release = ?2, current_since = ?3",
-                params![app, version, now],
-            )
-            .op("set current release")?;
-        Ok(())
+        write_current_release(&self.conn(), app, version, now)
     }
 
     /// The release serving 100 % of the app when idle.

@@ -108,6 +108,33 @@ impl ArtifactStore {
         Ok(data)
     }
 
+    /// Deletes temporary files and directories left by imports that a crash interrupted.
+    /// Call it at startup, before any import runs; returns how many it removed.
+    pub fn remove_stale_imports(&self) -> Result<usize, ArtifactError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(ArtifactError::io("read directory", &self.root)(e)),
+        };
+        let mut removed = 0;
+        for entry in entries {
+            let entry = entry.map_err(ArtifactError::io("read directory", &self.root))?;
+            if !entry.file_name().to_string_lossy().starts_with(".import-") {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            let done = if is_dir {
+                remove_tree(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            done.map_err(ArtifactError::io("remove", &path))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Writes `<hex>.tar` through a temporary file so a crash never leaves half of it.
     fn write_archive(&self, hex: &str, canonical: &[u8]) -> Result<(), ArtifactError> {
         let dest = self.root.join(format!("{hex}.tar"));
@@ -276,6 +303,22 @@ mod tests {
         );
         assert!(!f.tmp.path().join("x").exists());
         assert!(!f.store.root().exists(), "a refused import creates nothing");
+    }
+
+    #[test]
+    fn stale_imports_are_swept_and_stored_artifacts_kept() {
+        let f = Fixture::new();
+        assert_eq!(f.store.remove_stale_imports().unwrap(), 0, "no root yet");
+        let src = f.tmp.path().join("src");
+        sample_dir(&src);
+        let d = f.store.import(&pack(&src).unwrap()).unwrap();
+        let stale = f.store.root().join(".import-crashed");
+        fs::create_dir_all(stale.join("sub")).unwrap();
+        fs::set_permissions(stale.join("sub"), Permissions::from_mode(0o555)).unwrap();
+        fs::write(f.store.root().join(".import-half.tar"), b"x").unwrap();
+        assert_eq!(f.store.remove_stale_imports().unwrap(), 2);
+        assert!(!stale.exists());
+        assert!(f.store.contains(&d));
     }
 
     #[test]

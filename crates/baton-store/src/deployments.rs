@@ -3,6 +3,7 @@
 use baton_core::model::{Deployment, Event, EventKind, Millis, Phase, Strategy};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::apps::write_current_release;
 use crate::db::{Store, sql_limit};
 use crate::error::{SqlResultExt, StoreError, corrupt_column};
 use crate::events::insert_event;
@@ -157,6 +158,27 @@ impl Store {
         write_deployment(&tx, d)?;
         let event = insert_event(&tx, d.updated_at, &d.app, Some(d.id), kind, message)?;
         tx.commit().op("commit deployment update")?;
+        Ok(event)
+    }
+
+    /// Ends a deployment in one transaction: saves it, sets the app's current release to
+    /// `current` (at `d.updated_at`) and appends the event. A crash can then never leave a
+    /// succeeded deployment with the old release still recorded as current (DESIGN.md I4).
+    pub fn finish_deployment(
+        &self,
+        d: &Deployment,
+        current: Option<&str>,
+        kind: EventKind,
+        message: &str,
+    ) -> Result<Event, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("begin finish deployment")?;
+        write_deployment(&tx, d)?;
+        write_current_release(&tx, &d.app, current, d.updated_at)?;
+        let event = insert_event(&tx, d.updated_at, &d.app, Some(d.id), kind, message)?;
+        tx.commit().op("commit finished deployment")?;
         Ok(event)
     }
 
@@ -324,6 +346,31 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, StoreError::DeploymentNotFound(_)), "{e:?}");
         assert!(s.events(None, None, 0, 100).unwrap().is_empty());
+    }
+
+    #[test]
+    fn finish_sets_current_release_and_logs_atomically() {
+        let s = Store::open_in_memory().unwrap();
+        let mut d = s
+            .create_deployment(&new_deployment("web", Some("1.0"), "2.0", 1))
+            .unwrap();
+        d.phase = Phase::Succeeded;
+        d.updated_at = 9;
+        d.finished_at = Some(9);
+        let ev = s
+            .finish_deployment(&d, Some("2.0"), EventKind::DeploymentSucceeded, "done")
+            .unwrap();
+        assert_eq!(s.current_release("web").unwrap().as_deref(), Some("2.0"));
+        assert_eq!(s.previous_release("web").unwrap().as_deref(), Some("1.0"));
+        assert_eq!(s.events(Some("web"), Some(d.id), 0, 10).unwrap(), vec![ev]);
+
+        // A failing write leaves the current release untouched.
+        let ghost = Deployment { id: 999, ..d };
+        assert!(
+            s.finish_deployment(&ghost, Some("3.0"), EventKind::DeploymentSucceeded, "x")
+                .is_err()
+        );
+        assert_eq!(s.current_release("web").unwrap().as_deref(), Some("2.0"));
     }
 
     #[test]
