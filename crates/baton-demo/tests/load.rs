@@ -1,10 +1,13 @@
 //! The load generator against the real demo service: counts, failures, stop and bounds.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use baton_demo::load::{Load, LoadConfig, wait_until_serving};
 use baton_demo::{DemoOptions, ServiceOptions, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -155,4 +158,57 @@ async fn wait_until_serving_sees_a_2xx() {
         std::future::pending(),
     ));
     assert!(waiter.await.unwrap());
+}
+
+/// A raw HTTP/1.1 server: drops its first connection unanswered, then answers one request per
+/// connection with `connection: close`. Returns its address and a count of accepted connections.
+async fn flaky_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                continue; // dropped: the client sees the connection close mid-request
+            }
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                assert!(String::from_utf8_lossy(&buf).contains("x-load-worker: 0"));
+                let body = r#"{"version":"raw"}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(resp.as_bytes()).await.unwrap();
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn keepalive_worker_reconnects_after_errors_and_closed_connections() {
+    let (addr, accepted) = flaky_server().await;
+    let cfg = LoadConfig {
+        keepalive_workers: 1,
+        fresh_conn_workers: 0,
+        max_requests: 5,
+        ..LoadConfig::new(addr)
+    };
+    let report = Load::start(cfg).wait().await;
+    assert_eq!(report.failures().len(), 1, "{:?}", report.samples);
+    assert!(report.samples[0].error.is_some());
+    assert_eq!(report.stats.by_version.get("raw"), Some(&4));
+    // One connection per request: the dropped one, then one per `connection: close` answer.
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
 }
