@@ -59,12 +59,15 @@ async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
             .header(header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
             .ok()?;
-        tokio::pin!(conn);
+        let response = sender.send_request(request);
+        tokio::pin!(conn, response);
         let response = tokio::select! {
-            response = sender.send_request(request) => response.ok()?,
-            _ = &mut conn => return None,
+            response = &mut response => response,
+            // With `Connection: close` the connection can end in the same poll that delivers
+            // the response; the response is then ready (or failed) already.
+            _ = &mut conn => response.await,
         };
-        Some(response.status().is_success())
+        Some(response.ok()?.status().is_success())
     };
     matches!(tokio::time::timeout(timeout, exchange).await, Ok(Some(true)))
 }
