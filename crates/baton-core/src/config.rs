@@ -282,7 +282,9 @@ impl Config {
                 return fail(&["apps", name], "app names use only a-z, 0-9, '-' and '_'".into());
             }
             let at = |key: &'static str| ["apps", name.as_str(), key];
-            if let Some(other) = listeners.insert(app.listen, format!("apps.{name}")) {
+            // Port 0 asks the OS for a free port: never a clash.
+            if app.listen.port() == 0 {
+            } else if let Some(other) = listeners.insert(app.listen, format!("apps.{name}")) {
                 return fail(&at("listen"), format!("{} is already used by {other}; give each listener its own port", app.listen));
             }
             if app.instances == 0 || app.instances > 256 {

@@ -1,1 +1,14 @@
-//! Baton's daemon: controller loop, HTTP API.
+//! Baton's daemon: the controller loop that moves apps between releases, and the HTTP API
+//! through which the CLI records intents and reads state (DESIGN.md "Parts and the way data
+//! flows"). `baton up` calls [`run`].
+
+mod api;
+mod clock;
+mod controller;
+mod daemon;
+mod shared;
+mod token;
+pub mod views;
+
+pub use daemon::{Daemon, load_config, run};
+pub use token::{TOKEN_FILE, read_token};

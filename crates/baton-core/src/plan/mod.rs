@@ -179,14 +179,11 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
     }
     match d.deadline {
         Some(deadline) if input.now >= deadline => {
-            let reason = format!(
-                "{} did not become healthy within {} ({} of {} instances healthy); users stay on {}",
-                d.to,
-                input.app.health.deadline,
-                c.healthy,
-                n,
-                d.from.as_deref().unwrap_or("nothing"),
-            );
+            let stay = match d.from.as_deref() {
+                Some(from) => format!("users stay on {from}"),
+                None => "no user was served by it".to_string(),
+            };
+            let reason = format!("{} did not become healthy within {} ({} of {} instances healthy); {stay}", d.to, input.app.health.deadline, c.healthy, n);
             d.phase = Phase::Aborting;
             d.deadline = None;
             d.reason = Some(reason.clone());
@@ -226,7 +223,7 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
         out.events.push((EventKind::DeploymentRolledBack, format!("{} {} rolled back: {why}", d.app, d.to)));
     } else {
         d.phase = Phase::Failed;
-        out.events.push((EventKind::DeploymentFailed, format!("{} {} failed, no user was served by it: {why}", d.app, d.to)));
+        out.events.push((EventKind::DeploymentFailed, format!("{} {} failed: {why}", d.app, d.to)));
     }
 }
 

@@ -1,0 +1,147 @@
+//! Route handlers: validate, record the intent, wake the controller, answer with the state.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use baton_core::model::{EventKind, Release, Strategy};
+use baton_store::{NewDeployment, ReleaseOutcome};
+use serde::Deserialize;
+
+use super::ApiError;
+use super::status::{app_status, unknown_app};
+use crate::clock;
+use crate::shared::Shared;
+use crate::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView, ReleaseCreated};
+
+type S = State<Arc<Shared>>;
+
+pub async fn list_apps(State(shared): S) -> Result<Json<Vec<AppStatus>>, ApiError> {
+    let apps: Result<Vec<_>, _> = shared.config.apps.keys().map(|a| app_status(&shared, a)).collect();
+    Ok(Json(apps?))
+}
+
+pub async fn get_app(State(shared): S, Path(app): Path<String>) -> Result<Json<AppStatus>, ApiError> {
+    Ok(Json(app_status(&shared, &app)?))
+}
+
+#[derive(Deserialize)]
+pub struct ReleaseQuery {
+    version: String,
+    notes: Option<String>,
+}
+
+/// Stores an artifact (the canonical archive in the body) and records the release.
+pub async fn create_release(State(shared): S, Path(app): Path<String>, Query(q): Query<ReleaseQuery>, body: Bytes) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
+    if shared.app(&app).is_none() {
+        return Err(unknown_app(&shared, &app));
+    }
+    valid_version(&q.version)?;
+    let s = shared.clone();
+    let digest = tokio::task::spawn_blocking(move || s.artifacts.import(&body))
+        .await
+        .map_err(|e| anyhow::anyhow!("artifact import task failed: {e}"))?
+        .map_err(|e| ApiError::bad_request(format!("the artifact could not be stored: {e}")))?;
+    let release = Release { app: app.clone(), version: q.version.clone(), digest, notes: q.notes, created_at: clock::now() };
+    let created = matches!(shared.store.create_release(&release)?, ReleaseOutcome::Created);
+    let release = shared.store.release(&app, &q.version)?.unwrap_or(release);
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ReleaseCreated { release, created })))
+}
+
+fn valid_version(v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("invalid version {v:?}: use letters, digits and . _ - + (e.g. 1.4.0)")))
+    }
+}
+
+pub async fn list_releases(State(shared): S, Path(app): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
+    if shared.app(&app).is_none() {
+        return Err(unknown_app(&shared, &app));
+    }
+    Ok(Json(shared.store.releases(&app)?))
+}
+
+fn parse_body(body: Result<Json<DeployRequest>, JsonRejection>) -> Result<DeployRequest, ApiError> {
+    match body {
+        Ok(Json(b)) => Ok(b),
+        Err(JsonRejection::MissingJsonContentType(_)) => Ok(DeployRequest::default()),
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"release\": \"1.4.0\", \"strategy\": \"rolling\"}}"))),
+    }
+}
+
+/// Records the intent to deploy a release; the controller carries it out.
+pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let req = parse_body(body)?;
+    let version = req.release.clone().ok_or_else(|| ApiError::bad_request("missing \"release\": the version to deploy"))?;
+    create(&shared, &app, version, req.strategy.as_deref(), "deploy")
+}
+
+/// Records a deployment back to the previous release (or to `release`).
+pub async fn rollback(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let req = parse_body(body)?;
+    if shared.app(&app).is_none() {
+        return Err(unknown_app(&shared, &app));
+    }
+    let version = match req.release {
+        Some(v) => v,
+        None => shared.store.previous_release(&app)?.ok_or_else(|| {
+            ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
+        })?,
+    };
+    create(&shared, &app, version, req.strategy.as_deref(), "rollback")
+}
+
+fn create(shared: &Shared, app: &str, version: String, strategy: Option<&str>, trigger: &str) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let config = shared.app(app).ok_or_else(|| unknown_app(shared, app))?;
+    let strategy: Strategy = match strategy {
+        Some(s) => s.parse().map_err(ApiError::bad_request)?,
+        None => config.strategy,
+    };
+    if shared.store.release(app, &version)?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "{app} has no release {version}; create it with `baton release create {app} {version} --artifact PATH`"
+        )));
+    }
+    let now = clock::now();
+    let from = shared.store.current_release(app)?;
+    let d = shared.store.create_deployment(&NewDeployment {
+        app: app.to_string(),
+        from: from.clone(),
+        to: version.clone(),
+        strategy,
+        trigger: trigger.to_string(),
+        now,
+    })?;
+    let msg = format!("{trigger} {app} {} -> {version} ({strategy}) recorded", from.as_deref().unwrap_or("nothing"));
+    shared.store.append_event(now, app, Some(d.id), EventKind::DeploymentCreated, &msg)?;
+    tracing::info!(app = %app, deployment = d.id, "{msg}");
+    shared.wake.notify_one();
+    Ok((StatusCode::CREATED, Json(DeploymentView::of(&d, now))))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+pub async fn history(State(shared): S, Path(app): Path<String>, Query(q): Query<HistoryQuery>) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+    if shared.app(&app).is_none() {
+        return Err(unknown_app(&shared, &app));
+    }
+    let now = clock::now();
+    let list = shared.store.deployments(Some(&app), q.limit.unwrap_or(50).min(1000))?;
+    Ok(Json(list.iter().map(|d| DeploymentView::of(d, now)).collect()))
+}
+
+pub async fn deployment(State(shared): S, Path(id): Path<i64>) -> Result<Json<DeploymentDetail>, ApiError> {
+    let d = shared.store.deployment(id)?.ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))?;
+    let events = shared.store.events(None, Some(id), 0, 10_000)?;
+    Ok(Json(DeploymentDetail { deployment: DeploymentView::of(&d, clock::now()), events }))
+}

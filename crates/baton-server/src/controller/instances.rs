@@ -1,0 +1,300 @@
+//! Instances: starting, watching, restarting after a crash, draining and stopping, and
+//! re-adopting them after Baton itself restarted (DESIGN.md I2, I4).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use baton_core::config::{AppConfig, CommandVars, render_command};
+use baton_core::model::{EventKind, Instance, InstanceState, Millis};
+use baton_proxy::{Backend, Health, HealthCheck};
+use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file};
+use tokio::sync::mpsc;
+
+use super::{Exited, record};
+use crate::clock;
+use crate::shared::{Live, Shared};
+
+/// First restart delay after a crash; doubles per restart up to [`RESTART_MAX_MS`].
+const RESTART_BASE_MS: i64 = 250;
+const RESTART_MAX_MS: i64 = 30_000;
+
+/// Records and starts a new instance of `release`.
+pub fn start(shared: &Arc<Shared>, app: &str, release: &str, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
+    let n = shared.store.next_instance_number(app)?;
+    let mut inst = Instance {
+        id: format!("{app}-{n}"),
+        app: app.to_string(),
+        release: release.to_string(),
+        port: 0,
+        pid: None,
+        proc_start: None,
+        state: InstanceState::Starting,
+        in_split: false,
+        started_at: now,
+        restarts: 0,
+        restart_at: None,
+        retire_at: None,
+    };
+    // Recorded before the process exists: a crash in between leaves a record (and a pid file)
+    // from which the next start adopts or restarts it, never an orphan.
+    shared.store.upsert_instance(&inst)?;
+    spawn(shared, &mut inst, now, exits)
+}
+
+/// Starts the process of `inst` on a fresh port, registers its backend and health checker.
+fn spawn(shared: &Arc<Shared>, inst: &mut Instance, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
+    let app = shared.app(&inst.app).expect("instances of configured apps only");
+    let release = shared
+        .store
+        .release(&inst.app, &inst.release)?
+        .ok_or_else(|| anyhow::anyhow!("release {} of {} is not in the store", inst.release, inst.app))?;
+    let artifact = shared.artifacts.path(&release.digest);
+    inst.port = free_port()?;
+    inst.started_at = now;
+    inst.restart_at = None;
+    let artifact_str = artifact.to_string_lossy().to_string();
+    let argv = render_command(&app.command, &CommandVars { artifact: &artifact_str, port: inst.port, version: &inst.release, instance: &inst.id });
+    let mut env: BTreeMap<String, String> = app.env.clone();
+    env.insert("PORT".into(), inst.port.to_string());
+    env.insert("BATON_APP".into(), inst.app.clone());
+    env.insert("BATON_RELEASE".into(), inst.release.clone());
+    env.insert("BATON_INSTANCE".into(), inst.id.clone());
+    let spec = ProcessSpec {
+        argv,
+        env,
+        cwd: artifact,
+        log_path: shared.log_path(&inst.app, &inst.id),
+        pid_file: Some(shared.pid_file(&inst.id)),
+    };
+    match ProcessHandle::spawn(&spec) {
+        Ok(handle) => {
+            inst.pid = Some(handle.pid());
+            inst.proc_start = Some(handle.start_time());
+            inst.state = InstanceState::Starting;
+            shared.store.upsert_instance(inst)?;
+            let msg = format!("{} ({}) started as pid {} on port {}", inst.id, inst.release, handle.pid(), inst.port);
+            record(shared, inst, EventKind::InstanceStarted, &msg, now)?;
+            watch(shared, inst, app, handle, Health::Starting, exits);
+        }
+        Err(e) => {
+            // Treated like a crash: retried with backoff; the deployment's deadline decides.
+            inst.pid = None;
+            inst.restarts += 1;
+            inst.restart_at = Some(now + backoff(inst.restarts));
+            shared.store.upsert_instance(inst)?;
+            record(shared, inst, EventKind::InstanceExited, &format!("{} could not start: {e}", inst.id), now)?;
+        }
+    }
+    Ok(())
+}
+
+fn backoff(restarts: u32) -> Millis {
+    (RESTART_BASE_MS << restarts.saturating_sub(1).min(10)).min(RESTART_MAX_MS)
+}
+
+/// Registers a running process: its backend (in `health`), checker and exit watcher.
+fn watch(shared: &Arc<Shared>, inst: &Instance, app: &AppConfig, handle: ProcessHandle, health: Health, exits: &mpsc::UnboundedSender<Exited>) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
+    let backend = Backend::new(inst.id.clone(), inst.release.clone(), addr, app.health.unhealthy_threshold);
+    backend.set_health(health);
+    let checker = baton_proxy::spawn_health_checker(backend.clone(), health_check(app));
+    let (id, pid, tx, h) = (inst.id.clone(), handle.pid(), exits.clone(), handle.clone());
+    tokio::spawn(async move {
+        let info = h.exited().await;
+        let _ = tx.send(Exited { instance: id, pid, info: info.to_string() });
+    });
+    let old = shared.live().insert(inst.id.clone(), Live { backend, process: Some(handle), checker: Some(checker), stopping: false });
+    if let Some(old) = old.and_then(|o| o.checker) {
+        old.abort();
+    }
+}
+
+fn health_check(app: &AppConfig) -> HealthCheck {
+    HealthCheck {
+        path: app.health.path.clone(),
+        interval: app.health.interval.std(),
+        timeout: app.health.timeout.std(),
+        healthy_threshold: app.health.healthy_threshold,
+        unhealthy_threshold: app.health.unhealthy_threshold,
+    }
+}
+
+/// An instance's process exited. Unless Baton was stopping it, it is a crash: record it and
+/// schedule a restart with backoff; the instance takes no traffic until healthy again (I1).
+pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()> {
+    {
+        let mut live = shared.live();
+        match live.get(&exit.instance) {
+            Some(l) if l.stopping => return Ok(()),
+            Some(l) if l.process.as_ref().map(|p| p.pid()) != Some(exit.pid) => return Ok(()),
+            _ => {}
+        }
+        if let Some(l) = live.remove(&exit.instance) {
+            l.backend.set_health(Health::Unhealthy);
+            if let Some(c) = l.checker {
+                c.abort();
+            }
+        }
+    }
+    let Some(mut inst) = shared.store.instances(None, false)?.into_iter().find(|i| i.id == exit.instance) else {
+        return Ok(());
+    };
+    if inst.state.is_leaving() || inst.pid != Some(exit.pid) {
+        return Ok(());
+    }
+    inst.pid = None;
+    inst.proc_start = None;
+    inst.state = InstanceState::Starting;
+    inst.restarts += 1;
+    let delay = backoff(inst.restarts);
+    inst.restart_at = Some(now + delay);
+    shared.store.upsert_instance(&inst)?;
+    let msg = format!("{} ({}) pid {} {}; restarting in {}ms (restart #{})", inst.id, inst.release, exit.pid, exit.info, delay, inst.restarts);
+    record(shared, &inst, EventKind::InstanceExited, &msg, now)
+}
+
+/// Starts again the instances whose restart time has come (or that were recorded but never
+/// started because Baton died in between).
+pub fn restart_due(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
+    for mut inst in shared.store.instances(Some(app), false)? {
+        if inst.pid.is_some() || inst.state.is_leaving() {
+            continue;
+        }
+        if inst.restart_at.is_some_and(|at| at > now) {
+            continue;
+        }
+        spawn(shared, &mut inst, now, exits)?;
+    }
+    Ok(())
+}
+
+/// Takes an instance out of service for good: no new request (the backend's drain flag), wait
+/// for in-flight requests up to the drain timeout, close idle connections, stop the process.
+pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) {
+    let Some(app) = shared.app(&inst.app).cloned() else { return };
+    if let Some(live) = live {
+        live.backend.start_drain();
+        let idle = live.backend.wait_idle(app.drain.timeout.std()).await;
+        if !idle {
+            let msg = format!("{} still had {} requests in flight after {}; stopping it anyway", inst.id, live.backend.in_flight(), app.drain.timeout);
+            let _ = record(&shared, &inst, EventKind::DrainTimedOut, &msg, clock::now());
+        }
+        live.backend.close_idle_connections();
+        if let Some(c) = live.checker {
+            c.abort();
+        }
+        let outcome = match &live.process {
+            Some(p) => p.stop(app.drain.stop_timeout.std()).await,
+            None => StopOutcome::AlreadyGone,
+        };
+        let how = match outcome {
+            StopOutcome::Exited(info) => info.to_string(),
+            StopOutcome::Killed => format!("killed after {}", app.drain.stop_timeout),
+            StopOutcome::AlreadyGone => "already gone".to_string(),
+        };
+        inst.state = InstanceState::Stopped;
+        inst.pid = None;
+        let _ = shared.store.upsert_instance(&inst);
+        let _ = record(&shared, &inst, EventKind::InstanceStopped, &format!("{} ({}) drained and stopped: {how}", inst.id, inst.release), clock::now());
+    } else {
+        inst.state = InstanceState::Stopped;
+        inst.pid = None;
+        let _ = shared.store.upsert_instance(&inst);
+    }
+    shared.live().remove(&inst.id);
+    let _ = std::fs::remove_file(shared.pid_file(&inst.id));
+    shared.wake.notify_one();
+}
+
+/// After a (re)start of Baton: re-adopts every recorded instance whose process still runs
+/// (same pid and start time), so none is orphaned or duplicated (DESIGN.md I4).
+pub fn adopt_all(shared: &Arc<Shared>, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
+    let now = clock::now();
+    let mut drains = Vec::new();
+    for mut inst in shared.store.instances(None, false)? {
+        let recorded = inst.pid.zip(inst.proc_start).or_else(|| read_pid_file(&shared.pid_file(&inst.id)));
+        let handle = recorded.and_then(|(pid, start)| ProcessHandle::adopt(pid, start));
+        let Some(app) = shared.app(&inst.app).cloned() else {
+            // The app left the config: its instances go too.
+            if let Some(h) = handle {
+                tokio::spawn(async move { h.stop(std::time::Duration::from_secs(10)).await });
+            }
+            inst.state = InstanceState::Stopped;
+            inst.pid = None;
+            shared.store.upsert_instance(&inst)?;
+            continue;
+        };
+        match handle {
+            Some(h) => {
+                inst.pid = Some(h.pid());
+                inst.proc_start = Some(h.start_time());
+                shared.store.upsert_instance(&inst)?;
+                // It was serving a moment ago: keep it serving; checks take it out if it is not.
+                let health = if inst.state == InstanceState::Healthy { Health::Healthy } else { Health::Starting };
+                watch(shared, &inst, &app, h.clone(), health, exits);
+                record(shared, &inst, EventKind::InstanceAdopted, &format!("{} ({}) re-adopted: pid {} still running", inst.id, inst.release, h.pid()), now)?;
+                if inst.state == InstanceState::Draining {
+                    let live = shared.live().get_mut(&inst.id).map(|l| {
+                        l.stopping = true;
+                        Live { backend: l.backend.clone(), process: l.process.clone(), checker: l.checker.take(), stopping: true }
+                    });
+                    drains.push((inst, live));
+                }
+            }
+            None if inst.state == InstanceState::Draining => {
+                inst.state = InstanceState::Stopped;
+                inst.pid = None;
+                shared.store.upsert_instance(&inst)?;
+            }
+            None => {
+                // Gone while Baton was away: restart it at once.
+                inst.pid = None;
+                inst.proc_start = None;
+                inst.state = InstanceState::Starting;
+                inst.restart_at = Some(now);
+                shared.store.upsert_instance(&inst)?;
+                record(shared, &inst, EventKind::InstanceExited, &format!("{} ({}) was gone when Baton started; restarting it", inst.id, inst.release), now)?;
+            }
+        }
+    }
+    Ok(drains)
+}
+
+/// Stops every instance (Baton is shutting down and its proxies are closed).
+pub async fn stop_all(shared: &Arc<Shared>) {
+    let all: Vec<(String, Live)> = {
+        let mut live = shared.live();
+        live.iter_mut().for_each(|(_, l)| l.stopping = true);
+        live.drain().collect()
+    };
+    let records = shared.store.instances(None, false).unwrap_or_default();
+    let mut tasks = Vec::new();
+    for (id, l) in all {
+        let shared = shared.clone();
+        let record = records.iter().find(|i| i.id == id).cloned();
+        tasks.push(tokio::spawn(async move {
+            if let Some(c) = l.checker {
+                c.abort();
+            }
+            let timeout = record
+                .as_ref()
+                .and_then(|i| shared.app(&i.app))
+                .map(|a| a.drain.stop_timeout.std())
+                .unwrap_or(baton_core::config::defaults::STOP_TIMEOUT.std());
+            if let Some(p) = &l.process {
+                p.stop(timeout).await;
+            }
+            if let Some(mut inst) = record {
+                inst.state = InstanceState::Stopped;
+                inst.pid = None;
+                inst.in_split = false;
+                let _ = shared.store.upsert_instance(&inst);
+            }
+            let _ = std::fs::remove_file(shared.pid_file(&id));
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

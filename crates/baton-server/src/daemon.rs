@@ -1,0 +1,141 @@
+//! `baton up`: opens the store, binds the API and the apps' listeners, re-adopts instances,
+//! and runs the proxies, the controller and the API until shutdown.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use baton_core::config::{Config, ConfigError};
+use baton_proxy::{ListenerConfig, Router};
+use baton_store::{ArtifactStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::shared::Shared;
+use crate::{api, controller, token};
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}; create it or pass --config PATH")]
+    Read {
+        /// The path tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid config.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+}
+
+/// Reads and validates a config file.
+pub fn load_config(path: &Path) -> Result<Config, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    Ok(Config::parse(&text, path)?)
+}
+
+/// Where a running daemon listens, reported once it is ready.
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    /// The API's address.
+    pub api: SocketAddr,
+    /// Each app's proxy address.
+    pub apps: BTreeMap<String, SocketAddr>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The API token.
+    pub token: String,
+}
+
+/// Runs Baton until `shutdown` resolves, then closes the listeners, lets in-flight requests
+/// finish and stops every instance. `ready` receives the bound addresses.
+pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Output = ()>, ready: Option<oneshot::Sender<Daemon>>) -> anyhow::Result<()> {
+    let data_dir = config.data_dir(config_path);
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    // Instances run with their working directory inside the artifact, so every path handed to
+    // them must be absolute.
+    let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+    let store = Store::open(&data_dir.join("baton.db")).context("cannot open the store")?;
+    let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
+
+    let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
+    let mut app_listeners = Vec::new();
+    for (name, app) in &config.apps {
+        let l = bind(app.listen, &format!("app {name} (apps.{name}.listen)")).await?;
+        app_listeners.push((name.clone(), l));
+    }
+    let daemon = Daemon {
+        api: api_listener.local_addr()?,
+        apps: app_listeners.iter().map(|(n, l)| (n.clone(), l.local_addr().expect("bound"))).collect(),
+        data_dir: data_dir.clone(),
+        token: token.clone(),
+    };
+
+    let shared = Arc::new(Shared {
+        artifacts: ArtifactStore::new(data_dir.join("artifacts")),
+        config,
+        data_dir,
+        store,
+        router: Router::new(),
+        wake: Notify::new(),
+        live: Mutex::new(Default::default()),
+    });
+    let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    for (inst, live) in controller::adopt_all(&shared, &exits_tx)? {
+        tokio::spawn(controller::drain_task(shared.clone(), inst, live));
+    }
+
+    let mut proxies = Vec::new();
+    for (name, listener) in app_listeners {
+        let app = &shared.config.apps[&name];
+        let cfg = ListenerConfig { request_timeout: app.proxy.request_timeout.std(), max_header_bytes: app.proxy.max_header_bytes };
+        let stop = wait_true(stop_rx.clone());
+        proxies.push(tokio::spawn(baton_proxy::serve(listener, name, shared.router.clone(), cfg, stop)));
+    }
+    let api = axum::serve(api_listener, api::router(shared.clone(), token)).with_graceful_shutdown(wait_true(stop_rx.clone()));
+    let api = tokio::spawn(async move { api.await });
+    let ctl = tokio::spawn(controller::run(shared.clone(), exits_rx, exits_tx, stop_rx.clone()));
+
+    tracing::info!(api = %daemon.api, data_dir = %daemon.data_dir.display(), "baton is up");
+    for (app, addr) in &daemon.apps {
+        tracing::info!(app = %app, listen = %addr, "proxy listening");
+    }
+    if let Some(ready) = ready {
+        let _ = ready.send(daemon);
+    }
+
+    shutdown.await;
+    tracing::info!("shutting down: closing listeners, finishing in-flight requests, stopping instances");
+    let _ = stop_tx.send(true);
+    let _ = ctl.await;
+    for p in proxies {
+        if let Ok(Err(e)) = p.await {
+            tracing::warn!(error = %e, "proxy listener ended with an error");
+        }
+    }
+    let _ = api.await;
+    controller::stop_all(&shared).await;
+    tracing::info!("baton stopped");
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The state the controller and the API share: config, store, router and the live instances.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use baton_core::config::{AppConfig, Config};
+use baton_proxy::{Backend, Router};
+use baton_runtime::ProcessHandle;
+use baton_store::{ArtifactStore, Store};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Everything the daemon's tasks share.
+pub struct Shared {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub store: Store,
+    pub artifacts: ArtifactStore,
+    pub router: Arc<Router>,
+    /// Wakes the controller when an intent is recorded.
+    pub wake: Notify,
+    /// The instances this daemon watches, by id.
+    pub live: Mutex<HashMap<String, Live>>,
+}
+
+/// One watched instance: its backend in the proxy, its process and its health checker.
+pub struct Live {
+    pub backend: Arc<Backend>,
+    pub process: Option<ProcessHandle>,
+    pub checker: Option<JoinHandle<()>>,
+    /// Set when Baton itself is stopping it, so its exit is not taken for a crash.
+    pub stopping: bool,
+}
+
+impl Shared {
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.config.apps.get(name)
+    }
+
+    pub fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn log_path(&self, app: &str, instance: &str) -> PathBuf {
+        self.data_dir.join("logs").join(app).join(format!("{instance}.log"))
+    }
+
+    pub fn pid_file(&self, instance: &str) -> PathBuf {
+        self.data_dir.join("run").join(format!("{instance}.pid"))
+    }
+}

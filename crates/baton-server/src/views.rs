@@ -1,0 +1,145 @@
+//! The JSON shapes the API returns and the CLI reads: one definition for both sides.
+
+use baton_core::model::{Deployment, Event, Release};
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/apps/{app}`: what an app serves now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The app.
+    pub app: String,
+    /// Where users connect.
+    pub listen: String,
+    /// The active deployment's phase, or `idle`.
+    pub phase: String,
+    /// The release serving 100 % when idle.
+    pub release: Option<String>,
+    /// The active deployment, if any.
+    pub deployment: Option<DeploymentView>,
+    /// Every instance that is not stopped.
+    pub instances: Vec<InstanceView>,
+    /// The traffic split, as percentages per release.
+    pub split: Vec<SplitView>,
+}
+
+/// One deployment, as shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentView {
+    /// Deployment id.
+    pub id: i64,
+    /// The app.
+    pub app: String,
+    /// Release before.
+    pub from: Option<String>,
+    /// Release being deployed.
+    pub to: String,
+    /// `rolling` or `blue-green`.
+    pub strategy: String,
+    /// Phase.
+    pub phase: String,
+    /// Step.
+    pub step: u32,
+    /// Why it is where it is.
+    pub reason: Option<String>,
+    /// Who asked.
+    pub trigger: String,
+    /// Created (unix ms).
+    pub created_at: i64,
+    /// Ended (unix ms).
+    pub finished_at: Option<i64>,
+    /// Milliseconds from creation to the end (or to now while running).
+    pub duration_ms: i64,
+}
+
+impl DeploymentView {
+    /// The view of `d` at `now`.
+    pub fn of(d: &Deployment, now: i64) -> Self {
+        Self {
+            id: d.id,
+            app: d.app.clone(),
+            from: d.from.clone(),
+            to: d.to.clone(),
+            strategy: d.strategy.as_str().to_string(),
+            phase: d.phase.as_str().to_string(),
+            step: d.step,
+            reason: d.reason.clone(),
+            trigger: d.trigger.clone(),
+            created_at: d.created_at,
+            finished_at: d.finished_at,
+            duration_ms: d.finished_at.unwrap_or(now) - d.created_at,
+        }
+    }
+}
+
+/// One instance, as shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// Instance id.
+    pub id: String,
+    /// Release it runs.
+    pub release: String,
+    /// `host:port`.
+    pub address: String,
+    /// starting | healthy | unhealthy | draining | stopped
+    pub state: String,
+    /// Whether it is in the split.
+    pub in_split: bool,
+    /// Process id.
+    pub pid: Option<u32>,
+    /// Restarts after crashes.
+    pub restarts: u32,
+    /// Requests in flight through the proxy.
+    pub in_flight: u64,
+}
+
+/// One release's share of the traffic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SplitView {
+    /// The release.
+    pub release: String,
+    /// Percentage of new requests.
+    pub weight: u32,
+}
+
+/// `GET /v1/deployments/{id}`: a deployment and its events.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentDetail {
+    /// The deployment.
+    pub deployment: DeploymentView,
+    /// Its events, oldest first.
+    pub events: Vec<Event>,
+}
+
+/// `POST /v1/apps/{app}/releases`: the stored release and whether it was new.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseCreated {
+    /// The release.
+    pub release: Release,
+    /// False when the same version with the same digest already existed (a no-op).
+    pub created: bool,
+}
+
+/// `POST /v1/apps/{app}/deployments` and `/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The release version (rollback: optional target).
+    pub release: Option<String>,
+    /// Overrides the app's strategy.
+    pub strategy: Option<String>,
+}
+
+/// An API error body: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code (`unauthorized`, `not_found`, `conflict`, `bad_request`, `internal`).
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}

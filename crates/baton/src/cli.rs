@@ -1,0 +1,137 @@
+//! The command line, as clap derives it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Zero-downtime deploys for web services, in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    /// The config file; client commands find the API address and token through it.
+    #[arg(long, global = true, default_value = "baton.toml", env = "BATON_CONFIG")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run Baton in the foreground: proxies, controller, API.
+    Up,
+    /// Manage releases.
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+    /// Deploy a release of an app.
+    Deploy {
+        /// The app.
+        app: String,
+        /// The release version.
+        version: String,
+        /// rolling or blue-green (default: the app's `strategy`).
+        #[arg(long)]
+        strategy: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Show what each app serves: phase, release, instances, split.
+    Status {
+        /// One app (default: all).
+        app: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deploy the previous successful release again (or --to VERSION).
+    Rollback {
+        /// The app.
+        app: String,
+        /// The release to go back to.
+        #[arg(long)]
+        to: Option<String>,
+        /// rolling or blue-green (default: the app's `strategy`).
+        #[arg(long)]
+        strategy: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// List an app's deployments: outcome, duration, trigger.
+    History {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Run the demo, or write a demo artifact.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Block until the deployment ends, printing progress; exit 1 unless it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCmd {
+    /// Store an artifact (directory or .tar.gz) as an immutable release.
+    Create {
+        /// The app.
+        app: String,
+        /// The version (e.g. 1.4.0).
+        version: String,
+        /// The artifact: a directory or a .tar.gz.
+        #[arg(long)]
+        artifact: PathBuf,
+        /// Release notes.
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// List an app's releases.
+    List {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DemoArgs {
+    #[command(subcommand)]
+    pub command: Option<DemoCmd>,
+    /// Leave Baton running after the story and print how to use the CLI against it.
+    #[arg(long)]
+    pub keep_running: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCmd {
+    /// Write a demo artifact directory (the `baton-demo` service and its demo.toml).
+    Artifact {
+        /// Where to write it.
+        out_dir: PathBuf,
+        /// The version the service reports.
+        #[arg(long)]
+        version: String,
+        /// Fraction of `GET /` answered 500.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Extra latency per `GET /`, in ms.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Answer 503 on /health.
+        #[arg(long)]
+        unhealthy: bool,
+        /// Delay before listening, in ms.
+        #[arg(long, default_value_t = 0)]
+        startup_ms: u64,
+    },
+}

@@ -1,0 +1,137 @@
+//! The API client the CLI uses: finds the address and token through the config (or
+//! `BATON_API` / `BATON_TOKEN`), sends JSON, turns API errors into plain messages.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use baton_server::views::ErrorBody;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::exit::{Failure, Result};
+
+/// A connection to a running `baton up`.
+#[derive(Clone)]
+pub struct Client {
+    api: SocketAddr,
+    token: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+/// An API answer that was not a success.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ApiFailure> for Failure {
+    fn from(e: ApiFailure) -> Self {
+        Failure::failed(e.message)
+    }
+}
+
+impl Client {
+    /// A client for an API at `api` with `token`.
+    pub fn new(api: SocketAddr, token: String) -> Self {
+        Self { api, token, http: HyperClient::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Finds the API through the config file, or the environment.
+    pub fn from_config(config_path: &Path) -> Result<Self> {
+        let env_api = std::env::var("BATON_API").ok();
+        let env_token = std::env::var("BATON_TOKEN").ok();
+        let config = match (&env_api, &env_token) {
+            (Some(_), Some(_)) => None,
+            _ => Some(baton_server::load_config(config_path).map_err(|e| Failure::usage(e.to_string()))?),
+        };
+        let api: SocketAddr = match env_api {
+            Some(a) => a.trim_start_matches("http://").trim_end_matches('/').parse().map_err(|_| Failure::usage(format!("BATON_API={a:?} is not host:port")))?,
+            None => config.as_ref().expect("loaded").api.listen,
+        };
+        let token = match env_token {
+            Some(t) => t,
+            None => {
+                let data_dir = config.as_ref().expect("loaded").data_dir(config_path);
+                baton_server::read_token(&data_dir).ok_or_else(|| {
+                    Failure::failed(format!(
+                        "no API token in {}: is `baton up --config {}` running? (or set BATON_TOKEN)",
+                        data_dir.display(),
+                        config_path.display()
+                    ))
+                })?
+            }
+        };
+        Ok(Self::new(api, token))
+    }
+
+    /// GET `path` as JSON.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> std::result::Result<T, ApiFailure> {
+        self.send(Method::GET, path, None, "application/json").await
+    }
+
+    /// POST a JSON body.
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> std::result::Result<T, ApiFailure> {
+        let bytes = serde_json::to_vec(body).expect("serializable");
+        self.send(Method::POST, path, Some(Bytes::from(bytes)), "application/json").await
+    }
+
+    /// POST raw bytes.
+    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>, content_type: &str) -> std::result::Result<T, ApiFailure> {
+        self.send(Method::POST, path, Some(Bytes::from(body)), content_type).await
+    }
+
+    async fn send<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Bytes>, content_type: &str) -> std::result::Result<T, ApiFailure> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.api, path))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", content_type)
+            .body(Full::new(body.unwrap_or_default()))
+            .expect("valid request");
+        let unreachable = |e: String| ApiFailure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unreachable".into(),
+            message: format!("cannot reach the Baton API at {}: {e}; is `baton up` running?", self.api),
+        };
+        let resp = tokio::time::timeout(Duration::from_secs(300), self.http.request(req))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        if !status.is_success() {
+            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (b.error.code, b.error.message),
+                Err(_) => ("http".to_string(), format!("API answered {status}: {}", String::from_utf8_lossy(&bytes))),
+            };
+            return Err(ApiFailure { status, code, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
+            status,
+            code: "decode".into(),
+            message: format!("unexpected API answer ({e}); are the CLI and `baton up` the same version?"),
+        })
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

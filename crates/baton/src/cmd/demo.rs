@@ -1,0 +1,184 @@
+//! `baton demo`: the whole story on embedded defaults, and `baton demo artifact`.
+//!
+//! It starts Baton in this process on a temporary data dir, builds demo artifacts, drives
+//! steady load at the proxy, rolls, fails a broken release, switches blue-green and back, and
+//! prints what users got.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use baton_demo::DemoOptions;
+use baton_demo::load::{Load, LoadConfig};
+use baton_server::views::{DeployRequest, DeploymentDetail, DeploymentView, ReleaseCreated};
+use tokio::sync::oneshot;
+
+use crate::client::Client;
+use crate::cmd::deploy::follow;
+use crate::exit::{Failure, Result};
+
+const CONFIG: &str = r#"
+[api]
+listen = "127.0.0.1:0"
+
+[apps.web]
+listen = "127.0.0.1:0"
+instances = 3
+command = ["{artifact}/baton-demo", "--port", "{port}"]
+env = { GREETING = "hello" }
+strategy = "rolling"
+
+[apps.web.health]
+path = "/health"
+interval = "250ms"
+timeout = "1s"
+healthy_threshold = 2
+unhealthy_threshold = 3
+deadline = "8s"
+
+[apps.web.drain]
+timeout = "10s"
+stop_timeout = "5s"
+
+[apps.web.blue_green]
+keep_previous = "5m"
+"#;
+
+pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find the baton executable: {e}")))?;
+    baton_demo::write_artifact(out, &exe, &opts).map_err(|e| Failure::usage(e.to_string()))?;
+    println!("wrote demo artifact {} (version {}) to {}", opts.version, opts.version, out.display());
+    Ok(())
+}
+
+struct Switch {
+    what: String,
+    outcome: String,
+    took: Duration,
+}
+
+pub async fn run(keep_running: bool) -> Result<()> {
+    super::init_logs("warn");
+    let tmp = tempfile::Builder::new().prefix("baton-demo-").tempdir().map_err(|e| Failure::failed(e.to_string()))?;
+    let config_path = tmp.path().join("baton.toml");
+    std::fs::write(&config_path, CONFIG).map_err(|e| Failure::failed(e.to_string()))?;
+    let config = baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let cp = config_path.clone();
+    let daemon = tokio::spawn(async move {
+        baton_server::run(&cp, config, async move { let _ = stop_rx.await; }, Some(ready_tx)).await
+    });
+    let ready = match ready_rx.await {
+        Ok(r) => r,
+        Err(_) => {
+            let err = daemon.await.map_err(|e| Failure::failed(e.to_string()))?.err();
+            return Err(Failure::failed(format!("baton did not start: {}", err.map(|e| format!("{e:#}")).unwrap_or_default())));
+        }
+    };
+    let proxy = ready.apps["web"];
+    println!("baton is up: proxy for `web` on http://{proxy}  (API {}, data {})", ready.api, ready.data_dir.display());
+    let client = Client::new(ready.api, ready.token.clone());
+
+    let story = story(&client, tmp.path(), proxy);
+    let result = tokio::select! {
+        r = story => r,
+        _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted: stopping baton and every instance")),
+    };
+    if result.is_ok() && keep_running {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "baton".into());
+        println!("\nbaton keeps running; try, in another terminal:");
+        println!("  export BATON_API={} BATON_TOKEN={}", ready.api, ready.token);
+        println!("  {exe} status web");
+        println!("  {exe} history web");
+        println!("  {exe} rollback web --wait");
+        println!("  curl http://{proxy}/");
+        println!("press Ctrl-C to stop");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(());
+    let _ = daemon.await;
+    // Last resort: nothing may outlive the demo, even if a stop above failed.
+    baton_runtime::kill_pid_files(&ready.data_dir.join("run"));
+    result
+}
+
+async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Failure::failed(e.to_string()))?;
+    for (version, unhealthy) in [("1.0.0", false), ("1.1.0", false), ("1.2.0", true)] {
+        let out = dir.join("artifacts-src").join(version);
+        let opts = DemoOptions { unhealthy, ..DemoOptions::new(version) };
+        baton_demo::write_artifact(&out, &exe, &opts).map_err(|e| Failure::failed(e.to_string()))?;
+        let archive = baton_store::pack(&out).map_err(|e| Failure::failed(e.to_string()))?;
+        let r: ReleaseCreated = client.post_bytes(&format!("/v1/apps/web/releases?version={version}"), archive, "application/x-tar").await?;
+        println!("release {version} stored as {}{}", &r.release.digest[..19], if unhealthy { "  (broken: fails its health checks)" } else { "" });
+    }
+
+    let mut switches = Vec::new();
+    println!("\n== deploy 1.0.0 (first release, 3 instances)");
+    switches.push(step(client, "deploy 1.0.0", "/v1/apps/web/deployments", "1.0.0", None).await?);
+
+    let load = Load::start(LoadConfig {
+        keepalive_workers: 4,
+        fresh_conn_workers: 2,
+        rate_per_worker: Some(50.0),
+        max_duration: Duration::from_secs(600),
+        max_requests: 1_000_000,
+        ..LoadConfig::new(proxy)
+    });
+    println!("\nload: 6 clients (4 keep-alive, 2 new connection per request), ~300 req/s at http://{proxy}/");
+    println!("\n== rolling update 1.0.0 -> 1.1.0 (max_surge 1, max_unavailable 0)");
+    let progress = |load: &Load| {
+        let s = load.snapshot();
+        println!("   load so far: {} sent, {} failed, by release {:?}", s.sent, s.failed, s.by_version);
+    };
+    switches.push(step(client, "rolling 1.0.0 -> 1.1.0", "/v1/apps/web/deployments", "1.1.0", Some("rolling")).await?);
+    progress(&load);
+    println!("\n== deploy broken 1.2.0: it never passes its health checks");
+    switches.push(step(client, "rolling 1.1.0 -> 1.2.0 (broken)", "/v1/apps/web/deployments", "1.2.0", Some("rolling")).await?);
+    progress(&load);
+    println!("\n== blue-green switch 1.1.0 -> 1.0.0");
+    switches.push(step(client, "blue-green 1.1.0 -> 1.0.0", "/v1/apps/web/deployments", "1.0.0", Some("blue-green")).await?);
+    progress(&load);
+    println!("\n== rollback: blue-green back to 1.1.0 (its instances are still warm)");
+    switches.push(step(client, "rollback -> 1.1.0 (warm)", "/v1/apps/web/rollback", "1.1.0", Some("blue-green")).await?);
+    progress(&load);
+
+    let report = load.stop().await;
+    println!("\n== summary");
+    println!("{:<34} {:<12} {:>9}", "switch", "outcome", "took");
+    for s in &switches {
+        println!("{:<34} {:<12} {:>8.2}s", s.what, s.outcome, s.took.as_secs_f64());
+    }
+    println!();
+    println!("requests sent:    {}", report.stats.sent);
+    println!("failed requests:  {}", report.stats.failed);
+    for (version, n) in &report.stats.by_version {
+        println!("  served by {version:<8} {n}");
+    }
+    if let Some(p99) = report.latency_percentile(0.99) {
+        println!("p99 latency:      {:.1} ms", p99.as_secs_f64() * 1000.0);
+    }
+    let failures = report.failures();
+    if !failures.is_empty() {
+        for f in failures.iter().take(5) {
+            println!("  failure at {:.3}s: status {:?} {}", f.started.as_secs_f64(), f.status, f.error.as_deref().unwrap_or(""));
+        }
+        return Err(Failure::failed(format!("{} requests failed", failures.len())));
+    }
+    Ok(())
+}
+
+async fn step(client: &Client, what: &str, path: &str, version: &str, strategy: Option<&str>) -> Result<Switch> {
+    let started = Instant::now();
+    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from) };
+    let d: DeploymentView = client.post_json(path, &req).await?;
+    let outcome = follow(client, d.id, true).await;
+    let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{}", d.id)).await?;
+    let expected_failure = version == "1.2.0";
+    match (&outcome, expected_failure) {
+        (Ok(()), _) => {}
+        (Err(e), true) => println!("as expected: {}", e.message),
+        (Err(e), false) => return Err(Failure::failed(e.message.clone())),
+    }
+    Ok(Switch { what: what.to_string(), outcome: detail.deployment.phase, took: started.elapsed() })
+}

@@ -1,0 +1,72 @@
+//! `baton deploy` and `baton rollback`: record the intent, then optionally follow it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton_server::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView};
+
+use crate::client::{Client, encode};
+use crate::exit::{Failure, Result};
+use crate::output;
+
+pub async fn deploy(config: &Path, app: &str, version: &str, strategy: Option<&str>, wait: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from) };
+    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/deployments", encode(app)), &req).await?;
+    announce(&d);
+    if wait { follow(&client, d.id, true).await } else { Ok(()) }
+}
+
+pub async fn rollback(config: &Path, app: &str, to: Option<&str>, strategy: Option<&str>, wait: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let req = DeployRequest { release: to.map(String::from), strategy: strategy.map(String::from) };
+    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/rollback", encode(app)), &req).await?;
+    announce(&d);
+    if wait { follow(&client, d.id, true).await } else { Ok(()) }
+}
+
+fn announce(d: &DeploymentView) {
+    println!("deployment #{}: {} {} -> {} ({}) recorded", d.id, d.app, d.from.as_deref().unwrap_or("nothing"), d.to, d.strategy);
+}
+
+/// Prints the deployment's events and progress until it ends; Ok only if it succeeded.
+pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
+    let mut seen = 0i64;
+    let mut last_progress = String::new();
+    loop {
+        let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{id}")).await?;
+        let since = seen;
+        for e in detail.events.iter().filter(|e| e.id > since) {
+            if print {
+                println!("  {}  {:<22} {}", output::clock(e.at), e.kind, e.message);
+            }
+            seen = e.id;
+        }
+        let d = &detail.deployment;
+        if let Ok(s) = client.get::<AppStatus>(&format!("/v1/apps/{}", encode(&d.app))).await {
+            let healthy = s.instances.iter().filter(|i| i.release == d.to && i.state == "healthy").count();
+            let progress = format!("{} step {} · {} healthy on {} · split {}", d.phase, d.step, healthy, d.to, output::split(&s));
+            if print && progress != last_progress {
+                println!("  ..        {progress}");
+                last_progress = progress;
+            }
+        }
+        match d.phase.as_str() {
+            "succeeded" => {
+                if print {
+                    println!("deployment #{} succeeded in {}: {} serves 100 %", d.id, output::duration(d.duration_ms), d.to);
+                }
+                return Ok(());
+            }
+            "failed" | "rolled_back" => {
+                return Err(Failure::failed(format!(
+                    "deployment #{} {}: {}",
+                    d.id,
+                    d.phase.replace('_', " "),
+                    d.reason.as_deref().unwrap_or("no reason recorded"),
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! One module per command; each returns a [`Failure`](crate::exit::Failure) with its exit code.
+
+mod demo;
+mod deploy;
+mod release;
+mod status;
+mod up;
+
+use crate::cli::{Cli, Command, DemoCmd, ReleaseCmd};
+use crate::exit::{Failure, Result};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
+    let config = cli.config;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Up => up::run(&config).await,
+            Command::Release(ReleaseCmd::Create { app, version, artifact, notes }) => release::create(&config, &app, &version, &artifact, notes.as_deref()).await,
+            Command::Release(ReleaseCmd::List { app, json }) => release::list(&config, &app, json).await,
+            Command::Deploy { app, version, strategy, wait } => deploy::deploy(&config, &app, &version, strategy.as_deref(), wait.wait).await,
+            Command::Rollback { app, to, strategy, wait } => deploy::rollback(&config, &app, to.as_deref(), strategy.as_deref(), wait.wait).await,
+            Command::Status { app, json } => status::status(&config, app.as_deref(), json).await,
+            Command::History { app, json, limit } => status::history(&config, &app, json, limit).await,
+            Command::Demo(args) => match args.command {
+                Some(DemoCmd::Artifact { out_dir, version, error_rate, latency_ms, unhealthy, startup_ms }) => {
+                    demo::artifact(&out_dir, baton_demo::DemoOptions { version, error_rate, latency_ms, unhealthy, startup_ms })
+                }
+                None => demo::run(args.keep_running).await,
+            },
+        }
+    })
+}
+
+/// Installs the log subscriber for the long-running commands.
+pub fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
