@@ -38,6 +38,15 @@ pub enum Health {
 }
 
 impl Health {
+    /// The name used in logs, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
     fn from_u8(v: u8) -> Health {
         match v {
             0 => Health::Starting,
@@ -52,6 +61,12 @@ impl Health {
             Health::Healthy => 1,
             Health::Unhealthy => 2,
         }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

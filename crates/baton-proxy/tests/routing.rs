@@ -119,3 +119,29 @@ async fn draining_backend_gets_nothing_new_and_finishes_what_it_has() {
     assert_eq!(old_backend.in_flight(), 0);
     assert_eq!(old.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn in_flight_lasts_until_the_response_body_is_sent() {
+    use http_body_util::BodyExt;
+
+    let b = TestBackend::start("a").await;
+    let backend = b.backend("1.0");
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![backend.clone()])]));
+    let proxy = TestProxy::start(router, config()).await;
+    let client = client();
+
+    let response = client.request(Request::get(proxy.url("/stream")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first ");
+    backend.start_drain();
+    assert_eq!(backend.in_flight(), 1, "headers and a chunk arrived, but the body is not done");
+    assert!(!backend.wait_idle(Duration::from_millis(1)).await);
+
+    b.gate.add_permits(1);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(&rest[..], b"second");
+    assert!(backend.wait_idle(Duration::from_secs(30)).await);
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 use baton_proxy::{AppRoute, Backend, Health, ListenerConfig, ReleaseRoute, Router, RoutingTable};
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -31,7 +32,8 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
 
 /// A backend that answers:
 /// `/` with its name (also in `x-backend`), `/headers` with the headers it received,
-/// `/slow` once the test adds a permit to `gate`, `/hang` never, `/health` 200 or 500 per
+/// `/slow` once the test adds a permit to `gate`, `/stream` with one chunk at once and one
+/// after a permit, `/hang` never, `/health` 200 or 500 per
 /// `healthy`, and `Connection: upgrade` with 101 then an echo of every byte.
 pub struct TestBackend {
     pub name: String,
@@ -101,9 +103,15 @@ impl TestBackend {
     }
 }
 
-async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type TestBody = Either<Full<Bytes>, Channel<Bytes>>;
+
+async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
     let text = |status: StatusCode, body: String| {
-        Response::builder().status(status).header("x-backend", s.name.as_str()).body(Full::new(Bytes::from(body))).unwrap()
+        Response::builder()
+            .status(status)
+            .header("x-backend", s.name.as_str())
+            .body(Either::Left(Full::new(Bytes::from(body))))
+            .unwrap()
     };
     if req.uri().path() == "/health" {
         s.health_hits.fetch_add(1, SeqCst);
@@ -122,7 +130,7 @@ async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Fu
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
             .header("upgrade", "echo")
-            .body(Full::new(Bytes::new()))
+            .body(Either::Left(Full::new(Bytes::new())))
             .unwrap();
         return Ok(response);
     }
@@ -139,6 +147,16 @@ async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Fu
             text(StatusCode::OK, format!("slow {}", s.name))
         }
         "/hang" => std::future::pending().await,
+        "/stream" => {
+            let (mut tx, body) = Channel::new(1);
+            let gate = s.gate.clone();
+            tokio::spawn(async move {
+                let _ = tx.send_data(Bytes::from_static(b"first ")).await;
+                gate.acquire().await.unwrap().forget();
+                let _ = tx.send_data(Bytes::from_static(b"second")).await;
+            });
+            Response::new(Either::Right(body))
+        }
         "/echo" => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             text(StatusCode::OK, String::from_utf8_lossy(&body).into_owned())
