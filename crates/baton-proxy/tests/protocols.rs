@@ -90,3 +90,18 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     assert_eq!(slow.await.unwrap().status, 200);
     serving.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_disconnected() {
+    let b = TestBackend::start("a").await;
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
+    // The header read timeout is capped by request_timeout.
+    let cfg = ListenerConfig { request_timeout: std::time::Duration::from_millis(200), ..config() };
+    let proxy = TestProxy::start(router, cfg).await;
+
+    // raw_head returns when the proxy closes the connection, as the head never ends.
+    let (_, answer) = raw_head(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n").await;
+    assert!(!answer.contains("200"), "{answer:?}");
+    assert_eq!(b.hits.load(SeqCst), 0);
+}
