@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton_server::views::ErrorBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, Request};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -28,8 +28,6 @@ pub struct Client {
 /// An API answer that was not a success.
 #[derive(Debug)]
 pub struct ApiFailure {
-    pub status: StatusCode,
-    pub code: String,
     pub message: String,
 }
 
@@ -98,8 +96,6 @@ impl Client {
             .body(Full::new(body.unwrap_or_default()))
             .expect("valid request");
         let unreachable = |e: String| ApiFailure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "unreachable".into(),
             message: format!("cannot reach the Baton API at {}: {e}; is `baton up` running?", self.api),
         };
         let resp = tokio::time::timeout(Duration::from_secs(300), self.http.request(req))
@@ -109,15 +105,13 @@ impl Client {
         let status = resp.status();
         let bytes = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
         if !status.is_success() {
-            let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => (b.error.code, b.error.message),
-                Err(_) => ("http".to_string(), format!("API answered {status}: {}", String::from_utf8_lossy(&bytes))),
+            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => b.error.message,
+                Err(_) => format!("API answered {status}: {}", String::from_utf8_lossy(&bytes)),
             };
-            return Err(ApiFailure { status, code, message });
+            return Err(ApiFailure { message });
         }
         serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
-            status,
-            code: "decode".into(),
             message: format!("unexpected API answer ({e}); are the CLI and `baton up` the same version?"),
         })
     }

@@ -10,19 +10,28 @@ use tokio::sync::mpsc;
 use super::{Exited, instances, record};
 use crate::shared::{Live, Shared};
 
-/// Applies `plan` for `app`; returns the drains to start once the new split is published.
-pub fn apply(shared: &Arc<Shared>, app: &str, all: &[Instance], plan: &Plan, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
-    let find = |id: &str| all.iter().find(|i| i.id == id).cloned();
-    let mut drains = Vec::new();
-    // The deployment's new phase first: if Baton dies right after, it resumes from here.
+/// Records the deployment's new phase and the plan's events. Called after the split the plan
+/// asked for is published, so nobody reads `succeeded` while the previous split still serves;
+/// a crash in between is harmless because the planner derives the phase again from the
+/// instances.
+pub fn record_deployment(shared: &Shared, app: &str, plan: &Plan, now: Millis) -> anyhow::Result<()> {
+    let active = shared.store.active_deployment(app)?.map(|d| d.id);
     if let Some(d) = &plan.deployment {
         shared.store.update_deployment(d)?;
     }
-    let deployment = plan.deployment.as_ref().map(|d| d.id).or(shared.store.active_deployment(app)?.map(|d| d.id));
+    let deployment = plan.deployment.as_ref().map(|d| d.id).or(active);
     for (kind, message) in &plan.events {
         shared.store.append_event(now, app, deployment, *kind, message)?;
         tracing::info!(app = %app, event = %kind, "{message}");
     }
+    Ok(())
+}
+
+/// Applies the plan's actions for `app`, each committed before it takes effect; returns the
+/// drains to start once the new split is published.
+pub fn apply(shared: &Arc<Shared>, app: &str, all: &[Instance], plan: &Plan, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
+    let find = |id: &str| all.iter().find(|i| i.id == id).cloned();
+    let mut drains = Vec::new();
     for action in &plan.actions {
         match action {
             Action::Start { release } => instances::start(shared, app, release, now, exits)?,

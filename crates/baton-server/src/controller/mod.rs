@@ -63,8 +63,17 @@ async fn tick(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::Unboun
     let all = shared.store.instances(Some(app), false)?;
     let p = plan::plan(PlanInput { app: config, current: current.as_deref(), deployment: deployment.as_ref(), instances: &all, now });
 
+    // A deployment that ends with this plan is recorded as ended only once its split is
+    // published; any other change is recorded first, so Baton resumes from it after a crash.
+    let ends = p.deployment.as_ref().is_some_and(|d| d.phase.is_final());
+    if !ends {
+        act::record_deployment(shared, app, &p, now)?;
+    }
     let drains = act::apply(shared, app, &all, &p, now, exits)?;
     routing::publish(shared, published)?;
+    if ends {
+        act::record_deployment(shared, app, &p, now)?;
+    }
     // Drains begin after the split without them is published; their own flag covers requests
     // that still hold the previous snapshot.
     for (inst, live) in drains {

@@ -1,0 +1,240 @@
+//! The end-to-end harness: a real `baton up` child process on a temporary data dir with free
+//! ports, the real CLI, real demo artifacts. Every process is killed on drop, even on panic.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use baton_server::views::AppStatus;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// The machine has 2 cores: one end-to-end scenario at a time keeps them deterministic.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+/// A config with the ports filled in later: `@API@`, `@WEB@`, `@OTHER@`.
+pub const THREE_WEB: &str = r#"
+[api]
+listen = "127.0.0.1:@API@"
+
+[apps.web]
+listen = "127.0.0.1:@WEB@"
+instances = 3
+command = ["{artifact}/baton-demo", "--port", "{port}"]
+env = { GREETING = "hello" }
+
+[apps.web.health]
+interval = "200ms"
+timeout = "2s"
+healthy_threshold = 2
+unhealthy_threshold = 3
+deadline = "30s"
+
+[apps.web.drain]
+timeout = "10s"
+stop_timeout = "5s"
+
+[apps.web.blue_green]
+keep_previous = "5m"
+"#;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `baton up` and its data.
+pub struct Baton {
+    pub dir: TempDir,
+    pub config: PathBuf,
+    pub api: SocketAddr,
+    pub apps: BTreeMap<String, SocketAddr>,
+    child: Option<Child>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Baton {
+    /// Writes `template` with free ports and starts `baton up`.
+    pub fn start(template: &str) -> Baton {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("baton-e2e-").tempdir().unwrap();
+        let api = free_port();
+        let mut apps = BTreeMap::new();
+        let mut text = template.replace("@API@", &api.to_string());
+        for (marker, app) in [("@WEB@", "web"), ("@OTHER@", "other")] {
+            if text.contains(marker) {
+                let p = free_port();
+                text = text.replace(marker, &p.to_string());
+                apps.insert(app.to_string(), SocketAddr::from(([127, 0, 0, 1], p)));
+            }
+        }
+        let config = dir.path().join("baton.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut b = Baton { dir, config, api: SocketAddr::from(([127, 0, 0, 1], api)), apps, child: None, _serial: serial };
+        b.up();
+        b
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join(".baton")
+    }
+
+    pub fn web(&self) -> SocketAddr {
+        self.apps["web"]
+    }
+
+    /// Starts `baton up` and waits until its API answers.
+    pub fn up(&mut self) {
+        assert!(self.child.is_none(), "baton already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("baton.log")).unwrap();
+        let child = Command::new(BATON)
+            .args(["up", "--config"])
+            .arg(&self.config)
+            .env("BATON_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let ok = wait_until(Duration::from_secs(30), || self.cli(&["status"]).status.success());
+        assert!(ok, "baton up did not answer within 30s; log:\n{}", self.log());
+    }
+
+    /// Kills `baton up` with SIGKILL (its instances keep running).
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("baton running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Stops `baton up` with SIGTERM and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("baton.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this Baton.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BATON).args(args).arg("--config").arg(&self.config).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs the CLI on a blocking thread, so load on the runtime keeps going.
+    pub async fn cli_async(&self, args: &[&str]) -> Output {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let config = self.config.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BATON).args(&args).arg("--config").arg(&config).stdin(Stdio::null()).output().unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Writes a demo artifact with extra `baton demo artifact` flags and creates the release.
+    pub fn release(&self, app: &str, version: &str, flags: &[&str]) -> PathBuf {
+        let out = self.dir.path().join("src").join(format!("{app}-{version}"));
+        let mut args = vec!["demo", "artifact", out.to_str().unwrap(), "--version", version];
+        args.extend_from_slice(flags);
+        let o = self.cli(&args);
+        assert!(o.status.success(), "demo artifact: {}", text(&o));
+        let o = self.cli(&["release", "create", app, version, "--artifact", out.to_str().unwrap()]);
+        assert!(o.status.success(), "release create: {}", text(&o));
+        out
+    }
+
+    /// Deploys and waits; panics unless it succeeded.
+    pub async fn deploy_ok(&self, app: &str, version: &str, extra: &[&str]) {
+        let mut args = vec!["deploy", app, version, "--wait"];
+        args.extend_from_slice(extra);
+        let o = self.cli_async(&args).await;
+        assert!(o.status.success(), "deploy {app} {version} failed: {}\nlog:\n{}", text(&o), self.log());
+    }
+
+    pub fn status(&self, app: &str) -> AppStatus {
+        let o = self.cli(&["status", app, "--json"]);
+        assert!(o.status.success(), "status: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+}
+
+impl Drop for Baton {
+    fn drop(&mut self) {
+        self.stop();
+        // Last resort: whatever a failed test left running goes too.
+        baton_runtime::kill_pid_files(&self.data_dir().join("run"));
+        for pid in processes_under(self.dir.path()) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Pids of running processes whose executable lives under `dir` (this test's instances).
+pub fn processes_under(dir: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmdline);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true);
+        if !zombie && cmd.contains(dir.to_str().unwrap()) && cmd.contains("baton-demo") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn text(o: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Polls `f` until it is true or `deadline` passes.
+pub fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Async polling with a deadline.
+pub async fn wait_until_async<F, Fut>(deadline: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `baton` binary, real child processes, real sockets, a real
+//! SQLite file. They assert what users rely on: zero failed requests during deploys.
+
+mod harness;
+
+mod crash;
+mod deploys;
+mod failures;
+mod input;
