@@ -44,7 +44,7 @@ pub mod defaults {
     pub const MAX_UNAVAILABLE: u32 = 0;
     /// Blue-green: how long the previous set stays warm.
     pub const KEEP_PREVIOUS: Duration = Duration::from_secs(300);
-    /// Longest time a proxied request may take end to end (upgraded connections excepted).
+    /// Longest wait for an instance's response head (504 after it; bodies may stream longer).
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// Largest request head (request line + headers) accepted, in bytes.
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -203,7 +203,7 @@ impl Default for BlueGreenConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// Longest time a request may take end to end (504 after it).
+    /// Longest wait for an instance's response head (504 after it).
     pub request_timeout: Duration,
     /// Largest request head in bytes (431 beyond it).
     pub max_header_bytes: usize,
@@ -330,8 +330,8 @@ impl Config {
             if r.max_unavailable >= app.instances && app.instances > 0 && r.max_surge == 0 {
                 return fail(&["apps", name, "rolling", "max_unavailable"], format!("{} would take every instance out at once; use at most {}", r.max_unavailable, app.instances.saturating_sub(1)));
             }
-            if app.proxy.max_header_bytes < 1024 {
-                return fail(&["apps", name, "proxy", "max_header_bytes"], "must be at least 1024".into());
+            if app.proxy.max_header_bytes < 8192 {
+                return fail(&["apps", name, "proxy", "max_header_bytes"], "must be at least 8192 (HTTP/1 needs that much)".into());
             }
         }
         Ok(())

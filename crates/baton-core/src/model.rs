@@ -188,7 +188,7 @@ pub struct Deployment {
     pub step: u32,
     /// Why it is in its phase (for final phases: why it ended).
     pub reason: Option<String>,
-    /// Who or what asked for it (`cli`, `rollback`, `api`).
+    /// Who or what asked for it (`deploy`, `rollback`).
     pub trigger: String,
     /// When it was recorded.
     pub created_at: Millis,

@@ -60,6 +60,8 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     // Instances run with their working directory inside the artifact, so every path handed to
     // them must be absolute.
     let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+    // One daemon per data directory: two would both adopt and restart the same instances.
+    let _lock = lock_data_dir(&data_dir)?;
     let store = Store::open(&data_dir.join("baton.db")).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
@@ -76,8 +78,13 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
         token: token.clone(),
     };
 
+    let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
+    // Imports cut short by a crash leave temporary directories behind.
+    if let Err(e) = artifacts.remove_stale_imports() {
+        tracing::warn!(error = %e, "could not remove stale artifact imports");
+    }
     let shared = Arc::new(Shared {
-        artifacts: ArtifactStore::new(data_dir.join("artifacts")),
+        artifacts,
         config,
         data_dir,
         store,
@@ -124,6 +131,14 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     controller::stop_all(&shared).await;
     tracing::info!("baton stopped");
     Ok(())
+}
+
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = data_dir.join("lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        anyhow::anyhow!("another `baton up` is already running with data directory {} ({errno}); stop it first or use another data_dir", data_dir.display())
+    })
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {

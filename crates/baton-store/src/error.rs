@@ -30,7 +30,7 @@ pub enum StoreError {
     },
     /// The app already has a deployment in a non-final phase.
     #[error(
-        "app {} already has deployment #{} ({} -> {}) in phase {}: wait for it, or abort it first",
+        "app {} already has deployment #{} ({} -> {}) in phase {}: wait for it to finish (`baton status` shows its progress)",
         .0.app, .0.id, .0.from.as_deref().unwrap_or("nothing"), .0.to, .0.phase
     )]
     DeploymentActive(Box<Deployment>),

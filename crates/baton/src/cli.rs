@@ -85,7 +85,7 @@ pub enum ReleaseCmd {
         app: String,
         /// The version (e.g. 1.4.0).
         version: String,
-        /// The artifact: a directory or a .tar.gz.
+        /// The artifact: a directory, or a .tar.gz / .tgz / .tar archive.
         #[arg(long)]
         artifact: PathBuf,
         /// Release notes.

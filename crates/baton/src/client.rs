@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton_server::views::ErrorBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -28,12 +28,14 @@ pub struct Client {
 /// An API answer that was not a success.
 #[derive(Debug)]
 pub struct ApiFailure {
+    /// Whether the request itself was wrong (400/404): bad usage, exit 2.
+    pub usage: bool,
     pub message: String,
 }
 
 impl From<ApiFailure> for Failure {
     fn from(e: ApiFailure) -> Self {
-        Failure::failed(e.message)
+        if e.usage { Failure::usage(e.message) } else { Failure::failed(e.message) }
     }
 }
 
@@ -96,6 +98,7 @@ impl Client {
             .body(Full::new(body.unwrap_or_default()))
             .expect("valid request");
         let unreachable = |e: String| ApiFailure {
+            usage: false,
             message: format!("cannot reach the Baton API at {}: {e}; is `baton up` running?", self.api),
         };
         let resp = tokio::time::timeout(Duration::from_secs(300), self.http.request(req))
@@ -109,9 +112,11 @@ impl Client {
                 Ok(b) => b.error.message,
                 Err(_) => format!("API answered {status}: {}", String::from_utf8_lossy(&bytes)),
             };
-            return Err(ApiFailure { message });
+            let usage = status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND;
+            return Err(ApiFailure { usage, message });
         }
         serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
+            usage: false,
             message: format!("unexpected API answer ({e}); are the CLI and `baton up` the same version?"),
         })
     }

@@ -1,7 +1,7 @@
 //! Converging an app's instances on one release: the rolling algorithm (also used for idle
 //! upkeep and for going back after a failure).
 
-use crate::model::{Instance, InstanceState, Millis};
+use crate::model::{Instance, InstanceState};
 
 use super::Action;
 
@@ -27,7 +27,7 @@ fn healthy(i: &Instance) -> bool {
 /// Replaces instances of other releases by `n` instances of `target`, never running more than
 /// `n + surge` and never serving with fewer than `n - unavailable` healthy instances
 /// (DESIGN.md I3). The same rule as a Kubernetes Deployment's rolling update.
-pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Instance], _now: Millis) -> Converge {
+pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Instance]) -> Converge {
     let mut c = Converge::default();
     let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) = live.iter().partition(|i| i.release == target);
     // A warm instance of another release is no capacity: it serves nobody and leaves on its own.

@@ -143,7 +143,7 @@ fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
     let Some(current) = input.current else { return };
     let n = input.app.instances;
     // Replacing lost instances is not a rollout: start every missing one at once.
-    let c = converge::rolling(current, n, n, 0, live, input.now);
+    let c = converge::rolling(current, n, n, 0, live);
     out.actions.extend(c.actions);
 }
 
@@ -152,7 +152,7 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
     let mut c = match d.strategy {
         Strategy::Rolling => {
             let r = &input.app.rolling;
-            converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live, input.now)
+            converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live)
         }
         Strategy::BlueGreen => {
             let until = input.now + input.app.blue_green.keep_previous.as_millis() as i64;
@@ -201,7 +201,7 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
     let done = match d.from.as_deref() {
         Some(from) => {
             // Going back is a rolling move to the previous release that never lowers capacity.
-            let c = converge::rolling(from, n, n, 0, live, input.now);
+            let c = converge::rolling(from, n, n, 0, live);
             out.actions.extend(c.actions);
             c.done
         }

@@ -34,7 +34,7 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
     if let Some(route) = table.apps.get(app) {
         let total: u32 = route.releases.iter().map(|r| r.weight).sum();
         for r in &route.releases {
-            let weight = if total == 0 { 0 } else { (r.weight * 100 + total / 2) / total };
+            let weight = (r.weight * 100 + total / 2).checked_div(total).unwrap_or(0);
             split.push(SplitView { release: r.release.clone(), weight });
         }
     }

@@ -16,13 +16,14 @@ use crate::shared::{Live, Shared};
 /// instances.
 pub fn record_deployment(shared: &Shared, app: &str, plan: &Plan, now: Millis) -> anyhow::Result<()> {
     let active = shared.store.active_deployment(app)?.map(|d| d.id);
-    if let Some(d) = &plan.deployment {
-        shared.store.update_deployment(d)?;
-    }
     let deployment = plan.deployment.as_ref().map(|d| d.id).or(active);
+    // Events first: whoever sees the new phase (`--wait`) also finds the events that explain it.
     for (kind, message) in &plan.events {
         shared.store.append_event(now, app, deployment, *kind, message)?;
         tracing::info!(app = %app, event = %kind, "{message}");
+    }
+    if let Some(d) = &plan.deployment {
+        shared.store.update_deployment(d)?;
     }
     Ok(())
 }

@@ -10,13 +10,13 @@ use crate::exit::{Failure, Result};
 use crate::output;
 
 pub async fn create(config: &Path, app: &str, version: &str, artifact: &Path, notes: Option<&str>) -> Result<()> {
-    let client = Client::from_config(config)?;
     let path = artifact.to_path_buf();
     let archive = tokio::task::spawn_blocking(move || baton_store::pack(&path))
         .await
         .map_err(|e| Failure::failed(e.to_string()))?
         .map_err(|e| Failure::usage(format!("artifact {}: {e}", artifact.display())))?;
     let size = archive.len();
+    let client = Client::from_config(config)?;
     let mut url = format!("/v1/apps/{}/releases?version={}", encode(app), encode(version));
     if let Some(n) = notes {
         url.push_str(&format!("&notes={}", encode(n)));
@@ -24,7 +24,7 @@ pub async fn create(config: &Path, app: &str, version: &str, artifact: &Path, no
     let r: ReleaseCreated = client.post_bytes(&url, archive, "application/x-tar").await?;
     let short = short_digest(&r.release.digest);
     if r.created {
-        println!("created {} {} {} ({:.1} MB)", app, version, short, size as f64 / 1e6);
+        println!("created {} {} {} ({})", app, version, short, human_size(size));
     } else {
         println!("{} {} already exists with the same content {} (nothing changed)", app, version, short);
     }
@@ -42,6 +42,14 @@ pub async fn list(config: &Path, app: &str, json: bool) -> Result<()> {
         println!("{:<12} {}  {}  {}", r.version, short_digest(&r.digest), output::clock(r.created_at), r.notes.as_deref().unwrap_or(""));
     }
     Ok(())
+}
+
+fn human_size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 fn short_digest(d: &str) -> &str {

@@ -72,7 +72,7 @@ async fn releases_are_immutable_and_one_deployment_runs_at_a_time() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("1.0.0"), "{}", text(&o));
     // Unknown release and unknown app are clear errors.
     let o = baton.cli(&["deploy", "web", "9.9.9"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2), "naming a release that does not exist is bad usage");
     assert!(String::from_utf8_lossy(&o.stderr).contains("baton release create web 9.9.9"), "{}", text(&o));
     let o = baton.cli(&["deploy", "nope", "1.0.0"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("no app named \"nope\""), "{}", text(&o));
