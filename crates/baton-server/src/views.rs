@@ -20,6 +20,28 @@ pub struct AppStatus {
     pub instances: Vec<InstanceView>,
     /// The traffic split, as percentages per release.
     pub split: Vec<SplitView>,
+    /// What the proxy counted per release, over the instances running now.
+    #[serde(default)]
+    pub traffic: Vec<TrafficView>,
+}
+
+/// Requests the proxy served for one release (over its running instances).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficView {
+    /// The release.
+    pub release: String,
+    /// Requests sent to its instances.
+    pub requests: u64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub status: [u64; 5],
+    /// Connections to its instances that failed.
+    pub connect_errors: u64,
+    /// Requests that timed out waiting for a response.
+    pub timeouts: u64,
+    /// Median latency in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th-percentile latency in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 /// One deployment, as shown.
@@ -90,6 +112,9 @@ pub struct InstanceView {
     pub restarts: u32,
     /// Requests in flight through the proxy.
     pub in_flight: u64,
+    /// Requests the proxy sent to it since its process started.
+    #[serde(default)]
+    pub requests: u64,
 }
 
 /// One release's share of the traffic.

@@ -33,6 +33,11 @@ pub fn status(s: &AppStatus) {
         println!("  deployment #{} {} -> {} ({}) {} step {}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
     }
     println!("  split  {}", split(s));
+    for t in &s.traffic {
+        let errors = t.status[4] + t.connect_errors + t.timeouts;
+        let p = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
+        println!("  traffic {:<10} {:>9} requests  {:>6} errors  p50 {}  p99 {}", t.release, t.requests, errors, p(t.p50_ms), p(t.p99_ms));
+    }
     for i in &s.instances {
         println!(
             "  {:<10} {:<10} {:<22} {:<10} {}{}",

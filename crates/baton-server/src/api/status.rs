@@ -1,10 +1,13 @@
 //! Building an app's status view from the store, the live backends and the published split.
 
+use std::collections::BTreeMap;
+
 use baton_core::model::Instance;
+use baton_proxy::MetricsSnapshot;
 
 use crate::clock;
 use crate::shared::Shared;
-use crate::views::{AppStatus, DeploymentView, InstanceView, SplitView};
+use crate::views::{AppStatus, DeploymentView, InstanceView, SplitView, TrafficView};
 
 use super::ApiError;
 
@@ -13,9 +16,9 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
     let config = shared.app(app).ok_or_else(|| unknown_app(shared, app))?;
     let now = clock::now();
     let deployment = shared.store.active_deployment(app)?;
-    let instances: Vec<Instance> = shared.store.instances(Some(app), false)?;
+    let records: Vec<Instance> = shared.store.instances(Some(app), false)?;
     let live = shared.live();
-    let instances = instances
+    let instances = records
         .iter()
         .map(|i| InstanceView {
             id: i.id.clone(),
@@ -26,9 +29,30 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
             pid: i.pid,
             restarts: i.restarts,
             in_flight: live.get(&i.id).map(|l| l.backend.in_flight()).unwrap_or(0),
+            requests: live.get(&i.id).map(|l| l.backend.metrics().requests).unwrap_or(0),
         })
         .collect();
+    let mut per_release: BTreeMap<String, MetricsSnapshot> = BTreeMap::new();
+    for i in &records {
+        if let Some(l) = live.get(&i.id) {
+            per_release.entry(i.release.clone()).or_default().merge(&l.backend.metrics());
+        }
+    }
     drop(live);
+    let ms = |d: Option<std::time::Duration>| d.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
+    let traffic = per_release
+        .into_iter()
+        .filter(|(_, m)| m.requests > 0)
+        .map(|(release, m)| TrafficView {
+            release,
+            requests: m.requests,
+            status: m.status,
+            connect_errors: m.connect_errors,
+            timeouts: m.timeouts,
+            p50_ms: ms(m.percentile(0.5)),
+            p99_ms: ms(m.percentile(0.99)),
+        })
+        .collect();
     let table = shared.router.current();
     let mut split = Vec::new();
     if let Some(route) = table.apps.get(app) {
@@ -46,6 +70,7 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
         deployment: deployment.as_ref().map(|d| DeploymentView::of(d, now)),
         instances,
         split,
+        traffic,
     })
 }
 

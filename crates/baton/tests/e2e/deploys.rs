@@ -66,6 +66,11 @@ async fn rolling_blue_green_and_rollback_under_load_lose_no_request() {
     let s = baton.status("web");
     assert_eq!(s.release.as_deref(), Some("1.1.0"));
     assert_eq!(s.instances.iter().filter(|i| i.state == "healthy" && i.release == "1.1.0").count(), 3, "{s:?}");
+    // The proxy counted what users got, per release.
+    let t = s.traffic.iter().find(|t| t.release == "1.1.0").expect("traffic counted for 1.1.0");
+    assert!(t.requests >= 200, "{t:?}");
+    assert_eq!((t.status[4], t.connect_errors), (0, 0), "{t:?}");
+    assert!(t.p99_ms.is_some());
 
     // Blue-green 1.1.0 -> 1.2.0: atomic, once anyone saw 1.2.0 nobody gets 1.1.0.
     let l = load(&baton);
