@@ -10,18 +10,23 @@ use tokio::sync::mpsc;
 use super::{Exited, instances, record};
 use crate::shared::{Live, Shared};
 
-/// Records the deployment's new phase and the plan's events. Called after the split the plan
-/// asked for is published, so nobody reads `succeeded` while the previous split still serves;
-/// a crash in between is harmless because the planner derives the phase again from the
-/// instances.
-pub fn record_deployment(shared: &Shared, app: &str, plan: &Plan, now: Millis) -> anyhow::Result<()> {
+/// Appends the plan's events. They come before the phase they explain, so whoever sees the new
+/// phase (`--wait`) also finds the events.
+pub fn record_events(shared: &Shared, app: &str, plan: &Plan, now: Millis) -> anyhow::Result<()> {
     let active = shared.store.active_deployment(app)?.map(|d| d.id);
     let deployment = plan.deployment.as_ref().map(|d| d.id).or(active);
-    // Events first: whoever sees the new phase (`--wait`) also finds the events that explain it.
     for (kind, message) in &plan.events {
         shared.store.append_event(now, app, deployment, *kind, message)?;
         tracing::info!(app = %app, event = %kind, "{message}");
     }
+    Ok(())
+}
+
+/// Records the deployment's new phase. A phase that ends the deployment is recorded only after
+/// the split the plan asked for is published, so nobody reads `succeeded` while the previous
+/// split still serves; a crash in between is harmless because the planner derives the end
+/// again from the instances.
+pub fn record_phase(shared: &Shared, plan: &Plan) -> anyhow::Result<()> {
     if let Some(d) = &plan.deployment {
         shared.store.update_deployment(d)?;
     }

@@ -66,13 +66,14 @@ async fn tick(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::Unboun
     // A deployment that ends with this plan is recorded as ended only once its split is
     // published; any other change is recorded first, so Baton resumes from it after a crash.
     let ends = p.deployment.as_ref().is_some_and(|d| d.phase.is_final());
+    act::record_events(shared, app, &p, now)?;
     if !ends {
-        act::record_deployment(shared, app, &p, now)?;
+        act::record_phase(shared, &p)?;
     }
     let drains = act::apply(shared, app, &all, &p, now, exits)?;
     routing::publish(shared, published)?;
     if ends {
-        act::record_deployment(shared, app, &p, now)?;
+        act::record_phase(shared, &p)?;
     }
     // Drains begin after the split without them is published; their own flag covers requests
     // that still hold the previous snapshot.
