@@ -4,9 +4,12 @@
 //! Nothing here does I/O, reads a clock or knows about tokio: every function that needs the
 //! time takes `now` (unix milliseconds) as an argument, so decisions can be table-tested.
 
+pub mod analysis;
 pub mod config;
 pub mod duration;
 pub mod model;
 pub mod plan;
+pub mod prom;
+pub mod sticky;
 
 pub use duration::Duration;

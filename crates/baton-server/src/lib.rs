@@ -6,6 +6,8 @@ mod api;
 mod clock;
 mod controller;
 mod daemon;
+pub mod notify;
+pub mod scrape;
 mod shared;
 mod token;
 pub mod views;

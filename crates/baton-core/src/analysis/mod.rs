@@ -1,0 +1,1 @@
+//! Canary analysis: pure judges that turn windows of per-release metrics into verdicts.

@@ -1,0 +1,1 @@
+//! Parsing the Prometheus text exposition format that apps serve on `/metrics`.

@@ -1,0 +1,1 @@
+//! Webhook notifications of deployment events: queued, retried with backoff, never blocking.

@@ -1,0 +1,1 @@
+//! Scraping the apps' own `/metrics` from each instance.
