@@ -1,1 +1,41 @@
 //! Canary analysis: pure judges that turn windows of per-release metrics into verdicts.
+//!
+//! Each analysis interval the controller hands [`judge`] the canary's and the stable
+//! release's [`Window`] (same step window, same traffic), the canary's app
+//! [`MetricReading`]s and the step's [`Criteria`]. The judge returns a [`Verdict`]: pass,
+//! fail or inconclusive, with one [`Check`] per criterion carrying the figures (counts,
+//! rates, p-values, thresholds) that justify it, so the verdict can be stored as JSON and
+//! shown by `baton analysis`.
+//!
+//! Two kinds of check:
+//! - *absolute* checks (error rate, p99, app metric ranges) fail fast, as soon as the canary
+//!   has `min_requests` and the excess over the threshold is beyond noise (an exact one-sided
+//!   binomial test at `confidence`);
+//! - *comparison* checks set the canary against the stable release over the same window:
+//!   error proportions with Fisher's exact test (small counts) or a two-proportion z-test,
+//!   latency with a one-sided Mann-Whitney U test on the histograms (a bucket is a tie
+//!   group), each failing only when significant at `confidence` *and* the effect is at least
+//!   the configured minimum (Kayenta's approach).
+//!
+//! Too little data is always [`Outcome::Inconclusive`], never a silent pass or fail.
+
+mod criteria;
+mod figures;
+mod judge;
+pub mod stats;
+mod verdict;
+mod window;
+
+#[cfg(test)]
+mod simulation;
+
+pub use criteria::{
+    Criteria, CriteriaError, DEFAULT_CONFIDENCE, DEFAULT_MIN_ERROR_DIFF, DEFAULT_MIN_LATENCY_RATIO,
+    DEFAULT_MIN_REQUESTS, MetricKind, MetricRule,
+};
+pub use judge::{
+    CHECK_COMPARE_ERRORS, CHECK_COMPARE_LATENCY, CHECK_ERROR_RATE, CHECK_METRIC_PREFIX, CHECK_P99,
+    P99_ALLOWED_EXCEEDANCE, judge,
+};
+pub use verdict::{Check, Outcome, Verdict};
+pub use window::{Bucket, MetricReading, Window};

@@ -1,0 +1,276 @@
+//! The judge: one window of the canary and of the stable release, plus the canary's app
+//! metrics, against a step's criteria, into a verdict with its figures.
+
+use super::criteria::{Criteria, MetricRule};
+use super::figures::{latency, number, p_value, percent};
+use super::stats::{binomial_sf, mann_whitney_greater, proportion_greater};
+use super::verdict::{Check, Outcome, Verdict};
+use super::window::{MetricReading, Window};
+
+/// Name of the absolute error-rate check.
+pub const CHECK_ERROR_RATE: &str = "error_rate";
+/// Name of the absolute p99 latency check.
+pub const CHECK_P99: &str = "p99";
+/// Name of the comparison of error rates with the stable release.
+pub const CHECK_COMPARE_ERRORS: &str = "compare.errors";
+/// Name of the comparison of latencies with the stable release.
+pub const CHECK_COMPARE_LATENCY: &str = "compare.latency";
+/// Prefix of an app metric check's name, followed by the metric's name.
+pub const CHECK_METRIC_PREFIX: &str = "metric.";
+/// Share of samples allowed at or above `max_p99_us`: that is what "p99 below it" means.
+pub const P99_ALLOWED_EXCEEDANCE: f64 = 0.01;
+
+/// Judges the canary against `criteria`: absolute checks on `canary` and `metrics`, and,
+/// when `criteria.compare`, comparisons with `stable` over the same window.
+///
+/// Pure and deterministic: the same inputs always give the same verdict.
+pub fn judge(
+    criteria: &Criteria,
+    canary: &Window,
+    stable: &Window,
+    metrics: &[MetricReading],
+) -> Verdict {
+    let mut checks = Vec::new();
+    if let Some(max) = criteria.max_error_rate {
+        checks.push(error_rate(criteria, canary, max));
+    }
+    if let Some(max) = criteria.max_p99_us {
+        checks.push(p99(criteria, canary, max));
+    }
+    if criteria.compare {
+        checks.push(compare_errors(criteria, canary, stable));
+        checks.push(compare_latency(criteria, canary, stable));
+    }
+    for rule in &criteria.metrics {
+        checks.push(metric(criteria, canary, rule, metrics));
+    }
+    Verdict::from_checks(checks)
+}
+
+/// A check before any figure is read.
+fn check(name: &str, outcome: Outcome, samples: u64, detail: String) -> Check {
+    Check {
+        name: name.to_string(),
+        outcome,
+        observed: None,
+        threshold: None,
+        p_value: None,
+        samples,
+        detail,
+    }
+}
+
+/// `Fail` when the test is significant and the effect large enough, `pass` otherwise.
+fn fail_if(fail: bool, pass: Outcome) -> Outcome {
+    if fail { Outcome::Fail } else { pass }
+}
+
+/// Absolute error rate: fails when the canary's rate is above `max` and an exact one-sided
+/// binomial test rejects "the true rate is at most `max`".
+fn error_rate(criteria: &Criteria, canary: &Window, max: f64) -> Check {
+    let (n, k) = (canary.requests, canary.error_count());
+    let min = criteria.min_requests.max(1);
+    let mut c = check(CHECK_ERROR_RATE, Outcome::Inconclusive, n, String::new());
+    c.threshold = Some(max);
+    c.observed = canary.error_rate();
+    let Some(rate) = c.observed.filter(|_| n >= min) else {
+        c.detail = format!("{n} of {min} requests");
+        return c;
+    };
+    let counts = format!("error rate {} ({k} of {n})", percent(rate));
+    if rate <= max {
+        c.outcome = Outcome::Pass;
+        c.detail = format!("{counts} <= max {}", percent(max));
+        return c;
+    }
+    let p = binomial_sf(k, n, max);
+    let alpha = criteria.alpha();
+    c.p_value = Some(p);
+    c.outcome = fail_if(p < alpha, Outcome::Inconclusive);
+    c.detail = if p < alpha {
+        format!(
+            "{counts} > max {}, p = {} < {alpha}",
+            percent(max),
+            p_value(p)
+        )
+    } else {
+        format!(
+            "{counts} > max {} but within noise: p = {}, needs < {alpha}",
+            percent(max),
+            p_value(p)
+        )
+    };
+    c
+}
+
+/// Absolute p99: passes when the estimated p99 is at most `max_us`; fails when more than
+/// 1 % of the samples are certainly at or above `max_us` and an exact one-sided binomial
+/// test rejects "at most 1 % are".
+fn p99(criteria: &Criteria, canary: &Window, max_us: u64) -> Check {
+    let n = canary.samples();
+    let min = criteria.min_requests.max(1);
+    let mut c = check(CHECK_P99, Outcome::Inconclusive, n, String::new());
+    c.threshold = Some(max_us as f64);
+    c.observed = canary.quantile_us(0.99);
+    let Some(p99) = c.observed.filter(|_| n >= min) else {
+        c.detail = format!("{n} of {min} latency samples");
+        return c;
+    };
+    let head = format!("p99 {} ", latency(p99));
+    let max = latency(max_us as f64);
+    if p99 <= max_us as f64 {
+        c.outcome = Outcome::Pass;
+        c.detail = format!("{head}<= max {max} ({n} samples)");
+        return c;
+    }
+    let above = canary.samples_at_or_above(max_us);
+    let p = binomial_sf(above, n, P99_ALLOWED_EXCEEDANCE);
+    let alpha = criteria.alpha();
+    let fail = above as f64 > P99_ALLOWED_EXCEEDANCE * n as f64 && p < alpha;
+    c.p_value = Some(p);
+    c.outcome = fail_if(fail, Outcome::Inconclusive);
+    let share = percent(above as f64 / n as f64);
+    let counts = format!("{above} of {n} samples ({share}) at or above it");
+    c.detail = if fail {
+        format!("{head}> max {max}: {counts}, p = {} < {alpha}", p_value(p))
+    } else {
+        format!(
+            "{head}> max {max} but within noise: {counts}, p = {}",
+            p_value(p)
+        )
+    };
+    c
+}
+
+/// Error rates against the stable release: fails when a one-sided two-proportion test says
+/// the canary's rate is higher at `confidence` and the difference is at least
+/// `min_error_diff`.
+fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Check {
+    let (n1, n2) = (canary.requests, stable.requests);
+    let min = criteria.min_requests.max(1);
+    let mut c = check(
+        CHECK_COMPARE_ERRORS,
+        Outcome::Inconclusive,
+        n1,
+        String::new(),
+    );
+    c.threshold = Some(criteria.min_error_diff);
+    let (Some(r1), Some(r2)) = (canary.error_rate(), stable.error_rate()) else {
+        c.detail = format!("canary {n1}, stable {n2} of {min} requests");
+        return c;
+    };
+    let diff = r1 - r2;
+    c.observed = Some(diff);
+    if n1 < min || n2 < min {
+        c.detail = format!("canary {n1}, stable {n2} of {min} requests");
+        return c;
+    }
+    let (x1, x2) = (canary.error_count(), stable.error_count());
+    let (p, test) = proportion_greater(x1, n1, x2, n2);
+    let alpha = criteria.alpha();
+    c.p_value = Some(p);
+    c.outcome = fail_if(p < alpha && diff >= criteria.min_error_diff, Outcome::Pass);
+    c.detail = format!(
+        "canary {} ({x1} of {n1}) vs stable {} ({x2} of {n2}): {:+.2} points (min {:.2}), \
+         {} p = {} (needs < {alpha})",
+        percent(r1),
+        percent(r2),
+        diff * 100.0,
+        criteria.min_error_diff * 100.0,
+        test.as_str(),
+        p_value(p),
+    );
+    c
+}
+
+/// Latency against the stable release: fails when a one-sided Mann-Whitney U test says the
+/// canary is slower at `confidence` and its median is at least `min_latency_ratio` times
+/// the stable's.
+fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Check {
+    let (n1, n2) = (canary.samples(), stable.samples());
+    let min = criteria.min_requests.max(1);
+    let mut c = check(
+        CHECK_COMPARE_LATENCY,
+        Outcome::Inconclusive,
+        n1,
+        String::new(),
+    );
+    c.threshold = Some(criteria.min_latency_ratio);
+    let medians = (canary.quantile_us(0.5), stable.quantile_us(0.5));
+    let mw = mann_whitney_greater(&canary.latency, &stable.latency);
+    let (Some(m1), Some(m2), Some(mw)) = (medians.0, medians.1, mw) else {
+        c.detail = format!("canary {n1}, stable {n2} of {min} latency samples");
+        return c;
+    };
+    // A median below 1 µs reads as 1 µs, so the ratio stays finite.
+    let ratio = m1 / m2.max(1.0);
+    c.observed = Some(ratio);
+    if n1 < min || n2 < min {
+        c.detail = format!("canary {n1}, stable {n2} of {min} latency samples");
+        return c;
+    }
+    let alpha = criteria.alpha();
+    c.p_value = Some(mw.p_value);
+    c.outcome = fail_if(
+        mw.p_value < alpha && ratio >= criteria.min_latency_ratio,
+        Outcome::Pass,
+    );
+    c.detail = format!(
+        "canary median {} vs stable {}: ratio {ratio:.2} (min {:.2}), Mann-Whitney p = {} \
+         (needs < {alpha}; {n1} vs {n2} samples)",
+        latency(m1),
+        latency(m2),
+        criteria.min_latency_ratio,
+        p_value(mw.p_value),
+    );
+    c
+}
+
+/// An app metric of the canary against its range. No reading (or a non-finite one) is
+/// inconclusive; like every absolute check it waits for `min_requests`.
+fn metric(
+    criteria: &Criteria,
+    canary: &Window,
+    rule: &MetricRule,
+    readings: &[MetricReading],
+) -> Check {
+    let name = format!("{CHECK_METRIC_PREFIX}{}", rule.name);
+    let n = canary.requests;
+    let min_requests = criteria.min_requests.max(1);
+    let mut c = check(&name, Outcome::Inconclusive, n, String::new());
+    c.threshold = rule.max.or(rule.min);
+    let value = readings
+        .iter()
+        .find(|r| r.name == rule.name)
+        .and_then(|r| r.value);
+    let Some(value) = value.filter(|v| v.is_finite()) else {
+        c.detail = format!("{} not read: the app exposes no value for it", rule.name);
+        return c;
+    };
+    c.observed = Some(value);
+    if n < min_requests {
+        c.detail = format!(
+            "{} = {}, but {n} of {min_requests} requests",
+            rule.name,
+            number(value)
+        );
+        return c;
+    }
+    let range = match (rule.min, rule.max) {
+        (Some(lo), Some(hi)) => format!("[{}, {}]", number(lo), number(hi)),
+        (Some(lo), None) => format!(">= {}", number(lo)),
+        (None, Some(hi)) => format!("<= {}", number(hi)),
+        (None, None) => "any value".to_string(),
+    };
+    let below = rule.min.filter(|&lo| value < lo);
+    let above = rule.max.filter(|&hi| value > hi);
+    c.threshold = below.or(above).or(c.threshold);
+    c.outcome = fail_if(below.is_some() || above.is_some(), Outcome::Pass);
+    let verb = if c.outcome == Outcome::Fail {
+        "outside"
+    } else {
+        "within"
+    };
+    c.detail = format!("{} = {} {verb} {range}", rule.name, number(value));
+    c
+}

@@ -1,0 +1,1 @@
+//! Simulated healthy and broken canaries run through the judge, with a seeded generator.
