@@ -19,6 +19,9 @@ pub enum Strategy {
     Rolling,
     /// Start the whole new set, switch 100 % atomically, keep the old set warm.
     BlueGreen,
+    /// Give the new release a growing weight of traffic step by step while the analysis
+    /// compares it with the stable release.
+    Canary,
 }
 
 impl Strategy {
@@ -27,6 +30,7 @@ impl Strategy {
         match self {
             Strategy::Rolling => "rolling",
             Strategy::BlueGreen => "blue-green",
+            Strategy::Canary => "canary",
         }
     }
 }
@@ -43,7 +47,8 @@ impl FromStr for Strategy {
         match s {
             "rolling" => Ok(Strategy::Rolling),
             "blue-green" | "blue_green" | "bluegreen" => Ok(Strategy::BlueGreen),
-            other => Err(format!("unknown strategy {other:?}: expected rolling or blue-green")),
+            "canary" => Ok(Strategy::Canary),
+            other => Err(format!("unknown strategy {other:?}: expected rolling, blue-green or canary")),
         }
     }
 }
@@ -201,6 +206,41 @@ pub struct Deployment {
     /// Progress deadline: if the next step is not reached by then, the deployment goes back.
     /// Stored as data so that it survives a restart of Baton (DESIGN.md I4).
     pub deadline: Option<Millis>,
+    /// Canary: the percent of requests the new release gets now (0 before the first step is
+    /// ready and after an abort).
+    #[serde(default)]
+    pub weight: u32,
+    /// Canary: when the current step's pause ends (none while it waits for `promote`).
+    #[serde(default)]
+    pub pause_until: Option<Millis>,
+    /// What operators asked for; the planner reads and clears these (DESIGN.md: intents are
+    /// fields the planner reads, not code paths of their own).
+    #[serde(default)]
+    pub intents: Intents,
+}
+
+/// Operator intents recorded on a deployment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intents {
+    /// Hold at the current step (`baton pause`); cleared by `baton resume`.
+    #[serde(default)]
+    pub pause: bool,
+    /// Go on now (`baton promote`), or skip every remaining step and analysis (`--full`).
+    #[serde(default)]
+    pub promote: Option<Promote>,
+    /// Go back to the stable release now (`baton abort`).
+    #[serde(default)]
+    pub abort: bool,
+}
+
+/// How far `baton promote` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Promote {
+    /// To the next step, skipping the current pause and verdict.
+    Step,
+    /// Straight to 100 %, skipping every remaining step and analysis.
+    Full,
 }
 
 /// One running copy of a release.
@@ -277,6 +317,14 @@ pub enum EventKind {
     InstanceExited,
     /// A live instance was re-adopted after Baton restarted.
     InstanceAdopted,
+    /// An operator paused a deployment.
+    DeploymentPaused,
+    /// An operator resumed a deployment.
+    DeploymentResumed,
+    /// An operator promoted a canary.
+    DeploymentPromoted,
+    /// An analysis verdict failed.
+    VerdictFailed,
     /// An instance was taken out of the split to be stopped.
     InstanceDraining,
     /// An instance's drain timed out with requests still in flight.
@@ -303,6 +351,10 @@ impl EventKind {
             EventKind::InstanceUnhealthy => "instance_unhealthy",
             EventKind::InstanceExited => "instance_exited",
             EventKind::InstanceAdopted => "instance_adopted",
+            EventKind::DeploymentPaused => "deployment_paused",
+            EventKind::DeploymentResumed => "deployment_resumed",
+            EventKind::DeploymentPromoted => "deployment_promoted",
+            EventKind::VerdictFailed => "verdict_failed",
             EventKind::InstanceDraining => "instance_draining",
             EventKind::DrainTimedOut => "drain_timed_out",
             EventKind::InstanceStopped => "instance_stopped",

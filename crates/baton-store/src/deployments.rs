@@ -1,6 +1,6 @@
 //! Deployments: one row per attempt to move an app from one release to another.
 
-use baton_core::model::{Deployment, Event, EventKind, Millis, Phase, Strategy};
+use baton_core::model::{Deployment, Event, EventKind, Intents, Millis, Phase, Strategy};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::apps::write_current_release;
@@ -30,7 +30,7 @@ pub struct NewDeployment {
 const FINAL_PHASES_SQL: &str = "('succeeded', 'rolled_back', 'failed')";
 
 const COLUMNS: &str = "id, app, from_release, to_release, strategy, phase, step, reason, trigger, \
-                       created_at, updated_at, finished_at, exposed, deadline";
+                       created_at, updated_at, finished_at, exposed, deadline, weight, pause_until, intents";
 
 fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
     let strategy: String = row.get(4)?;
@@ -52,6 +52,12 @@ fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
         finished_at: row.get(11)?,
         exposed: row.get(12)?,
         deadline: row.get(13)?,
+        weight: row.get(14)?,
+        pause_until: row.get(15)?,
+        intents: {
+            let text: String = row.get(16)?;
+            serde_json::from_str(&text).map_err(|_| corrupt_column(16, "intents", &text))?
+        },
     })
 }
 
@@ -68,12 +74,15 @@ fn active_deployment(conn: &Connection, app: &str) -> Result<Option<Deployment>,
     .op("read active deployment")
 }
 
-/// Writes every mutable field of `d`; the app, releases, strategy and trigger never change.
+/// Writes every mutable field of `d` but its intents; the app, releases, strategy and trigger
+/// never change. Intents are written only by [`Store::set_intents`] and
+/// [`Store::clear_consumed_intents`], so a controller writing a deployment it read a moment ago
+/// never loses an intent recorded in between.
 fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError> {
     let changed = conn
         .execute(
             "UPDATE deployments SET phase = ?2, step = ?3, reason = ?4, updated_at = ?5, \
-             finished_at = ?6, exposed = ?7, deadline = ?8 WHERE id = ?1",
+             finished_at = ?6, exposed = ?7, deadline = ?8, weight = ?9, pause_until = ?10 WHERE id = ?1",
             params![
                 d.id,
                 d.phase.as_str(),
@@ -82,7 +91,9 @@ fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError>
                 d.updated_at,
                 d.finished_at,
                 d.exposed,
-                d.deadline
+                d.deadline,
+                d.weight,
+                d.pause_until
             ],
         )
         .op("update deployment")?;
@@ -135,7 +146,45 @@ impl Store {
             finished_at: None,
             exposed: false,
             deadline: None,
+            weight: 0,
+            pause_until: None,
+            intents: Intents::default(),
         })
+    }
+
+    /// Changes the intents of the app's active deployment in one transaction; returns it.
+    /// None when the app has no active deployment.
+    pub fn set_intents(&self, app: &str, change: impl FnOnce(&mut Intents)) -> Result<Option<Deployment>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("begin set intents")?;
+        let Some(mut d) = active_deployment(&tx, app)? else { return Ok(None) };
+        change(&mut d.intents);
+        let text = serde_json::to_string(&d.intents).expect("intents serialize");
+        tx.execute("UPDATE deployments SET intents = ?2 WHERE id = ?1", params![d.id, text]).op("set intents")?;
+        tx.commit().op("commit intents")?;
+        Ok(Some(d))
+    }
+
+    /// Clears the one-shot intents the planner acted on (`promote`, `abort`), keeping any that
+    /// were recorded since it read them.
+    pub fn clear_consumed_intents(&self, id: i64, promote: bool, abort: bool) -> Result<(), StoreError> {
+        if !promote && !abort {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("begin clear intents")?;
+        let text: String = tx.query_row("SELECT intents FROM deployments WHERE id = ?1", [id], |r| r.get(0)).op("read intents")?;
+        let mut intents: Intents = serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(format!("deployment {id} has unreadable intents {text:?}")))?;
+        if promote {
+            intents.promote = None;
+        }
+        if abort {
+            intents.abort = false;
+        }
+        let text = serde_json::to_string(&intents).expect("intents serialize");
+        tx.execute("UPDATE deployments SET intents = ?2 WHERE id = ?1", params![id, text]).op("clear intents")?;
+        tx.commit().op("commit intents")?;
+        Ok(())
     }
 
     /// Saves a deployment's phase, step, reason, times, exposure and deadline.

@@ -22,6 +22,7 @@ mod instances;
 mod releases;
 mod schema;
 mod untar;
+mod verdicts;
 mod walk;
 
 pub use artifact::ArtifactStore;
@@ -32,3 +33,4 @@ pub use deployments::NewDeployment;
 pub use error::StoreError;
 pub use releases::ReleaseOutcome;
 pub use schema::SCHEMA_VERSION;
+pub use verdicts::StoredVerdict;

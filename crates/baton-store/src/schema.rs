@@ -77,6 +77,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_app ON events (app, id);
     CREATE INDEX events_by_deployment ON events (deployment, id);
     "#,
+    // 2: canary weight and pause timer, operator intents, analysis verdicts.
+    r#"
+    ALTER TABLE deployments ADD COLUMN weight INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deployments ADD COLUMN pause_until INTEGER;
+    ALTER TABLE deployments ADD COLUMN intents TEXT NOT NULL DEFAULT '{}';
+
+    CREATE TABLE verdicts (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment INTEGER NOT NULL REFERENCES deployments (id),
+        step       INTEGER NOT NULL,
+        at         INTEGER NOT NULL,
+        outcome    TEXT    NOT NULL,
+        summary    TEXT    NOT NULL,
+        figures    TEXT    NOT NULL
+    );
+    CREATE INDEX verdicts_by_deployment ON verdicts (deployment, id);
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -6,15 +6,30 @@
 //! (DESIGN.md I4). Timers are deadlines stored in the deployment and the instances.
 
 mod blue_green;
+mod canary;
 mod converge;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_canary;
 
 use crate::config::AppConfig;
 use crate::model::{Deployment, EventKind, Instance, Millis, Phase, Strategy};
 
+pub use canary::{instances_for, weight_at};
 pub use converge::Converge;
+
+/// The analysis verdict for the current step, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// Every check passed.
+    Pass,
+    /// A check failed: go back, for this reason.
+    Fail(String),
+    /// Not enough data yet, with what is missing.
+    Inconclusive(String),
+}
 
 /// One thing the controller must do. The controller applies every action of a plan, then
 /// publishes the resulting split once, so a plan's split changes are atomic (DESIGN.md I6).
@@ -81,6 +96,8 @@ pub struct PlanInput<'a> {
     pub instances: &'a [Instance],
     /// The time of the decision.
     pub now: Millis,
+    /// The latest analysis verdict for the deployment's current step (canary).
+    pub verdict: Option<&'a Judgement>,
 }
 
 /// Decides what to do next. Pure: same input, same plan.
@@ -101,6 +118,26 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let mut d = d.clone();
     let before = d.clone();
     match d.phase {
+        Phase::Pending | Phase::Progressing | Phase::Paused if d.intents.abort => {
+            d.intents.abort = false;
+            go_back(input, &live, &mut d, "aborted by the operator".to_string(), &mut out);
+        }
+        Phase::Progressing if d.intents.pause => {
+            d.phase = Phase::Paused;
+            out.events.push((EventKind::DeploymentPaused, format!("{} {} paused at step {} by the operator", d.app, d.to, d.step)));
+        }
+        Phase::Paused if !d.intents.pause => {
+            d.phase = Phase::Progressing;
+            out.events.push((EventKind::DeploymentResumed, format!("{} {} resumed at step {}", d.app, d.to, d.step)));
+            progress(input, &live, &mut d, &mut out);
+        }
+        Phase::Paused => {
+            // Held: nothing moves, but a failing canary still goes back at once.
+            if let Some(Judgement::Fail(why)) = input.verdict {
+                let why = format!("analysis failed at step {}: {why}", d.step);
+                go_back(input, &live, &mut d, why, &mut out);
+            }
+        }
         Phase::Pending => {
             d.phase = Phase::Progressing;
             d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
@@ -113,8 +150,8 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
         Phase::Progressing => progress(input, &live, &mut d, &mut out),
         Phase::Aborting => abort(input, &live, &mut d, &mut out),
-        // Paused holds everything where it is; final phases are never planned.
-        Phase::Paused | Phase::Succeeded | Phase::RolledBack | Phase::Failed => {}
+        // Final phases are never planned.
+        Phase::Succeeded | Phase::RolledBack | Phase::Failed => {}
     }
     if d != before {
         d.updated_at = input.now;
@@ -149,12 +186,28 @@ fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
 
 fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
     let n = input.app.instances;
+    if d.strategy == Strategy::Canary {
+        match canary::progress(input.app, live, d, input.verdict, input.now, out) {
+            canary::Next::Done => succeed(d, n, input.now, out),
+            canary::Next::Abort(why) => go_back(input, live, d, why, out),
+            canary::Next::Continue => match d.deadline {
+                Some(deadline) if input.now >= deadline => {
+                    let healthy = live.iter().filter(|i| i.release == d.to && i.state == crate::model::InstanceState::Healthy).count();
+                    let why = format!("{} did not become healthy within {} at step {} ({healthy} instances healthy); users stay on {}", d.to, input.app.health.deadline, d.step, d.from.as_deref().unwrap_or("nothing"));
+                    go_back(input, live, d, why, out);
+                }
+                Some(deadline) => wake(out, deadline),
+                None => {}
+            },
+        }
+        return;
+    }
     let mut c = match d.strategy {
         Strategy::Rolling => {
             let r = &input.app.rolling;
             converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live)
         }
-        Strategy::BlueGreen => {
+        Strategy::BlueGreen | Strategy::Canary => {
             let until = input.now + input.app.blue_green.keep_previous.as_millis() as i64;
             blue_green::converge(&d.to, n, until, live)
         }
@@ -169,12 +222,7 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
         out.events.push((EventKind::DeploymentStep, step_message(d, &c, n)));
     }
     if c.done {
-        d.phase = Phase::Succeeded;
-        d.finished_at = Some(input.now);
-        d.deadline = None;
-        d.reason = Some(format!("{} serves 100 % on {} healthy instances", d.to, c.healthy));
-        out.actions.push(Action::SetCurrent { release: Some(d.to.clone()) });
-        out.events.push((EventKind::DeploymentSucceeded, format!("{} {} succeeded: {}", d.app, d.to, d.reason.as_deref().unwrap_or_default())));
+        succeed(d, c.healthy, input.now, out);
         return;
     }
     match d.deadline {
@@ -184,16 +232,35 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
                 None => "no user was served by it".to_string(),
             };
             let reason = format!("{} did not become healthy within {} ({} of {} instances healthy); {stay}", d.to, input.app.health.deadline, c.healthy, n);
-            d.phase = Phase::Aborting;
-            d.deadline = None;
-            d.reason = Some(reason.clone());
-            out.events.push((EventKind::DeploymentAborting, reason));
-            // Start going back in the same decision: nothing is gained by waiting a tick.
-            abort(input, live, d, out);
+            go_back(input, live, d, reason, out);
         }
         Some(deadline) => wake(out, deadline),
         None => {}
     }
+}
+
+fn succeed(d: &mut Deployment, healthy: u32, now: Millis, out: &mut Plan) {
+    d.phase = Phase::Succeeded;
+    d.finished_at = Some(now);
+    d.deadline = None;
+    d.pause_until = None;
+    d.reason = Some(format!("{} serves 100 % on {healthy} healthy instances", d.to));
+    out.actions.push(Action::SetCurrent { release: Some(d.to.clone()) });
+    out.events.push((EventKind::DeploymentSucceeded, format!("{} {} succeeded: {}", d.app, d.to, d.reason.as_deref().unwrap_or_default())));
+}
+
+/// Starts going back to the previous release, in the same decision: nothing is gained by
+/// waiting a tick. A canary's weight drops to 0 with it, so the split is 100 % stable in the
+/// same publish.
+fn go_back(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, reason: String, out: &mut Plan) {
+    d.phase = Phase::Aborting;
+    d.deadline = None;
+    d.pause_until = None;
+    d.weight = 0;
+    d.reason = Some(reason.clone());
+    let kind = if reason.starts_with("analysis failed") { EventKind::VerdictFailed } else { EventKind::DeploymentAborting };
+    out.events.push((kind, format!("{} {}: going back to {}: {reason}", d.app, d.to, d.from.as_deref().unwrap_or("nothing"))));
+    abort(input, live, d, out);
 }
 
 fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
@@ -230,7 +297,7 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
 fn step_message(d: &Deployment, c: &Converge, n: u32) -> String {
     match d.strategy {
         Strategy::Rolling => format!("{} of {} instances on {} serving", c.step, n, d.to),
-        Strategy::BlueGreen => format!("switched 100 % to {} ({} instances)", d.to, n),
+        Strategy::BlueGreen | Strategy::Canary => format!("switched 100 % to {} ({} instances)", d.to, n),
     }
 }
 

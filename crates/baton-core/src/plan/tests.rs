@@ -6,9 +6,9 @@ use super::*;
 use crate::config::Config;
 use crate::model::InstanceState::{self, *};
 
-const NOW: Millis = 1_000_000;
+pub(super) const NOW: Millis = 1_000_000;
 
-fn app(strategy: &str) -> AppConfig {
+pub(super) fn app(strategy: &str) -> AppConfig {
     let text = format!(
         r#"[apps.web]
 listen = "127.0.0.1:8080"
@@ -24,7 +24,7 @@ keep_previous = "5m"
     Config::parse(&text, Path::new("t.toml")).unwrap().apps.remove("web").unwrap()
 }
 
-fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) -> Instance {
+pub(super) fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) -> Instance {
     Instance {
         id: format!("web-{n}"),
         app: "web".into(),
@@ -41,7 +41,7 @@ fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) -> Instance
     }
 }
 
-fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase: Phase) -> Deployment {
+pub(super) fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase: Phase) -> Deployment {
     Deployment {
         id: 1,
         app: "web".into(),
@@ -57,18 +57,21 @@ fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase: Phase) ->
         finished_at: None,
         exposed: false,
         deadline: Some(NOW + 60_000),
+        weight: 0,
+        pause_until: None,
+        intents: Default::default(),
     }
 }
 
 fn run(app: &AppConfig, current: Option<&str>, d: Option<&Deployment>, instances: &[Instance], now: Millis) -> Plan {
-    plan(PlanInput { app, current, deployment: d, instances, now })
+    plan(PlanInput { app, current, deployment: d, instances, now, verdict: None })
 }
 
-fn starts(p: &Plan) -> usize {
+pub(super) fn starts(p: &Plan) -> usize {
     p.actions.iter().filter(|a| matches!(a, Action::Start { .. })).count()
 }
 
-fn drains(p: &Plan) -> Vec<&str> {
+pub(super) fn drains(p: &Plan) -> Vec<&str> {
     p.actions
         .iter()
         .filter_map(|a| match a {
@@ -78,7 +81,7 @@ fn drains(p: &Plan) -> Vec<&str> {
         .collect()
 }
 
-fn admits(p: &Plan) -> Vec<&str> {
+pub(super) fn admits(p: &Plan) -> Vec<&str> {
     p.actions
         .iter()
         .filter_map(|a| match a {
@@ -88,7 +91,7 @@ fn admits(p: &Plan) -> Vec<&str> {
         .collect()
 }
 
-fn old_set() -> Vec<Instance> {
+pub(super) fn old_set() -> Vec<Instance> {
     (1..=3).map(|n| inst(n, "1.0.0", Healthy, true)).collect()
 }
 

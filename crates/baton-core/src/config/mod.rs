@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Duration;
 use crate::model::Strategy;
 
+mod canary;
+
+pub use canary::{
+    AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig, NotifyConfig, OnInconclusive, Pause,
+    StickyConfig, default_steps,
+};
+
 /// Named defaults, in one place.
 pub mod defaults {
     use super::Duration;
@@ -63,6 +70,9 @@ pub struct Config {
     /// The apps, by name.
     #[serde(default)]
     pub apps: BTreeMap<String, AppConfig>,
+    /// Webhooks that receive every deployment event.
+    #[serde(default)]
+    pub notify: Vec<NotifyConfig>,
 }
 
 /// `[api]`
@@ -116,6 +126,12 @@ pub struct AppConfig {
     /// `[apps.<name>.proxy]`
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// `[apps.<name>.canary]`
+    #[serde(default)]
+    pub canary: CanaryConfig,
+    /// `[apps.<name>.analysis]`
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
 }
 
 fn default_instances() -> u32 {
@@ -330,8 +346,26 @@ impl Config {
             if r.max_unavailable >= app.instances && app.instances > 0 && r.max_surge == 0 {
                 return fail(&["apps", name, "rolling", "max_unavailable"], format!("{} would take every instance out at once; use at most {}", r.max_unavailable, app.instances.saturating_sub(1)));
             }
+            if let Err((key, message)) = canary::validate_canary(&app.canary) {
+                return fail(&["apps", name, "canary", key], message);
+            }
+            if let Err((key, message)) = canary::validate_analysis(&app.analysis) {
+                return fail(&["apps", name, "analysis", key], message);
+            }
             if app.proxy.max_header_bytes < 8192 {
                 return fail(&["apps", name, "proxy", "max_header_bytes"], "must be at least 8192 (HTTP/1 needs that much)".into());
+            }
+        }
+        for (i, n) in self.notify.iter().enumerate() {
+            if !n.webhook.starts_with("http://") {
+                let (line, col) = locate(text, &["notify", "webhook"]);
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line,
+                    col,
+                    key: Some(format!("notify[{i}].webhook")),
+                    message: format!("{:?} must be an http:// URL (https webhooks are not supported yet)", n.webhook),
+                });
             }
         }
         Ok(())
@@ -419,6 +453,7 @@ fn locate(text: &str, path: &[&str]) -> (usize, usize) {
         let line = raw.trim();
         let indent = raw.len() - raw.trim_start().len();
         if line.starts_with('[') {
+            let line = line.split('#').next().unwrap_or("").trim();
             table = line
                 .trim_matches(|c| c == '[' || c == ']')
                 .split('.')

@@ -1,0 +1,156 @@
+//! Table tests of the canary planner: steps, pauses, verdicts, intents.
+
+use super::tests::{NOW, admits, app, deployment, drains, inst, old_set, starts};
+use super::*;
+use crate::model::InstanceState::*;
+use crate::model::Promote;
+
+fn run(app: &AppConfig, d: &Deployment, set: &[Instance], now: Millis, verdict: Option<&Judgement>) -> Plan {
+    plan(PlanInput { app, current: Some("1.0.0"), deployment: Some(d), instances: set, now, verdict })
+}
+
+fn canary(phase: Phase) -> Deployment {
+    deployment(Some("1.0.0"), "1.1.0", Strategy::Canary, phase)
+}
+
+/// The stable set plus one healthy canary instance in the split.
+fn with_canary() -> Vec<Instance> {
+    let mut set = old_set();
+    set.push(inst(4, "1.1.0", Healthy, true));
+    set
+}
+
+#[test]
+fn step_one_starts_one_canary_instance_and_gives_it_no_traffic_before_it_is_healthy() {
+    let app = app("canary");
+    let p = run(&app, &canary(Phase::Pending), &old_set(), NOW, None);
+    assert_eq!(starts(&p), 1, "5 % of 3 instances is one canary instance");
+    assert!(drains(&p).is_empty(), "the stable set stays at full size");
+    let d = p.deployment.unwrap();
+    assert_eq!((d.phase, d.step, d.weight), (Phase::Progressing, 1, 0));
+}
+
+#[test]
+fn a_healthy_canary_gets_its_weight_then_holds_for_the_pause() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    d.step = 1;
+    let mut set = old_set();
+    set.push(inst(4, "1.1.0", Healthy, false));
+    let p = run(&app, &d, &set, NOW, None);
+    assert_eq!(admits(&p), vec!["web-4"]);
+    assert_eq!(p.wake_at, Some(NOW + 30_000));
+    let d = p.deployment.unwrap();
+    assert_eq!((d.weight, d.pause_until, d.exposed), (5, Some(NOW + 30_000), true));
+    // During the pause even a passing verdict waits.
+    let p = run(&app, &d, &with_canary(), NOW + 29_999, Some(&Judgement::Pass));
+    assert!(p.deployment.is_none() && p.actions.is_empty());
+}
+
+#[test]
+fn a_pass_at_the_end_of_the_pause_goes_to_the_next_step() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight, d.pause_until) = (1, 5, Some(NOW));
+    let p = run(&app, &d, &with_canary(), NOW, Some(&Judgement::Pass));
+    let d = p.deployment.unwrap();
+    assert_eq!((d.step, d.weight), (2, 5), "the next step's weight is set once its instances are ready");
+    let p = run(&app, &d, &with_canary(), NOW + 1, None);
+    let d = p.deployment.unwrap();
+    assert_eq!(d.weight, 25, "one instance already covers 25 % of 3");
+}
+
+#[test]
+fn an_inconclusive_step_holds_or_fails_as_configured() {
+    let mut app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight, d.pause_until, d.exposed) = (1, 5, Some(NOW), true);
+    let inconclusive = Judgement::Inconclusive("12 of 50 requests".into());
+    let p = run(&app, &d, &with_canary(), NOW, Some(&inconclusive));
+    assert!(p.deployment.is_none(), "hold: nothing changes");
+    app.analysis.on_inconclusive = crate::config::OnInconclusive::Fail;
+    let p = run(&app, &d, &with_canary(), NOW, Some(&inconclusive));
+    assert_eq!(p.deployment.unwrap().phase, Phase::RolledBack);
+}
+
+#[test]
+fn a_failing_verdict_goes_back_at_once_in_one_plan() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight, d.pause_until, d.exposed) = (1, 5, Some(NOW + 20_000), true);
+    let fail = Judgement::Fail("error rate 0.31 > 0.02 (p < 0.001)".into());
+    let p = run(&app, &d, &with_canary(), NOW, Some(&fail));
+    assert_eq!(drains(&p), vec!["web-4"]);
+    assert_eq!(starts(&p), 0, "the stable set was never reduced");
+    let d = p.deployment.unwrap();
+    assert_eq!((d.phase, d.weight), (Phase::RolledBack, 0));
+    assert!(d.reason.unwrap().contains("error rate 0.31"));
+    assert!(p.events.iter().any(|(k, _)| *k == EventKind::VerdictFailed));
+}
+
+#[test]
+fn promote_skips_the_pause_and_promote_full_jumps_to_the_last_step() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight, d.pause_until) = (1, 5, Some(NOW + 30_000));
+    d.intents.promote = Some(Promote::Step);
+    let p = run(&app, &d, &with_canary(), NOW, None);
+    let d2 = p.deployment.unwrap();
+    assert_eq!((d2.step, d2.weight, d2.intents.promote), (2, 25, None));
+
+    d.intents.promote = Some(Promote::Full);
+    let p = run(&app, &d, &with_canary(), NOW, None);
+    assert_eq!(starts(&p), 2, "the canary grows to full size beside the stable set");
+    assert_eq!(p.deployment.unwrap().step, 4);
+}
+
+#[test]
+fn the_last_step_switches_everything_and_lets_the_stable_set_go() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight) = (4, 50);
+    let mut set = old_set();
+    set.extend([inst(4, "1.1.0", Healthy, true), inst(5, "1.1.0", Healthy, true), inst(6, "1.1.0", Healthy, false)]);
+    let p = run(&app, &d, &set, NOW, None);
+    assert_eq!(admits(&p), vec!["web-6"]);
+    let warm = p.actions.iter().filter(|a| matches!(a, Action::KeepWarm { until, .. } if *until == NOW)).count();
+    assert_eq!(warm, 3, "the stable set leaves the split and is drained right after");
+    let d = p.deployment.unwrap();
+    assert_eq!((d.phase, d.weight), (Phase::Succeeded, 100));
+}
+
+#[test]
+fn pause_holds_resume_goes_on_abort_goes_back() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    (d.step, d.weight, d.pause_until) = (1, 5, Some(NOW));
+    d.intents.pause = true;
+    let p = run(&app, &d, &with_canary(), NOW, Some(&Judgement::Pass));
+    let paused = p.deployment.unwrap();
+    assert_eq!((paused.phase, paused.step), (Phase::Paused, 1));
+    let p = run(&app, &paused, &with_canary(), NOW + 60_000, Some(&Judgement::Pass));
+    assert!(p.deployment.is_none(), "paused: nothing moves");
+
+    let mut resumed = paused.clone();
+    resumed.intents.pause = false;
+    let p = run(&app, &resumed, &with_canary(), NOW + 60_000, Some(&Judgement::Pass));
+    let d2 = p.deployment.unwrap();
+    assert_eq!((d2.phase, d2.step), (Phase::Progressing, 2));
+
+    let mut aborted = paused;
+    aborted.intents.abort = true;
+    aborted.exposed = true;
+    let p = run(&app, &aborted, &with_canary(), NOW, None);
+    assert_eq!(drains(&p), vec!["web-4"]);
+    let d3 = p.deployment.unwrap();
+    assert_eq!(d3.phase, Phase::RolledBack);
+    assert_eq!(d3.reason.as_deref(), Some("aborted by the operator"));
+}
+
+#[test]
+fn canary_sizing_follows_the_weight() {
+    assert_eq!(instances_for(3, 5), 1);
+    assert_eq!(instances_for(3, 50), 2);
+    assert_eq!(instances_for(10, 25), 3);
+    assert_eq!(instances_for(4, 100), 4);
+}
