@@ -108,6 +108,9 @@ pub async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Result<St
 
 async fn get(addr: SocketAddr, path: &str) -> Result<String, ScrapeError> {
     let http = |source| ScrapeError::Http { addr, path: path.to_owned(), source };
+    if !path.starts_with('/') {
+        return Err(ScrapeError::InvalidPath { addr, path: path.to_owned() });
+    }
     let request = Request::get(path)
         .header(header::HOST, addr.to_string())
         .header(header::USER_AGENT, HeaderValue::from_static("baton"))
@@ -373,6 +376,11 @@ mod tests {
         assert!(matches!(err, ScrapeError::TooLarge { .. }), "{err}");
         app.set(200, &"x".repeat(MAX_BODY));
         assert_eq!(fetch(app.addr, "/metrics", T).await.unwrap().len(), MAX_BODY);
+
+        for path in ["metrics", "/a b"] {
+            let err = fetch(app.addr, path, T).await.unwrap_err();
+            assert!(matches!(err, ScrapeError::InvalidPath { .. }), "{path}: {err}");
+        }
 
         let err = fetch(dead_addr().await, "/metrics", T).await.unwrap_err();
         assert!(matches!(err, ScrapeError::Connect { .. }), "{err}");
