@@ -12,7 +12,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-pub use self::prom::{PromError, Sample};
+use baton_core::prom::{self, PromError, Sample};
 
 /// The largest `/metrics` body read; a larger one is an error, not a truncated scrape.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -213,96 +213,6 @@ pub async fn scrape_all(instances: &[(String, SocketAddr)], path: &str, timeout:
     Scrape { at, per_instance }
 }
 
-/// A minimal Prometheus text parser with the shape of `baton_core::prom` (`parse`, `sum`),
-/// used until that one lands; then this module goes.
-mod prom {
-    /// One sample: a metric name, its labels and its value.
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Sample {
-        /// The metric name.
-        pub name: String,
-        /// Label names and values, in the order written.
-        pub labels: Vec<(String, String)>,
-        /// The value.
-        pub value: f64,
-    }
-
-    /// A line that is not the text exposition format.
-    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-    #[error("line {line}: {reason}")]
-    pub struct PromError {
-        /// 1-based line number.
-        pub line: usize,
-        /// What is wrong with it.
-        pub reason: &'static str,
-    }
-
-    /// Every sample in `text`; comments (`# HELP`, `# TYPE`) and blank lines are skipped.
-    pub fn parse(text: &str) -> Result<Vec<Sample>, PromError> {
-        let mut samples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            samples.push(parse_line(line).map_err(|reason| PromError { line: i + 1, reason })?);
-        }
-        Ok(samples)
-    }
-
-    /// The sum of every sample named `name` (all label sets); `None` if there is none.
-    pub fn sum(samples: &[Sample], name: &str) -> Option<f64> {
-        samples.iter().filter(|s| s.name == name).map(|s| s.value).reduce(|a, b| a + b)
-    }
-
-    fn parse_line(line: &str) -> Result<Sample, &'static str> {
-        let name_end = line.find(|c: char| c == '{' || c.is_ascii_whitespace()).ok_or("no value after the metric name")?;
-        let name = &line[..name_end];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
-            return Err("invalid metric name");
-        }
-        let mut rest = &line[name_end..];
-        let mut labels = Vec::new();
-        if let Some(after) = rest.strip_prefix('{') {
-            rest = parse_labels(after, &mut labels)?;
-        }
-        let value = rest.split_ascii_whitespace().next().ok_or("no value")?;
-        let value = match value {
-            "+Inf" | "Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse().map_err(|_| "the value is not a number")?,
-        };
-        Ok(Sample { name: name.to_owned(), labels, value })
-    }
-
-    /// Reads `a="x",b="y"}` and returns what follows the closing brace.
-    fn parse_labels<'a>(mut rest: &'a str, labels: &mut Vec<(String, String)>) -> Result<&'a str, &'static str> {
-        loop {
-            rest = rest.trim_start();
-            if let Some(after) = rest.strip_prefix('}') {
-                return Ok(after);
-            }
-            let (key, after) = rest.split_once('=').ok_or("a label has no value")?;
-            let mut chars = after.trim_start().strip_prefix('"').ok_or("a label value is not quoted")?.char_indices();
-            let mut value = String::new();
-            let end = loop {
-                match chars.next().ok_or("a label value is not closed")? {
-                    (i, '"') => break i,
-                    (_, '\\') => match chars.next().ok_or("a label value is not closed")?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    (_, c) => value.push(c),
-                }
-            };
-            labels.push((key.trim().to_owned(), value));
-            let after_quote = &after.trim_start()[end + 2..];
-            rest = after_quote.trim_start();
-            rest = rest.strip_prefix(',').unwrap_or(rest);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -459,15 +369,5 @@ mod tests {
         second.at = first.at + Duration::from_secs(7);
         // web-1 +30, web-2 reset to 5.
         assert_eq!(counter_rate(&first, &second, "demo_signups_total"), Some(5.0));
-    }
-
-    #[test]
-    fn fallback_parser_reads_labels_escapes_and_special_values() {
-        let samples = prom::parse("# HELP x y\n\nm{a=\"q\\\"x\",b=\"\\\\\"} +Inf 1700000000\nn -3.5\nk{} NaN\n").unwrap();
-        assert_eq!(samples[0].labels, [("a".to_owned(), "q\"x".to_owned()), ("b".to_owned(), "\\".to_owned())]);
-        assert_eq!(samples[0].value, f64::INFINITY);
-        assert_eq!(samples[1].value, -3.5);
-        assert!(samples[2].value.is_nan());
-        assert_eq!(prom::parse("ok 1\nbad\n").unwrap_err().line, 2);
     }
 }
