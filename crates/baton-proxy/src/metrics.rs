@@ -127,6 +127,14 @@ impl Default for MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// The latency histogram's non-empty buckets as `(low µs, high µs, count)`, ascending.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.latency.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| {
+            let (low, high) = bucket_range(i);
+            (low, high, *c)
+        })
+    }
+
     /// Adds `other` into `self`, so the controller can aggregate per release or per app.
     pub fn merge(&mut self, other: &MetricsSnapshot) {
         self.requests += other.requests;

@@ -14,6 +14,7 @@ use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::notify::{Notifier, RetryPolicy};
 use crate::shared::Shared;
 use crate::{api, controller, token};
 
@@ -78,6 +79,8 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
         token: token.clone(),
     };
 
+    let webhooks: Vec<String> = config.notify.iter().map(|n| n.webhook.clone()).collect();
+    let notifier = Notifier::new(webhooks, RetryPolicy::default()).context("cannot set up the webhooks in [[notify]]")?;
     let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
     // Imports cut short by a crash leave temporary directories behind.
     if let Err(e) = artifacts.remove_stale_imports() {
@@ -91,6 +94,7 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
         router: Router::new(),
         wake: Notify::new(),
         live: Mutex::new(Default::default()),
+        notifier,
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -129,6 +133,8 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     }
     let _ = api.await;
     controller::stop_all(&shared).await;
+    // Give the webhooks a moment for the last events; never hold shutdown on them.
+    shared.notifier.flush(std::time::Duration::from_secs(2)).await;
     tracing::info!("baton stopped");
     Ok(())
 }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use baton_core::config::{AppConfig, Config};
+use baton_core::model::{Event, EventKind, Millis};
+use baton_store::StoreError;
+
+use crate::notify::Notifier;
 use baton_proxy::{Backend, Router};
 use baton_runtime::ProcessHandle;
 use baton_store::{ArtifactStore, Store};
@@ -22,6 +26,8 @@ pub struct Shared {
     pub wake: Notify,
     /// The instances this daemon watches, by id.
     pub live: Mutex<HashMap<String, Live>>,
+    /// Posts every event to the configured webhooks.
+    pub notifier: Notifier,
 }
 
 /// One watched instance: its backend in the proxy, its process and its health checker.
@@ -48,5 +54,17 @@ impl Shared {
 
     pub fn pid_file(&self, instance: &str) -> PathBuf {
         self.data_dir.join("run").join(format!("{instance}.pid"))
+    }
+
+    /// Appends an event to the audit log, logs it in one line and posts it to the webhooks.
+    pub fn event(&self, now: Millis, app: &str, deployment: Option<i64>, kind: EventKind, message: &str) -> Result<Event, StoreError> {
+        let e = self.store.append_event(now, app, deployment, kind, message)?;
+        tracing::info!(app = %app, deployment = ?deployment, event = %kind, "{message}");
+        // Webhooks get the deployment's story (started, steps, verdicts, outcome), not every
+        // instance's health flap.
+        if crate::notify::is_deployment_event(kind.as_str()) {
+            self.notifier.notify(&e);
+        }
+        Ok(e)
     }
 }

@@ -23,6 +23,9 @@ pub struct AppStatus {
     /// What the proxy counted per release, over the instances running now.
     #[serde(default)]
     pub traffic: Vec<TrafficView>,
+    /// The active deployment's latest analysis verdict (canary).
+    #[serde(default)]
+    pub verdict: Option<baton_store::StoredVerdict>,
 }
 
 /// Requests the proxy served for one release (over its running instances).
@@ -61,6 +64,12 @@ pub struct DeploymentView {
     pub phase: String,
     /// Step.
     pub step: u32,
+    /// Canary: the percent of requests the new release gets now.
+    #[serde(default)]
+    pub weight: u32,
+    /// Operator intents not yet acted on (`pause` stays while paused).
+    #[serde(default)]
+    pub intents: baton_core::model::Intents,
     /// Why it is where it is.
     pub reason: Option<String>,
     /// Who asked.
@@ -84,6 +93,8 @@ impl DeploymentView {
             strategy: d.strategy.as_str().to_string(),
             phase: d.phase.as_str().to_string(),
             step: d.step,
+            weight: d.weight,
+            intents: d.intents.clone(),
             reason: d.reason.clone(),
             trigger: d.trigger.clone(),
             created_at: d.created_at,

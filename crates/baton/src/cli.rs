@@ -28,7 +28,7 @@ pub enum Command {
         app: String,
         /// The release version.
         version: String,
-        /// rolling or blue-green (default: the app's `strategy`).
+        /// rolling, blue-green or canary (default: the app's `strategy`).
         #[arg(long)]
         strategy: Option<String>,
         #[command(flatten)]
@@ -54,6 +54,39 @@ pub enum Command {
         strategy: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// Canary: go to the next step now, or with --full straight to 100 % (skipping analysis).
+    Promote {
+        /// The app.
+        app: String,
+        /// Skip every remaining step and analysis.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Hold the app's deployment at its current step.
+    Pause {
+        /// The app.
+        app: String,
+    },
+    /// Let a paused deployment go on.
+    Resume {
+        /// The app.
+        app: String,
+    },
+    /// Go back to the stable release now: 100 % of new requests at once, the new release drained.
+    Abort {
+        /// The app.
+        app: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// The analysis verdicts of the current (or last) deployment, step by step.
+    Analysis {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List an app's deployments: outcome, duration, trigger.
     History {

@@ -30,7 +30,11 @@ pub fn split(s: &AppStatus) -> String {
 pub fn status(s: &AppStatus) {
     println!("{}  {}  release {}  listen {}", s.app, s.phase, s.release.as_deref().unwrap_or("-"), s.listen);
     if let Some(d) = &s.deployment {
-        println!("  deployment #{} {} -> {} ({}) {} step {}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
+        let weight = if d.strategy == "canary" { format!(" · canary {} %", d.weight) } else { String::new() };
+        println!("  deployment #{} {} -> {} ({}) {} step {}{weight}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
+    }
+    if let Some(v) = &s.verdict {
+        println!("  verdict step {} {}: {}", v.step, v.outcome, v.summary);
     }
     println!("  split  {}", split(s));
     for t in &s.traffic {

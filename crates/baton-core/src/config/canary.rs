@@ -146,7 +146,7 @@ pub struct AnalysisConfig {
     pub max_p99: Option<Duration>,
     /// Compare the canary with the stable release over the same window.
     pub compare: bool,
-    /// Confidence for every statistical test (0.99: a 1 % chance of a false alarm per test).
+    /// Confidence for every statistical test (0.999: a 0.1 % chance of a false alarm per test).
     pub confidence: f64,
     /// Smallest latency slowdown the comparison fails on (canary median / stable median).
     pub min_latency_ratio: f64,
@@ -168,7 +168,7 @@ impl Default for AnalysisConfig {
             max_error_rate: Some(0.02),
             max_p99: None,
             compare: true,
-            confidence: 0.99,
+            confidence: 0.999,
             min_latency_ratio: 1.5,
             min_error_diff: 0.01,
             on_inconclusive: OnInconclusive::Hold,

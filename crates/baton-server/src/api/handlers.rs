@@ -120,8 +120,7 @@ fn create(shared: &Shared, app: &str, version: String, strategy: Option<&str>, t
         now,
     })?;
     let msg = format!("{trigger} {app} {} -> {version} ({strategy}) recorded", from.as_deref().unwrap_or("nothing"));
-    shared.store.append_event(now, app, Some(d.id), EventKind::DeploymentCreated, &msg)?;
-    tracing::info!(app = %app, deployment = d.id, "{msg}");
+    shared.event(now, app, Some(d.id), EventKind::DeploymentCreated, &msg)?;
     shared.wake.notify_one();
     Ok((StatusCode::CREATED, Json(DeploymentView::of(&d, now))))
 }

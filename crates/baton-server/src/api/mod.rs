@@ -4,6 +4,7 @@
 
 mod error;
 mod handlers;
+mod intents;
 mod status;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use intents::{AnalysisView, PromoteRequest};
 
 use crate::shared::Shared;
 
@@ -28,6 +30,11 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/releases", post(handlers::create_release).get(handlers::list_releases))
         .route("/v1/apps/{app}/deployments", post(handlers::deploy).get(handlers::history))
         .route("/v1/apps/{app}/rollback", post(handlers::rollback))
+        .route("/v1/apps/{app}/promote", post(intents::promote))
+        .route("/v1/apps/{app}/pause", post(intents::pause))
+        .route("/v1/apps/{app}/resume", post(intents::resume))
+        .route("/v1/apps/{app}/abort", post(intents::abort))
+        .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))

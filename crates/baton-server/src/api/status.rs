@@ -71,6 +71,10 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
         instances,
         split,
         traffic,
+        verdict: match &deployment {
+            Some(d) => shared.store.verdicts(d.id, 1)?.pop(),
+            None => None,
+        },
     })
 }
 

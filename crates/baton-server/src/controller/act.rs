@@ -16,8 +16,7 @@ pub fn record_events(shared: &Shared, app: &str, plan: &Plan, now: Millis) -> an
     let active = shared.store.active_deployment(app)?.map(|d| d.id);
     let deployment = plan.deployment.as_ref().map(|d| d.id).or(active);
     for (kind, message) in &plan.events {
-        shared.store.append_event(now, app, deployment, *kind, message)?;
-        tracing::info!(app = %app, event = %kind, "{message}");
+        shared.event(now, app, deployment, *kind, message)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! split. It also restarts instances that die and re-adopts instances after a restart.
 
 mod act;
+mod analysis;
 mod instances;
 mod routing;
 
@@ -33,10 +34,11 @@ pub struct Exited {
 /// Runs until `shutdown` resolves.
 pub async fn run(shared: Arc<Shared>, mut exits: mpsc::UnboundedReceiver<Exited>, exits_tx: mpsc::UnboundedSender<Exited>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut published = routing::Published::default();
+    let mut windows = analysis::Windows::default();
     loop {
         let now = clock::now();
         for app in shared.config.apps.keys() {
-            if let Err(e) = tick(&shared, app, now, &exits_tx, &mut published).await {
+            if let Err(e) = tick(&shared, app, now, &exits_tx, &mut published, &mut windows).await {
                 tracing::error!(app = %app, error = %format!("{e:#}"), "controller tick failed");
             }
         }
@@ -53,15 +55,33 @@ pub async fn run(shared: Arc<Shared>, mut exits: mpsc::UnboundedReceiver<Exited>
     }
 }
 
-async fn tick(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::UnboundedSender<Exited>, published: &mut routing::Published) -> anyhow::Result<()> {
+async fn tick(
+    shared: &Arc<Shared>,
+    app: &str,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+    published: &mut routing::Published,
+    windows: &mut analysis::Windows,
+) -> anyhow::Result<()> {
     let config = shared.app(app).expect("apps come from the config");
     observe_health(shared, app, now)?;
     instances::restart_due(shared, app, now, exits)?;
 
     let current = shared.store.current_release(app)?;
     let deployment = shared.store.active_deployment(app)?;
+    analysis::run(shared, windows, app, config, deployment.as_ref(), now).await?;
+    let verdict = match &deployment {
+        Some(d) => analysis::judgement(shared, d)?,
+        None => None,
+    };
     let all = shared.store.instances(Some(app), false)?;
-    let p = plan::plan(PlanInput { app: config, current: current.as_deref(), deployment: deployment.as_ref(), instances: &all, now });
+    let p = plan::plan(PlanInput { app: config, current: current.as_deref(), deployment: deployment.as_ref(), instances: &all, now, verdict: verdict.as_ref() });
+    if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
+        // One-shot intents the planner acted on are cleared, keeping any recorded since.
+        let promoted = before.intents.promote.is_some() && after.intents.promote.is_none();
+        let aborted = before.intents.abort && !after.intents.abort;
+        shared.store.clear_consumed_intents(before.id, promoted, aborted)?;
+    }
 
     // A deployment that ends with this plan is recorded as ended only once its split is
     // published; any other change is recorded first, so Baton resumes from it after a crash.
@@ -117,7 +137,6 @@ fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()>
 /// Appends an event about an instance, tied to the app's active deployment if there is one.
 pub(crate) fn record(shared: &Shared, inst: &Instance, kind: EventKind, message: &str, now: Millis) -> anyhow::Result<()> {
     let deployment = shared.store.active_deployment(&inst.app)?.map(|d| d.id);
-    shared.store.append_event(now, &inst.app, deployment, kind, message)?;
-    tracing::info!(app = %inst.app, instance = %inst.id, release = %inst.release, event = %kind, "{message}");
+    shared.event(now, &inst.app, deployment, kind, message)?;
     Ok(())
 }

@@ -3,26 +3,40 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use baton_core::model::{Phase, Strategy};
 use baton_proxy::{AppRoute, ReleaseRoute, RoutingTable};
 
 use crate::shared::Shared;
 
 /// What was last published, to publish only on change.
 #[derive(Default, PartialEq, Eq)]
-pub struct Published(Vec<(String, String, String, SocketAddr)>);
+pub struct Published(Vec<(String, String, u32, String, SocketAddr)>);
+
+/// A canary deployment's explicit weights: (canary release, its percent).
+fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32)>> {
+    Ok(shared
+        .store
+        .active_deployment(app)?
+        .filter(|d| d.strategy == Strategy::Canary && matches!(d.phase, Phase::Pending | Phase::Progressing | Phase::Paused) && d.weight < 100)
+        .map(|d| (d.to, d.weight)))
+}
 
 /// Publishes every app's in-split instances as one routing table when it differs from the last.
 pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     let instances = shared.store.instances(None, false)?;
+    let mut canary = BTreeMap::new();
+    for app in shared.config.apps.keys() {
+        if let Some(w) = canary_weight(shared, app)? {
+            canary.insert(app.clone(), w);
+        }
+    }
     let live = shared.live();
     let mut apps: BTreeMap<String, BTreeMap<String, ReleaseRoute>> = BTreeMap::new();
-    let mut signature = Vec::new();
     for inst in instances.iter().filter(|i| i.in_split && !i.state.is_leaving()) {
         let Some(l) = live.get(&inst.id) else { continue };
         if l.stopping {
             continue;
         }
-        signature.push((inst.app.clone(), inst.release.clone(), inst.id.clone(), l.backend.addr()));
         let route = apps
             .entry(inst.app.clone())
             .or_default()
@@ -33,6 +47,22 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
         route.backends.push(l.backend.clone());
     }
     drop(live);
+    // A canary's releases are weighed by percent, whatever their instance counts.
+    for (app, (release, weight)) in &canary {
+        if let Some(routes) = apps.get_mut(app) {
+            for r in routes.values_mut() {
+                r.weight = if &r.release == release { *weight } else { 100 - weight };
+            }
+        }
+    }
+    let mut signature = Vec::new();
+    for (app, routes) in &apps {
+        for r in routes.values() {
+            for b in &r.backends {
+                signature.push((app.clone(), r.release.clone(), r.weight, b.instance().to_string(), b.addr()));
+            }
+        }
+    }
     let signature = Published(signature);
     if signature == *last {
         return Ok(());

@@ -2,6 +2,7 @@
 
 mod demo;
 mod deploy;
+mod intents;
 mod release;
 mod status;
 mod up;
@@ -23,6 +24,11 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Release(ReleaseCmd::List { app, json }) => release::list(&config, &app, json).await,
             Command::Deploy { app, version, strategy, wait } => deploy::deploy(&config, &app, &version, strategy.as_deref(), wait.wait).await,
             Command::Rollback { app, to, strategy, wait } => deploy::rollback(&config, &app, to.as_deref(), strategy.as_deref(), wait.wait).await,
+            Command::Promote { app, full } => intents::promote(&config, &app, full).await,
+            Command::Pause { app } => intents::simple(&config, &app, "pause").await,
+            Command::Resume { app } => intents::simple(&config, &app, "resume").await,
+            Command::Abort { app, wait } => intents::abort(&config, &app, wait.wait).await,
+            Command::Analysis { app, json } => intents::analysis(&config, &app, json).await,
             Command::Status { app, json } => status::status(&config, app.as_deref(), json).await,
             Command::History { app, json, limit } => status::history(&config, &app, json, limit).await,
             Command::Demo(args) => match args.command {

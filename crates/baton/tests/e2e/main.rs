@@ -3,7 +3,9 @@
 
 mod harness;
 
+mod canary;
 mod crash;
 mod deploys;
 mod failures;
 mod input;
+mod webhooks;
