@@ -41,6 +41,19 @@ stop_timeout = "5s"
 
 [apps.web.blue_green]
 keep_previous = "5m"
+
+[apps.web.canary]
+steps = [
+  { weight = 5, pause = "4s" },
+  { weight = 25, pause = "4s" },
+  { weight = 50, pause = "4s" },
+  { weight = 100 },
+]
+
+[apps.web.analysis]
+interval = "500ms"
+min_requests = 50
+max_error_rate = 0.02
 "#;
 
 pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
@@ -57,7 +70,7 @@ struct Switch {
 }
 
 pub async fn run(keep_running: bool) -> Result<()> {
-    super::init_logs("warn");
+    super::init_logs("error");
     let tmp = tempfile::Builder::new().prefix("baton-demo-").tempdir().map_err(|e| Failure::failed(e.to_string()))?;
     let config_path = tmp.path().join("baton.toml");
     std::fs::write(&config_path, CONFIG).map_err(|e| Failure::failed(e.to_string()))?;
@@ -104,13 +117,20 @@ pub async fn run(keep_running: bool) -> Result<()> {
 
 async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Failure::failed(e.to_string()))?;
-    for (version, unhealthy) in [("1.0.0", false), ("1.1.0", false), ("1.2.0", true)] {
+    let releases = [
+        ("1.0.0", false, 0.0, ""),
+        ("1.1.0", false, 0.0, ""),
+        ("1.2.0", true, 0.0, "  (broken: fails its health checks)"),
+        ("1.3.0", false, 0.0, "  (healthy, for the canary)"),
+        ("1.4.0", false, 0.3, "  (bad: 30 % of its answers are 500)"),
+    ];
+    for (version, unhealthy, error_rate, note) in releases {
         let out = dir.join("artifacts-src").join(version);
-        let opts = DemoOptions { unhealthy, ..DemoOptions::new(version) };
+        let opts = DemoOptions { unhealthy, error_rate, ..DemoOptions::new(version) };
         baton_demo::write_artifact(&out, &exe, &opts).map_err(|e| Failure::failed(e.to_string()))?;
         let archive = baton_store::pack(&out).map_err(|e| Failure::failed(e.to_string()))?;
         let r: ReleaseCreated = client.post_bytes(&format!("/v1/apps/web/releases?version={version}"), archive, "application/x-tar").await?;
-        println!("release {version} stored as {}{}", &r.release.digest[..19], if unhealthy { "  (broken: fails its health checks)" } else { "" });
+        println!("release {version} stored as {}{note}", &r.release.digest[..19]);
     }
 
     let mut switches = Vec::new();
@@ -142,15 +162,44 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
     println!("\n== rollback: blue-green back to 1.1.0 (its instances are still warm)");
     switches.push(step(client, "rollback -> 1.1.0 (warm)", "/v1/apps/web/rollback", "1.1.0", Some("blue-green")).await?);
     progress(&load);
-
+    println!("\n== canary 1.1.0 -> 1.3.0: 5 % -> 25 % -> 50 % -> 100 %, each step judged against 1.1.0");
+    switches.push(step(client, "canary 1.1.0 -> 1.3.0", "/v1/apps/web/deployments", "1.3.0", Some("canary")).await?);
+    progress(&load);
     let report = load.stop().await;
+
+    // The bad canary gets its own load, so its (deliberate) failures are counted apart.
+    println!("\n== canary 1.3.0 -> 1.4.0: a bad release; the analysis must catch it and roll back by itself");
+    let bad_load = Load::start(LoadConfig {
+        keepalive_workers: 4,
+        rate_per_worker: Some(50.0),
+        max_duration: Duration::from_secs(300),
+        max_requests: 1_000_000,
+        ..LoadConfig::new(proxy)
+    });
+    switches.push(step(client, "canary 1.3.0 -> 1.4.0 (bad)", "/v1/apps/web/deployments", "1.4.0", Some("canary")).await?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let bad = bad_load.stop().await;
     println!("\n== summary");
     println!("{:<34} {:<12} {:>9}", "switch", "outcome", "took");
     for s in &switches {
         println!("{:<34} {:<12} {:>8.2}s", s.what, s.outcome, s.took.as_secs_f64());
     }
     println!();
-    println!("requests sent:    {}", report.stats.sent);
+    let bad_failures = bad.failures();
+    let to_bad = bad.samples.iter().filter(|s| s.version.as_deref() == Some("1.4.0")).count();
+    let first_bad = bad_failures.iter().map(|f| f.finished).min();
+    let last_on_bad = bad.samples.iter().filter(|s| s.version.as_deref() == Some("1.4.0")).map(|s| s.started).max();
+    if let (Some(first), Some(last)) = (first_bad, last_on_bad) {
+        println!(
+            "bad canary 1.4.0: first bad response -> 100 % back on 1.3.0 in {:.1}s; it failed {} user requests ({} were sent to it, {} in all during that act)",
+            last.saturating_sub(first).as_secs_f64(),
+            bad_failures.len(),
+            to_bad,
+            bad.stats.sent
+        );
+    }
+    println!();
+    println!("requests sent:    {} (rolling, broken release, blue-green, rollback, healthy canary)", report.stats.sent);
     println!("failed requests:  {}", report.stats.failed);
     for (version, n) in &report.stats.by_version {
         println!("  served by {version:<8} {n}");
@@ -174,7 +223,7 @@ async fn step(client: &Client, what: &str, path: &str, version: &str, strategy: 
     let d: DeploymentView = client.post_json(path, &req).await?;
     let outcome = follow(client, d.id, true).await;
     let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{}", d.id)).await?;
-    let expected_failure = version == "1.2.0";
+    let expected_failure = version == "1.2.0" || version == "1.4.0";
     match (&outcome, expected_failure) {
         (Ok(()), _) => {}
         (Err(e), true) => println!("as expected: {}", e.message),
