@@ -157,3 +157,25 @@ async fn pause_resume_promote_and_abort_are_obeyed_also_across_a_restart() {
     let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!((h[0].phase.as_str(), h[0].reason.as_deref()), ("rolled_back", Some("aborted by the operator")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_metric_out_of_range_fails_the_canary() {
+    // Signups must keep coming (at least 1 per second); nobody signs up on this canary.
+    let steps = r#"[ { weight = 50, pause = "5m" }, { weight = 100 } ]"#;
+    let analysis = "min_requests = 20\n\n[[apps.web.analysis.metric]]\nname = \"demo_signups_total\"\nkind = \"rate\"\nmin = 1.0\n";
+    let baton = Baton::start(&canary_config(steps, analysis));
+    baton.release("web", "1.0.0", &[]);
+    baton.release("web", "1.1.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let l = load_200(&baton);
+    let o = baton.cli_async(&["deploy", "web", "1.1.0", "--strategy", "canary", "--wait"]).await;
+    let report = l.stop().await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("metric.demo_signups_total"), "{}", text(&o));
+    assert!(report.failures().is_empty());
+    let o = baton.cli(&["analysis", "web", "--json"]);
+    let a: baton_server::AnalysisView = serde_json::from_slice(&o.stdout).unwrap();
+    let last = a.verdicts.last().unwrap();
+    let check = last.figures["checks"].as_array().unwrap().iter().find(|c| c["name"] == "metric.demo_signups_total").unwrap().clone();
+    assert_eq!((check["outcome"].as_str(), check["observed"].as_f64()), (Some("fail"), Some(0.0)), "{check}");
+}
