@@ -17,7 +17,8 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::router::{AppRoute, Router};
-use crate::select::{select, select_retry};
+use crate::affinity::Target;
+use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
 
 /// What every request of one listener shares.
@@ -75,8 +76,12 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
     let retryable = body.is_end_stream();
     let mut body = Some(body);
     let mut rng = fastrand::Rng::new();
+    // A canary split may tie this request to a release (targeting rule or sticky key).
+    let decision = route.affinity.as_ref().map(|a| (a.canary.as_str(), a.decide(&parts.headers, || fresh_key(&mut rng))));
+    let prefer = decision.as_ref().and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
+    let set_cookie = decision.as_ref().and_then(|(_, d)| d.set_cookie.clone());
 
-    let mut guard = acquire(route, None, &mut rng).ok_or_else(no_backend)?;
+    let mut guard = acquire(route, None, prefer, &mut rng).ok_or_else(no_backend)?;
     let mut retried = false;
     let response = loop {
         let last_try = retried || !retryable;
@@ -105,7 +110,7 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
                 guard.skip_latency();
                 let backend = guard.backend();
                 backend.note_connect_error();
-                let next = if last_try { None } else { acquire(route, Some(backend), &mut rng) };
+                let next = if last_try { None } else { acquire(route, Some(backend), None, &mut rng) };
                 match next {
                     Some(next) => {
                         tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
@@ -125,7 +130,16 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
             }
         }
     };
-    respond(proxy, response, guard, client_upgrade)
+    let mut response = respond(proxy, response, guard, client_upgrade)?;
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// A new sticky key for a client that has none: 128 random bits, hex.
+fn fresh_key(rng: &mut fastrand::Rng) -> String {
+    format!("{:016x}{:016x}", rng.u64(..), rng.u64(..))
 }
 
 /// Turns the backend's response into the client's, tying the in-flight count to its body (or,
@@ -157,12 +171,16 @@ fn respond(
 
 /// Picks a backend and counts the request on it. A backend that started draining between the
 /// pick and the count is no longer eligible, so the next pick skips it.
-fn acquire(route: &AppRoute, failed: Option<&Backend>, rng: &mut fastrand::Rng) -> Option<InFlight> {
+fn acquire(route: &AppRoute, failed: Option<&Backend>, prefer: Option<(&str, &Target)>, rng: &mut fastrand::Rng) -> Option<InFlight> {
     let backends: usize = route.releases.iter().map(|r| r.backends.len()).sum();
     for _ in 0..=backends {
         let backend = match failed {
             Some(failed) => select_retry(route, failed, rng)?,
-            None => select(route, None, rng)?,
+            // The group affinity chose; if it has no eligible backend, serving beats stickiness.
+            None => match prefer.and_then(|(canary, target)| select_target(route, canary, target, rng)) {
+                Some(b) => b,
+                None => select(route, None, rng)?,
+            },
         };
         if let Some(guard) = InFlight::acquire(backend) {
             return Some(guard);

@@ -4,6 +4,7 @@
 //! a [`Router`], runs one [`serve`] per app listener and one [`spawn_health_checker`] per
 //! backend, and reads [`Backend::metrics`] for analysis.
 
+mod affinity;
 mod backend;
 mod body;
 mod error;
@@ -16,6 +17,7 @@ mod router;
 mod select;
 mod upgrade;
 
+pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT};
 pub use error::{ErrorKind, ProxyError};
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
@@ -23,4 +25,4 @@ pub use health::{HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
 pub use metrics::{BUCKETS, MetricsSnapshot};
 pub use router::{AppRoute, ReleaseRoute, Router, RoutingTable};
-pub use select::{pick_backend, select, select_retry};
+pub use select::{pick_backend, select, select_retry, select_target};

@@ -19,6 +19,8 @@ pub struct RoutingTable {
 pub struct AppRoute {
     /// The releases and their weights.
     pub releases: Vec<ReleaseRoute>,
+    /// A canary's stickiness and targeting; none: each request by weight.
+    pub affinity: Option<crate::affinity::Affinity>,
 }
 
 /// One release's share of an app's traffic.

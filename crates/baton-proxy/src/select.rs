@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::affinity::Target;
 use crate::backend::Backend;
 use crate::router::{AppRoute, ReleaseRoute};
 
@@ -19,6 +20,27 @@ pub fn select<'a>(route: &'a AppRoute, skip: Option<&Backend>, rng: &mut fastran
         let weight = u64::from(release.weight);
         if point < weight {
             return pick_backend(&release.backends, skip, rng);
+        }
+        point -= weight;
+    }
+    None
+}
+
+/// Picks a backend in the release group affinity chose: the canary release, or the others by
+/// their weights. `None` when that group has no eligible backend (the caller then falls back to
+/// [`select`]: serving the user beats stickiness).
+pub fn select_target<'a>(route: &'a AppRoute, canary: &str, target: &Target, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+    let in_group = |r: &ReleaseRoute| (r.release == canary) == (*target == Target::Canary);
+    let usable = |r: &ReleaseRoute| in_group(r) && eligible_count(&r.backends, None) > 0;
+    let total: u64 = route.releases.iter().filter(|r| usable(r)).map(|r| u64::from(r.weight.max(1))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut point = rng.u64(0..total);
+    for release in route.releases.iter().filter(|r| usable(r)) {
+        let weight = u64::from(release.weight.max(1));
+        if point < weight {
+            return pick_backend(&release.backends, None, rng);
         }
         point -= weight;
     }
@@ -100,6 +122,7 @@ mod tests {
                 release("1.0", 90, vec![backend("a", "1.0", Health::Healthy), backend("b", "1.0", Health::Healthy)]),
                 release("2.0", 10, vec![backend("c", "2.0", Health::Healthy)]),
             ],
+            affinity: None,
         };
         let counts = count_by_release(&route, 10_000);
         let canary = counts["2.0"];
@@ -118,6 +141,7 @@ mod tests {
                 release("2.0", 50, vec![draining, backend("d", "2.0", Health::Starting)]),
                 release("3.0", 0, vec![backend("e", "3.0", Health::Healthy)]),
             ],
+            affinity: None,
         };
         assert_eq!(count_by_release(&route, 1_000)["1.0"], 1_000);
     }
@@ -125,7 +149,7 @@ mod tests {
     #[test]
     fn nothing_eligible_gives_none() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let route = AppRoute { releases: vec![release("1.0", 100, vec![backend("a", "1.0", Health::Unhealthy)])] };
+        let route = AppRoute { releases: vec![release("1.0", 100, vec![backend("a", "1.0", Health::Unhealthy)])], affinity: None };
         assert!(select(&route, None, &mut rng).is_none());
         assert!(select(&AppRoute::default(), None, &mut rng).is_none());
     }
@@ -150,12 +174,13 @@ mod tests {
                 release("1.0", 1, vec![failed.clone(), backend("b", "1.0", Health::Healthy)]),
                 release("2.0", 1000, vec![backend("c", "2.0", Health::Healthy)]),
             ],
+            affinity: None,
         };
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..100 {
             assert_eq!(select_retry(&route, &failed, &mut rng).unwrap().instance(), "b");
         }
-        let alone = AppRoute { releases: vec![release("1.0", 1, vec![failed.clone()])] };
+        let alone = AppRoute { releases: vec![release("1.0", 1, vec![failed.clone()])], affinity: None };
         assert!(select_retry(&alone, &failed, &mut rng).is_none());
     }
 }

@@ -177,7 +177,7 @@ pub fn table(releases: Vec<(&str, u32, Vec<Arc<Backend>>)>) -> RoutingTable {
         .into_iter()
         .map(|(release, weight, backends)| ReleaseRoute { release: release.to_string(), weight, backends })
         .collect();
-    RoutingTable { apps: [("web".to_string(), AppRoute { releases })].into_iter().collect() }
+    RoutingTable { apps: [("web".to_string(), AppRoute { releases, affinity: None })].into_iter().collect() }
 }
 
 /// A running proxy for app `web`; shuts down on drop.

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use baton_core::model::{Phase, Strategy};
-use baton_proxy::{AppRoute, ReleaseRoute, RoutingTable};
+use baton_proxy::{Affinity, AppRoute, Match, MatchSource, MatchValue, ReleaseRoute, RoutingTable};
+use hyper::header::HeaderName;
 
 use crate::shared::Shared;
 
@@ -12,13 +13,43 @@ use crate::shared::Shared;
 #[derive(Default, PartialEq, Eq)]
 pub struct Published(Vec<(String, String, u32, String, SocketAddr)>);
 
-/// A canary deployment's explicit weights: (canary release, its percent).
-fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32)>> {
-    Ok(shared
+/// A canary deployment's explicit weights and affinity: (canary release, its percent, rules).
+fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32, Affinity)>> {
+    let Some(d) = shared
         .store
         .active_deployment(app)?
         .filter(|d| d.strategy == Strategy::Canary && matches!(d.phase, Phase::Pending | Phase::Progressing | Phase::Paused) && d.weight < 100)
-        .map(|d| (d.to, d.weight)))
+    else {
+        return Ok(None);
+    };
+    let config = &shared.config.apps[app].canary;
+    let header = |name: &str| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok();
+    let affinity = Affinity {
+        canary: d.to.clone(),
+        weight: d.weight,
+        // Per deployment, so each canary picks its own set of users.
+        salt: format!("{app}#{}", d.id),
+        header: config.sticky.as_ref().and_then(|s| s.header.as_deref()).and_then(header),
+        cookie: config.sticky.as_ref().and_then(|s| s.cookie.clone()),
+        matches: config
+            .matches
+            .iter()
+            .filter_map(|m| {
+                let source = match (&m.header, &m.cookie) {
+                    (Some(h), _) => MatchSource::Header(header(h)?),
+                    (None, Some(c)) => MatchSource::Cookie(c.clone()),
+                    (None, None) => return None,
+                };
+                let value = match (&m.equals, &m.prefix) {
+                    (Some(v), _) => MatchValue::Equals(v.clone()),
+                    (None, Some(p)) => MatchValue::Prefix(p.clone()),
+                    (None, None) => return None,
+                };
+                Some(Match { source, value })
+            })
+            .collect(),
+    };
+    Ok(Some((d.to, d.weight, affinity)))
 }
 
 /// Publishes every app's in-split instances as one routing table when it differs from the last.
@@ -48,7 +79,7 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     }
     drop(live);
     // A canary's releases are weighed by percent, whatever their instance counts.
-    for (app, (release, weight)) in &canary {
+    for (app, (release, weight, _)) in &canary {
         if let Some(routes) = apps.get_mut(app) {
             for r in routes.values_mut() {
                 r.weight = if &r.release == release { *weight } else { 100 - weight };
@@ -70,7 +101,10 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     let table = RoutingTable {
         apps: apps
             .into_iter()
-            .map(|(app, releases)| (app, AppRoute { releases: releases.into_values().collect() }))
+            .map(|(app, releases)| {
+                let affinity = canary.get(&app).map(|(_, _, a)| a.clone());
+                (app, AppRoute { releases: releases.into_values().collect(), affinity })
+            })
             .collect(),
     };
     shared.router.publish(table);

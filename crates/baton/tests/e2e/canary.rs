@@ -179,3 +179,61 @@ async fn a_business_metric_out_of_range_fails_the_canary() {
     let check = last.figures["checks"].as_array().unwrap().iter().find(|c| c["name"] == "metric.demo_signups_total").unwrap().clone();
     assert_eq!((check["outcome"].as_str(), check["observed"].as_f64()), (Some("fail"), Some(0.0)), "{check}");
 }
+
+/// GETs `/` with `headers`; returns (version, set-cookie).
+async fn get_version(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> (String, Option<String>) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = hyper::Request::get(format!("http://{addr}/"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(http_body_util::Empty::new()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_string());
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    (v["version"].as_str().unwrap().to_string(), cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_stay_on_one_release_and_targeted_requests_always_get_the_canary() {
+    let steps = r#"[ { weight = 50, pause = "forever" }, { weight = 100 } ]"#;
+    let sticky = "sticky = { header = \"x-user-id\", cookie = \"baton-bucket\" }\nmatch = [ { header = \"x-canary\", equals = \"always\" } ]";
+    let config = canary_config(steps, "min_requests = 50").replace("[apps.web.analysis]", &format!("{sticky}\n\n[apps.web.analysis]"));
+    let baton = Baton::start(&config);
+    baton.release("web", "1.0.0", &[]);
+    baton.release("web", "1.1.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    assert!(baton.cli(&["deploy", "web", "1.1.0", "--strategy", "canary"]).status.success());
+    assert!(wait_until(Duration::from_secs(30), || baton.status("web").deployment.is_some_and(|d| d.weight == 50)));
+    let web = baton.web();
+
+    // Every user gets one release, every time; about half the users are on the canary.
+    let mut on_canary = 0;
+    for u in 0..40 {
+        let user = format!("user-{u}");
+        let (first, _) = get_version(web, &[("x-user-id", &user)]).await;
+        for _ in 0..5 {
+            assert_eq!(get_version(web, &[("x-user-id", &user)]).await.0, first, "{user} moved between releases");
+        }
+        on_canary += usize::from(first == "1.1.0");
+    }
+    assert!((8..=32).contains(&on_canary), "{on_canary} of 40 users on a 50 % canary");
+
+    // Targeted requests always get the canary, whoever sends them.
+    for u in 0..20 {
+        let user = format!("user-{u}");
+        assert_eq!(get_version(web, &[("x-user-id", &user), ("x-canary", "always")]).await.0, "1.1.0");
+    }
+
+    // A first visit without a key gets a cookie, and sticks with it.
+    let (first, cookie) = get_version(web, &[]).await;
+    let cookie = cookie.expect("a sticky cookie on the first visit");
+    let pair = cookie.split(';').next().unwrap().to_string();
+    assert!(pair.starts_with("baton-bucket="), "{cookie}");
+    for _ in 0..10 {
+        let (v, again) = get_version(web, &[("cookie", &pair)]).await;
+        assert_eq!(v, first);
+        assert!(again.is_none(), "the cookie is set once");
+    }
+}
