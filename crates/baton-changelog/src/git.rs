@@ -38,8 +38,10 @@ pub fn head(repo: &Path) -> Result<String, ChangelogError> {
 /// newest first by commit time, like `git log since..HEAD`.
 ///
 /// `since` is a full commit id, normally the commit recorded by the previous release. It is an
-/// error when that commit is not in the repository (history rewritten, shallow clone, wrong
-/// repository), because a changelog silently computed from the wrong base would be a lie.
+/// error when that commit is not in the repository (history rewritten and pruned, shallow clone,
+/// wrong repository), because a changelog silently computed from the wrong base would be a lie.
+/// A `since` that is still stored but no longer an ancestor of HEAD (rewritten, not yet pruned)
+/// follows git's rule: the commits of HEAD that `since` does not contain.
 pub fn commits_since(repo: &Path, since: Option<&str>) -> Result<Vec<Commit>, ChangelogError> {
     let repository = open(repo)?;
     let tip = head_id(repo, &repository)?;
@@ -223,6 +225,22 @@ mod tests {
         assert!(message.contains(&foreign), "{message}");
         assert!(message.contains("not in this repository"), "{message}");
         assert!(message.contains("rewritten"), "{message}");
+    }
+
+    #[test]
+    fn a_release_commit_lost_to_a_history_rewrite_is_an_error() {
+        let repo = TestRepo::new();
+        let base = repo.commit("feat: one");
+        let release = repo.commit("fix: two");
+        repo.git(&["reset", "-q", "--hard", &base]);
+        repo.commit("fix: two, reworded");
+        // While the old commit is still in the object store, git's `release..HEAD` rule applies.
+        let commits = commits_since(repo.path(), Some(&release)).unwrap();
+        assert_eq!(summaries(&commits), ["fix: two, reworded"]);
+        repo.git(&["reflog", "expire", "--expire=now", "--all"]);
+        repo.git(&["gc", "-q", "--prune=now"]);
+        let err = commits_since(repo.path(), Some(&release)).unwrap_err();
+        assert!(matches!(err, ChangelogError::SinceNotFound { .. }), "{err}");
     }
 
     #[test]
