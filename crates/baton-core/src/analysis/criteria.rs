@@ -8,7 +8,7 @@ pub const DEFAULT_MIN_REQUESTS: u64 = 50;
 /// Strict on purpose: the controller judges every interval, and each judgement runs several
 /// tests, so a looser level would add up to false rollbacks over a rollout.
 pub const DEFAULT_CONFIDENCE: f64 = 0.999;
-/// Minimum latency effect for the comparison: canary median 50 % slower than the stable's.
+/// Minimum latency effect for the comparison: canary typical latency 50 % above the stable's.
 pub const DEFAULT_MIN_LATENCY_RATIO: f64 = 1.5;
 /// Minimum error-rate effect for the comparison: one percentage point above the stable's.
 pub const DEFAULT_MIN_ERROR_DIFF: f64 = 0.01;
@@ -53,8 +53,9 @@ pub struct Criteria {
     pub metrics: Vec<MetricRule>,
     /// Confidence of the statistical tests, e.g. `0.999`: fail only when `p < 1 - confidence`.
     pub confidence: f64,
-    /// Minimum latency effect for the comparison to fail: canary median / stable median,
-    /// e.g. `1.5` for 50 % slower.
+    /// Minimum latency effect for the comparison to fail: the canary's typical latency over
+    /// the stable's, e.g. `1.5` for 50 % slower. Typical latency is the geometric mean (see
+    /// [`Window::typical_us`](super::Window::typical_us)), the median for log-normal latency.
     pub min_latency_ratio: f64,
     /// Minimum absolute error-rate difference (canary - stable) for the comparison to fail,
     /// e.g. `0.01`.

@@ -30,6 +30,15 @@ pub(crate) fn p_value(p: f64) -> String {
     }
 }
 
+/// A significance level: `"0.001"`, `"1e-6"`, without float noise from `1 - confidence`.
+pub(crate) fn level(alpha: f64) -> String {
+    if alpha >= 1e-4 {
+        number(alpha)
+    } else {
+        format!("{alpha:.0e}")
+    }
+}
+
 /// A plain number without float noise: `"120"`, `"0.3"`, `"1.2346"`.
 pub(crate) fn number(v: f64) -> String {
     let s = format!("{v:.4}");
@@ -56,6 +65,9 @@ mod tests {
         assert_eq!(p_value(0.0342), "0.034");
         assert_eq!(p_value(1.234e-7), "1.2e-7");
         assert_eq!(p_value(0.0), "0.000");
+        assert_eq!(level(1.0 - 0.999), "0.001");
+        assert_eq!(level(1.0 - 0.99), "0.01");
+        assert_eq!(level(1e-6), "1e-6");
         assert_eq!(number(120.0), "120");
         assert_eq!(number(0.1 + 0.2), "0.3");
         assert_eq!(number(1.234_567), "1.2346");

@@ -2,8 +2,8 @@
 //! metrics, against a step's criteria, into a verdict with its figures.
 
 use super::criteria::{Criteria, MetricRule};
-use super::figures::{latency, number, p_value, percent};
-use super::stats::{binomial_sf, mann_whitney_greater, proportion_greater};
+use super::figures::{latency, level, number, p_value, percent};
+use super::stats::{binomial_sf, difference_above, mann_whitney_greater, proportion_greater};
 use super::verdict::{Check, Outcome, Verdict};
 use super::window::{MetricReading, Window};
 
@@ -89,15 +89,17 @@ fn error_rate(criteria: &Criteria, canary: &Window, max: f64) -> Check {
     c.outcome = fail_if(p < alpha, Outcome::Inconclusive);
     c.detail = if p < alpha {
         format!(
-            "{counts} > max {}, p = {} < {alpha}",
+            "{counts} > max {}, p = {} < {}",
             percent(max),
-            p_value(p)
+            p_value(p),
+            level(alpha)
         )
     } else {
         format!(
-            "{counts} > max {} but within noise: p = {}, needs < {alpha}",
+            "{counts} > max {} but within noise: p = {}, needs < {}",
             percent(max),
-            p_value(p)
+            p_value(p),
+            level(alpha)
         )
     };
     c
@@ -132,7 +134,11 @@ fn p99(criteria: &Criteria, canary: &Window, max_us: u64) -> Check {
     let share = percent(above as f64 / n as f64);
     let counts = format!("{above} of {n} samples ({share}) at or above it");
     c.detail = if fail {
-        format!("{head}> max {max}: {counts}, p = {} < {alpha}", p_value(p))
+        format!(
+            "{head}> max {max}: {counts}, p = {} < {}",
+            p_value(p),
+            level(alpha)
+        )
     } else {
         format!(
             "{head}> max {max} but within noise: {counts}, p = {}",
@@ -142,9 +148,15 @@ fn p99(criteria: &Criteria, canary: &Window, max_us: u64) -> Check {
     c
 }
 
-/// Error rates against the stable release: fails when a one-sided two-proportion test says
-/// the canary's rate is higher at `confidence` and the difference is at least
-/// `min_error_diff`.
+/// Error rates against the stable release: fails when, at `confidence`, the canary's rate is
+/// higher (Fisher's exact test for small counts, the two-proportion z-test otherwise) *and*
+/// higher by more than `min_error_diff` (Agresti-Caffo test against that margin), with an
+/// observed difference of at least `min_error_diff`. The check's p-value is the larger of
+/// the two.
+///
+/// The margin test is what keeps a healthy canary from failing by chance in one of the many
+/// judgements of a rollout: "4 errors in 50 against 0.3 %" is significantly worse, but not
+/// significantly worse by more than a point.
 fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Check {
     let (n1, n2) = (canary.requests, stable.requests);
     let min = criteria.min_requests.max(1);
@@ -166,26 +178,36 @@ fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Chec
         return c;
     }
     let (x1, x2) = (canary.error_count(), stable.error_count());
-    let (p, test) = proportion_greater(x1, n1, x2, n2);
+    let margin = criteria.min_error_diff.max(0.0);
+    let (p_worse, test) = proportion_greater(x1, n1, x2, n2);
+    let p_margin = difference_above(x1, n1, x2, n2, margin);
+    let p = p_worse.max(p_margin);
     let alpha = criteria.alpha();
     c.p_value = Some(p);
-    c.outcome = fail_if(p < alpha && diff >= criteria.min_error_diff, Outcome::Pass);
+    c.outcome = fail_if(p < alpha && diff >= margin, Outcome::Pass);
     c.detail = format!(
-        "canary {} ({x1} of {n1}) vs stable {} ({x2} of {n2}): {:+.2} points (min {:.2}), \
-         {} p = {} (needs < {alpha})",
+        "canary {} ({x1} of {n1}) vs stable {} ({x2} of {n2}): {:+.2} points (min {:.2}); \
+         worse: {} p = {}, by more than the min: p = {} (needs < {})",
         percent(r1),
         percent(r2),
         diff * 100.0,
-        criteria.min_error_diff * 100.0,
+        margin * 100.0,
         test.as_str(),
-        p_value(p),
+        p_value(p_worse),
+        p_value(p_margin),
+        level(alpha),
     );
     c
 }
 
-/// Latency against the stable release: fails when a one-sided Mann-Whitney U test says the
-/// canary is slower at `confidence` and its median is at least `min_latency_ratio` times
-/// the stable's.
+/// Latency against the stable release: fails when a one-sided Mann-Whitney U test says, at
+/// `confidence`, that the canary is slower than `min_latency_ratio` times the stable, and
+/// its typical latency (geometric mean) is indeed at least that ratio of the stable's.
+///
+/// Putting the minimum effect into the tested hypothesis (not only into a gate on the point
+/// estimate) is what keeps a healthy canary on a slightly slower instance (say 1.3x) from
+/// failing by chance in one of the many judgements of a rollout: the test asks "slower than
+/// 1.5x?", never "slower at all?".
 fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Check {
     let (n1, n2) = (canary.samples(), stable.samples());
     let min = criteria.min_requests.max(1);
@@ -196,14 +218,14 @@ fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Che
         String::new(),
     );
     c.threshold = Some(criteria.min_latency_ratio);
-    let medians = (canary.quantile_us(0.5), stable.quantile_us(0.5));
-    let mw = mann_whitney_greater(&canary.latency, &stable.latency);
-    let (Some(m1), Some(m2), Some(mw)) = (medians.0, medians.1, mw) else {
+    let typical = (canary.typical_us(), stable.typical_us());
+    let shift = criteria.min_latency_ratio.max(1.0);
+    let mw = mann_whitney_greater(&canary.latency, &stable.latency, shift);
+    let (Some(t1), Some(t2), Some(mw)) = (typical.0, typical.1, mw) else {
         c.detail = format!("canary {n1}, stable {n2} of {min} latency samples");
         return c;
     };
-    // A median below 1 µs reads as 1 µs, so the ratio stays finite.
-    let ratio = m1 / m2.max(1.0);
+    let ratio = t1 / t2;
     c.observed = Some(ratio);
     if n1 < min || n2 < min {
         c.detail = format!("canary {n1}, stable {n2} of {min} latency samples");
@@ -215,13 +237,16 @@ fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Che
         mw.p_value < alpha && ratio >= criteria.min_latency_ratio,
         Outcome::Pass,
     );
+    let median = |w: &Window| w.quantile_us(0.5).map_or("-".to_string(), latency);
     c.detail = format!(
-        "canary median {} vs stable {}: ratio {ratio:.2} (min {:.2}), Mann-Whitney p = {} \
-         (needs < {alpha}; {n1} vs {n2} samples)",
-        latency(m1),
-        latency(m2),
-        criteria.min_latency_ratio,
+        "canary typical {} vs stable {}: ratio {ratio:.2} (min {shift:.2}), Mann-Whitney p = {} \
+         that it is over {shift:.2}x (needs < {}); medians {} vs {}, {n1} vs {n2} samples",
+        latency(t1),
+        latency(t2),
         p_value(mw.p_value),
+        level(alpha),
+        median(canary),
+        median(stable),
     );
     c
 }

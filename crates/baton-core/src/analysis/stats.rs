@@ -188,6 +188,24 @@ pub fn proportion_greater(x1: u64, n1: u64, x2: u64, n2: u64) -> (f64, Proportio
     (normal_sf(z), ProportionTest::ZTest)
 }
 
+/// One-sided p-value that the rate behind `x1` of `n1` exceeds the rate behind `x2` of `n2`
+/// by more than `margin` (H0: `p1 - p2 <= margin`), by the Agresti-Caffo adjusted z-test:
+/// add one event and one non-event to each sample, then a Wald test of the difference
+/// against the margin. The adjustment keeps it honest with few or no events, where the plain
+/// Wald test is overconfident.
+pub fn difference_above(x1: u64, n1: u64, x2: u64, n2: u64, margin: f64) -> f64 {
+    if n1 == 0 || n2 == 0 {
+        return 1.0;
+    }
+    let adjusted = |x: u64, n: u64| {
+        let (x, n) = (x.min(n) as f64 + 1.0, n as f64 + 2.0);
+        let p = x / n;
+        (p, p * (1.0 - p) / n)
+    };
+    let ((p1, v1), (p2, v2)) = (adjusted(x1, n1), adjusted(x2, n2));
+    normal_sf((p1 - p2 - margin) / (v1 + v2).sqrt())
+}
+
 /// The result of a one-sided Mann-Whitney U test.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MannWhitney {
@@ -199,27 +217,39 @@ pub struct MannWhitney {
     pub p_value: f64,
 }
 
-/// One-sided Mann-Whitney U test that the values of histogram `a` tend to be larger than
-/// those of histogram `b`. Buckets with equal bounds are one tie group (every sample in them
-/// gets the group's mid-rank), and the variance carries the usual tie correction, so coarse
-/// buckets make the test more cautious rather than wrong. `None` when either is empty.
-pub fn mann_whitney_greater(a: &[Bucket], b: &[Bucket]) -> Option<MannWhitney> {
-    let mut groups: Vec<((u64, u64), f64, f64)> = a
+/// The value a histogram bucket stands for in the rank test: its midpoint, or its lower
+/// bound for the open top bucket.
+fn bucket_value(b: &Bucket) -> f64 {
+    if b.high_us == u64::MAX || b.high_us <= b.low_us {
+        b.low_us as f64
+    } else {
+        (b.low_us as f64 + b.high_us as f64) / 2.0
+    }
+}
+
+/// One-sided Mann-Whitney U test that the values of histogram `a`, divided by `shift`, tend
+/// to be larger than those of histogram `b`. With `shift = 1` it asks "is `a` larger?"; with
+/// `shift = 1.5` it asks "is `a` more than 1.5 times `b`?", so the minimum effect is part
+/// of the hypothesis rather than a separate gate.
+///
+/// Each bucket stands for its midpoint. Samples at equal values (with `shift = 1`, the same
+/// bucket of both histograms) are one tie group: they get the group's mid-rank and the
+/// variance carries the usual tie correction, so coarse buckets make the test more cautious
+/// rather than wrong. `None` when either histogram is empty.
+pub fn mann_whitney_greater(a: &[Bucket], b: &[Bucket], shift: f64) -> Option<MannWhitney> {
+    let mut groups: Vec<(f64, f64, f64)> = a
         .iter()
-        .map(|x| ((x.low_us, x.high_us), x.count as f64, 0.0))
-        .chain(
-            b.iter()
-                .map(|x| ((x.low_us, x.high_us), 0.0, x.count as f64)),
-        )
+        .map(|x| (bucket_value(x) / shift, x.count as f64, 0.0))
+        .chain(b.iter().map(|x| (bucket_value(x), 0.0, x.count as f64)))
         .filter(|g| g.1 + g.2 > 0.0)
         .collect();
-    groups.sort_by_key(|g| g.0);
+    groups.sort_by(|x, y| x.0.total_cmp(&y.0));
     let (mut u, mut b_below, mut ties, mut n1, mut n2) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut i = 0;
     while i < groups.len() {
         let (mut ca, mut cb) = (0.0, 0.0);
-        let key = groups[i].0;
-        while i < groups.len() && groups[i].0 == key {
+        let value = groups[i].0;
+        while i < groups.len() && groups[i].0 == value {
             ca += groups[i].1;
             cb += groups[i].2;
             i += 1;
@@ -346,13 +376,29 @@ mod tests {
     }
 
     #[test]
+    fn difference_above_a_margin_needs_more_than_the_margin() {
+        // p1 = 16/52, p2 = 11/952, variances p(1 - p)/52 and p(1 - p)/952.
+        let (p1, p2) = (16.0 / 52.0, 11.0 / 952.0);
+        let z = (p1 - p2 - 0.01) / (p1 * (1.0 - p1) / 52.0 + p2 * (1.0 - p2) / 952.0f64).sqrt();
+        assert!(z > 4.4, "{z}");
+        close(difference_above(15, 50, 10, 950, 0.01), normal_sf(z), 1e-12);
+        // 4 of 50 against 3 of 950 is "worse", but not surely by more than a point.
+        let p = difference_above(4, 50, 3, 950, 0.01);
+        assert!(p > 0.01 && p < 0.05, "{p}");
+        assert!(proportion_greater(4, 50, 3, 950).0 < 0.001);
+        // Equal rates are never above a positive margin; no data is no evidence.
+        assert!(difference_above(100, 1_000, 1_900, 19_000, 0.01) > 0.8);
+        assert_eq!(difference_above(3, 0, 1, 10, 0.0), 1.0);
+    }
+
+    #[test]
     fn mann_whitney_matches_a_hand_computed_case() {
         // a = {2, 3}, b = {0, 1}: every pair has a larger, U = 4, mean 2, var 4*5/12.
-        let mw = mann_whitney_greater(&hist(&[0, 0, 1, 1]), &hist(&[1, 1])).unwrap();
+        let mw = mann_whitney_greater(&hist(&[0, 0, 1, 1]), &hist(&[1, 1]), 1.0).unwrap();
         assert_eq!(mw.u, 4.0);
         close(mw.z, 1.5 / (20.0f64 / 12.0).sqrt(), 1e-12);
         // Reversed, the evidence points the other way.
-        let mw = mann_whitney_greater(&hist(&[1, 1]), &hist(&[0, 0, 1, 1])).unwrap();
+        let mw = mann_whitney_greater(&hist(&[1, 1]), &hist(&[0, 0, 1, 1]), 1.0).unwrap();
         assert_eq!(mw.u, 0.0);
         assert!(mw.p_value > 0.9);
     }
@@ -361,21 +407,32 @@ mod tests {
     fn mann_whitney_counts_a_shared_bucket_as_ties() {
         // a = {1, 1, 2}, b = {0, 1}: pairs where a is larger 4, ties 2 (each counts 1/2): U = 5.
         // Tie groups 1, 3, 1 => sum(t^3 - t) = 24; var = 6/12 * (6 - 24/20) = 2.4.
-        let mw = mann_whitney_greater(&hist(&[0, 2, 1]), &hist(&[1, 1])).unwrap();
+        let mw = mann_whitney_greater(&hist(&[0, 2, 1]), &hist(&[1, 1]), 1.0).unwrap();
         assert_eq!(mw.u, 5.0);
         close(mw.z, (5.0 - 3.0 - 0.5) / 2.4f64.sqrt(), 1e-12);
-        let same = mann_whitney_greater(&hist(&[0, 7]), &hist(&[0, 90])).unwrap();
+        let same = mann_whitney_greater(&hist(&[0, 7]), &hist(&[0, 90]), 1.0).unwrap();
         assert_eq!((same.z, same.p_value), (0.0, 1.0));
-        assert!(mann_whitney_greater(&hist(&[]), &hist(&[3])).is_none());
+        assert!(mann_whitney_greater(&hist(&[]), &hist(&[3]), 1.0).is_none());
     }
 
     #[test]
     fn mann_whitney_sees_a_clear_shift_in_big_samples() {
         let a = hist(&[0, 0, 0, 100, 200, 100]);
         let b = hist(&[100, 200, 100, 0, 0, 0]);
-        let mw = mann_whitney_greater(&a, &b).unwrap();
+        let mw = mann_whitney_greater(&a, &b, 1.0).unwrap();
         assert!(mw.p_value < 1e-30, "{:e}", mw.p_value);
         let b2 = hist(&[0, 0, 0, 100, 200, 100]);
-        assert!(mann_whitney_greater(&a, &b2).unwrap().p_value > 0.4);
+        assert!(mann_whitney_greater(&a, &b2, 1.0).unwrap().p_value > 0.4);
+    }
+
+    #[test]
+    fn mann_whitney_with_a_shift_asks_for_more_than_that_factor() {
+        // a sits at 55..75 µs (bucket midpoints), b at 5..25: a is about 4x b. More than
+        // twice b: certainly; more than six times b: no.
+        let a = hist(&[0, 0, 0, 0, 0, 100, 200, 100]);
+        let b = hist(&[100, 200, 100]);
+        assert!(mann_whitney_greater(&a, &b, 1.0).unwrap().p_value < 1e-30);
+        assert!(mann_whitney_greater(&a, &b, 2.0).unwrap().p_value < 1e-30);
+        assert!(mann_whitney_greater(&a, &b, 6.0).unwrap().p_value > 0.99);
     }
 }

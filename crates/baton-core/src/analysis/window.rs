@@ -65,6 +65,31 @@ impl Window {
             .sum()
     }
 
+    /// The typical latency in microseconds: the geometric mean of the histogram (bucket
+    /// midpoints, the open top bucket at its lower bound, nothing below 1 µs); `None` without
+    /// samples. It equals the median for log-normal latency, and unlike a quantile it moves
+    /// smoothly when many samples share a bucket or the distribution has several modes.
+    pub fn typical_us(&self) -> Option<f64> {
+        let total = self.samples();
+        if total == 0 {
+            return None;
+        }
+        let log_sum: f64 = self
+            .latency
+            .iter()
+            .filter(|b| b.count > 0)
+            .map(|b| {
+                let mid = if b.high_us == u64::MAX || b.high_us <= b.low_us {
+                    b.low_us as f64
+                } else {
+                    (b.low_us as f64 + b.high_us as f64) / 2.0
+                };
+                b.count as f64 * mid.max(1.0).ln()
+            })
+            .sum();
+        Some((log_sum / total as f64).exp())
+    }
+
     /// The `q` quantile of latency in microseconds (`0.99` for p99), interpolated linearly
     /// inside its bucket; `None` without samples. The open top bucket (`high_us == u64::MAX`)
     /// reads as its lower bound.
@@ -129,6 +154,22 @@ mod tests {
         let median = w.quantile_us(0.5).unwrap();
         assert!((median - 500.0 / 90.0).abs() < 1e-9, "{median}");
         assert_eq!(w.quantile_us(0.99), Some(1_000.0));
+    }
+
+    #[test]
+    fn the_typical_latency_is_the_geometric_mean_of_midpoints() {
+        let w = window(&[
+            (0, 2, 1),
+            (90, 110, 1),
+            (9_000, 11_000, 1),
+            (20_000, u64::MAX, 0),
+        ]);
+        let typical = w.typical_us().unwrap();
+        // Midpoints 1, 100 and 10 000: geometric mean 100.
+        assert!((typical - 100.0).abs() < 1e-9, "{typical}");
+        let top = window(&[(1_000, u64::MAX, 4)]);
+        assert!((top.typical_us().unwrap() - 1_000.0).abs() < 1e-6);
+        assert_eq!(Window::default().typical_us(), None);
     }
 
     #[test]
