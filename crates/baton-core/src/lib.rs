@@ -9,6 +9,7 @@ pub mod config;
 pub mod duration;
 pub mod model;
 pub mod plan;
+pub mod promotion;
 pub mod prom;
 pub mod sticky;
 

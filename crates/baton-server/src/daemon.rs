@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use baton_core::config::{Config, ConfigError};
+use baton_core::config::{Config, ConfigError, Unit};
 use baton_proxy::{ListenerConfig, Router};
 use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
@@ -68,9 +68,11 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
     let mut app_listeners = Vec::new();
-    for (name, app) in &config.apps {
-        let l = bind(app.listen, &format!("app {name} (apps.{name}.listen)")).await?;
-        app_listeners.push((name.clone(), l));
+    let units: BTreeMap<String, Unit> = config.units().into_iter().map(|u| (u.key.clone(), u)).collect();
+    for unit in units.values() {
+        let listen = unit.config.listen.expect("units have a listen address");
+        let l = bind(listen, &format!("app {} in {} (its listen address)", unit.app, unit.env)).await?;
+        app_listeners.push((unit.key.clone(), l));
     }
     let daemon = Daemon {
         api: api_listener.local_addr()?,
@@ -89,6 +91,7 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     let shared = Arc::new(Shared {
         artifacts,
         config,
+        units,
         data_dir,
         store,
         router: Router::new(),
@@ -105,7 +108,7 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
 
     let mut proxies = Vec::new();
     for (name, listener) in app_listeners {
-        let app = &shared.config.apps[&name];
+        let app = shared.app(&name).expect("a listener per unit");
         let cfg = ListenerConfig { request_timeout: app.proxy.request_timeout.std(), max_header_bytes: app.proxy.max_header_bytes };
         let stop = wait_true(stop_rx.clone());
         proxies.push(tokio::spawn(baton_proxy::serve(listener, name, shared.router.clone(), cfg, stop)));

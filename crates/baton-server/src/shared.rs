@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use baton_core::config::{AppConfig, Config};
+use std::collections::BTreeMap;
+
+use baton_core::config::{AppConfig, Config, Unit};
 use baton_core::model::{Event, EventKind, Millis};
 use baton_store::StoreError;
 
@@ -18,6 +20,8 @@ use tokio::task::JoinHandle;
 /// Everything the daemon's tasks share.
 pub struct Shared {
     pub config: Config,
+    /// Every app in every environment it runs in, by unit key (`app@env`).
+    pub units: BTreeMap<String, Unit>,
     pub data_dir: PathBuf,
     pub store: Store,
     pub artifacts: ArtifactStore,
@@ -40,8 +44,14 @@ pub struct Live {
 }
 
 impl Shared {
-    pub fn app(&self, name: &str) -> Option<&AppConfig> {
-        self.config.apps.get(name)
+    /// The resolved settings of a unit (`app@env`).
+    pub fn app(&self, key: &str) -> Option<&AppConfig> {
+        self.units.get(key).map(|u| &u.config)
+    }
+
+    /// A unit (`app@env`).
+    pub fn unit(&self, key: &str) -> Option<&Unit> {
+        self.units.get(key)
     }
 
     pub fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {

@@ -8,12 +8,21 @@ use serde::{Deserialize, Serialize};
 pub struct AppStatus {
     /// The app.
     pub app: String,
+    /// The environment.
+    #[serde(default)]
+    pub env: String,
     /// Where users connect.
     pub listen: String,
     /// The active deployment's phase, or `idle`.
     pub phase: String,
     /// The release serving 100 % when idle.
     pub release: Option<String>,
+    /// Since when it serves (unix ms).
+    #[serde(default)]
+    pub since: Option<i64>,
+    /// How many instances the environment runs.
+    #[serde(default)]
+    pub instances_wanted: u32,
     /// The active deployment, if any.
     pub deployment: Option<DeploymentView>,
     /// Every instance that is not stopped.
@@ -54,6 +63,9 @@ pub struct DeploymentView {
     pub id: i64,
     /// The app.
     pub app: String,
+    /// The environment.
+    #[serde(default)]
+    pub env: String,
     /// Release before.
     pub from: Option<String>,
     /// Release being deployed.
@@ -87,7 +99,8 @@ impl DeploymentView {
     pub fn of(d: &Deployment, now: i64) -> Self {
         Self {
             id: d.id,
-            app: d.app.clone(),
+            app: baton_core::config::split_key(&d.app).0.to_string(),
+            env: baton_core::config::split_key(&d.app).1.to_string(),
             from: d.from.clone(),
             to: d.to.clone(),
             strategy: d.strategy.as_str().to_string(),
@@ -162,6 +175,18 @@ pub struct DeployRequest {
     pub release: Option<String>,
     /// Overrides the app's strategy.
     pub strategy: Option<String>,
+    /// The environment (default: the last one the app runs in).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Deploy exactly the release serving in this environment.
+    #[serde(default)]
+    pub from_env: Option<String>,
+    /// Go past the promotion gate (and, for a rollback, the contract mark); recorded.
+    #[serde(default)]
+    pub force: bool,
+    /// Who asks (recorded with a forced deployment).
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// An API error body: `{"error": {"code", "message"}}`.

@@ -15,7 +15,9 @@ pub(crate) fn write_current_release(
 ) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO apps (app, current_release, current_since) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (app) DO UPDATE SET current_release = ?2, current_since = ?3",
+         ON CONFLICT (app) DO UPDATE SET \
+         current_since = CASE WHEN current_release IS ?2 THEN current_since ELSE ?3 END, \
+         current_release = ?2",
         params![app, version, now],
     )
     .op("set current release")?;
@@ -44,6 +46,16 @@ impl Store {
             )
             .optional()
             .op("read current release")?;
+        Ok(found.flatten())
+    }
+
+    /// Since when the current release serves (unchanged when the same release is set again).
+    pub fn current_since(&self, app: &str) -> Result<Option<Millis>, StoreError> {
+        let found: Option<Option<Millis>> = self
+            .conn()
+            .query_row("SELECT current_since FROM apps WHERE app = ?1", [app], |r| r.get(0))
+            .optional()
+            .op("read current since")?;
         Ok(found.flatten())
     }
 

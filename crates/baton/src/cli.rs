@@ -11,6 +11,9 @@ pub struct Cli {
     /// The config file; client commands find the API address and token through it.
     #[arg(long, global = true, default_value = "baton.toml", env = "BATON_CONFIG")]
     pub config: PathBuf,
+    /// The environment (default: the last one the app runs in, usually production).
+    #[arg(long, global = true, env = "BATON_ENV")]
+    pub env: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -26,13 +29,35 @@ pub enum Command {
     Deploy {
         /// The app.
         app: String,
-        /// The release version.
-        version: String,
+        /// The release version (or --from ENV).
+        version: Option<String>,
+        /// Deploy exactly the release serving in this environment.
+        #[arg(long = "from", value_name = "ENV")]
+        from_env: Option<String>,
+        /// Go past the promotion gate; who forced it is recorded.
+        #[arg(long)]
+        force: bool,
         /// rolling, blue-green or canary (default: the app's `strategy`).
         #[arg(long)]
         strategy: Option<String>,
         #[command(flatten)]
         wait: WaitArgs,
+    },
+    /// What each environment of an app runs, since when, and whether it is healthy.
+    Env {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The release ledger: every release, where it ran and how each deployment ended.
+    Releases {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what each app serves: phase, release, instances, split.
     Status {

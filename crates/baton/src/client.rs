@@ -122,6 +122,18 @@ impl Client {
     }
 }
 
+/// `?env=ENV` for app routes, or nothing for the default environment.
+pub fn env_query(env: Option<&str>) -> String {
+    env.map(|e| format!("?env={}", encode(e))).unwrap_or_default()
+}
+
+/// Who runs this command, recorded with forced deployments.
+pub fn actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
 /// Percent-encodes a query value.
 pub fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

@@ -27,6 +27,8 @@ mod verdict;
 mod window;
 
 #[cfg(test)]
+mod judge_tests;
+#[cfg(test)]
 mod simulation;
 
 pub use criteria::{

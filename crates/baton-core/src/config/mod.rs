@@ -13,6 +13,9 @@ use crate::duration::Duration;
 use crate::model::Strategy;
 
 mod canary;
+mod environments;
+
+pub use environments::{DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in, split_key, unit_key, units};
 
 pub use canary::{
     AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig, NotifyConfig, OnInconclusive, Pause,
@@ -73,6 +76,17 @@ pub struct Config {
     /// Webhooks that receive every deployment event.
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// The promotion order: a release enters an environment only after it ran healthy in the
+    /// previous one (`[promotion] soak`).
+    #[serde(default = "default_environments")]
+    pub environments: Vec<String>,
+    /// `[promotion]`
+    #[serde(default)]
+    pub promotion: PromotionConfig,
+}
+
+fn default_environments() -> Vec<String> {
+    vec![DEFAULT_ENVIRONMENT.to_string()]
 }
 
 /// `[api]`
@@ -98,8 +112,10 @@ fn default_api_listen() -> SocketAddr {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
-    /// Where users connect: Baton's proxy for this app.
-    pub listen: SocketAddr,
+    /// Where users connect: Baton's proxy for this app (in the last environment; the others
+    /// set theirs in `[apps.<name>.environments.<env>]`).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
     /// How many instances serve the app.
     #[serde(default = "default_instances")]
     pub instances: u32,
@@ -132,6 +148,12 @@ pub struct AppConfig {
     /// `[apps.<name>.analysis]`
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// `[apps.<name>.environments.<env>]`: per-environment overrides.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentOverride>,
+    /// `[apps.<name>.migrate]`: schema migrations that travel with the release.
+    #[serde(default)]
+    pub migrate: Option<MigrateConfig>,
 }
 
 fn default_instances() -> u32 {
@@ -277,6 +299,11 @@ impl Config {
         Ok(config)
     }
 
+    /// Every app in every environment it runs in, with its settings resolved.
+    pub fn units(&self) -> Vec<Unit> {
+        units(&self.environments, &self.apps)
+    }
+
     /// The data directory, resolved against the directory holding the config file.
     pub fn data_dir(&self, config_file: &Path) -> PathBuf {
         let base = config_file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -291,6 +318,34 @@ impl Config {
         };
         let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
         listeners.insert(self.api.listen, "api".to_string());
+        if self.environments.is_empty() {
+            return fail(&["environments"], "needs at least one environment, e.g. [\"production\"]".into());
+        }
+        for (i, env) in self.environments.iter().enumerate() {
+            let valid = !env.is_empty() && env.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !valid {
+                return fail(&["environments"], format!("{env:?}: environment names use only a-z, 0-9, '-' and '_'"));
+            }
+            if self.environments[..i].contains(env) {
+                return fail(&["environments"], format!("{env:?} appears twice"));
+            }
+        }
+        for unit in units(&self.environments, &self.apps) {
+            let listen = unit.config.listen.expect("units have a listen address");
+            // Port 0 asks the OS for a free port: never a clash.
+            if listen.port() == 0 {
+                continue;
+            }
+            if let Some(other) = listeners.insert(listen, unit.key.clone()) {
+                let (app, env) = (unit.app.as_str(), unit.env.as_str());
+                let at: Vec<&str> = if self.apps[app].environments.get(env).is_some_and(|o| o.listen.is_some()) {
+                    vec!["apps", app, "environments", env, "listen"]
+                } else {
+                    vec!["apps", app, "listen"]
+                };
+                return fail(&at, format!("{listen} is already used by {other}; give each listener its own port"));
+            }
+        }
         for (name, app) in &self.apps {
             let valid_name = !name.is_empty()
                 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -298,10 +353,31 @@ impl Config {
                 return fail(&["apps", name], "app names use only a-z, 0-9, '-' and '_'".into());
             }
             let at = |key: &'static str| ["apps", name.as_str(), key];
-            // Port 0 asks the OS for a free port: never a clash.
-            if app.listen.port() == 0 {
-            } else if let Some(other) = listeners.insert(app.listen, format!("apps.{name}")) {
-                return fail(&at("listen"), format!("{} is already used by {other}; give each listener its own port", app.listen));
+            for env in app.environments.keys() {
+                if !self.environments.contains(env) {
+                    return fail(&["apps", name, "environments", env], format!("{env:?} is not in `environments` ({}); add it there or remove this section", self.environments.join(", ")));
+                }
+            }
+            if !self.environments.iter().any(|env| listen_in(app, env, &self.environments).is_some()) {
+                let last = self.environments.last().map(String::as_str).unwrap_or(DEFAULT_ENVIRONMENT);
+                return fail(&["apps", name], format!("runs nowhere: set `listen` (for {last}) or `listen` in [apps.{name}.environments.<env>]"));
+            }
+            for (env, o) in &app.environments {
+                if let Some(n) = o.instances
+                    && (n == 0 || n > 256)
+                {
+                    return fail(&["apps", name, "environments", env, "instances"], format!("{n} is out of range: use 1 to 256"));
+                }
+            }
+            if let Some(m) = &app.migrate {
+                if m.command.is_empty() {
+                    return fail(&["apps", name, "migrate", "command"], "must name a program, e.g. [\"{artifact}/web\", \"migrate\"]".into());
+                }
+                for word in m.command.iter().chain(m.after.iter().flatten()) {
+                    if let Err(bad) = check_placeholders(word) {
+                        return fail(&["apps", name, "migrate"], format!("unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"));
+                    }
+                }
             }
             if app.instances == 0 || app.instances > 256 {
                 return fail(&at("instances"), format!("{} is out of range: use 1 to 256", app.instances));

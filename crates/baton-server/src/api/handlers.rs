@@ -12,7 +12,7 @@ use baton_store::{NewDeployment, ReleaseOutcome};
 use serde::Deserialize;
 
 use super::ApiError;
-use super::status::{app_status, unknown_app};
+use super::status::{EnvQuery, app_status, unit_key, unknown_app};
 use crate::clock;
 use crate::shared::Shared;
 use crate::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView, ReleaseCreated};
@@ -20,12 +20,13 @@ use crate::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView, R
 type S = State<Arc<Shared>>;
 
 pub async fn list_apps(State(shared): S) -> Result<Json<Vec<AppStatus>>, ApiError> {
-    let apps: Result<Vec<_>, _> = shared.config.apps.keys().map(|a| app_status(&shared, a)).collect();
+    let apps: Result<Vec<_>, _> = shared.units.keys().map(|a| app_status(&shared, a)).collect();
     Ok(Json(apps?))
 }
 
-pub async fn get_app(State(shared): S, Path(app): Path<String>) -> Result<Json<AppStatus>, ApiError> {
-    Ok(Json(app_status(&shared, &app)?))
+pub async fn get_app(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<AppStatus>, ApiError> {
+    let key = unit_key(&shared, &app, q.env.as_deref())?;
+    Ok(Json(app_status(&shared, &key)?))
 }
 
 #[derive(Deserialize)]
@@ -36,7 +37,7 @@ pub struct ReleaseQuery {
 
 /// Stores an artifact (the canonical archive in the body) and records the release.
 pub async fn create_release(State(shared): S, Path(app): Path<String>, Query(q): Query<ReleaseQuery>, body: Bytes) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
-    if shared.app(&app).is_none() {
+    if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
     valid_version(&q.version)?;
@@ -62,7 +63,7 @@ fn valid_version(v: &str) -> Result<(), ApiError> {
 }
 
 pub async fn list_releases(State(shared): S, Path(app): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
-    if shared.app(&app).is_none() {
+    if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
     Ok(Json(shared.store.releases(&app)?))
@@ -79,27 +80,60 @@ fn parse_body(body: Result<Json<DeployRequest>, JsonRejection>) -> Result<Deploy
 /// Records the intent to deploy a release; the controller carries it out.
 pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let req = parse_body(body)?;
-    let version = req.release.clone().ok_or_else(|| ApiError::bad_request("missing \"release\": the version to deploy"))?;
-    create(&shared, &app, version, req.strategy.as_deref(), "deploy")
+    let key = unit_key(&shared, &app, req.env.as_deref())?;
+    let version = match (&req.release, &req.from_env) {
+        (Some(v), None) => v.clone(),
+        (None, Some(from)) => {
+            let from_key = unit_key(&shared, &app, Some(from))?;
+            shared
+                .store
+                .current_release(&from_key)?
+                .ok_or_else(|| ApiError::conflict(format!("nothing serves {app} in {from} yet: there is no release to promote from it")))?
+        }
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either a release or --from ENV, not both")),
+        (None, None) => return Err(ApiError::bad_request("missing \"release\": the version to deploy (or \"from_env\")")),
+    };
+    let unit = shared.unit(&key).expect("resolved");
+    let mut trigger = "deploy".to_string();
+    let mut forced = None;
+    if let Some(previous) = &unit.previous {
+        let previous_key = baton_core::config::unit_key(&app, previous);
+        let history = shared.store.deployments(Some(&previous_key), 10_000)?;
+        let gate = baton_core::promotion::check(&app, &version, &unit.env, previous, &history, shared.config.promotion.soak, clock::now());
+        match gate {
+            Ok(()) => {}
+            Err(refusal) if req.force => {
+                let who = req.actor.clone().unwrap_or_else(|| "an operator".into());
+                trigger = format!("deploy --force by {who}");
+                forced = Some(format!("promotion gate forced by {who}: {refusal}"));
+            }
+            Err(refusal) => return Err(ApiError::conflict(refusal.to_string())),
+        }
+    }
+    let created = create(&shared, &key, version, req.strategy.as_deref(), &trigger)?;
+    if let Some(note) = forced {
+        shared.event(clock::now(), &key, Some(created.1.id), EventKind::DeploymentCreated, &note)?;
+    }
+    Ok(created)
 }
 
 /// Records a deployment back to the previous release (or to `release`).
 pub async fn rollback(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let req = parse_body(body)?;
-    if shared.app(&app).is_none() {
-        return Err(unknown_app(&shared, &app));
-    }
+    let key = unit_key(&shared, &app, req.env.as_deref())?;
     let version = match req.release {
         Some(v) => v,
-        None => shared.store.previous_release(&app)?.ok_or_else(|| {
+        None => shared.store.previous_release(&key)?.ok_or_else(|| {
             ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
         })?,
     };
-    create(&shared, &app, version, req.strategy.as_deref(), "rollback")
+    create(&shared, &key, version, req.strategy.as_deref(), "rollback")
 }
 
-fn create(shared: &Shared, app: &str, version: String, strategy: Option<&str>, trigger: &str) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
-    let config = shared.app(app).ok_or_else(|| unknown_app(shared, app))?;
+/// Records a deployment of `version` to the unit `key` (`app@env`).
+fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, trigger: &str) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let config = shared.app(key).ok_or_else(|| unknown_app(shared, key))?;
+    let (app, env) = baton_core::config::split_key(key);
     let strategy: Strategy = match strategy {
         Some(s) => s.parse().map_err(ApiError::bad_request)?,
         None => config.strategy,
@@ -110,17 +144,17 @@ fn create(shared: &Shared, app: &str, version: String, strategy: Option<&str>, t
         )));
     }
     let now = clock::now();
-    let from = shared.store.current_release(app)?;
+    let from = shared.store.current_release(key)?;
     let d = shared.store.create_deployment(&NewDeployment {
-        app: app.to_string(),
+        app: key.to_string(),
         from: from.clone(),
         to: version.clone(),
         strategy,
         trigger: trigger.to_string(),
         now,
     })?;
-    let msg = format!("{trigger} {app} {} -> {version} ({strategy}) recorded", from.as_deref().unwrap_or("nothing"));
-    shared.event(now, app, Some(d.id), EventKind::DeploymentCreated, &msg)?;
+    let msg = format!("{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded", from.as_deref().unwrap_or("nothing"));
+    shared.event(now, key, Some(d.id), EventKind::DeploymentCreated, &msg)?;
     shared.wake.notify_one();
     Ok((StatusCode::CREATED, Json(DeploymentView::of(&d, now))))
 }
@@ -128,14 +162,13 @@ fn create(shared: &Shared, app: &str, version: String, strategy: Option<&str>, t
 #[derive(Deserialize)]
 pub struct HistoryQuery {
     limit: Option<usize>,
+    env: Option<String>,
 }
 
 pub async fn history(State(shared): S, Path(app): Path<String>, Query(q): Query<HistoryQuery>) -> Result<Json<Vec<DeploymentView>>, ApiError> {
-    if shared.app(&app).is_none() {
-        return Err(unknown_app(&shared, &app));
-    }
+    let key = unit_key(&shared, &app, q.env.as_deref())?;
     let now = clock::now();
-    let list = shared.store.deployments(Some(&app), q.limit.unwrap_or(50).min(1000))?;
+    let list = shared.store.deployments(Some(&key), q.limit.unwrap_or(50).min(1000))?;
     Ok(Json(list.iter().map(|d| DeploymentView::of(d, now)).collect()))
 }
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use baton_core::model::{Intents, Promote, Strategy};
 use baton_store::StoredVerdict;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use super::status::unknown_app;
+use super::status::{EnvQuery, unit_key};
 use crate::clock;
 use crate::shared::Shared;
 use crate::views::DeploymentView;
@@ -26,10 +26,9 @@ pub struct PromoteRequest {
     pub full: bool,
 }
 
-fn record(shared: &Shared, app: &str, what: &str, change: impl FnOnce(&mut Intents), canary_only: bool) -> Result<Json<DeploymentView>, ApiError> {
-    if shared.app(app).is_none() {
-        return Err(unknown_app(shared, app));
-    }
+fn record(shared: &Shared, app: &str, env: Option<&str>, what: &str, change: impl FnOnce(&mut Intents), canary_only: bool) -> Result<Json<DeploymentView>, ApiError> {
+    let key = unit_key(shared, app, env)?;
+    let app = key.as_str();
     if canary_only
         && let Some(d) = shared.store.active_deployment(app)?
         && d.strategy != Strategy::Canary
@@ -45,26 +44,26 @@ fn record(shared: &Shared, app: &str, what: &str, change: impl FnOnce(&mut Inten
     Ok(Json(DeploymentView::of(&d, clock::now())))
 }
 
-pub async fn promote(State(shared): S, Path(app): Path<String>, body: Result<Json<PromoteRequest>, JsonRejection>) -> Result<Json<DeploymentView>, ApiError> {
+pub async fn promote(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>, body: Result<Json<PromoteRequest>, JsonRejection>) -> Result<Json<DeploymentView>, ApiError> {
     let full = match body {
         Ok(Json(b)) => b.full,
         Err(JsonRejection::MissingJsonContentType(_)) => false,
         Err(e) => return Err(ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"full\": true|false}}"))),
     };
     let promote = if full { Promote::Full } else { Promote::Step };
-    record(&shared, &app, "promote", |i| i.promote = Some(promote), true)
+    record(&shared, &app, q.env.as_deref(), "promote", |i| i.promote = Some(promote), true)
 }
 
-pub async fn pause(State(shared): S, Path(app): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, "pause", |i| i.pause = true, false)
+pub async fn pause(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
+    record(&shared, &app, q.env.as_deref(), "pause", |i| i.pause = true, false)
 }
 
-pub async fn resume(State(shared): S, Path(app): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, "resume", |i| i.pause = false, false)
+pub async fn resume(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
+    record(&shared, &app, q.env.as_deref(), "resume", |i| i.pause = false, false)
 }
 
-pub async fn abort(State(shared): S, Path(app): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, "abort", |i| i.abort = true, false)
+pub async fn abort(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
+    record(&shared, &app, q.env.as_deref(), "abort", |i| i.abort = true, false)
 }
 
 /// `GET /v1/apps/{app}/analysis`: the current (or last) deployment and its verdicts.
@@ -76,10 +75,9 @@ pub struct AnalysisView {
     pub verdicts: Vec<StoredVerdict>,
 }
 
-pub async fn analysis(State(shared): S, Path(app): Path<String>) -> Result<Json<AnalysisView>, ApiError> {
-    if shared.app(&app).is_none() {
-        return Err(unknown_app(&shared, &app));
-    }
+pub async fn analysis(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<AnalysisView>, ApiError> {
+    let key = unit_key(&shared, &app, q.env.as_deref())?;
+    let app = key;
     let d = match shared.store.active_deployment(&app)? {
         Some(d) => d,
         None => shared

@@ -5,6 +5,7 @@
 mod error;
 mod handlers;
 mod intents;
+mod ledger;
 mod status;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use intents::{AnalysisView, PromoteRequest};
+pub use ledger::{LedgerEntry, Run};
 
 use crate::shared::Shared;
 
@@ -35,6 +37,7 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/resume", post(intents::resume))
         .route("/v1/apps/{app}/abort", post(intents::abort))
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
+        .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))

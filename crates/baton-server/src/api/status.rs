@@ -11,9 +11,33 @@ use crate::views::{AppStatus, DeploymentView, InstanceView, SplitView, TrafficVi
 
 use super::ApiError;
 
-/// The status of `app` now.
-pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
-    let config = shared.app(app).ok_or_else(|| unknown_app(shared, app))?;
+/// Which environment: `?env=` on app routes.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct EnvQuery {
+    /// The environment (default: the last one the app runs in, production).
+    pub env: Option<String>,
+}
+
+/// The unit key of `app` in `env` (default: the last environment it runs in).
+pub fn unit_key(shared: &Shared, app: &str, env: Option<&str>) -> Result<String, ApiError> {
+    if !shared.config.apps.contains_key(app) {
+        return Err(unknown_app(shared, app));
+    }
+    let envs: Vec<&str> = shared.units.values().filter(|u| u.app == app).map(|u| u.env.as_str()).collect();
+    let env = match env {
+        Some(e) => e,
+        None => shared.config.environments.iter().rev().map(String::as_str).find(|e| envs.contains(e)).expect("an app runs somewhere"),
+    };
+    if !envs.contains(&env) {
+        return Err(ApiError::not_found(format!("{app} does not run in {env:?}: it runs in {}", envs.join(", "))));
+    }
+    Ok(baton_core::config::unit_key(app, env))
+}
+
+/// The status of the unit `key` (`app@env`) now.
+pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
+    let unit = shared.unit(key).ok_or_else(|| unknown_app(shared, key))?;
+    let (config, app) = (&unit.config, key);
     let now = clock::now();
     let deployment = shared.store.active_deployment(app)?;
     let records: Vec<Instance> = shared.store.instances(Some(app), false)?;
@@ -63,10 +87,13 @@ pub fn app_status(shared: &Shared, app: &str) -> Result<AppStatus, ApiError> {
         }
     }
     Ok(AppStatus {
-        app: app.to_string(),
-        listen: config.listen.to_string(),
+        app: unit.app.clone(),
+        env: unit.env.clone(),
+        listen: config.listen.map(|l| l.to_string()).unwrap_or_default(),
         phase: deployment.as_ref().map(|d| d.phase.as_str().to_string()).unwrap_or_else(|| "idle".into()),
         release: shared.store.current_release(app)?,
+        since: shared.store.current_since(app)?,
+        instances_wanted: config.instances,
         deployment: deployment.as_ref().map(|d| DeploymentView::of(d, now)),
         instances,
         split,

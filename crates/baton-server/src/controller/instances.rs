@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use baton_core::config::{AppConfig, CommandVars, render_command};
+use baton_core::config::{AppConfig, CommandVars, render_command, split_key};
 use baton_core::model::{EventKind, Instance, InstanceState, Millis};
 use baton_proxy::{Backend, Health, HealthCheck};
 use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file};
@@ -47,7 +47,7 @@ fn spawn(shared: &Arc<Shared>, inst: &mut Instance, now: Millis, exits: &mpsc::U
     let app = shared.app(&inst.app).expect("instances of configured apps only");
     let release = shared
         .store
-        .release(&inst.app, &inst.release)?
+        .release(split_key(&inst.app).0, &inst.release)?
         .ok_or_else(|| anyhow::anyhow!("release {} of {} is not in the store", inst.release, inst.app))?;
     let artifact = shared.artifacts.path(&release.digest);
     inst.port = free_port()?;

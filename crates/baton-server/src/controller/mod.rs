@@ -37,7 +37,7 @@ pub async fn run(shared: Arc<Shared>, mut exits: mpsc::UnboundedReceiver<Exited>
     let mut windows = analysis::Windows::default();
     loop {
         let now = clock::now();
-        for app in shared.config.apps.keys() {
+        for app in shared.units.keys() {
             if let Err(e) = tick(&shared, app, now, &exits_tx, &mut published, &mut windows).await {
                 tracing::error!(app = %app, error = %format!("{e:#}"), "controller tick failed");
             }

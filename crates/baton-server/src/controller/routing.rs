@@ -22,7 +22,7 @@ fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u
     else {
         return Ok(None);
     };
-    let config = &shared.config.apps[app].canary;
+    let config = &shared.app(app).expect("units come from the config").canary;
     let header = |name: &str| HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok();
     let affinity = Affinity {
         canary: d.to.clone(),
@@ -56,7 +56,7 @@ fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u
 pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     let instances = shared.store.instances(None, false)?;
     let mut canary = BTreeMap::new();
-    for app in shared.config.apps.keys() {
+    for app in shared.units.keys() {
         if let Some(w) = canary_weight(shared, app)? {
             canary.insert(app.clone(), w);
         }

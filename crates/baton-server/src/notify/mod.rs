@@ -206,15 +206,19 @@ fn payload(event: &Event) -> serde_json::Result<Bytes> {
         id: i64,
         at: i64,
         app: &'a str,
+        env: &'a str,
         deployment: Option<i64>,
         kind: &'a str,
         message: &'a str,
         source: &'static str,
     }
+    // Events are kept per unit (`app@env`); webhooks get the two apart.
+    let (app, env) = baton_core::config::split_key(&event.app);
     let body = Payload {
         id: event.id,
         at: event.at,
-        app: &event.app,
+        app,
+        env,
         deployment: event.deployment,
         kind: &event.kind,
         message: &event.message,

@@ -136,7 +136,7 @@ async fn events_arrive_in_order_with_the_documented_body_and_headers() {
     let first = &hook.attempts()[0];
     assert_eq!(
         first.body,
-        serde_json::json!({"id": 1, "at": 1_700_000_000_001_i64, "app": "web", "deployment": 7, "kind": "deployment_step", "message": "step 1", "source": "baton"})
+        serde_json::json!({"id": 1, "at": 1_700_000_000_001_i64, "app": "web", "env": "production", "deployment": 7, "kind": "deployment_step", "message": "step 1", "source": "baton"})
     );
     assert_eq!(first.content_type.as_deref(), Some("application/json"));
     assert_eq!(first.user_agent.as_deref(), Some("baton"));

@@ -88,7 +88,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
             return Err(Failure::failed(format!("baton did not start: {}", err.map(|e| format!("{e:#}")).unwrap_or_default())));
         }
     };
-    let proxy = ready.apps["web"];
+    let proxy = ready.apps["web@production"];
     println!("baton is up: proxy for `web` on http://{proxy}  (API {}, data {})", ready.api, ready.data_dir.display());
     let client = Client::new(ready.api, ready.token.clone());
 
@@ -219,7 +219,7 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
 
 async fn step(client: &Client, what: &str, path: &str, version: &str, strategy: Option<&str>) -> Result<Switch> {
     let started = Instant::now();
-    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from) };
+    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from), ..Default::default() };
     let d: DeploymentView = client.post_json(path, &req).await?;
     let outcome = follow(client, d.id, true).await;
     let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{}", d.id)).await?;

@@ -9,24 +9,47 @@ use crate::client::{Client, encode};
 use crate::exit::{Failure, Result};
 use crate::output;
 
-pub async fn deploy(config: &Path, app: &str, version: &str, strategy: Option<&str>, wait: bool) -> Result<()> {
+/// Where a deploy goes and how it passes the promotion gate.
+pub struct Target {
+    pub env: Option<String>,
+    pub from_env: Option<String>,
+    pub force: bool,
+}
+
+pub async fn deploy(config: &Path, app: &str, version: Option<&str>, target: Target, strategy: Option<&str>, wait: bool) -> Result<()> {
+    if version.is_none() == target.from_env.is_none() {
+        return Err(crate::exit::Failure::usage("give a release version, or --from ENV to deploy exactly what serves there (not both)"));
+    }
     let client = Client::from_config(config)?;
-    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from) };
+    let req = DeployRequest {
+        release: version.map(String::from),
+        strategy: strategy.map(String::from),
+        env: target.env,
+        from_env: target.from_env,
+        force: target.force,
+        actor: Some(crate::client::actor()),
+    };
     let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/deployments", encode(app)), &req).await?;
     announce(&d);
     if wait { follow(&client, d.id, true).await } else { Ok(()) }
 }
 
-pub async fn rollback(config: &Path, app: &str, to: Option<&str>, strategy: Option<&str>, wait: bool) -> Result<()> {
+pub async fn rollback(config: &Path, app: &str, env: Option<&str>, to: Option<&str>, strategy: Option<&str>, wait: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let req = DeployRequest { release: to.map(String::from), strategy: strategy.map(String::from) };
+    let req = DeployRequest {
+        release: to.map(String::from),
+        strategy: strategy.map(String::from),
+        env: env.map(String::from),
+        actor: Some(crate::client::actor()),
+        ..Default::default()
+    };
     let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/rollback", encode(app)), &req).await?;
     announce(&d);
     if wait { follow(&client, d.id, true).await } else { Ok(()) }
 }
 
 fn announce(d: &DeploymentView) {
-    println!("deployment #{}: {} {} -> {} ({}) recorded", d.id, d.app, d.from.as_deref().unwrap_or("nothing"), d.to, d.strategy);
+    println!("deployment #{}: {} in {}: {} -> {} ({}) recorded", d.id, d.app, d.env, d.from.as_deref().unwrap_or("nothing"), d.to, d.strategy);
 }
 
 /// Prints the deployment's events and progress until it ends; Ok only if it succeeded.
@@ -43,7 +66,7 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
             seen = e.id;
         }
         let d = &detail.deployment;
-        if let Ok(s) = client.get::<AppStatus>(&format!("/v1/apps/{}", encode(&d.app))).await {
+        if let Ok(s) = client.get::<AppStatus>(&format!("/v1/apps/{}?env={}", encode(&d.app), encode(&d.env))).await {
             let healthy = s.instances.iter().filter(|i| i.release == d.to && i.state == "healthy").count();
             let progress = format!("{} step {} · {} healthy on {} · split {}", d.phase, d.step, healthy, d.to, output::split(&s));
             if print && progress != last_progress {

@@ -5,29 +5,29 @@ use std::path::Path;
 use baton_server::views::DeploymentView;
 use baton_server::{AnalysisView, PromoteRequest};
 
-use crate::client::{Client, encode};
+use crate::client::{Client, encode, env_query};
 use crate::cmd::deploy::follow;
 use crate::exit::Result;
 use crate::output;
 
-pub async fn promote(config: &Path, app: &str, full: bool) -> Result<()> {
+pub async fn promote(config: &Path, app: &str, env: Option<&str>, full: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/promote", encode(app)), &PromoteRequest { full }).await?;
+    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/promote{}", encode(app), env_query(env)), &PromoteRequest { full }).await?;
     let how = if full { "to 100 %, skipping the remaining steps and analysis" } else { "to the next step" };
     println!("deployment #{} ({} -> {}): promotion {how} recorded", d.id, d.from.as_deref().unwrap_or("-"), d.to);
     Ok(())
 }
 
-pub async fn simple(config: &Path, app: &str, what: &str) -> Result<()> {
+pub async fn simple(config: &Path, app: &str, env: Option<&str>, what: &str) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/{what}", encode(app)), &serde_json::json!({})).await?;
+    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/{what}{}", encode(app), env_query(env)), &serde_json::json!({})).await?;
     println!("deployment #{} ({} -> {}) at step {}: {what} recorded", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.step);
     Ok(())
 }
 
-pub async fn abort(config: &Path, app: &str, wait: bool) -> Result<()> {
+pub async fn abort(config: &Path, app: &str, env: Option<&str>, wait: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/abort", encode(app)), &serde_json::json!({})).await?;
+    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/abort{}", encode(app), env_query(env)), &serde_json::json!({})).await?;
     println!("deployment #{} ({} -> {}): abort recorded; new requests go to {}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.from.as_deref().unwrap_or("nothing"));
     if !wait {
         return Ok(());
@@ -43,9 +43,9 @@ pub async fn abort(config: &Path, app: &str, wait: bool) -> Result<()> {
     }
 }
 
-pub async fn analysis(config: &Path, app: &str, json: bool) -> Result<()> {
+pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let a: AnalysisView = client.get(&format!("/v1/apps/{}/analysis", encode(app))).await?;
+    let a: AnalysisView = client.get(&format!("/v1/apps/{}/analysis{}", encode(app), env_query(env))).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&a).expect("serializable"));
         return Ok(());

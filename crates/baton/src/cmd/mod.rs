@@ -17,20 +17,27 @@ pub fn run(cli: Cli) -> Result<()> {
         .build()
         .map_err(|e| Failure::failed(format!("cannot start the async runtime: {e}")))?;
     let config = cli.config;
+    let env = cli.env;
+    let env = env.as_deref();
     rt.block_on(async move {
         match cli.command {
             Command::Up => up::run(&config).await,
             Command::Release(ReleaseCmd::Create { app, version, artifact, notes }) => release::create(&config, &app, &version, &artifact, notes.as_deref()).await,
             Command::Release(ReleaseCmd::List { app, json }) => release::list(&config, &app, json).await,
-            Command::Deploy { app, version, strategy, wait } => deploy::deploy(&config, &app, &version, strategy.as_deref(), wait.wait).await,
-            Command::Rollback { app, to, strategy, wait } => deploy::rollback(&config, &app, to.as_deref(), strategy.as_deref(), wait.wait).await,
-            Command::Promote { app, full } => intents::promote(&config, &app, full).await,
-            Command::Pause { app } => intents::simple(&config, &app, "pause").await,
-            Command::Resume { app } => intents::simple(&config, &app, "resume").await,
-            Command::Abort { app, wait } => intents::abort(&config, &app, wait.wait).await,
-            Command::Analysis { app, json } => intents::analysis(&config, &app, json).await,
-            Command::Status { app, json } => status::status(&config, app.as_deref(), json).await,
-            Command::History { app, json, limit } => status::history(&config, &app, json, limit).await,
+            Command::Deploy { app, version, from_env, force, strategy, wait } => {
+                let target = deploy::Target { env: env.map(String::from), from_env, force };
+                deploy::deploy(&config, &app, version.as_deref(), target, strategy.as_deref(), wait.wait).await
+            }
+            Command::Rollback { app, to, strategy, wait } => deploy::rollback(&config, &app, env, to.as_deref(), strategy.as_deref(), wait.wait).await,
+            Command::Promote { app, full } => intents::promote(&config, &app, env, full).await,
+            Command::Pause { app } => intents::simple(&config, &app, env, "pause").await,
+            Command::Resume { app } => intents::simple(&config, &app, env, "resume").await,
+            Command::Abort { app, wait } => intents::abort(&config, &app, env, wait.wait).await,
+            Command::Analysis { app, json } => intents::analysis(&config, &app, env, json).await,
+            Command::Status { app, json } => status::status(&config, app.as_deref(), env, json).await,
+            Command::History { app, json, limit } => status::history(&config, &app, env, json, limit).await,
+            Command::Env { app, json } => status::environments(&config, &app, json).await,
+            Command::Releases { app, json } => release::ledger(&config, &app, json).await,
             Command::Demo(args) => match args.command {
                 Some(DemoCmd::Artifact { out_dir, version, error_rate, latency_ms, unhealthy, startup_ms }) => {
                     demo::artifact(&out_dir, baton_demo::DemoOptions { version, error_rate, latency_ms, unhealthy, startup_ms })

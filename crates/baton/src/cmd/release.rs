@@ -55,3 +55,27 @@ fn human_size(bytes: usize) -> String {
 fn short_digest(d: &str) -> &str {
     &d[..d.len().min(19)]
 }
+
+/// `baton releases APP`: the ledger.
+pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let entries: Vec<baton_server::LedgerEntry> = client.get(&format!("/v1/apps/{}/ledger", encode(app))).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).expect("serializable"));
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("{app} has no releases yet");
+    }
+    for e in &entries {
+        let r = &e.release;
+        println!("{:<12} {}  created {}  {}", r.version, short_digest(&r.digest), output::clock(r.created_at), r.notes.as_deref().unwrap_or(""));
+        if e.runs.is_empty() {
+            println!("    never deployed");
+        }
+        for run in &e.runs {
+            println!("    {:<12} #{:<4} {:<12} {}  {}", run.env, run.deployment, run.phase, output::clock(run.created_at), run.trigger);
+        }
+    }
+    Ok(())
+}

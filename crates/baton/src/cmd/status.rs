@@ -4,15 +4,15 @@ use std::path::Path;
 
 use baton_server::views::{AppStatus, DeploymentView};
 
-use crate::client::{Client, encode};
+use crate::client::{Client, encode, env_query};
 use crate::exit::Result;
 use crate::output;
 
-pub async fn status(config: &Path, app: Option<&str>, json: bool) -> Result<()> {
+pub async fn status(config: &Path, app: Option<&str>, env: Option<&str>, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
     match app {
         Some(app) => {
-            let s: AppStatus = client.get(&format!("/v1/apps/{}", encode(app))).await?;
+            let s: AppStatus = client.get(&format!("/v1/apps/{}{}", encode(app), env_query(env))).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).expect("serializable"));
             } else {
@@ -33,9 +33,10 @@ pub async fn status(config: &Path, app: Option<&str>, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub async fn history(config: &Path, app: &str, json: bool, limit: usize) -> Result<()> {
+pub async fn history(config: &Path, app: &str, env: Option<&str>, json: bool, limit: usize) -> Result<()> {
     let client = Client::from_config(config)?;
-    let list: Vec<DeploymentView> = client.get(&format!("/v1/apps/{}/deployments?limit={limit}", encode(app))).await?;
+    let env_part = env.map(|e| format!("&env={}", encode(e))).unwrap_or_default();
+    let list: Vec<DeploymentView> = client.get(&format!("/v1/apps/{}/deployments?limit={limit}{env_part}", encode(app))).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
         return Ok(());
@@ -45,6 +46,35 @@ pub async fn history(config: &Path, app: &str, json: bool, limit: usize) -> Resu
     }
     for d in &list {
         output::history_line(d);
+    }
+    Ok(())
+}
+
+/// `baton env APP`: one line per environment.
+pub async fn environments(config: &Path, app: &str, json: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let all: Vec<AppStatus> = client.get("/v1/apps").await?;
+    let mine: Vec<&AppStatus> = all.iter().filter(|s| s.app == app).collect();
+    if mine.is_empty() {
+        return Err(crate::exit::Failure::usage(format!("no app named {app:?}")));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&mine).expect("serializable"));
+        return Ok(());
+    }
+    println!("{:<12} {:<10} {:<10} {:<8} {:<10} listen", "environment", "release", "since", "healthy", "phase");
+    for s in mine {
+        let healthy = s.instances.iter().filter(|i| i.state == "healthy" && i.in_split).count();
+        let since = s.since.map(output::clock).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<12} {:<10} {:<10} {:<8} {:<10} {}",
+            s.env,
+            s.release.as_deref().unwrap_or("-"),
+            since,
+            format!("{healthy}/{}", s.instances_wanted),
+            s.phase,
+            s.listen
+        );
     }
     Ok(())
 }

@@ -58,5 +58,5 @@ async fn a_webhook_gets_the_events_in_order_and_a_dead_one_delays_nothing() {
     assert_eq!(ids, sorted, "delivered in order");
     let kinds: Vec<&str> = events.iter().filter(|e| e["deployment"] == 2).map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["deployment_created", "deployment_started", "deployment_step", "deployment_succeeded"]);
-    assert!(events.iter().all(|e| e["app"] == "web" && e["source"] == "baton" && e["message"].is_string()));
+    assert!(events.iter().all(|e| e["app"] == "web" && e["env"] == "production" && e["source"] == "baton" && e["message"].is_string()));
 }
