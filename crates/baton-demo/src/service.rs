@@ -108,6 +108,7 @@ async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response
         (&Method::GET, "/metrics") => ("/metrics", metrics(state)),
         (&Method::POST, "/signup") => ("/signup", signup(state, req).await),
         (&Method::POST, "/echo") => ("/echo", echo(req)),
+        (&Method::GET, "/whoami") => ("/whoami", whoami(state, req.uri().query())),
         _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
@@ -121,6 +122,27 @@ async fn root(state: &State) -> Response<Body> {
         return json(StatusCode::INTERNAL_SERVER_ERROR, state.error_json.clone());
     }
     json(StatusCode::OK, state.version_json.clone())
+}
+
+/// What this instance runs with: version, working directory (inside the stored artifact, so
+/// it names the digest) and the environment variables asked for with `?env=A,B`. It lets tests
+/// check that environments run the same artifact with their own config.
+fn whoami(state: &State, query: Option<&str>) -> Response<Body> {
+    let names = query
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("env=")))
+        .map(|v| v.split(',').filter(|n| !n.is_empty()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let env: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .map(|n| (n.to_string(), std::env::var(n).map(serde_json::Value::String).unwrap_or(serde_json::Value::Null)))
+        .collect();
+    let body = serde_json::json!({
+        "version": state.opts.demo.version,
+        "instance": state.opts.instance,
+        "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+        "env": env,
+    });
+    json(StatusCode::OK, Bytes::from(body.to_string()))
 }
 
 fn health(state: &State) -> Response<Body> {

@@ -168,6 +168,12 @@ impl Baton {
         assert!(o.status.success(), "deploy {app} {version} failed: {}\nlog:\n{}", text(&o), self.log());
     }
 
+    pub fn status_env(&self, app: &str, env: &str) -> AppStatus {
+        let o = self.cli(&["status", app, "--env", env, "--json"]);
+        assert!(o.status.success(), "status: {}", text(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
     pub fn status(&self, app: &str) -> AppStatus {
         let o = self.cli(&["status", app, "--json"]);
         assert!(o.status.success(), "status: {}", text(&o));

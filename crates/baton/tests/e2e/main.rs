@@ -6,6 +6,7 @@ mod harness;
 mod canary;
 mod crash;
 mod deploys;
+mod environments;
 mod failures;
 mod input;
 mod webhooks;
