@@ -172,6 +172,15 @@ pub struct Release {
     pub notes: Option<String>,
     /// When it was created.
     pub created_at: Millis,
+    /// The git commit it was built from (`--git`).
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// Every change since the previous release's commit, grouped (markdown).
+    #[serde(default)]
+    pub changelog: Option<String>,
+    /// The user-facing changes: breaking changes, features, fixes (markdown).
+    #[serde(default)]
+    pub release_notes: Option<String>,
 }
 
 /// One attempt to move an app from one release to another.

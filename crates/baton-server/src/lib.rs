@@ -12,6 +12,6 @@ mod shared;
 mod token;
 pub mod views;
 
-pub use api::{AnalysisView, LedgerEntry, PromoteRequest, Run};
+pub use api::{AnalysisView, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run};
 pub use daemon::{Daemon, load_config, run};
 pub use token::{TOKEN_FILE, read_token};

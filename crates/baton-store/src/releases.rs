@@ -15,7 +15,7 @@ pub enum ReleaseOutcome {
     AlreadyExists,
 }
 
-const COLUMNS: &str = "app, version, digest, notes, created_at";
+const COLUMNS: &str = "app, version, digest, notes, created_at, git_commit, changelog, release_notes";
 
 fn read_release(row: &Row<'_>) -> rusqlite::Result<Release> {
     Ok(Release {
@@ -24,6 +24,9 @@ fn read_release(row: &Row<'_>) -> rusqlite::Result<Release> {
         digest: row.get(2)?,
         notes: row.get(3)?,
         created_at: row.get(4)?,
+        commit: row.get(5)?,
+        changelog: row.get(6)?,
+        release_notes: row.get(7)?,
     })
 }
 
@@ -56,8 +59,8 @@ impl Store {
             None => {}
         }
         tx.execute(
-            &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
-            params![r.app, r.version, r.digest, r.notes, r.created_at],
+            &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![r.app, r.version, r.digest, r.notes, r.created_at, r.commit, r.changelog, r.release_notes],
         )
         .op("create release")?;
         tx.commit().op("commit release")?;
@@ -100,6 +103,9 @@ mod tests {
             digest: digest.into(),
             notes: Some("n".into()),
             created_at: at,
+            commit: None,
+            changelog: None,
+            release_notes: None,
         }
     }
 

@@ -94,6 +94,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX verdicts_by_deployment ON verdicts (deployment, id);
     "#,
+    // 3: what a release was built from and what changed; the contract mark of migrations.
+    r#"
+    ALTER TABLE releases ADD COLUMN git_commit TEXT;
+    ALTER TABLE releases ADD COLUMN changelog TEXT;
+    ALTER TABLE releases ADD COLUMN release_notes TEXT;
+    ALTER TABLE apps ADD COLUMN contracted_release TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

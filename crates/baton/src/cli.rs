@@ -141,14 +141,38 @@ pub enum ReleaseCmd {
     Create {
         /// The app.
         app: String,
-        /// The version (e.g. 1.4.0).
-        version: String,
+        /// The version (e.g. 1.4.0); or use --version.
+        #[arg(value_name = "VERSION")]
+        version_arg: Option<String>,
+        /// The version, or `auto`: the next semantic version from the conventional commits since
+        /// the previous release (needs --git).
+        #[arg(long = "version", value_name = "VERSION|auto")]
+        version: Option<String>,
+        /// Record the commit of this git work tree and the changelog since the previous release.
+        #[arg(long, value_name = "PATH")]
+        git: Option<PathBuf>,
         /// The artifact: a directory, or a .tar.gz / .tgz / .tar archive.
         #[arg(long)]
         artifact: PathBuf,
         /// Release notes.
         #[arg(long)]
         notes: Option<String>,
+    },
+    /// One release: digest, commit, notes, changelog, where it ran.
+    Show {
+        /// The app.
+        app: String,
+        /// The version.
+        version: String,
+        /// Print only the full changelog.
+        #[arg(long, conflicts_with = "notes")]
+        changelog: bool,
+        /// Print only the release notes.
+        #[arg(long)]
+        notes: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List an app's releases.
     List {

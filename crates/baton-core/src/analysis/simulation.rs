@@ -315,3 +315,78 @@ fn a_slightly_slower_canary_is_not_a_failure_however_much_data() {
         latency.detail
     );
 }
+
+#[test]
+#[ignore]
+fn scratch_many_seeds() {
+    let mut fails = 0;
+    let mut judged = 0;
+    for seed in 0..40u64 {
+        let mut rng = Rng::new(1000 + seed);
+        let sizes = [50, 60, 100, 200, 600, 2_000];
+        for run in 0..500 {
+            let base = Behaviour::random(&mut rng);
+            let max_p99 = base.healthy_p99_us(&mut rng);
+            let (canary, stable) = (jitter(&mut rng, base), jitter(&mut rng, base));
+            let (cw, sw) = windows(&mut rng, canary, stable, sizes[run % 6]);
+            let v = judge(&criteria(max_p99), &cw, &sw, &[]);
+            judged += 1;
+            if v.outcome == Outcome::Fail {
+                fails += 1;
+                println!("W seed {seed} run {run}: {}", v.summary);
+            }
+        }
+    }
+    println!("windows: {fails} fails of {judged}");
+    let mut rfails = 0;
+    for seed in 0..20u64 {
+        let mut rng = Rng::new(5000 + seed);
+        for run in 0..50 {
+            let base = Behaviour::random(&mut rng);
+            let (canary, stable) = (jitter(&mut rng, base), jitter(&mut rng, base));
+            if let Some((s, v)) = first_failure(&mut rng, canary, stable, 60) {
+                rfails += 1;
+                println!("R seed {seed} run {run} at {s}: {}", v.summary);
+            }
+        }
+    }
+    println!("rollouts: {rfails} fails of 1000");
+    let (mut e5, mut l5, mut lmiss, mut l5hi) = (0, 0, 0, 0);
+    let mut rng = Rng::new(77);
+    for _ in 0..1000 {
+        let stable = Behaviour::random(&mut rng);
+        let canary = Behaviour {
+            error_rate: 0.3,
+            ..stable
+        };
+        if let Some((s, _)) = first_failure(&mut rng, canary, stable, 10) {
+            if s == 5 {
+                e5 += 1
+            }
+        }
+        let stable = Behaviour {
+            sigma: rng.range(0.2, 0.8),
+            ..Behaviour::random(&mut rng)
+        };
+        let canary = Behaviour {
+            median_us: stable.median_us * 3.0,
+            ..stable
+        };
+        match first_failure(&mut rng, canary, stable, 10) {
+            Some((5, _)) => l5 += 1,
+            None => lmiss += 1,
+            _ => {}
+        }
+        let stable = Behaviour::random(&mut rng);
+        let canary = Behaviour {
+            median_us: stable.median_us * 3.0,
+            ..stable
+        };
+        if let Some((5, _)) = first_failure(&mut rng, canary, stable, 10) {
+            l5hi += 1
+        }
+    }
+    println!(
+        "errors caught at 5 s: {e5}/1000; 3x latency (sigma<=0.8) at 5 s: {l5}/1000, missed in 10 s: {lmiss}; 3x any sigma (<=1.2) at 5 s: {l5hi}/1000"
+    );
+}

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use baton_core::model::{EventKind, Release, Strategy};
 use baton_store::{NewDeployment, ReleaseOutcome};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::status::{EnvQuery, app_status, unit_key, unknown_app};
@@ -29,24 +29,62 @@ pub async fn get_app(State(shared): S, Path(app): Path<String>, Query(q): Query<
     Ok(Json(app_status(&shared, &key)?))
 }
 
-#[derive(Deserialize)]
+/// A release's metadata: from the query, or from the first line of a
+/// [`RELEASE_ENVELOPE`] body.
+#[derive(Deserialize, Serialize, Default)]
 pub struct ReleaseQuery {
-    version: String,
-    notes: Option<String>,
+    /// The version.
+    pub version: String,
+    /// Free-form notes.
+    pub notes: Option<String>,
+    /// The git commit it was built from.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The full changelog (markdown).
+    #[serde(default)]
+    pub changelog: Option<String>,
+    /// The release notes (markdown).
+    #[serde(default)]
+    pub release_notes: Option<String>,
 }
 
-/// Stores an artifact (the canonical archive in the body) and records the release.
-pub async fn create_release(State(shared): S, Path(app): Path<String>, Query(q): Query<ReleaseQuery>, body: Bytes) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
+/// The content type of a release upload that carries its metadata: one line of JSON
+/// ([`ReleaseQuery`]), a newline, then the artifact (tar or tar.gz). A plain tar with
+/// `?version=` works too (curl-friendly).
+pub const RELEASE_ENVELOPE: &str = "application/vnd.baton.release";
+
+/// Stores an artifact and records the release.
+pub async fn create_release(State(shared): S, Path(app): Path<String>, query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>, headers: axum::http::HeaderMap, body: Bytes) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
     if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
+    let envelope = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some(RELEASE_ENVELOPE);
+    let (q, body) = if envelope {
+        let nl = body.iter().position(|b| *b == b'\n').ok_or_else(|| ApiError::bad_request("a release envelope starts with one line of JSON metadata"))?;
+        let q: ReleaseQuery = serde_json::from_slice(&body[..nl]).map_err(|e| ApiError::bad_request(format!("invalid release metadata: {e}")))?;
+        (q, body.slice(nl + 1..))
+    } else {
+        let Ok(Query(q)) = query else {
+            return Err(ApiError::bad_request("missing ?version=: the release's version"));
+        };
+        (q, body)
+    };
     valid_version(&q.version)?;
     let s = shared.clone();
     let digest = tokio::task::spawn_blocking(move || s.artifacts.import(&body))
         .await
         .map_err(|e| anyhow::anyhow!("artifact import task failed: {e}"))?
         .map_err(|e| ApiError::bad_request(format!("the artifact could not be stored: {e}")))?;
-    let release = Release { app: app.clone(), version: q.version.clone(), digest, notes: q.notes, created_at: clock::now() };
+    let release = Release {
+        app: app.clone(),
+        version: q.version.clone(),
+        digest,
+        notes: q.notes,
+        created_at: clock::now(),
+        commit: q.commit,
+        changelog: q.changelog,
+        release_notes: q.release_notes,
+    };
     let created = matches!(shared.store.create_release(&release)?, ReleaseOutcome::Created);
     let release = shared.store.release(&app, &q.version)?.unwrap_or(release);
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

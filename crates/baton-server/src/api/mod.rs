@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use intents::{AnalysisView, PromoteRequest};
+pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
 pub use ledger::{LedgerEntry, Run};
 
 use crate::shared::Shared;

@@ -22,7 +22,15 @@ pub fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Up => up::run(&config).await,
-            Command::Release(ReleaseCmd::Create { app, version, artifact, notes }) => release::create(&config, &app, &version, &artifact, notes.as_deref()).await,
+            Command::Release(ReleaseCmd::Create { app, version_arg, version, git, artifact, notes }) => {
+                let version = match (version_arg, version) {
+                    (Some(v), None) | (None, Some(v)) => v,
+                    (Some(_), Some(_)) => return Err(crate::exit::Failure::usage("give the version once: as an argument or with --version")),
+                    (None, None) => return Err(crate::exit::Failure::usage("give a version (1.4.0), or --version auto with --git PATH")),
+                };
+                release::create(&config, &app, &version, git.as_deref(), &artifact, notes.as_deref()).await
+            }
+            Command::Release(ReleaseCmd::Show { app, version, changelog, notes, json }) => release::show(&config, &app, &version, changelog, notes, json).await,
             Command::Release(ReleaseCmd::List { app, json }) => release::list(&config, &app, json).await,
             Command::Deploy { app, version, from_env, force, strategy, wait } => {
                 let target = deploy::Target { env: env.map(String::from), from_env, force };

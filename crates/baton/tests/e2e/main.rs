@@ -9,4 +9,5 @@ mod deploys;
 mod environments;
 mod failures;
 mod input;
+mod ledger;
 mod webhooks;
