@@ -69,12 +69,17 @@ impl Shared {
     /// Appends an event to the audit log, logs it in one line and posts it to the webhooks.
     pub fn event(&self, now: Millis, app: &str, deployment: Option<i64>, kind: EventKind, message: &str) -> Result<Event, StoreError> {
         let e = self.store.append_event(now, app, deployment, kind, message)?;
-        tracing::info!(app = %app, deployment = ?deployment, event = %kind, "{message}");
+        self.published(&e);
+        Ok(e)
+    }
+
+    /// Logs an event already in the store and posts it to the webhooks.
+    pub fn published(&self, e: &Event) {
+        tracing::info!(app = %e.app, deployment = ?e.deployment, event = %e.kind, "{}", e.message);
         // Webhooks get the deployment's story (started, steps, verdicts, outcome), not every
         // instance's health flap.
-        if crate::notify::is_deployment_event(kind.as_str()) {
-            self.notifier.notify(&e);
+        if crate::notify::is_deployment_event(&e.kind) {
+            self.notifier.notify(e);
         }
-        Ok(e)
     }
 }

@@ -107,6 +107,13 @@ impl Store {
     /// Records a deployment in phase `pending`, unless the app already has one that is not
     /// final ([`StoreError::DeploymentActive`]). Check and insert are one transaction.
     pub fn create_deployment(&self, new: &NewDeployment) -> Result<Deployment, StoreError> {
+        self.create_deployment_with_event(new, None).map(|(d, _)| d)
+    }
+
+    /// [`Store::create_deployment`] and, in the same transaction, its first event (the
+    /// deployment's id is in `message` where it says `{id}`), so no other event of the
+    /// deployment can come before it.
+    pub fn create_deployment_with_event(&self, new: &NewDeployment, event: Option<(EventKind, &str)>) -> Result<(Deployment, Option<Event>), StoreError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -130,8 +137,12 @@ impl Store {
         )
         .op("create deployment")?;
         let id = tx.last_insert_rowid();
+        let event = match event {
+            Some((kind, message)) => Some(insert_event(&tx, new.now, &new.app, Some(id), kind, &message.replace("{id}", &id.to_string()))?),
+            None => None,
+        };
         tx.commit().op("commit deployment")?;
-        Ok(Deployment {
+        Ok((Deployment {
             id,
             app: new.app.clone(),
             from: new.from.clone(),
@@ -149,7 +160,7 @@ impl Store {
             weight: 0,
             pause_until: None,
             intents: Intents::default(),
-        })
+        }, event))
     }
 
     /// Changes the intents of the app's active deployment in one transaction; returns it.

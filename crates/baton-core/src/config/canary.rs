@@ -158,6 +158,9 @@ pub struct AnalysisConfig {
     pub metric: Vec<MetricConfig>,
     /// Where the apps serve their metrics.
     pub metrics_path: String,
+    /// Latency is judged only from this long after a step starts: new instances are cold (and
+    /// on a busy host, starved) for their first requests. Errors count from the first request.
+    pub warmup: Duration,
 }
 
 impl Default for AnalysisConfig {
@@ -174,6 +177,7 @@ impl Default for AnalysisConfig {
             on_inconclusive: OnInconclusive::Hold,
             metric: Vec::new(),
             metrics_path: "/metrics".to_string(),
+            warmup: Duration::from_secs(2),
         }
     }
 }

@@ -183,16 +183,14 @@ fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, t
     }
     let now = clock::now();
     let from = shared.store.current_release(key)?;
-    let d = shared.store.create_deployment(&NewDeployment {
-        app: key.to_string(),
-        from: from.clone(),
-        to: version.clone(),
-        strategy,
-        trigger: trigger.to_string(),
-        now,
-    })?;
-    let msg = format!("{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded", from.as_deref().unwrap_or("nothing"));
-    shared.event(now, key, Some(d.id), EventKind::DeploymentCreated, &msg)?;
+    let msg = format!("{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded as #{{id}}", from.as_deref().unwrap_or("nothing"));
+    let new = NewDeployment { app: key.to_string(), from: from.clone(), to: version.clone(), strategy, trigger: trigger.to_string(), now };
+    // The deployment and its first event in one transaction: the controller may start it at
+    // once, and its `started` must never come before `created`.
+    let (d, event) = shared.store.create_deployment_with_event(&new, Some((EventKind::DeploymentCreated, &msg)))?;
+    if let Some(e) = event {
+        shared.published(&e);
+    }
     shared.wake.notify_one();
     Ok((StatusCode::CREATED, Json(DeploymentView::of(&d, now))))
 }

@@ -23,6 +23,8 @@ pub struct Windows(HashMap<String, StepWindow>);
 struct StepWindow {
     key: (i64, u32, u32),
     baseline: BTreeMap<String, MetricsSnapshot>,
+    /// Taken when the warm-up ends: latency is judged from here on.
+    warm: Option<BTreeMap<String, MetricsSnapshot>>,
     started: Millis,
     next_at: Millis,
     last_scrape: Option<Scrape>,
@@ -51,10 +53,13 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
     let stable = d.from.clone().unwrap_or_default();
     let key = (d.id, d.step, d.weight);
     let per_release = release_metrics(shared, app);
-    let w = windows.0.entry(app.to_string()).or_insert_with(|| StepWindow { key, baseline: BTreeMap::new(), started: now, next_at: now, last_scrape: None });
+    let w = windows.0.entry(app.to_string()).or_insert_with(|| StepWindow { key, baseline: BTreeMap::new(), warm: None, started: now, next_at: now, last_scrape: None });
     if w.key != key {
         // A new step: its window starts now, for both releases, so they see the same traffic.
-        *w = StepWindow { key, baseline: per_release.clone(), started: now, next_at: now, last_scrape: None };
+        *w = StepWindow { key, baseline: per_release.clone(), warm: None, started: now, next_at: now, last_scrape: None };
+    }
+    if w.warm.is_none() && now >= w.started + config.analysis.warmup.as_millis() as i64 {
+        w.warm = Some(per_release.clone());
     }
     let interval = config.analysis.interval.as_millis() as i64;
     if now < w.next_at {
@@ -63,11 +68,14 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
     w.next_at = now + interval;
     let window_of = |release: &str| {
         let now_m = per_release.get(release).cloned().unwrap_or_default();
-        let since = match w.baseline.get(release) {
+        let since = |base: Option<&MetricsSnapshot>| match base {
             Some(b) => now_m.since(b),
-            None => now_m,
+            None => now_m.clone(),
         };
-        to_window(&since)
+        let all = since(w.baseline.get(release));
+        // Latency only after the warm-up (nothing before it); errors from the first request.
+        let warm = w.warm.as_ref().map(|warm| since(warm.get(release)));
+        to_window(&all, warm.as_ref())
     };
     let canary = window_of(&d.to);
     let stable_w = window_of(&stable);
@@ -162,12 +170,12 @@ fn canary_addresses(shared: &Shared, app: &str, release: &str) -> anyhow::Result
         .collect())
 }
 
-fn to_window(m: &MetricsSnapshot) -> Window {
+fn to_window(m: &MetricsSnapshot, warm: Option<&MetricsSnapshot>) -> Window {
     Window {
         requests: m.requests,
         // What users saw: 5xx, including the 502/504 the proxy answers for a failed instance. A
         // connect error that was retried on another instance never reached the user.
         errors: m.status[4],
-        latency: m.buckets().map(|(low_us, high_us, count)| Bucket { low_us, high_us, count }).collect(),
+        latency: warm.map(|w| w.buckets().map(|(low_us, high_us, count)| Bucket { low_us, high_us, count }).collect()).unwrap_or_default(),
     }
 }
