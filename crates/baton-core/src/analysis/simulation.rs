@@ -116,11 +116,12 @@ impl Behaviour {
         (us as u64, rng.unit() < self.error_rate)
     }
 
-    /// A p99 threshold a healthy release of this behaviour keeps: 1.5x its true p99.
+    /// A p99 threshold a healthy release of this behaviour keeps: twice its p99 (estimated from
+    /// 5000 requests, so the true p99 stays well below it).
     fn healthy_p99_us(&self, rng: &mut Rng) -> u64 {
         let mut sample: Vec<u64> = (0..5_000).map(|_| self.request(rng).0).collect();
         sample.sort_unstable();
-        (sample[4_950] as f64 * 1.5) as u64
+        (sample[4_950] as f64 * 2.0) as u64
     }
 }
 
