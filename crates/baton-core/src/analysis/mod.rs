@@ -11,11 +11,15 @@
 //! - *absolute* checks (error rate, p99, app metric ranges) fail fast, as soon as the canary
 //!   has `min_requests` and the excess over the threshold is beyond noise (an exact one-sided
 //!   binomial test at `confidence`);
-//! - *comparison* checks set the canary against the stable release over the same window:
-//!   error proportions with Fisher's exact test (small counts) or a two-proportion z-test,
-//!   latency with a one-sided Mann-Whitney U test on the histograms (a bucket is a tie
-//!   group), each failing only when significant at `confidence` *and* the effect is at least
-//!   the configured minimum (Kayenta's approach).
+//! - *comparison* checks set the canary against the stable release over the same window,
+//!   with the minimum effect inside the tested hypothesis (Kayenta's approach, made strict so
+//!   that a rollout judged every few seconds raises no false alarm):
+//!   - errors fail when the canary is worse (Fisher's exact test for small counts, the
+//!     two-proportion z-test otherwise) *and* worse by more than `min_error_diff`
+//!     (Agresti-Caffo test against that margin), both at `confidence`;
+//!   - latency fails when a one-sided Mann-Whitney U test on the histograms (a bucket is a
+//!     tie group) says the canary is slower than `min_latency_ratio` times the stable at
+//!     `confidence`, and its typical latency (geometric mean) is at least that ratio.
 //!
 //! Too little data is always [`Outcome::Inconclusive`], never a silent pass or fail.
 
