@@ -226,6 +226,22 @@ pub struct Deployment {
     /// fields the planner reads, not code paths of their own).
     #[serde(default)]
     pub intents: Intents,
+    /// The expand migration's outcome for this deployment (when the app has one).
+    #[serde(default)]
+    pub migration: MigrationState,
+}
+
+/// Where a deployment's expand migration is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "detail")]
+pub enum MigrationState {
+    /// Not run yet (or running).
+    #[default]
+    Pending,
+    /// Ran and succeeded.
+    Done,
+    /// Ran and failed, with why.
+    Failed(String),
 }
 
 /// Operator intents recorded on a deployment.
@@ -334,6 +350,8 @@ pub enum EventKind {
     DeploymentPromoted,
     /// An analysis verdict failed.
     VerdictFailed,
+    /// A migration step ran.
+    Migration,
     /// An instance was taken out of the split to be stopped.
     InstanceDraining,
     /// An instance's drain timed out with requests still in flight.
@@ -364,6 +382,7 @@ impl EventKind {
             EventKind::DeploymentResumed => "deployment_resumed",
             EventKind::DeploymentPromoted => "deployment_promoted",
             EventKind::VerdictFailed => "verdict_failed",
+            EventKind::Migration => "deployment_migration",
             EventKind::InstanceDraining => "instance_draining",
             EventKind::DrainTimedOut => "drain_timed_out",
             EventKind::InstanceStopped => "instance_stopped",

@@ -103,6 +103,7 @@ mod tests {
             weight: 0,
             pause_until: None,
             intents: Default::default(),
+            migration: Default::default(),
         }
     }
 

@@ -98,6 +98,7 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
         wake: Notify::new(),
         live: Mutex::new(Default::default()),
         notifier,
+        migrations: Mutex::new(Default::default()),
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,6 +1,6 @@
 //! The state the controller and the API share: config, store, router and the live instances.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +32,8 @@ pub struct Shared {
     pub live: Mutex<HashMap<String, Live>>,
     /// Posts every event to the configured webhooks.
     pub notifier: Notifier,
+    /// Migration steps running now: (deployment, contract?).
+    pub migrations: Mutex<HashSet<(i64, bool)>>,
 }
 
 /// One watched instance: its backend in the proxy, its process and its health checker.
@@ -44,6 +46,10 @@ pub struct Live {
 }
 
 impl Shared {
+    pub fn migrations(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, bool)>> {
+        self.migrations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The resolved settings of a unit (`app@env`).
     pub fn app(&self, key: &str) -> Option<&AppConfig> {
         self.units.get(key).map(|u| &u.config)

@@ -1,6 +1,6 @@
 //! Deployments: one row per attempt to move an app from one release to another.
 
-use baton_core::model::{Deployment, Event, EventKind, Intents, Millis, Phase, Strategy};
+use baton_core::model::{Deployment, Event, EventKind, Intents, MigrationState, Millis, Phase, Strategy};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::apps::write_current_release;
@@ -30,7 +30,7 @@ pub struct NewDeployment {
 const FINAL_PHASES_SQL: &str = "('succeeded', 'rolled_back', 'failed')";
 
 const COLUMNS: &str = "id, app, from_release, to_release, strategy, phase, step, reason, trigger, \
-                       created_at, updated_at, finished_at, exposed, deadline, weight, pause_until, intents";
+                       created_at, updated_at, finished_at, exposed, deadline, weight, pause_until, intents, migration";
 
 fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
     let strategy: String = row.get(4)?;
@@ -57,6 +57,10 @@ fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
         intents: {
             let text: String = row.get(16)?;
             serde_json::from_str(&text).map_err(|_| corrupt_column(16, "intents", &text))?
+        },
+        migration: {
+            let text: String = row.get(17)?;
+            serde_json::from_str(&text).map_err(|_| corrupt_column(17, "migration", &text))?
         },
     })
 }
@@ -160,7 +164,23 @@ impl Store {
             weight: 0,
             pause_until: None,
             intents: Intents::default(),
+            migration: MigrationState::Pending,
         }, event))
+    }
+
+    /// Records the outcome of a deployment's expand migration (written apart from the rest of
+    /// the deployment, like intents, so the controller's copy never overwrites it) and moves
+    /// its progress deadline: the time spent migrating does not count against health.
+    pub fn set_migration(&self, id: i64, state: &MigrationState, deadline: Option<Millis>) -> Result<(), StoreError> {
+        let text = serde_json::to_string(state).expect("migration state serializes");
+        let changed = self
+            .conn()
+            .execute("UPDATE deployments SET migration = ?2, deadline = COALESCE(?3, deadline) WHERE id = ?1", params![id, text, deadline])
+            .op("set migration")?;
+        if changed == 0 {
+            return Err(StoreError::DeploymentNotFound(id));
+        }
+        Ok(())
     }
 
     /// Changes the intents of the app's active deployment in one transaction; returns it.

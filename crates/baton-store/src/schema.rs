@@ -101,6 +101,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE releases ADD COLUMN release_notes TEXT;
     ALTER TABLE apps ADD COLUMN contracted_release TEXT;
     "#,
+    // 4: a deployment's expand migration.
+    r#"
+    ALTER TABLE deployments ADD COLUMN migration TEXT NOT NULL DEFAULT '{"state":"pending"}';
+    "#,
 ];
 
 /// The schema version this code writes.

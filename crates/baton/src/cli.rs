@@ -74,6 +74,9 @@ pub enum Command {
         /// The release to go back to.
         #[arg(long)]
         to: Option<String>,
+        /// Go below a contracted release anyway; who forced it is recorded.
+        #[arg(long)]
+        force: bool,
         /// rolling or blue-green (default: the app's `strategy`).
         #[arg(long)]
         strategy: Option<String>,

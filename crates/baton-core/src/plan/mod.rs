@@ -15,7 +15,7 @@ mod tests;
 mod tests_canary;
 
 use crate::config::AppConfig;
-use crate::model::{Deployment, EventKind, Instance, Millis, Phase, Strategy};
+use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phase, Strategy};
 
 pub use canary::{instances_for, weight_at};
 pub use converge::Converge;
@@ -62,6 +62,17 @@ pub enum Action {
     Reuse {
         /// Instance id.
         instance: String,
+    },
+    /// Run the expand migration of `release` (once per deployment; the controller ignores a
+    /// repeat while it runs). No new instance starts before it succeeded.
+    Migrate {
+        /// The release whose migration runs.
+        release: String,
+    },
+    /// Run the contract migration of `release`, after its deployment succeeded.
+    Contract {
+        /// The release whose contract step runs.
+        release: String,
     },
     /// Record which release serves 100 % when idle.
     SetCurrent {
@@ -186,9 +197,24 @@ fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
 
 fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
     let n = input.app.instances;
+    // The expand migration runs before any new instance starts, while the old release serves.
+    if input.app.migrate.is_some() {
+        match &d.migration {
+            MigrationState::Done => {}
+            MigrationState::Failed(why) => {
+                let why = format!("the migration failed: {why}; users stay on {}", d.from.as_deref().unwrap_or("nothing"));
+                go_back(input, live, d, why, out);
+                return;
+            }
+            MigrationState::Pending => {
+                out.actions.push(Action::Migrate { release: d.to.clone() });
+                return;
+            }
+        }
+    }
     if d.strategy == Strategy::Canary {
         match canary::progress(input.app, live, d, input.verdict, input.now, out) {
-            canary::Next::Done => succeed(d, n, input.now, out),
+            canary::Next::Done => succeed(input, d, n, out),
             canary::Next::Abort(why) => go_back(input, live, d, why, out),
             canary::Next::Continue => match d.deadline {
                 Some(deadline) if input.now >= deadline => {
@@ -222,7 +248,7 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
         out.events.push((EventKind::DeploymentStep, step_message(d, &c, n)));
     }
     if c.done {
-        succeed(d, c.healthy, input.now, out);
+        succeed(input, d, c.healthy, out);
         return;
     }
     match d.deadline {
@@ -239,7 +265,11 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
     }
 }
 
-fn succeed(d: &mut Deployment, healthy: u32, now: Millis, out: &mut Plan) {
+fn succeed(input: PlanInput<'_>, d: &mut Deployment, healthy: u32, out: &mut Plan) {
+    let now = input.now;
+    if input.app.migrate.as_ref().is_some_and(|m| m.after.is_some()) {
+        out.actions.push(Action::Contract { release: d.to.clone() });
+    }
     d.phase = Phase::Succeeded;
     d.finished_at = Some(now);
     d.deadline = None;

@@ -60,6 +60,7 @@ pub(super) fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase
         weight: 0,
         pause_until: None,
         intents: Default::default(),
+        migration: Default::default(),
     }
 }
 

@@ -154,3 +154,28 @@ fn canary_sizing_follows_the_weight() {
     assert_eq!(instances_for(10, 25), 3);
     assert_eq!(instances_for(4, 100), 4);
 }
+
+#[test]
+fn the_expand_migration_runs_before_any_new_instance_and_its_failure_goes_back() {
+    use crate::config::MigrateConfig;
+    use crate::model::MigrationState;
+    let mut app = app("rolling");
+    app.migrate = Some(MigrateConfig { command: vec!["m".into()], after: Some(vec!["c".into()]), timeout: crate::Duration::from_secs(60) });
+    let mut d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Pending);
+    let p = run(&app, &d, &old_set(), NOW, None);
+    assert_eq!(p.actions, vec![Action::Migrate { release: "1.1.0".into() }], "nothing starts before the migration");
+
+    d.phase = Phase::Progressing;
+    d.migration = MigrationState::Failed("exit code 3".into());
+    let p = run(&app, &d, &old_set(), NOW, None);
+    let d2 = p.deployment.unwrap();
+    assert_eq!(d2.phase, Phase::Failed, "users never saw it");
+    assert!(d2.reason.unwrap().contains("the migration failed: exit code 3"));
+
+    d.migration = MigrationState::Done;
+    let mut set = old_set();
+    set.iter_mut().for_each(|i| i.release = "1.1.0".into());
+    let p = run(&app, &d, &set, NOW, None);
+    assert!(p.actions.contains(&Action::Contract { release: "1.1.0".into() }), "contract only once it succeeded: {:?}", p.actions);
+    assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
+}

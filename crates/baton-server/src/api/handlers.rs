@@ -148,7 +148,7 @@ pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json
             Err(refusal) => return Err(ApiError::conflict(refusal.to_string())),
         }
     }
-    let created = create(&shared, &key, version, req.strategy.as_deref(), &trigger)?;
+    let created = create(&shared, &key, version, req.strategy.as_deref(), &trigger, req.force)?;
     if let Some(note) = forced {
         shared.event(clock::now(), &key, Some(created.1.id), EventKind::DeploymentCreated, &note)?;
     }
@@ -165,20 +165,32 @@ pub async fn rollback(State(shared): S, Path(app): Path<String>, body: Result<Js
             ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
         })?,
     };
-    create(&shared, &key, version, req.strategy.as_deref(), "rollback")
+    let trigger = if req.force { format!("rollback --force by {}", req.actor.as_deref().unwrap_or("an operator")) } else { "rollback".to_string() };
+    create(&shared, &key, version, req.strategy.as_deref(), &trigger, req.force)
 }
 
 /// Records a deployment of `version` to the unit `key` (`app@env`).
-fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, trigger: &str) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, trigger: &str, force: bool) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let config = shared.app(key).ok_or_else(|| unknown_app(shared, key))?;
     let (app, env) = baton_core::config::split_key(key);
     let strategy: Strategy = match strategy {
         Some(s) => s.parse().map_err(ApiError::bad_request)?,
         None => config.strategy,
     };
-    if shared.store.release(app, &version)?.is_none() {
+    let Some(target) = shared.store.release(app, &version)? else {
         return Err(ApiError::not_found(format!(
             "{app} has no release {version}; create it with `baton release create {app} {version} --artifact PATH`"
+        )));
+    };
+    // A release older than the one that contracted the schema may not run against it.
+    if let Some(contracted) = shared.store.contracted_release(key)?
+        && contracted != version
+        && let Some(c) = shared.store.release(app, &contracted)?
+        && target.created_at < c.created_at
+        && !force
+    {
+        return Err(ApiError::conflict(format!(
+            "{app} in {env} ran the contract migration of {contracted}: {version} is older and may not work with the contracted schema; deploy {contracted} or newer, or pass --force (recorded)"
         )));
     }
     let now = clock::now();

@@ -71,6 +71,16 @@ pub fn apply(shared: &Arc<Shared>, app: &str, all: &[Instance], plan: &Plan, now
                 });
                 drains.push((inst, live));
             }
+            Action::Migrate { release } => {
+                if let Some(d) = &plan.deployment.clone().or(shared.store.active_deployment(app)?) {
+                    super::migrate::start(shared, app, d.id, release, super::migrate::Step::Expand);
+                }
+            }
+            Action::Contract { release } => {
+                if let Some(d) = &plan.deployment {
+                    super::migrate::start(shared, app, d.id, release, super::migrate::Step::Contract);
+                }
+            }
             Action::SetCurrent { release } => shared.store.set_current_release(app, release.as_deref(), now)?,
         }
     }

@@ -5,6 +5,7 @@
 mod act;
 mod analysis;
 mod instances;
+mod migrate;
 mod routing;
 
 use std::sync::Arc;

@@ -34,12 +34,13 @@ pub async fn deploy(config: &Path, app: &str, version: Option<&str>, target: Tar
     if wait { follow(&client, d.id, true).await } else { Ok(()) }
 }
 
-pub async fn rollback(config: &Path, app: &str, env: Option<&str>, to: Option<&str>, strategy: Option<&str>, wait: bool) -> Result<()> {
+pub async fn rollback(config: &Path, app: &str, env: Option<&str>, to: Option<&str>, force: bool, strategy: Option<&str>, wait: bool) -> Result<()> {
     let client = Client::from_config(config)?;
     let req = DeployRequest {
         release: to.map(String::from),
         strategy: strategy.map(String::from),
         env: env.map(String::from),
+        force,
         actor: Some(crate::client::actor()),
         ..Default::default()
     };

@@ -36,7 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let target = deploy::Target { env: env.map(String::from), from_env, force };
                 deploy::deploy(&config, &app, version.as_deref(), target, strategy.as_deref(), wait.wait).await
             }
-            Command::Rollback { app, to, strategy, wait } => deploy::rollback(&config, &app, env, to.as_deref(), strategy.as_deref(), wait.wait).await,
+            Command::Rollback { app, to, force, strategy, wait } => deploy::rollback(&config, &app, env, to.as_deref(), force, strategy.as_deref(), wait.wait).await,
             Command::Promote { app, full } => intents::promote(&config, &app, env, full).await,
             Command::Pause { app } => intents::simple(&config, &app, env, "pause").await,
             Command::Resume { app } => intents::simple(&config, &app, env, "resume").await,

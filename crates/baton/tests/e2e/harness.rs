@@ -73,6 +73,7 @@ impl Baton {
                 apps.insert(app.to_string(), SocketAddr::from(([127, 0, 0, 1], p)));
             }
         }
+        text = text.replace("@DIR@", dir.path().to_str().unwrap());
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
         let mut b = Baton { dir, config, api: SocketAddr::from(([127, 0, 0, 1], api)), apps, child: None, _serial: serial };

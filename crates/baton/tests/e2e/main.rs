@@ -10,4 +10,5 @@ mod environments;
 mod failures;
 mod input;
 mod ledger;
+mod migrations;
 mod webhooks;
