@@ -22,6 +22,11 @@ const USAGE: &str = "usage: baton-demo [--port N] [--config PATH]\n\
 /// graceful shutdown on SIGTERM or SIGINT, 2 for bad arguments or config, 1 when the
 /// listener or runtime cannot be set up.
 pub fn service_main(args: Vec<String>) -> i32 {
+    // `baton-demo migrate [--contract]`: the demo's schema migrations.
+    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with('/') && !a.ends_with("baton-demo")).collect();
+    if words.first() == Some(&"migrate") {
+        return crate::db::migrate(words.contains(&"--contract"));
+    }
     let cli = match Cli::parse(args) {
         Ok(Some(cli)) => cli,
         Ok(None) => {

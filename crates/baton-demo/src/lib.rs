@@ -7,6 +7,7 @@
 
 mod artifact;
 mod cli;
+mod db;
 mod error;
 pub mod load;
 mod metrics;

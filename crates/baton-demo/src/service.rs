@@ -32,6 +32,8 @@ struct State {
     // Rendered once: `GET /` is the hot path of every benchmark.
     version_json: Bytes,
     error_json: Bytes,
+    /// Signups are also stored in SQLite once the expand migration created the table.
+    signups: Option<crate::db::Signups>,
 }
 
 impl State {
@@ -49,6 +51,7 @@ impl State {
             metrics: Metrics::default(),
             version_json: Bytes::from(version_json.to_string()),
             error_json: Bytes::from(error_json.to_string()),
+            signups: crate::db::Signups::open(),
         }
     }
 }
@@ -188,6 +191,9 @@ async fn signup(state: &State, req: Request<Incoming>) -> Response<Body> {
         return text(StatusCode::BAD_REQUEST, "could not read the request body\n");
     }
     state.metrics.signup();
+    if let Some(db) = &state.signups {
+        db.record();
+    }
     let mut resp = Response::new(Empty::new().map_err(|never| match never {}).boxed());
     *resp.status_mut() = StatusCode::CREATED;
     resp

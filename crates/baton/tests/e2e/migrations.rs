@@ -57,3 +57,31 @@ timeout = "30s"
     let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
     assert!(h[0].trigger.starts_with("rollback --force by "), "{:?}", h[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_services_own_migration_creates_its_signup_table_and_contracts_the_legacy_one() {
+    let migrate = r#"
+[apps.web.migrate]
+command = ["{artifact}/baton-demo", "migrate"]
+after = ["{artifact}/baton-demo", "migrate", "--contract"]
+"#;
+    let config = format!("{}{migrate}", THREE_WEB.replace("env = { GREETING = \"hello\" }", "env = { DATABASE_URL = \"sqlite://@DIR@/web.db\" }"));
+    let baton = Baton::start(&config);
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let db = baton.dir.path().join("web.db");
+    let tables = || -> Vec<String> {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut s = c.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert!(wait_until(Duration::from_secs(20), || tables() == ["signups"]), "expand created signups, contract dropped signups_legacy: {:?}", tables());
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
+    for _ in 0..5 {
+        let req = hyper::Request::post(format!("http://{}/signup", baton.web())).body(http_body_util::Empty::new()).unwrap();
+        assert_eq!(client.request(req).await.unwrap().status(), 201);
+    }
+    let n: i64 = rusqlite::Connection::open(&db).unwrap().query_row("SELECT count(*) FROM signups", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 5, "signups are stored in the migrated table");
+}
