@@ -28,7 +28,7 @@ pub fn split(s: &AppStatus) -> String {
 
 /// An app's status block.
 pub fn status(s: &AppStatus) {
-    println!("{}  {}  release {}  listen {}", s.app, s.phase, s.release.as_deref().unwrap_or("-"), s.listen);
+    println!("{} ({})  {}  release {}  listen {}", s.app, s.env, s.phase, s.release.as_deref().unwrap_or("-"), s.listen);
     if let Some(d) = &s.deployment {
         let weight = if d.strategy == "canary" { format!(" · canary {} %", d.weight) } else { String::new() };
         println!("  deployment #{} {} -> {} ({}) {} step {}{weight}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
