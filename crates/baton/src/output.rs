@@ -44,7 +44,7 @@ pub fn status(s: &AppStatus) {
     }
     for i in &s.instances {
         println!(
-            "  {:<10} {:<10} {:<22} {:<10} {}{}",
+            "  {:<22} {:<10} {:<22} {:<10} {}{}",
             i.id,
             i.release,
             i.address,
