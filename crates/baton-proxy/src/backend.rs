@@ -7,24 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::{Relaxed, SeqCst}};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use http::uri::Authority;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::HeaderValue;
 use tokio::sync::Notify;
 
-use crate::body::RequestBody;
 use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::pool::Pool;
 
 /// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
 /// the instance is in trouble and another one should take the request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle keep-alive connection to a backend is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The pooled HTTP/1.1 client of one backend.
-pub(crate) type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Whether a backend passes its health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,14 +68,15 @@ pub struct Backend {
     instance: String,
     release: String,
     addr: SocketAddr,
-    authority: Authority,
+    /// `Host` for a request that came without one.
+    host: HeaderValue,
     health: AtomicU8,
     draining: AtomicBool,
     in_flight: AtomicU64,
     idle: Notify,
     passive_threshold: u32,
     connect_errors_in_a_row: AtomicU32,
-    client: ArcSwap<UpstreamClient>,
+    pub(crate) pool: Arc<Pool>,
     pub(crate) metrics: Metrics,
 }
 
@@ -103,19 +97,19 @@ impl Backend {
     /// A backend for `instance` of `release` listening on `addr`, in [`Health::Starting`].
     /// `passive_threshold` consecutive connect errors mark it unhealthy (0 disables that).
     pub fn new(instance: String, release: String, addr: SocketAddr, passive_threshold: u32) -> Arc<Backend> {
-        let authority = Authority::try_from(addr.to_string()).expect("a socket address is a valid authority");
+        let host = HeaderValue::try_from(addr.to_string()).expect("a socket address is a valid header value");
         Arc::new(Backend {
             instance,
             release,
             addr,
-            authority,
+            host,
             health: AtomicU8::new(Health::Starting.as_u8()),
             draining: AtomicBool::new(false),
             in_flight: AtomicU64::new(0),
             idle: Notify::new(),
             passive_threshold,
             connect_errors_in_a_row: AtomicU32::new(0),
-            client: ArcSwap::from_pointee(new_client()),
+            pool: Pool::new(addr, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT),
             metrics: Metrics::new(),
         })
     }
@@ -135,8 +129,8 @@ impl Backend {
         self.addr
     }
 
-    pub(crate) fn authority(&self) -> &Authority {
-        &self.authority
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// Its current health.
@@ -197,16 +191,12 @@ impl Backend {
     /// Drops the pooled idle keep-alive connections to it. Connections in use finish their
     /// exchange and are then closed instead of being pooled.
     pub fn close_idle_connections(&self) {
-        self.client.store(Arc::new(new_client()));
+        self.pool.close_idle();
     }
 
     /// A copy of its counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
-    }
-
-    pub(crate) fn client(&self) -> arc_swap::Guard<Arc<UpstreamClient>> {
-        self.client.load()
     }
 
     /// A connect error: counts toward `passive_threshold`.
@@ -232,16 +222,6 @@ impl Backend {
             self.idle.notify_waiters();
         }
     }
-}
-
-fn new_client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector)
 }
 
 // === impl InFlight ===

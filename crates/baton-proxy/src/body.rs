@@ -1,5 +1,5 @@
 //! The bodies the proxy moves: requests to backends, and responses to clients that hold the
-//! backend's in-flight count until they are fully sent or dropped.
+//! backend's in-flight count (and its connection) until they are fully sent or dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,14 +9,17 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::backend::InFlight;
+use crate::pool::Conn;
 
-/// A request body sent to a backend: the client's own, or nothing (for a retry, which only
-/// happens when the client's body was empty).
+/// A request body sent to a backend: the client's own (a retry resends the same one, handed
+/// back unsent), or nothing.
 #[derive(Debug)]
 pub enum RequestBody {
     /// The body the client sent, streamed through.
     Incoming(Incoming),
-    /// No body.
+    /// No body: requests the proxy makes itself (the pool's tests; hyper's `Incoming` has no
+    /// public constructor).
+    #[cfg_attr(not(test), allow(dead_code))]
     Empty,
 }
 
@@ -58,14 +61,15 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Kind {
     /// The backend's body; the guard is released at its end, on error, or when hyper drops it.
-    Upstream { body: Incoming, guard: Option<InFlight> },
+    /// The connection goes back to the pool at the end, and is closed otherwise.
+    Upstream { body: Incoming, guard: Option<InFlight>, conn: Option<Conn> },
     /// A body the proxy wrote itself (errors).
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, guard: InFlight) -> Self {
-        Self { kind: Kind::Upstream { body, guard: Some(guard) } }
+    pub(crate) fn upstream(body: Incoming, guard: InFlight, conn: Conn) -> Self {
+        Self { kind: Kind::Upstream { body, guard: Some(guard), conn: Some(conn) } }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
@@ -74,6 +78,28 @@ impl ResponseBody {
 
     pub(crate) fn empty() -> Self {
         Self { kind: Kind::Full(None) }
+    }
+}
+
+/// The exchange is over as soon as the last frame is out: the connection is parked for the
+/// next request, and the in-flight count released here rather than on drop, so a drain does
+/// not wait for hyper.
+fn finish(guard: &mut Option<InFlight>, conn: &mut Option<Conn>) {
+    if let (Some(guard), Some(conn)) = (guard.as_ref(), conn.take()) {
+        guard.backend().pool.put(conn);
+    }
+    guard.take();
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // hyper does not poll a body that is empty from the start (HEAD, 204, 304); its
+        // connection is still good.
+        if let Kind::Upstream { body, guard, conn } = &mut self.kind
+            && body.is_end_stream()
+        {
+            finish(guard, conn);
+        }
     }
 }
 
@@ -86,12 +112,16 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream { body, guard } => {
+            Kind::Upstream { body, guard, conn } => {
                 let polled = Pin::new(body).poll_frame(cx);
-                if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-                    // The exchange is over as soon as the last frame is out; releasing here
-                    // rather than on drop lets a drain finish without waiting for hyper.
-                    guard.take();
+                match polled {
+                    Poll::Ready(None) => finish(guard, conn),
+                    // The connection is in an unknown state: close it.
+                    Poll::Ready(Some(Err(_))) => {
+                        conn.take();
+                        guard.take();
+                    }
+                    _ => {}
                 }
                 polled
             }

@@ -67,16 +67,16 @@ pub enum ProxyError {
     Connect {
         /// The backend's address.
         addr: SocketAddr,
-        /// What the client said.
-        source: hyper_util::client::legacy::Error,
+        /// Why.
+        source: UpstreamError,
     },
     /// The exchange with the backend failed after sending began.
     #[error("backend {addr} failed: {source}")]
     Upstream {
         /// The backend's address.
         addr: SocketAddr,
-        /// What the client said.
-        source: hyper_util::client::legacy::Error,
+        /// Why.
+        source: UpstreamError,
     },
     /// The backend's response head did not arrive in time.
     #[error("backend {addr} did not answer within {timeout:?}")]
@@ -89,6 +89,30 @@ pub enum ProxyError {
     /// A defect in the proxy.
     #[error("internal proxy error: {0}")]
     Internal(String),
+}
+
+/// What went wrong between the proxy and a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connect failed (refused, unreachable).
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connect did not finish in time.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The connection closed before the request was sent.
+    #[error("connection closed before the request was sent: {0}")]
+    Closed(#[source] hyper::Error),
+    /// The exchange failed after the request was (maybe partly) sent.
+    #[error(transparent)]
+    Exchange(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the request certainly did not reach the backend.
+    pub fn is_not_sent(&self) -> bool {
+        !matches!(self, UpstreamError::Exchange(_))
+    }
 }
 
 impl ProxyError {
@@ -104,13 +128,11 @@ impl ProxyError {
         }
     }
 
-    /// Classifies a client error: "not sent" (connect failed, or a connection closed before the
-    /// request went out) may be retried elsewhere; anything else may have reached the backend.
-    pub(crate) fn from_client(addr: SocketAddr, source: hyper_util::client::legacy::Error) -> Self {
-        let canceled = std::error::Error::source(&source)
-            .and_then(|e| e.downcast_ref::<hyper::Error>())
-            .is_some_and(hyper::Error::is_canceled);
-        if source.is_connect() || canceled {
+    /// Classifies a failed exchange: "not sent" (connect failed, or the connection closed
+    /// before the request went out) may be retried elsewhere; anything else may have reached
+    /// the backend.
+    pub(crate) fn from_upstream(addr: SocketAddr, source: UpstreamError) -> Self {
+        if source.is_not_sent() {
             ProxyError::Connect { addr, source }
         } else {
             ProxyError::Upstream { addr, source }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -16,6 +16,7 @@ use crate::backend::{Backend, InFlight};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use crate::pool::Conn;
 use crate::router::{AppRoute, Router};
 use crate::affinity::Target;
 use crate::select::{select, select_retry, select_target};
@@ -74,63 +75,61 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Only a request with nothing to resend may be retried.
     let retryable = body.is_end_stream();
-    let mut body = Some(body);
     let mut rng = fastrand::Rng::new();
     // A canary split may tie this request to a release (targeting rule or sticky key).
     let decision = route.affinity.as_ref().map(|a| (a.canary.as_str(), a.decide(&parts.headers, || fresh_key(&mut rng))));
     let prefer = decision.as_ref().and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
     let set_cookie = decision.as_ref().and_then(|(_, d)| d.set_cookie.clone());
 
+    // Without a host from the client, the backend's own address (the next one's on a retry).
+    let host_from_backend = !parts.headers.contains_key(header::HOST);
+    let mut upstream = Request::new(RequestBody::Incoming(body));
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = Uri::from(path);
+    *upstream.version_mut() = Version::HTTP_11;
+    *upstream.headers_mut() = parts.headers;
+
     let mut guard = acquire(route, None, prefer, &mut rng).ok_or_else(no_backend)?;
     let mut retried = false;
-    let response = loop {
-        let last_try = retried || !retryable;
-        let headers = if last_try { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
-        let body = body.take().map_or(RequestBody::Empty, RequestBody::Incoming);
-        let mut upstream = Request::new(body);
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = upstream_uri(guard.backend(), &path);
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = headers;
-
+    let (response, conn) = loop {
         let backend = guard.backend();
+        if host_from_backend {
+            upstream.headers_mut().insert(header::HOST, backend.host().clone());
+        }
         backend.metrics.request();
-        let exchange = backend.client().request(upstream);
-        match tokio::time::timeout(proxy.request_timeout, exchange).await {
-            Ok(Ok(response)) => {
+        let exchange = backend.pool.send(upstream);
+        let failed = match tokio::time::timeout(proxy.request_timeout, exchange).await {
+            Ok(Ok(answered)) => {
                 backend.note_reachable();
-                break response;
+                break answered;
             }
-            Ok(Err(source)) => {
-                let error = ProxyError::from_client(backend.addr(), source);
-                if !matches!(error, ProxyError::Connect { .. }) {
-                    backend.metrics.status(StatusCode::BAD_GATEWAY);
-                    return Err(error);
-                }
-                guard.skip_latency();
-                let backend = guard.backend();
-                backend.note_connect_error();
-                let next = if last_try { None } else { acquire(route, Some(backend), None, &mut rng) };
-                match next {
-                    Some(next) => {
-                        tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
-                        guard = next;
-                        retried = true;
-                    }
-                    None => {
-                        backend.metrics.status(StatusCode::BAD_GATEWAY);
-                        return Err(error);
-                    }
-                }
-            }
+            Ok(Err(failed)) => failed,
             Err(_elapsed) => {
                 backend.metrics.timeout();
                 backend.metrics.status(StatusCode::GATEWAY_TIMEOUT);
                 return Err(ProxyError::Timeout { addr: backend.addr(), timeout: proxy.request_timeout });
             }
-        }
+        };
+        let error = ProxyError::from_upstream(backend.addr(), failed.error);
+        // A connect error always hands the request back: it was never sent.
+        let (ProxyError::Connect { .. }, Some(unsent)) = (&error, failed.request) else {
+            backend.metrics.status(StatusCode::BAD_GATEWAY);
+            return Err(error);
+        };
+        guard.skip_latency();
+        let backend = guard.backend();
+        backend.note_connect_error();
+        let next = if retried || !retryable { None } else { acquire(route, Some(backend), None, &mut rng) };
+        let Some(next) = next else {
+            backend.metrics.status(StatusCode::BAD_GATEWAY);
+            return Err(error);
+        };
+        tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
+        guard = next;
+        retried = true;
+        upstream = unsent;
     };
-    let mut response = respond(proxy, response, guard, client_upgrade)?;
+    let mut response = respond(proxy, response, guard, conn, client_upgrade)?;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -148,6 +147,7 @@ fn respond(
     proxy: &Proxy,
     mut response: Response<Incoming>,
     mut guard: InFlight,
+    conn: Conn,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let backend = guard.backend().clone();
@@ -156,6 +156,8 @@ fn respond(
         let Some(client_upgrade) = client_upgrade else {
             return Err(ProxyError::Internal(format!("backend {} switched protocols unasked", backend.addr())));
         };
+        // The connection now belongs to the tunnel.
+        drop(conn);
         let backend_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
@@ -166,7 +168,7 @@ fn respond(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, guard)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, guard, conn)))
 }
 
 /// Picks a backend and counts the request on it. A backend that started draining between the
@@ -187,12 +189,4 @@ fn acquire(route: &AppRoute, failed: Option<&Backend>, prefer: Option<(&str, &Ta
         }
     }
     None
-}
-
-fn upstream_uri(backend: &Backend, path: &PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(backend.authority().clone());
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).expect("scheme, authority and path make a valid uri")
 }

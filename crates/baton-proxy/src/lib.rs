@@ -13,13 +13,14 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
+mod pool;
 mod router;
 mod select;
 mod upgrade;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT};
-pub use error::{ErrorKind, ProxyError};
+pub use error::{ErrorKind, ProxyError, UpstreamError};
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 pub use health::{HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
