@@ -53,7 +53,9 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
     let stable = d.from.clone().unwrap_or_default();
     let key = (d.id, d.step, d.weight);
     let per_release = release_metrics(shared, app);
-    let w = windows.0.entry(app.to_string()).or_insert_with(|| StepWindow { key, baseline: BTreeMap::new(), warm: None, started: now, next_at: now, last_scrape: None });
+    // The first sight of a step (also after a restart of Baton) starts its window at once, like
+    // a step change: never the releases' lifetime counters.
+    let w = windows.0.entry(app.to_string()).or_insert_with(|| StepWindow { key, baseline: per_release.clone(), warm: None, started: now, next_at: now, last_scrape: None });
     if w.key != key {
         // A new step: its window starts now, for both releases, so they see the same traffic.
         *w = StepWindow { key, baseline: per_release.clone(), warm: None, started: now, next_at: now, last_scrape: None };

@@ -37,6 +37,9 @@ async fn a_healthy_canary_walks_every_step_without_a_failed_request() {
     baton.release("web", "1.0.0", &[]);
     baton.release("web", "1.1.0", &[]);
     baton.deploy_ok("web", "1.0.0", &[]).await;
+    // Traffic before the canary must not count in its first window.
+    let before = Load::start(LoadConfig { keepalive_workers: 4, max_requests: 3000, ..LoadConfig::new(baton.web()) }).wait().await;
+    assert_eq!(before.stats.ok, 3000);
     let l = load_200(&baton);
     baton.deploy_ok("web", "1.1.0", &["--strategy", "canary"]).await;
     let report = l.stop().await;
@@ -53,6 +56,13 @@ async fn a_healthy_canary_walks_every_step_without_a_failed_request() {
         assert!(a.verdicts.iter().any(|v| v.step == step && v.outcome == "pass"), "step {step} passed: {:?}", a.verdicts.last());
     }
     assert!(a.verdicts.iter().all(|v| v.outcome != "fail"));
+    // The first verdict's stable figures cover the step's window only, not the 3000 earlier
+    // requests: the largest number after "stable" in its comparison is the stable's count.
+    let first = &a.verdicts[0];
+    let detail = first.figures["checks"].as_array().unwrap().iter().find(|c| c["name"] == "compare.errors").unwrap()["detail"].as_str().unwrap().to_string();
+    let after = &detail[detail.find("stable").unwrap()..];
+    let stable_count = after.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u64>().ok()).max().unwrap_or(0);
+    assert!(stable_count < 3000, "the first window counted the stable release's earlier traffic: {detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
