@@ -11,7 +11,9 @@ pub struct Duration(std::time::Duration);
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a whole number followed by ms, s, m or h (e.g. \"500ms\", \"30s\", \"2m\")")]
+#[error(
+    "invalid duration {input:?}: expected a whole number followed by ms, s, m or h (e.g. \"500ms\", \"30s\", \"2m\")"
+)]
 pub struct DurationError {
     input: String,
 }
@@ -42,7 +44,9 @@ impl FromStr for Duration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError { input: s.to_string() };
+        let err = || DurationError {
+            input: s.to_string(),
+        };
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let (num, unit) = t.split_at(split);
@@ -103,7 +107,10 @@ mod tests {
     #[test]
     fn refuses_nonsense() {
         for bad in ["", "5", "s", "1.5s", "-1s", "10 parsecs", "5d", "ms"] {
-            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<Duration>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 

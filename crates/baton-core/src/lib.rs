@@ -9,8 +9,8 @@ pub mod config;
 pub mod duration;
 pub mod model;
 pub mod plan;
-pub mod promotion;
 pub mod prom;
+pub mod promotion;
 pub mod sticky;
 
 pub use duration::Duration;

@@ -48,7 +48,9 @@ impl FromStr for Strategy {
             "rolling" => Ok(Strategy::Rolling),
             "blue-green" | "blue_green" | "bluegreen" => Ok(Strategy::BlueGreen),
             "canary" => Ok(Strategy::Canary),
-            other => Err(format!("unknown strategy {other:?}: expected rolling, blue-green or canary")),
+            other => Err(format!(
+                "unknown strategy {other:?}: expected rolling, blue-green or canary"
+            )),
         }
     }
 }

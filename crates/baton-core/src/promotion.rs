@@ -8,7 +8,10 @@ use crate::model::{Deployment, Millis, Phase};
 /// longest stretch from a deployment of it that succeeded to the next one that replaced it
 /// (or to `now` if it still serves). None if it never served there.
 pub fn served_for(deployments: &[Deployment], release: &str, now: Millis) -> Option<Millis> {
-    let mut ended: Vec<&Deployment> = deployments.iter().filter(|d| d.phase == Phase::Succeeded && d.finished_at.is_some()).collect();
+    let mut ended: Vec<&Deployment> = deployments
+        .iter()
+        .filter(|d| d.phase == Phase::Succeeded && d.finished_at.is_some())
+        .collect();
     ended.sort_by_key(|d| d.finished_at);
     let mut best: Option<Millis> = None;
     for (i, d) in ended.iter().enumerate() {
@@ -16,7 +19,10 @@ pub fn served_for(deployments: &[Deployment], release: &str, now: Millis) -> Opt
             continue;
         }
         let start = d.finished_at.expect("filtered");
-        let end = ended.get(i + 1).and_then(|next| next.finished_at).unwrap_or(now);
+        let end = ended
+            .get(i + 1)
+            .and_then(|next| next.finished_at)
+            .unwrap_or(now);
         let span = (end - start).max(0);
         best = Some(best.map_or(span, |b| b.max(span)));
     }
@@ -27,7 +33,9 @@ pub fn served_for(deployments: &[Deployment], release: &str, now: Millis) -> Opt
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateRefusal {
     /// It never served in the previous environment.
-    #[error("{app} {release} has not run in {previous} yet: deploy it there first (`baton deploy {app} {release} --env {previous}`), or pass --force (recorded)")]
+    #[error(
+        "{app} {release} has not run in {previous} yet: deploy it there first (`baton deploy {app} {release} --env {previous}`), or pass --force (recorded)"
+    )]
     NeverRan {
         /// The app.
         app: String,
@@ -37,7 +45,9 @@ pub enum GateRefusal {
         previous: String,
     },
     /// It served there, but not for the soak time yet.
-    #[error("{app} {release} has run in {previous} for {served} of the {soak} soak; it may enter {env} in {left} (or pass --force, recorded)")]
+    #[error(
+        "{app} {release} has run in {previous} for {served} of the {soak} soak; it may enter {env} in {left} (or pass --force, recorded)"
+    )]
     NotSoaked {
         /// The app.
         app: String,
@@ -57,12 +67,21 @@ pub enum GateRefusal {
 }
 
 /// Checks that `release` of `app` served in `previous` for `soak` before entering `env`.
-pub fn check(app: &str, release: &str, env: &str, previous: &str, previous_deployments: &[Deployment], soak: Duration, now: Millis) -> Result<(), GateRefusal> {
-    let served = served_for(previous_deployments, release, now).ok_or_else(|| GateRefusal::NeverRan {
-        app: app.to_string(),
-        release: release.to_string(),
-        previous: previous.to_string(),
-    })?;
+pub fn check(
+    app: &str,
+    release: &str,
+    env: &str,
+    previous: &str,
+    previous_deployments: &[Deployment],
+    soak: Duration,
+    now: Millis,
+) -> Result<(), GateRefusal> {
+    let served =
+        served_for(previous_deployments, release, now).ok_or_else(|| GateRefusal::NeverRan {
+            app: app.to_string(),
+            release: release.to_string(),
+            previous: previous.to_string(),
+        })?;
     let soak_ms = soak.as_millis() as i64;
     if served >= soak_ms {
         return Ok(());
@@ -111,11 +130,37 @@ mod tests {
 
     #[test]
     fn a_release_still_serving_soaks_until_now() {
-        let history = [d("1.0.0", Phase::Succeeded, 1_000), d("1.1.0", Phase::Succeeded, 5_000)];
+        let history = [
+            d("1.0.0", Phase::Succeeded, 1_000),
+            d("1.1.0", Phase::Succeeded, 5_000),
+        ];
         assert_eq!(served_for(&history, "1.1.0", 605_000), Some(600_000));
-        assert!(check("web", "1.1.0", "production", "staging", &history, SOAK, 605_000).is_ok());
-        let e = check("web", "1.1.0", "production", "staging", &history, SOAK, 65_000).unwrap_err();
-        assert_eq!(e.to_string(), "web 1.1.0 has run in staging for 1m of the 10m soak; it may enter production in 9m (or pass --force, recorded)");
+        assert!(
+            check(
+                "web",
+                "1.1.0",
+                "production",
+                "staging",
+                &history,
+                SOAK,
+                605_000
+            )
+            .is_ok()
+        );
+        let e = check(
+            "web",
+            "1.1.0",
+            "production",
+            "staging",
+            &history,
+            SOAK,
+            65_000,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "web 1.1.0 has run in staging for 1m of the 10m soak; it may enter production in 9m (or pass --force, recorded)"
+        );
     }
 
     #[test]
@@ -125,10 +170,30 @@ mod tests {
             d("1.1.0", Phase::RolledBack, 100_000),
             d("1.2.0", Phase::Succeeded, 200_000),
         ];
-        assert_eq!(served_for(&history, "1.0.0", 10_000_000), Some(200_000), "until 1.2.0 replaced it");
-        assert_eq!(served_for(&history, "1.1.0", 10_000_000), None, "a rolled-back release never served");
-        let e = check("web", "1.1.0", "production", "staging", &history, SOAK, 10_000_000).unwrap_err();
+        assert_eq!(
+            served_for(&history, "1.0.0", 10_000_000),
+            Some(200_000),
+            "until 1.2.0 replaced it"
+        );
+        assert_eq!(
+            served_for(&history, "1.1.0", 10_000_000),
+            None,
+            "a rolled-back release never served"
+        );
+        let e = check(
+            "web",
+            "1.1.0",
+            "production",
+            "staging",
+            &history,
+            SOAK,
+            10_000_000,
+        )
+        .unwrap_err();
         assert!(matches!(e, GateRefusal::NeverRan { .. }));
-        assert!(e.to_string().contains("baton deploy web 1.1.0 --env staging"));
+        assert!(
+            e.to_string()
+                .contains("baton deploy web 1.1.0 --env staging")
+        );
     }
 }

@@ -23,7 +23,11 @@ const USAGE: &str = "usage: baton-demo [--port N] [--config PATH]\n\
 /// listener or runtime cannot be set up.
 pub fn service_main(args: Vec<String>) -> i32 {
     // `baton-demo migrate [--contract]`: the demo's schema migrations.
-    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with('/') && !a.ends_with("baton-demo")).collect();
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('/') && !a.ends_with("baton-demo"))
+        .collect();
     if words.first() == Some(&"migrate") {
         return crate::db::migrate(words.contains(&"--contract"));
     }

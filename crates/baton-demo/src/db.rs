@@ -13,7 +13,9 @@ use rusqlite::Connection;
 /// The database named by `DATABASE_URL`, if it is a SQLite URL.
 pub fn path_from_env() -> Option<PathBuf> {
     let url = std::env::var("DATABASE_URL").ok()?;
-    url.strip_prefix("sqlite://").filter(|p| !p.is_empty()).map(PathBuf::from)
+    url.strip_prefix("sqlite://")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// `baton-demo migrate [--contract]`: returns the exit code.
@@ -34,7 +36,11 @@ pub fn migrate(contract: bool) -> i32 {
     });
     match result {
         Ok(()) => {
-            println!("baton-demo migrate: {} step applied to {}", if contract { "contract" } else { "expand" }, path.display());
+            println!(
+                "baton-demo migrate: {} step applied to {}",
+                if contract { "contract" } else { "expand" },
+                path.display()
+            );
             0
         }
         Err(e) => {
@@ -51,13 +57,22 @@ impl Signups {
     /// Opens the database of `DATABASE_URL` if its schema has `signups` (after the expand).
     pub fn open() -> Option<Signups> {
         let c = Connection::open(path_from_env()?).ok()?;
-        let has: bool = c.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'signups'", [], |r| r.get(0)).ok()?;
+        let has: bool = c
+            .query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'signups'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
         has.then(|| Signups(Mutex::new(c)))
     }
 
     /// Records one signup.
     pub fn record(&self) {
-        let at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let _ = c.execute("INSERT INTO signups (at) VALUES (?1)", [at]);
     }

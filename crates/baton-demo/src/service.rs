@@ -137,7 +137,14 @@ fn whoami(state: &State, query: Option<&str>) -> Response<Body> {
         .unwrap_or_default();
     let env: serde_json::Map<String, serde_json::Value> = names
         .iter()
-        .map(|n| (n.to_string(), std::env::var(n).map(serde_json::Value::String).unwrap_or(serde_json::Value::Null)))
+        .map(|n| {
+            (
+                n.to_string(),
+                std::env::var(n)
+                    .map(serde_json::Value::String)
+                    .unwrap_or(serde_json::Value::Null),
+            )
+        })
         .collect();
     let body = serde_json::json!({
         "version": state.opts.demo.version,

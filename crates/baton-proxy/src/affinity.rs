@@ -75,29 +75,51 @@ impl Affinity {
     /// Decides where a request with `headers` goes. `fresh_key` makes a new key when needed.
     pub fn decide(&self, headers: &HeaderMap, fresh_key: impl FnOnce() -> String) -> Decision {
         if self.matches.iter().any(|m| m.matches(headers)) {
-            return Decision { target: Some(Target::Canary), set_cookie: None };
+            return Decision {
+                target: Some(Target::Canary),
+                set_cookie: None,
+            };
         }
-        let header_key = self.header.as_ref().and_then(|h| headers.get(h)).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+        let header_key = self
+            .header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
         let cookie_key = self.cookie.as_deref().and_then(|c| cookie(headers, c));
         let (key, set_cookie) = match (header_key, cookie_key, &self.cookie) {
             (Some(k), _, _) | (None, Some(k), _) => (k.to_string(), None),
             (None, None, Some(name)) => {
                 let k = fresh_key();
-                let v = HeaderValue::from_str(&format!("{name}={k}; Path=/; Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax")).ok();
+                let v = HeaderValue::from_str(&format!(
+                    "{name}={k}; Path=/; Max-Age={COOKIE_MAX_AGE}; HttpOnly; SameSite=Lax"
+                ))
+                .ok();
                 (k, v)
             }
             (None, None, None) => return Decision::default(),
         };
         let bucket = baton_core::sticky::bucket(&self.salt, &key);
-        let target = if baton_core::sticky::in_canary(bucket, f64::from(self.weight)) { Target::Canary } else { Target::Stable };
-        Decision { target: Some(target), set_cookie }
+        let target = if baton_core::sticky::in_canary(bucket, f64::from(self.weight)) {
+            Target::Canary
+        } else {
+            Target::Stable
+        };
+        Decision {
+            target: Some(target),
+            set_cookie,
+        }
     }
 }
 
 impl Match {
     fn matches(&self, headers: &HeaderMap) -> bool {
         let value = match &self.source {
-            MatchSource::Header(h) => headers.get_all(h).iter().filter_map(|v| v.to_str().ok()).find(|v| self.value.accepts(v)),
+            MatchSource::Header(h) => headers
+                .get_all(h)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .find(|v| self.value.accepts(v)),
             MatchSource::Cookie(name) => cookie(headers, name).filter(|v| self.value.accepts(v)),
         };
         value.is_some()
@@ -138,8 +160,14 @@ mod tests {
             header: Some(HeaderName::from_static("x-user-id")),
             cookie: Some("baton-bucket".into()),
             matches: vec![
-                Match { source: MatchSource::Header(HeaderName::from_static("x-canary")), value: MatchValue::Equals("always".into()) },
-                Match { source: MatchSource::Cookie("region".into()), value: MatchValue::Prefix("eu-".into()) },
+                Match {
+                    source: MatchSource::Header(HeaderName::from_static("x-canary")),
+                    value: MatchValue::Equals("always".into()),
+                },
+                Match {
+                    source: MatchSource::Cookie("region".into()),
+                    value: MatchValue::Prefix("eu-".into()),
+                },
             ],
         }
     }
@@ -155,9 +183,25 @@ mod tests {
     #[test]
     fn targeting_rules_always_pick_the_canary() {
         let a = affinity(0);
-        assert_eq!(a.decide(&headers(&[("x-canary", "always")]), || "k".into()).target, Some(Target::Canary));
-        assert_eq!(a.decide(&headers(&[("cookie", "a=1; region=eu-west")]), || "k".into()).target, Some(Target::Canary));
-        assert_eq!(a.decide(&headers(&[("x-canary", "sometimes"), ("x-user-id", "u1")]), || "k".into()).target, Some(Target::Stable));
+        assert_eq!(
+            a.decide(&headers(&[("x-canary", "always")]), || "k".into())
+                .target,
+            Some(Target::Canary)
+        );
+        assert_eq!(
+            a.decide(&headers(&[("cookie", "a=1; region=eu-west")]), || "k"
+                .into())
+                .target,
+            Some(Target::Canary)
+        );
+        assert_eq!(
+            a.decide(
+                &headers(&[("x-canary", "sometimes"), ("x-user-id", "u1")]),
+                || "k".into()
+            )
+            .target,
+            Some(Target::Stable)
+        );
     }
 
     #[test]
@@ -169,17 +213,27 @@ mod tests {
             let now: Vec<bool> = users
                 .iter()
                 .map(|u| {
-                    let first = a.decide(&headers(&[("x-user-id", u)]), || unreachable!()).target;
-                    let again = a.decide(&headers(&[("x-user-id", u)]), || unreachable!()).target;
+                    let first = a
+                        .decide(&headers(&[("x-user-id", u)]), || unreachable!())
+                        .target;
+                    let again = a
+                        .decide(&headers(&[("x-user-id", u)]), || unreachable!())
+                        .target;
                     assert_eq!(first, again);
                     first == Some(Target::Canary)
                 })
                 .collect();
             for (was, is) in previous.iter().zip(&now) {
-                assert!(!was || *is, "a user on the canary stays there when the weight goes up");
+                assert!(
+                    !was || *is,
+                    "a user on the canary stays there when the weight goes up"
+                );
             }
             let share = now.iter().filter(|c| **c).count() as f64 / users.len() as f64;
-            assert!((share - weight as f64 / 100.0).abs() < 0.04, "weight {weight}: share {share}");
+            assert!(
+                (share - weight as f64 / 100.0).abs() < 0.04,
+                "weight {weight}: share {share}"
+            );
             previous = now;
         }
     }
@@ -189,13 +243,28 @@ mod tests {
         let a = affinity(50);
         let d = a.decide(&headers(&[]), || "fresh123".into());
         let set = d.set_cookie.unwrap();
-        assert!(set.to_str().unwrap().starts_with("baton-bucket=fresh123; Path=/;"), "{set:?}");
-        let by_cookie = a.decide(&headers(&[("cookie", "baton-bucket=fresh123")]), || unreachable!());
-        assert_eq!(by_cookie.target, d.target, "the next visit with the cookie lands where the first did");
+        assert!(
+            set.to_str()
+                .unwrap()
+                .starts_with("baton-bucket=fresh123; Path=/;"),
+            "{set:?}"
+        );
+        let by_cookie = a.decide(
+            &headers(&[("cookie", "baton-bucket=fresh123")]),
+            || unreachable!(),
+        );
+        assert_eq!(
+            by_cookie.target, d.target,
+            "the next visit with the cookie lands where the first did"
+        );
         assert!(by_cookie.set_cookie.is_none());
         let h = headers(&[("x-user-id", "alice"), ("cookie", "baton-bucket=fresh123")]);
         let by_header = a.decide(&h, || unreachable!());
-        assert_eq!(by_header.target, a.decide(&headers(&[("x-user-id", "alice")]), || unreachable!()).target);
+        assert_eq!(
+            by_header.target,
+            a.decide(&headers(&[("x-user-id", "alice")]), || unreachable!())
+                .target
+        );
     }
 
     #[test]

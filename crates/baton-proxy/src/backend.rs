@@ -4,7 +4,10 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::{Relaxed, SeqCst}};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU32, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -96,8 +99,14 @@ impl fmt::Debug for Backend {
 impl Backend {
     /// A backend for `instance` of `release` listening on `addr`, in [`Health::Starting`].
     /// `passive_threshold` consecutive connect errors mark it unhealthy (0 disables that).
-    pub fn new(instance: String, release: String, addr: SocketAddr, passive_threshold: u32) -> Arc<Backend> {
-        let host = HeaderValue::try_from(addr.to_string()).expect("a socket address is a valid header value");
+    pub fn new(
+        instance: String,
+        release: String,
+        addr: SocketAddr,
+        passive_threshold: u32,
+    ) -> Arc<Backend> {
+        let host = HeaderValue::try_from(addr.to_string())
+            .expect("a socket address is a valid header value");
         Arc::new(Backend {
             instance,
             release,
@@ -203,7 +212,10 @@ impl Backend {
     pub(crate) fn note_connect_error(&self) {
         self.metrics.connect_error();
         let in_a_row = self.connect_errors_in_a_row.fetch_add(1, Relaxed) + 1;
-        if self.passive_threshold > 0 && in_a_row >= self.passive_threshold && self.health() == Health::Healthy {
+        if self.passive_threshold > 0
+            && in_a_row >= self.passive_threshold
+            && self.health() == Health::Healthy
+        {
             tracing::warn!(instance = %self.instance, in_a_row, "backend refused connections; marking unhealthy");
             self.set_health(Health::Unhealthy);
         }
@@ -244,7 +256,10 @@ impl InFlight {
             backend.release_one();
             return None;
         }
-        Some(InFlight { backend: backend.clone(), started: Some(Instant::now()) })
+        Some(InFlight {
+            backend: backend.clone(),
+            started: Some(Instant::now()),
+        })
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
@@ -276,7 +291,12 @@ mod tests {
     use super::*;
 
     fn backend() -> Arc<Backend> {
-        Backend::new("web-1".into(), "1.0.0".into(), "127.0.0.1:9".parse().unwrap(), 3)
+        Backend::new(
+            "web-1".into(),
+            "1.0.0".into(),
+            "127.0.0.1:9".parse().unwrap(),
+            3,
+        )
     }
 
     #[test]

@@ -62,22 +62,36 @@ pub struct ResponseBody {
 enum Kind {
     /// The backend's body; the guard is released at its end, on error, or when hyper drops it.
     /// The connection goes back to the pool at the end, and is closed otherwise.
-    Upstream { body: Incoming, guard: Option<InFlight>, conn: Option<Conn> },
+    Upstream {
+        body: Incoming,
+        guard: Option<InFlight>,
+        conn: Option<Conn>,
+    },
     /// A body the proxy wrote itself (errors).
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
     pub(crate) fn upstream(body: Incoming, guard: InFlight, conn: Conn) -> Self {
-        Self { kind: Kind::Upstream { body, guard: Some(guard), conn: Some(conn) } }
+        Self {
+            kind: Kind::Upstream {
+                body,
+                guard: Some(guard),
+                conn: Some(conn),
+            },
+        }
     }
 
     pub(crate) fn full(bytes: Bytes) -> Self {
-        Self { kind: Kind::Full(Some(bytes)) }
+        Self {
+            kind: Kind::Full(Some(bytes)),
+        }
     }
 
     pub(crate) fn empty() -> Self {
-        Self { kind: Kind::Full(None) }
+        Self {
+            kind: Kind::Full(None),
+        }
     }
 }
 

@@ -144,7 +144,10 @@ impl ProxyError {
         let kind = self.kind();
         let mut response = Response::new(ResponseBody::full(Bytes::from_static(kind.body())));
         *response.status_mut() = kind.status();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         response
     }
 }
@@ -155,9 +158,17 @@ mod tests {
 
     #[test]
     fn status_comes_from_the_kind() {
-        assert_eq!(ProxyError::NoBackend { app: "web".into() }.to_response().status(), 503);
+        assert_eq!(
+            ProxyError::NoBackend { app: "web".into() }
+                .to_response()
+                .status(),
+            503
+        );
         let addr = "127.0.0.1:1".parse().unwrap();
-        let timeout = ProxyError::Timeout { addr, timeout: Duration::from_secs(1) };
+        let timeout = ProxyError::Timeout {
+            addr,
+            timeout: Duration::from_secs(1),
+        };
         assert_eq!(timeout.kind(), ErrorKind::Timeout);
         assert_eq!(timeout.to_response().status(), 504);
         assert_eq!(ProxyError::Client("x").to_response().status(), 400);

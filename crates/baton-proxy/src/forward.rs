@@ -12,13 +12,13 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use crate::affinity::Target;
 use crate::backend::{Backend, InFlight};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::pool::Conn;
 use crate::router::{AppRoute, Router};
-use crate::affinity::Target;
 use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
 
@@ -41,7 +41,10 @@ pub(crate) struct ClientConn {
 }
 
 /// The service function: never fails, errors become their status responses.
-pub(crate) async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub(crate) async fn handle(
+    conn: Arc<ClientConn>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     Ok(match forward(&conn, req).await {
         Ok(response) => response,
         Err(error) => {
@@ -51,34 +54,51 @@ pub(crate) async fn handle(conn: Arc<ClientConn>, req: Request<Incoming>) -> Res
     })
 }
 
-async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+async fn forward(
+    conn: &ClientConn,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
     let proxy = &conn.proxy;
     // Loaded once: the whole request, retries included, sees one split (DESIGN.md I6).
     let table = proxy.router.current();
-    let no_backend = || ProxyError::NoBackend { app: proxy.app.clone() };
+    let no_backend = || ProxyError::NoBackend {
+        app: proxy.app.clone(),
+    };
     let route = table.apps.get(&proxy.app).ok_or_else(no_backend)?;
 
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, &conn.client_ip, host.clone());
     if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
         // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
         parts.headers.insert(header::HOST, host);
     }
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Only a request with nothing to resend may be retried.
     let retryable = body.is_end_stream();
     let mut rng = fastrand::Rng::new();
     // A canary split may tie this request to a release (targeting rule or sticky key).
-    let decision = route.affinity.as_ref().map(|a| (a.canary.as_str(), a.decide(&parts.headers, || fresh_key(&mut rng))));
-    let prefer = decision.as_ref().and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
+    let decision = route.affinity.as_ref().map(|a| {
+        (
+            a.canary.as_str(),
+            a.decide(&parts.headers, || fresh_key(&mut rng)),
+        )
+    });
+    let prefer = decision
+        .as_ref()
+        .and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
     let set_cookie = decision.as_ref().and_then(|(_, d)| d.set_cookie.clone());
 
     // Without a host from the client, the backend's own address (the next one's on a retry).
@@ -94,7 +114,9 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
     let (response, conn) = loop {
         let backend = guard.backend();
         if host_from_backend {
-            upstream.headers_mut().insert(header::HOST, backend.host().clone());
+            upstream
+                .headers_mut()
+                .insert(header::HOST, backend.host().clone());
         }
         backend.metrics.request();
         let exchange = backend.pool.send(upstream);
@@ -107,7 +129,10 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
             Err(_elapsed) => {
                 backend.metrics.timeout();
                 backend.metrics.status(StatusCode::GATEWAY_TIMEOUT);
-                return Err(ProxyError::Timeout { addr: backend.addr(), timeout: proxy.request_timeout });
+                return Err(ProxyError::Timeout {
+                    addr: backend.addr(),
+                    timeout: proxy.request_timeout,
+                });
             }
         };
         let error = ProxyError::from_upstream(backend.addr(), failed.error);
@@ -119,7 +144,11 @@ async fn forward(conn: &ClientConn, mut req: Request<Incoming>) -> Result<Respon
         guard.skip_latency();
         let backend = guard.backend();
         backend.note_connect_error();
-        let next = if retried || !retryable { None } else { acquire(route, Some(backend), None, &mut rng) };
+        let next = if retried || !retryable {
+            None
+        } else {
+            acquire(route, Some(backend), None, &mut rng)
+        };
         let Some(next) = next else {
             backend.metrics.status(StatusCode::BAD_GATEWAY);
             return Err(error);
@@ -154,7 +183,10 @@ fn respond(
     backend.metrics.status(response.status());
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(ProxyError::Internal(format!("backend {} switched protocols unasked", backend.addr())));
+            return Err(ProxyError::Internal(format!(
+                "backend {} switched protocols unasked",
+                backend.addr()
+            )));
         };
         // The connection now belongs to the tunnel.
         drop(conn);
@@ -162,24 +194,39 @@ fn respond(
         let (mut parts, _) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
         guard.record_latency_now();
-        spawn_tunnel(client_upgrade, backend_upgrade, guard, proxy.closing.clone());
+        spawn_tunnel(
+            client_upgrade,
+            backend_upgrade,
+            guard,
+            proxy.closing.clone(),
+        );
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, guard, conn)))
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, guard, conn),
+    ))
 }
 
 /// Picks a backend and counts the request on it. A backend that started draining between the
 /// pick and the count is no longer eligible, so the next pick skips it.
-fn acquire(route: &AppRoute, failed: Option<&Backend>, prefer: Option<(&str, &Target)>, rng: &mut fastrand::Rng) -> Option<InFlight> {
+fn acquire(
+    route: &AppRoute,
+    failed: Option<&Backend>,
+    prefer: Option<(&str, &Target)>,
+    rng: &mut fastrand::Rng,
+) -> Option<InFlight> {
     let backends: usize = route.releases.iter().map(|r| r.backends.len()).sum();
     for _ in 0..=backends {
         let backend = match failed {
             Some(failed) => select_retry(route, failed, rng)?,
             // The group affinity chose; if it has no eligible backend, serving beats stickiness.
-            None => match prefer.and_then(|(canary, target)| select_target(route, canary, target, rng)) {
+            None => match prefer
+                .and_then(|(canary, target)| select_target(route, canary, target, rng))
+            {
                 Some(b) => b,
                 None => select(route, None, rng)?,
             },

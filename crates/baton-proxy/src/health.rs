@@ -52,7 +52,9 @@ async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
     let exchange = async {
         let stream = TcpStream::connect(addr).await.ok()?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         let request = Request::get(path)
             .header(header::HOST, addr.to_string())
             .header(header::USER_AGENT, "baton-health")
@@ -69,7 +71,10 @@ async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
         };
         Some(response.ok()?.status().is_success())
     };
-    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(timeout, exchange).await,
+        Ok(Some(true))
+    )
 }
 
 /// Runs of consecutive results, turned into health changes.
@@ -84,7 +89,11 @@ struct Tally {
 
 impl Tally {
     fn new(current: Health) -> Self {
-        Self { passes: 0, fails: 0, seen: current }
+        Self {
+            passes: 0,
+            fails: 0,
+            seen: current,
+        }
     }
 
     /// Records one result; returns the health to set, if it changes.
@@ -96,11 +105,13 @@ impl Tally {
         let change = if pass {
             self.passes = self.passes.saturating_add(1);
             self.fails = 0;
-            (current != Health::Healthy && self.passes >= check.healthy_threshold.max(1)).then_some(Health::Healthy)
+            (current != Health::Healthy && self.passes >= check.healthy_threshold.max(1))
+                .then_some(Health::Healthy)
         } else {
             self.fails = self.fails.saturating_add(1);
             self.passes = 0;
-            (current != Health::Unhealthy && self.fails >= check.unhealthy_threshold.max(1)).then_some(Health::Unhealthy)
+            (current != Health::Unhealthy && self.fails >= check.unhealthy_threshold.max(1))
+                .then_some(Health::Unhealthy)
         };
         self.seen = change.unwrap_or(current);
         change
@@ -140,9 +151,18 @@ mod tests {
     fn thresholds_of_consecutive_results() {
         use Health::*;
         assert_eq!(run(Starting, &[true, true]), [Starting, Healthy]);
-        assert_eq!(run(Starting, &[true, false, true, true]), [Starting, Starting, Starting, Healthy]);
-        assert_eq!(run(Healthy, &[false, false, true, false, false, false]), [Healthy, Healthy, Healthy, Healthy, Healthy, Unhealthy]);
-        assert_eq!(run(Unhealthy, &[true, true, false]), [Unhealthy, Healthy, Healthy]);
+        assert_eq!(
+            run(Starting, &[true, false, true, true]),
+            [Starting, Starting, Starting, Healthy]
+        );
+        assert_eq!(
+            run(Healthy, &[false, false, true, false, false, false]),
+            [Healthy, Healthy, Healthy, Healthy, Healthy, Unhealthy]
+        );
+        assert_eq!(
+            run(Unhealthy, &[true, true, false]),
+            [Unhealthy, Healthy, Healthy]
+        );
     }
 
     #[test]
@@ -153,6 +173,9 @@ mod tests {
         assert_eq!(tally.observe(Health::Healthy, true, &c), None);
         // Passive checks marked it unhealthy: two fresh passes are needed, not one.
         assert_eq!(tally.observe(Health::Unhealthy, true, &c), None);
-        assert_eq!(tally.observe(Health::Unhealthy, true, &c), Some(Health::Healthy));
+        assert_eq!(
+            tally.observe(Health::Unhealthy, true, &c),
+            Some(Health::Healthy)
+        );
     }
 }

@@ -36,7 +36,10 @@ pub struct ListenerConfig {
 impl Default for ListenerConfig {
     fn default() -> Self {
         use baton_core::config::defaults;
-        Self { request_timeout: defaults::REQUEST_TIMEOUT.std(), max_header_bytes: defaults::MAX_HEADER_BYTES }
+        Self {
+            request_timeout: defaults::REQUEST_TIMEOUT.std(),
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+        }
     }
 }
 
@@ -52,7 +55,12 @@ pub async fn serve(
     let builder = server_builder(&cfg);
     let graceful = GracefulShutdown::new();
     let closing = CancellationToken::new();
-    let proxy = Arc::new(Proxy { app, router, request_timeout: cfg.request_timeout, closing: closing.clone() });
+    let proxy = Arc::new(Proxy {
+        app,
+        router,
+        request_timeout: cfg.request_timeout,
+        closing: closing.clone(),
+    });
     tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), "listening");
     tokio::pin!(shutdown);
     loop {
@@ -69,10 +77,18 @@ pub async fn serve(
         };
         // Small writes (heads, WebSocket frames) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let client_ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-        let conn = Arc::new(ClientConn { proxy: proxy.clone(), client_ip });
+        let client_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .expect("an IP address is a valid header value");
+        let conn = Arc::new(ClientConn {
+            proxy: proxy.clone(),
+            client_ip,
+        });
         let service = service_fn(move |req| handle(conn.clone(), req));
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        let connection = graceful.watch(
+            builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned(),
+        );
         let closing = closing.clone();
         tokio::spawn(async move {
             tokio::select! {
@@ -85,7 +101,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(app = %proxy.app, connections = graceful.count(), "listener shutting down");
-    if tokio::time::timeout(cfg.request_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(cfg.request_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(app = %proxy.app, "requests still running after the grace period; closing them");
     }
     closing.cancel();

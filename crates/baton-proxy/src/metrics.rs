@@ -35,7 +35,10 @@ fn bucket_range(idx: usize) -> (u64, u64) {
     }
     let shift = idx / SUB_BUCKETS - 1;
     let sub = idx % SUB_BUCKETS;
-    ((SUB_BUCKETS + sub) << shift, (SUB_BUCKETS + sub + 1) << shift)
+    (
+        (SUB_BUCKETS + sub) << shift,
+        (SUB_BUCKETS + sub + 1) << shift,
+    )
 }
 
 /// Live counters of one backend. Every method is a relaxed atomic add: they are statistics, and
@@ -122,17 +125,27 @@ pub struct MetricsSnapshot {
 
 impl Default for MetricsSnapshot {
     fn default() -> Self {
-        Self { requests: 0, status: [0; 5], connect_errors: 0, timeouts: 0, latency: vec![0; BUCKETS] }
+        Self {
+            requests: 0,
+            status: [0; 5],
+            connect_errors: 0,
+            timeouts: 0,
+            latency: vec![0; BUCKETS],
+        }
     }
 }
 
 impl MetricsSnapshot {
     /// The latency histogram's non-empty buckets as `(low µs, high µs, count)`, ascending.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-        self.latency.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| {
-            let (low, high) = bucket_range(i);
-            (low, high, *c)
-        })
+        self.latency
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(i, c)| {
+                let (low, high) = bucket_range(i);
+                (low, high, *c)
+            })
     }
 
     /// Adds `other` into `self`, so the controller can aggregate per release or per app.
@@ -204,17 +217,37 @@ mod tests {
     #[test]
     fn buckets_cover_values_in_order() {
         let mut last = 0;
-        for v in [0, 1, 15, 16, 17, 31, 32, 100, 1_000, 65_535, 1_000_000, u64::MAX] {
+        for v in [
+            0,
+            1,
+            15,
+            16,
+            17,
+            31,
+            32,
+            100,
+            1_000,
+            65_535,
+            1_000_000,
+            u64::MAX,
+        ] {
             let b = bucket_of(v);
             assert!(b >= last, "bucket of {v} went backwards");
             last = b;
             let (low, high) = bucket_range(b);
             if b < BUCKETS - 1 {
-                assert!(low <= v && v < high, "{v} not in [{low}, {high}) of bucket {b}");
+                assert!(
+                    low <= v && v < high,
+                    "{v} not in [{low}, {high}) of bucket {b}"
+                );
             }
         }
         for idx in 0..BUCKETS - 1 {
-            assert_eq!(bucket_range(idx).1, bucket_range(idx + 1).0, "gap after bucket {idx}");
+            assert_eq!(
+                bucket_range(idx).1,
+                bucket_range(idx + 1).0,
+                "gap after bucket {idx}"
+            );
         }
     }
 
@@ -227,7 +260,10 @@ mod tests {
         let s = m.snapshot();
         for (q, want) in [(0.5, 50_000.0), (0.9, 90_000.0), (0.99, 99_000.0)] {
             let got = s.percentile(q).unwrap().as_micros() as f64;
-            assert!((got - want).abs() / want < 0.04, "p{q}: got {got}, want {want}");
+            assert!(
+                (got - want).abs() / want < 0.04,
+                "p{q}: got {got}, want {want}"
+            );
         }
         assert_eq!(MetricsSnapshot::default().percentile(0.5), None);
     }

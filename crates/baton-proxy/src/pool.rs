@@ -55,13 +55,24 @@ pub(crate) struct SendError {
 }
 
 impl Pool {
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Pool> {
-        Arc::new(Pool { addr, connect_timeout, idle_timeout, idle: Mutex::new(Idle::default()) })
+    pub(crate) fn new(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            addr,
+            connect_timeout,
+            idle_timeout,
+            idle: Mutex::new(Idle::default()),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle> {
         // The critical sections cannot panic halfway; a poisoned lock still holds a valid list.
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Sends `request` on a parked connection, or on a new one if none is parked or every
@@ -75,7 +86,12 @@ impl Pool {
                 Some(conn) => (conn, true),
                 None => match self.connect().await {
                     Ok(conn) => (conn, false),
-                    Err(error) => return Err(SendError { error, request: Some(request) }),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(request),
+                        });
+                    }
                 },
             };
             match conn.sender.try_send_request(request).await {
@@ -85,9 +101,17 @@ impl Pool {
                     Some(unsent) if parked => request = unsent,
                     Some(unsent) => {
                         let error = UpstreamError::Closed(failed.into_error());
-                        return Err(SendError { error, request: Some(unsent) });
+                        return Err(SendError {
+                            error,
+                            request: Some(unsent),
+                        });
                     }
-                    None => return Err(SendError { error: UpstreamError::Exchange(failed.into_error()), request: None }),
+                    None => {
+                        return Err(SendError {
+                            error: UpstreamError::Exchange(failed.into_error()),
+                            request: None,
+                        });
+                    }
                 },
             }
         }
@@ -99,7 +123,10 @@ impl Pool {
         while let Some((sender, _)) = idle.parked.pop() {
             // Parked connections are ready when parked; one that is not any more has closed.
             if sender.is_ready() {
-                return Some(Conn { sender, generation: idle.generation });
+                return Some(Conn {
+                    sender,
+                    generation: idle.generation,
+                });
             }
         }
         None
@@ -107,14 +134,17 @@ impl Pool {
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
+            };
         // Heads are small writes: they must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(UpstreamError::Closed)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(UpstreamError::Closed)?;
         let addr = self.addr;
         tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
@@ -131,7 +161,9 @@ impl Pool {
         if conn.sender.is_ready() {
             self.park(conn);
         } else if !conn.sender.is_closed() {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             let pool = Arc::downgrade(self);
             runtime.spawn(async move {
                 if poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok()
@@ -178,7 +210,11 @@ async fn reap(pool: Weak<Pool>) {
             let Some(pool) = pool.upgrade() else { return };
             let mut idle = pool.lock();
             let now = Instant::now();
-            let expired = idle.parked.iter().take_while(|(_, since)| now.duration_since(*since) >= pool.idle_timeout).count();
+            let expired = idle
+                .parked
+                .iter()
+                .take_while(|(_, since)| now.duration_since(*since) >= pool.idle_timeout)
+                .count();
             idle.parked.drain(..expired);
             match idle.parked.first() {
                 Some((_, since)) => *since + pool.idle_timeout,
@@ -210,13 +246,19 @@ mod tests {
         let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 counter.fetch_add(1, SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -224,19 +266,29 @@ mod tests {
     }
 
     fn get() -> Request<RequestBody> {
-        Request::get("/").header(http::header::HOST, "backend").body(RequestBody::Empty).unwrap()
+        Request::get("/")
+            .header(http::header::HOST, "backend")
+            .body(RequestBody::Empty)
+            .unwrap()
     }
 
     async fn exchange(pool: &Arc<Pool>) {
         let (response, conn) = pool.send(get()).await.unwrap();
-        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "ok"
+        );
         pool.put(conn);
     }
 
     async fn wait_parked(pool: &Pool, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while pool.parked() != n {
-            assert!(tokio::time::Instant::now() < deadline, "{} parked, want {n}", pool.parked());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} parked, want {n}",
+                pool.parked()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -263,7 +315,11 @@ mod tests {
         assert_eq!(pool.parked(), 0);
         response.into_body().collect().await.unwrap();
         pool.put(in_use);
-        assert_eq!(pool.parked(), 0, "taken before close_idle: not parked again");
+        assert_eq!(
+            pool.parked(),
+            0,
+            "taken before close_idle: not parked again"
+        );
         exchange(&pool).await;
         assert_eq!(accepted.load(SeqCst), 2);
     }
@@ -274,7 +330,9 @@ mod tests {
         let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
         let closed = {
             let stream = TcpStream::connect(addr).await.unwrap();
-            let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(stream)).await.unwrap();
+            let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(stream))
+                .await
+                .unwrap();
             drop(connection);
             sender
         };
@@ -301,7 +359,11 @@ mod tests {
         };
         let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
         let failed = pool.send(get()).await.unwrap_err();
-        assert!(matches!(failed.error, UpstreamError::Connect(_)), "{:?}", failed.error);
+        assert!(
+            matches!(failed.error, UpstreamError::Connect(_)),
+            "{:?}",
+            failed.error
+        );
         assert!(failed.request.is_some());
     }
 }

@@ -44,7 +44,9 @@ pub struct Router {
 impl Router {
     /// A router with an empty table (every request gets 503).
     pub fn new() -> Arc<Router> {
-        Arc::new(Router { table: ArcSwap::from_pointee(RoutingTable::default()) })
+        Arc::new(Router {
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+        })
     }
 
     /// Replaces the table: every request that starts after this returns uses `table`.

@@ -9,9 +9,18 @@ use crate::router::{AppRoute, ReleaseRoute};
 
 /// Picks a backend for a new request, or `None` when no release with weight has an eligible one.
 /// `skip` is a backend that just failed (a retry goes elsewhere).
-pub fn select<'a>(route: &'a AppRoute, skip: Option<&Backend>, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+pub fn select<'a>(
+    route: &'a AppRoute,
+    skip: Option<&Backend>,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
     let usable = |r: &ReleaseRoute| r.weight > 0 && eligible_count(&r.backends, skip) > 0;
-    let total: u64 = route.releases.iter().filter(|r| usable(r)).map(|r| u64::from(r.weight)).sum();
+    let total: u64 = route
+        .releases
+        .iter()
+        .filter(|r| usable(r))
+        .map(|r| u64::from(r.weight))
+        .sum();
     if total == 0 {
         return None;
     }
@@ -29,10 +38,20 @@ pub fn select<'a>(route: &'a AppRoute, skip: Option<&Backend>, rng: &mut fastran
 /// Picks a backend in the release group affinity chose: the canary release, or the others by
 /// their weights. `None` when that group has no eligible backend (the caller then falls back to
 /// [`select`]: serving the user beats stickiness).
-pub fn select_target<'a>(route: &'a AppRoute, canary: &str, target: &Target, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+pub fn select_target<'a>(
+    route: &'a AppRoute,
+    canary: &str,
+    target: &Target,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
     let in_group = |r: &ReleaseRoute| (r.release == canary) == (*target == Target::Canary);
     let usable = |r: &ReleaseRoute| in_group(r) && eligible_count(&r.backends, None) > 0;
-    let total: u64 = route.releases.iter().filter(|r| usable(r)).map(|r| u64::from(r.weight.max(1))).sum();
+    let total: u64 = route
+        .releases
+        .iter()
+        .filter(|r| usable(r))
+        .map(|r| u64::from(r.weight.max(1)))
+        .sum();
     if total == 0 {
         return None;
     }
@@ -49,7 +68,11 @@ pub fn select_target<'a>(route: &'a AppRoute, canary: &str, target: &Target, rng
 
 /// Picks a backend for a retry after `failed`: another one of the same release if there is one,
 /// else any other by the usual rules.
-pub fn select_retry<'a>(route: &'a AppRoute, failed: &Backend, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+pub fn select_retry<'a>(
+    route: &'a AppRoute,
+    failed: &Backend,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
     route
         .releases
         .iter()
@@ -59,7 +82,11 @@ pub fn select_retry<'a>(route: &'a AppRoute, failed: &Backend, rng: &mut fastran
 }
 
 /// Power of two choices among the eligible backends of one release.
-pub fn pick_backend<'a>(backends: &'a [Arc<Backend>], skip: Option<&Backend>, rng: &mut fastrand::Rng) -> Option<&'a Arc<Backend>> {
+pub fn pick_backend<'a>(
+    backends: &'a [Arc<Backend>],
+    skip: Option<&Backend>,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
     let n = eligible_count(backends, skip);
     match n {
         0 => None,
@@ -86,7 +113,11 @@ fn eligible_count(backends: &[Arc<Backend>], skip: Option<&Backend>) -> usize {
     backends.iter().filter(|b| is_candidate(b, skip)).count()
 }
 
-fn nth_eligible<'a>(backends: &'a [Arc<Backend>], skip: Option<&Backend>, n: usize) -> Option<&'a Arc<Backend>> {
+fn nth_eligible<'a>(
+    backends: &'a [Arc<Backend>],
+    skip: Option<&Backend>,
+    n: usize,
+) -> Option<&'a Arc<Backend>> {
     backends.iter().filter(|b| is_candidate(b, skip)).nth(n)
 }
 
@@ -96,16 +127,28 @@ mod tests {
     use crate::backend::{Health, InFlight};
 
     fn backend(instance: &str, release: &str, health: Health) -> Arc<Backend> {
-        let b = Backend::new(instance.into(), release.into(), "127.0.0.1:9".parse().unwrap(), 3);
+        let b = Backend::new(
+            instance.into(),
+            release.into(),
+            "127.0.0.1:9".parse().unwrap(),
+            3,
+        );
         b.set_health(health);
         b
     }
 
     fn release(name: &str, weight: u32, backends: Vec<Arc<Backend>>) -> ReleaseRoute {
-        ReleaseRoute { release: name.into(), weight, backends }
+        ReleaseRoute {
+            release: name.into(),
+            weight,
+            backends,
+        }
     }
 
-    fn count_by_release(route: &AppRoute, picks: usize) -> std::collections::HashMap<String, usize> {
+    fn count_by_release(
+        route: &AppRoute,
+        picks: usize,
+    ) -> std::collections::HashMap<String, usize> {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut counts = std::collections::HashMap::new();
         for _ in 0..picks {
@@ -119,7 +162,14 @@ mod tests {
     fn weights_are_honoured() {
         let route = AppRoute {
             releases: vec![
-                release("1.0", 90, vec![backend("a", "1.0", Health::Healthy), backend("b", "1.0", Health::Healthy)]),
+                release(
+                    "1.0",
+                    90,
+                    vec![
+                        backend("a", "1.0", Health::Healthy),
+                        backend("b", "1.0", Health::Healthy),
+                    ],
+                ),
                 release("2.0", 10, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
@@ -127,7 +177,10 @@ mod tests {
         let counts = count_by_release(&route, 10_000);
         let canary = counts["2.0"];
         // 10 % of 10k is 1000 with a standard deviation of 30: 5 sigma either side.
-        assert!((850..=1150).contains(&canary), "release 2.0 got {canary} of 10000");
+        assert!(
+            (850..=1150).contains(&canary),
+            "release 2.0 got {canary} of 10000"
+        );
         assert_eq!(counts["1.0"] + canary, 10_000);
     }
 
@@ -138,7 +191,11 @@ mod tests {
         let route = AppRoute {
             releases: vec![
                 release("1.0", 50, vec![backend("a", "1.0", Health::Healthy)]),
-                release("2.0", 50, vec![draining, backend("d", "2.0", Health::Starting)]),
+                release(
+                    "2.0",
+                    50,
+                    vec![draining, backend("d", "2.0", Health::Starting)],
+                ),
                 release("3.0", 0, vec![backend("e", "3.0", Health::Healthy)]),
             ],
             affinity: None,
@@ -149,7 +206,14 @@ mod tests {
     #[test]
     fn nothing_eligible_gives_none() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let route = AppRoute { releases: vec![release("1.0", 100, vec![backend("a", "1.0", Health::Unhealthy)])], affinity: None };
+        let route = AppRoute {
+            releases: vec![release(
+                "1.0",
+                100,
+                vec![backend("a", "1.0", Health::Unhealthy)],
+            )],
+            affinity: None,
+        };
         assert!(select(&route, None, &mut rng).is_none());
         assert!(select(&AppRoute::default(), None, &mut rng).is_none());
     }
@@ -162,7 +226,10 @@ mod tests {
         let backends = vec![busy, idle];
         let mut rng = fastrand::Rng::with_seed(3);
         for _ in 0..100 {
-            assert_eq!(pick_backend(&backends, None, &mut rng).unwrap().instance(), "b");
+            assert_eq!(
+                pick_backend(&backends, None, &mut rng).unwrap().instance(),
+                "b"
+            );
         }
     }
 
@@ -171,16 +238,26 @@ mod tests {
         let failed = backend("a", "1.0", Health::Healthy);
         let route = AppRoute {
             releases: vec![
-                release("1.0", 1, vec![failed.clone(), backend("b", "1.0", Health::Healthy)]),
+                release(
+                    "1.0",
+                    1,
+                    vec![failed.clone(), backend("b", "1.0", Health::Healthy)],
+                ),
                 release("2.0", 1000, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
         };
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..100 {
-            assert_eq!(select_retry(&route, &failed, &mut rng).unwrap().instance(), "b");
+            assert_eq!(
+                select_retry(&route, &failed, &mut rng).unwrap().instance(),
+                "b"
+            );
         }
-        let alone = AppRoute { releases: vec![release("1.0", 1, vec![failed.clone()])], affinity: None };
+        let alone = AppRoute {
+            releases: vec![release("1.0", 1, vec![failed.clone()])],
+            affinity: None,
+        };
         assert!(select_retry(&alone, &failed, &mut rng).is_none());
     }
 }

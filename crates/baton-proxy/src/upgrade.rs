@@ -9,7 +9,12 @@ use crate::backend::InFlight;
 
 /// Once both sides have switched, copies bytes both ways until either closes or the listener
 /// is gone. The guard keeps the backend busy (so a drain waits) for the tunnel's life.
-pub(crate) fn spawn_tunnel(client: OnUpgrade, backend: OnUpgrade, guard: InFlight, closing: CancellationToken) {
+pub(crate) fn spawn_tunnel(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    guard: InFlight,
+    closing: CancellationToken,
+) {
     tokio::spawn(async move {
         let tunnel = async {
             let (client, backend) = match tokio::try_join!(client, backend) {

@@ -17,15 +17,29 @@ async fn connection_refused_is_retried_on_the_other_backend() {
     let dead = Backend::new("dead".into(), "1.0".into(), refused_addr().await, 1000);
     dead.set_health(Health::Healthy);
     let router = Router::new();
-    router.publish(table(vec![("1.0", 100, vec![dead.clone(), live.backend("1.0")])]));
+    router.publish(table(vec![(
+        "1.0",
+        100,
+        vec![dead.clone(), live.backend("1.0")],
+    )]));
     let proxy = TestProxy::start(router, config()).await;
     let client = client();
     for _ in 0..30 {
         let answer = get(&client, &proxy.url("/")).await;
-        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "live"));
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "live")
+        );
     }
-    assert!(dead.metrics().connect_errors > 0, "the dead backend was tried at least once");
-    assert_eq!(dead.metrics().status, [0; 5], "the client never saw the dead backend's failure");
+    assert!(
+        dead.metrics().connect_errors > 0,
+        "the dead backend was tried at least once"
+    );
+    assert_eq!(
+        dead.metrics().status,
+        [0; 5],
+        "the client never saw the dead backend's failure"
+    );
     assert_eq!(dead.in_flight(), 0);
 }
 
@@ -36,7 +50,9 @@ async fn a_request_with_a_body_is_not_retried() {
     let router = Router::new();
     router.publish(table(vec![("1.0", 100, vec![dead.clone()])]));
     let proxy = TestProxy::start(router, config()).await;
-    let request = Request::post(proxy.url("/echo")).body(Full::new(Bytes::from_static(b"payload"))).unwrap();
+    let request = Request::post(proxy.url("/echo"))
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
     assert_eq!(send(&client(), request).await.status, 502);
     assert_eq!(dead.metrics().connect_errors, 1);
 }
@@ -50,7 +66,11 @@ async fn connect_errors_make_a_backend_unhealthy() {
     let proxy = TestProxy::start(router, config()).await;
     let client = client();
     for n in 1..=3 {
-        assert_eq!(get(&client, &proxy.url("/")).await.status, 502, "request {n}");
+        assert_eq!(
+            get(&client, &proxy.url("/")).await.status,
+            502,
+            "request {n}"
+        );
     }
     assert_eq!(dead.health(), Health::Unhealthy);
     assert_eq!(get(&client, &proxy.url("/")).await.status, 503);
@@ -63,13 +83,19 @@ async fn slow_backend_gets_504_after_request_timeout() {
     let backend = b.backend("1.0");
     let router = Router::new();
     router.publish(table(vec![("1.0", 100, vec![backend.clone()])]));
-    let cfg = ListenerConfig { request_timeout: Duration::from_millis(200), ..config() };
+    let cfg = ListenerConfig {
+        request_timeout: Duration::from_millis(200),
+        ..config()
+    };
     let proxy = TestProxy::start(router, cfg).await;
     let client = client();
     assert_eq!(get(&client, &proxy.url("/hang")).await.status, 504);
     let m = backend.metrics();
     assert_eq!((m.requests, m.timeouts, m.status[4]), (1, 1, 1));
-    eventually("the timed-out request to leave the in-flight count", || backend.in_flight() == 0).await;
+    eventually("the timed-out request to leave the in-flight count", || {
+        backend.in_flight() == 0
+    })
+    .await;
     // The backend still serves after a timeout.
     assert_eq!(get(&client, &proxy.url("/")).await.status, 200);
     assert_eq!(b.hits.load(SeqCst), 2);

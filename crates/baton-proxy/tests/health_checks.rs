@@ -26,12 +26,18 @@ async fn checker_follows_the_backend_with_thresholds() {
     let checker = spawn_health_checker(backend.clone(), check());
 
     eventually("healthy", || backend.health() == Health::Healthy).await;
-    assert!(b.health_hits.load(SeqCst) >= 3, "needed healthy_threshold passes");
+    assert!(
+        b.health_hits.load(SeqCst) >= 3,
+        "needed healthy_threshold passes"
+    );
 
     b.healthy.store(false, SeqCst);
     let before = b.health_hits.load(SeqCst);
     eventually("unhealthy", || backend.health() == Health::Unhealthy).await;
-    assert!(b.health_hits.load(SeqCst) >= before + 2, "needed unhealthy_threshold failures");
+    assert!(
+        b.health_hits.load(SeqCst) >= before + 2,
+        "needed unhealthy_threshold failures"
+    );
 
     b.healthy.store(true, SeqCst);
     eventually("healthy again", || backend.health() == Health::Healthy).await;

@@ -20,17 +20,26 @@ async fn upgrade_tunnels_bytes_and_counts_in_flight() {
     router.publish(table(vec![("1.0", 100, vec![backend.clone()])]));
     let proxy = TestProxy::start(router, config()).await;
 
-    let (mut stream, head) =
-        raw_head(proxy.addr, b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await;
+    let (mut stream, head) = raw_head(
+        proxy.addr,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
     stream.write_all(b"ping").await.unwrap();
     let mut echoed = [0u8; 4];
     stream.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"ping");
     assert_eq!(backend.in_flight(), 1, "an open tunnel is in flight");
     drop(stream);
-    eventually("the closed tunnel to leave the in-flight count", || backend.in_flight() == 0).await;
+    eventually("the closed tunnel to leave the in-flight count", || {
+        backend.in_flight() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -42,9 +51,13 @@ async fn h2c_prior_knowledge_is_served() {
 
     let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
-    let request = Request::get("http://h2.example/headers").body(Empty::<Bytes>::new()).unwrap();
+    let request = Request::get("http://h2.example/headers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
@@ -59,7 +72,10 @@ async fn oversized_header_is_rejected() {
     let b = TestBackend::start("a").await;
     let router = Router::new();
     router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
-    let cfg = ListenerConfig { max_header_bytes: 8192, ..config() };
+    let cfg = ListenerConfig {
+        max_header_bytes: 8192,
+        ..config()
+    };
     let proxy = TestProxy::start(router, cfg).await;
 
     let big = "x".repeat(20_000);
@@ -82,10 +98,16 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         let url = proxy.url("/slow");
         async move { get(&client, &url).await }
     });
-    eventually("the slow request to be in flight", || backend.in_flight() == 1).await;
+    eventually("the slow request to be in flight", || {
+        backend.in_flight() == 1
+    })
+    .await;
     let serving = proxy.shutdown();
     // New connections are refused once the listener is closed.
-    eventually("the listener to close", || std::net::TcpStream::connect(proxy.addr).is_err()).await;
+    eventually("the listener to close", || {
+        std::net::TcpStream::connect(proxy.addr).is_err()
+    })
+    .await;
     b.gate.add_permits(1);
     assert_eq!(slow.await.unwrap().status, 200);
     serving.await.unwrap().unwrap();
@@ -97,7 +119,10 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let router = Router::new();
     router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
     // The header read timeout is capped by request_timeout.
-    let cfg = ListenerConfig { request_timeout: std::time::Duration::from_millis(200), ..config() };
+    let cfg = ListenerConfig {
+        request_timeout: std::time::Duration::from_millis(200),
+        ..config()
+    };
     let proxy = TestProxy::start(router, cfg).await;
 
     // raw_head returns when the proxy closes the connection, as the head never ends.

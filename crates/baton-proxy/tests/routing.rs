@@ -25,7 +25,10 @@ async fn publish_switches_every_new_request() {
     router.publish(table(vec![("2.0", 100, vec![green.backend("2.0")])]));
     for _ in 0..50 {
         let answer = get(&client, &proxy.url("/")).await;
-        assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "green"));
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "green")
+        );
     }
 }
 
@@ -68,8 +71,14 @@ async fn backend_sees_forwarded_headers_and_no_hop_by_hop() {
     assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
     assert!(seen.contains("x-forwarded-host: shop.example\n"), "{seen}");
     assert!(seen.contains("host: shop.example\n"), "{seen}");
-    let id = seen.lines().find_map(|l| l.strip_prefix("x-request-id: ")).expect("a request id");
-    assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+    let id = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id");
+    assert!(
+        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
     assert!(!seen.contains("x-secret"), "{seen}");
     assert!(!seen.contains("proxy-authorization"), "{seen}");
 
@@ -80,7 +89,10 @@ async fn backend_sees_forwarded_headers_and_no_hop_by_hop() {
         .unwrap();
     let seen = send(&client, request).await.body;
     assert!(seen.contains("x-request-id: client-chosen\n"), "{seen}");
-    assert!(seen.contains("x-forwarded-for: 10.1.2.3, 127.0.0.1\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 10.1.2.3, 127.0.0.1\n"),
+        "{seen}"
+    );
 }
 
 #[tokio::test]
@@ -98,12 +110,22 @@ async fn draining_backend_gets_nothing_new_and_finishes_what_it_has() {
         let url = proxy.url("/slow");
         async move { get(&client, &url).await }
     });
-    eventually("the slow request to reach the old backend", || old_backend.in_flight() == 1).await;
+    eventually("the slow request to reach the old backend", || {
+        old_backend.in_flight() == 1
+    })
+    .await;
 
     // The drain starts while the old table (which still names the old backend) is published.
     old_backend.start_drain();
-    router.publish(table(vec![("1.0", 100, vec![old_backend.clone(), new.backend("1.0")])]));
-    assert!(!old_backend.wait_idle(Duration::from_millis(1)).await, "the slow request is still in flight");
+    router.publish(table(vec![(
+        "1.0",
+        100,
+        vec![old_backend.clone(), new.backend("1.0")],
+    )]));
+    assert!(
+        !old_backend.wait_idle(Duration::from_millis(1)).await,
+        "the slow request is still in flight"
+    );
     for _ in 0..20 {
         assert_eq!(get(&client, &proxy.url("/")).await.body, "new");
     }
@@ -114,8 +136,14 @@ async fn draining_backend_gets_nothing_new_and_finishes_what_it_has() {
     });
     old.gate.add_permits(1);
     let answer = slow.await.unwrap();
-    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "slow old"));
-    assert!(idle.await.unwrap(), "wait_idle returns true once the request finished");
+    assert_eq!(
+        (answer.status.as_u16(), answer.body.as_str()),
+        (200, "slow old")
+    );
+    assert!(
+        idle.await.unwrap(),
+        "wait_idle returns true once the request finished"
+    );
     assert_eq!(old_backend.in_flight(), 0);
     assert_eq!(old.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
@@ -131,13 +159,24 @@ async fn in_flight_lasts_until_the_response_body_is_sent() {
     let proxy = TestProxy::start(router, config()).await;
     let client = client();
 
-    let response = client.request(Request::get(proxy.url("/stream")).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let response = client
+        .request(
+            Request::get(proxy.url("/stream"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"first ");
     backend.start_drain();
-    assert_eq!(backend.in_flight(), 1, "headers and a chunk arrived, but the body is not done");
+    assert_eq!(
+        backend.in_flight(),
+        1,
+        "headers and a chunk arrived, but the body is not done"
+    );
     assert!(!backend.wait_idle(Duration::from_millis(1)).await);
 
     b.gate.add_permits(1);

@@ -36,7 +36,10 @@ pub enum LoadError {
 
 /// Reads and validates a config file.
 pub fn load_config(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(Config::parse(&text, path)?)
 }
 
@@ -55,12 +58,19 @@ pub struct Daemon {
 
 /// Runs Baton until `shutdown` resolves, then closes the listeners, lets in-flight requests
 /// finish and stops every instance. `ready` receives the bound addresses.
-pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Output = ()>, ready: Option<oneshot::Sender<Daemon>>) -> anyhow::Result<()> {
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<Daemon>>,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir(config_path);
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     // Instances run with their working directory inside the artifact, so every path handed to
     // them must be absolute.
-    let data_dir = std::fs::canonicalize(&data_dir).with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)
+        .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
     let _lock = lock_data_dir(&data_dir)?;
     let store = Store::open(&data_dir.join("baton.db")).context("cannot open the store")?;
@@ -68,21 +78,33 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
     let mut app_listeners = Vec::new();
-    let units: BTreeMap<String, Unit> = config.units().into_iter().map(|u| (u.key.clone(), u)).collect();
+    let units: BTreeMap<String, Unit> = config
+        .units()
+        .into_iter()
+        .map(|u| (u.key.clone(), u))
+        .collect();
     for unit in units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
-        let l = bind(listen, &format!("app {} in {} (its listen address)", unit.app, unit.env)).await?;
+        let l = bind(
+            listen,
+            &format!("app {} in {} (its listen address)", unit.app, unit.env),
+        )
+        .await?;
         app_listeners.push((unit.key.clone(), l));
     }
     let daemon = Daemon {
         api: api_listener.local_addr()?,
-        apps: app_listeners.iter().map(|(n, l)| (n.clone(), l.local_addr().expect("bound"))).collect(),
+        apps: app_listeners
+            .iter()
+            .map(|(n, l)| (n.clone(), l.local_addr().expect("bound")))
+            .collect(),
         data_dir: data_dir.clone(),
         token: token.clone(),
     };
 
     let webhooks: Vec<String> = config.notify.iter().map(|n| n.webhook.clone()).collect();
-    let notifier = Notifier::new(webhooks, RetryPolicy::default()).context("cannot set up the webhooks in [[notify]]")?;
+    let notifier = Notifier::new(webhooks, RetryPolicy::default())
+        .context("cannot set up the webhooks in [[notify]]")?;
     let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
     // Imports cut short by a crash leave temporary directories behind.
     if let Err(e) = artifacts.remove_stale_imports() {
@@ -110,13 +132,28 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     let mut proxies = Vec::new();
     for (name, listener) in app_listeners {
         let app = shared.app(&name).expect("a listener per unit");
-        let cfg = ListenerConfig { request_timeout: app.proxy.request_timeout.std(), max_header_bytes: app.proxy.max_header_bytes };
+        let cfg = ListenerConfig {
+            request_timeout: app.proxy.request_timeout.std(),
+            max_header_bytes: app.proxy.max_header_bytes,
+        };
         let stop = wait_true(stop_rx.clone());
-        proxies.push(tokio::spawn(baton_proxy::serve(listener, name, shared.router.clone(), cfg, stop)));
+        proxies.push(tokio::spawn(baton_proxy::serve(
+            listener,
+            name,
+            shared.router.clone(),
+            cfg,
+            stop,
+        )));
     }
-    let api = axum::serve(api_listener, api::router(shared.clone(), token)).with_graceful_shutdown(wait_true(stop_rx.clone()));
+    let api = axum::serve(api_listener, api::router(shared.clone(), token))
+        .with_graceful_shutdown(wait_true(stop_rx.clone()));
     let api = tokio::spawn(async move { api.await });
-    let ctl = tokio::spawn(controller::run(shared.clone(), exits_rx, exits_tx, stop_rx.clone()));
+    let ctl = tokio::spawn(controller::run(
+        shared.clone(),
+        exits_rx,
+        exits_tx,
+        stop_rx.clone(),
+    ));
 
     tracing::info!(api = %daemon.api, data_dir = %daemon.data_dir.display(), "baton is up");
     for (app, addr) in &daemon.apps {
@@ -127,7 +164,9 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     }
 
     shutdown.await;
-    tracing::info!("shutting down: closing listeners, finishing in-flight requests, stopping instances");
+    tracing::info!(
+        "shutting down: closing listeners, finishing in-flight requests, stopping instances"
+    );
     let _ = stop_tx.send(true);
     let _ = ctl.await;
     for p in proxies {
@@ -138,14 +177,22 @@ pub async fn run(config_path: &Path, config: Config, shutdown: impl Future<Outpu
     let _ = api.await;
     controller::stop_all(&shared).await;
     // Give the webhooks a moment for the last events; never hold shutdown on them.
-    shared.notifier.flush(std::time::Duration::from_secs(2)).await;
+    shared
+        .notifier
+        .flush(std::time::Duration::from_secs(2))
+        .await;
     tracing::info!("baton stopped");
     Ok(())
 }
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let path = data_dir.join("lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         anyhow::anyhow!("another `baton up` is already running with data directory {} ({errno}); stop it first or use another data_dir", data_dir.display())
     })

@@ -102,14 +102,25 @@ pub enum ScrapeError {
 pub async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, ScrapeError> {
     match tokio::time::timeout(timeout, get(addr, path)).await {
         Ok(result) => result,
-        Err(_) => Err(ScrapeError::Timeout { addr, path: path.to_owned(), timeout }),
+        Err(_) => Err(ScrapeError::Timeout {
+            addr,
+            path: path.to_owned(),
+            timeout,
+        }),
     }
 }
 
 async fn get(addr: SocketAddr, path: &str) -> Result<String, ScrapeError> {
-    let http = |source| ScrapeError::Http { addr, path: path.to_owned(), source };
+    let http = |source| ScrapeError::Http {
+        addr,
+        path: path.to_owned(),
+        source,
+    };
     if !path.starts_with('/') {
-        return Err(ScrapeError::InvalidPath { addr, path: path.to_owned() });
+        return Err(ScrapeError::InvalidPath {
+            addr,
+            path: path.to_owned(),
+        });
     }
     let request = Request::get(path)
         .header(header::HOST, addr.to_string())
@@ -117,23 +128,47 @@ async fn get(addr: SocketAddr, path: &str) -> Result<String, ScrapeError> {
         .header(header::ACCEPT, HeaderValue::from_static("text/plain"))
         .header(header::CONNECTION, HeaderValue::from_static("close"))
         .body(Empty::<Bytes>::new())
-        .map_err(|_| ScrapeError::InvalidPath { addr, path: path.to_owned() })?;
-    let stream = TcpStream::connect(addr).await.map_err(|source| ScrapeError::Connect { addr, path: path.to_owned(), source })?;
+        .map_err(|_| ScrapeError::InvalidPath {
+            addr,
+            path: path.to_owned(),
+        })?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ScrapeError::Connect {
+            addr,
+            path: path.to_owned(),
+            source,
+        })?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
     // The connection is driven alongside the exchange, not spawned: when the timeout drops
     // this future, nothing is left behind holding the socket.
     let exchange = async {
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status();
         if !status.is_success() {
-            return Err(ScrapeError::Status { addr, path: path.to_owned(), status });
+            return Err(ScrapeError::Status {
+                addr,
+                path: path.to_owned(),
+                status,
+            });
         }
-        let body = Limited::new(response.into_body(), MAX_BODY).collect().await.map_err(|e| match e.downcast::<hyper::Error>() {
-            Ok(e) => http(*e),
-            Err(_) => ScrapeError::TooLarge { addr, path: path.to_owned() },
-        })?;
-        String::from_utf8(body.to_bytes().to_vec()).map_err(|_| ScrapeError::NotText { addr, path: path.to_owned() })
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast::<hyper::Error>() {
+                Ok(e) => http(*e),
+                Err(_) => ScrapeError::TooLarge {
+                    addr,
+                    path: path.to_owned(),
+                },
+            })?;
+        String::from_utf8(body.to_bytes().to_vec()).map_err(|_| ScrapeError::NotText {
+            addr,
+            path: path.to_owned(),
+        })
     };
     tokio::pin!(conn, exchange);
     tokio::select! {
@@ -165,7 +200,9 @@ pub fn counter_rate(earlier: &Scrape, later: &Scrape, name: &str) -> Option<f64>
     }
     let mut increase = None;
     for (instance, samples) in &later.per_instance {
-        let Some(before) = earlier.per_instance.get(instance) else { continue };
+        let Some(before) = earlier.per_instance.get(instance) else {
+            continue;
+        };
         let (before, after) = (prom::sum(before, name), prom::sum(samples, name));
         let delta = match (before, after) {
             (None, None) => continue,
@@ -181,22 +218,30 @@ pub fn counter_rate(earlier: &Scrape, later: &Scrape, name: &str) -> Option<f64>
 
 /// The value of gauge `name` summed over the scrape's instances; `None` when none has it.
 pub fn gauge(later: &Scrape, name: &str) -> Option<f64> {
-    later.per_instance.values().filter_map(|samples| prom::sum(samples, name)).reduce(|a, b| a + b)
+    later
+        .per_instance
+        .values()
+        .filter_map(|samples| prom::sum(samples, name))
+        .reduce(|a, b| a + b)
 }
 
 /// Scrapes `path` on every instance at once. An instance that cannot be reached, answers an
 /// error or serves something that does not parse is left out (logged at debug): the analysis
 /// judges from the instances that answered.
-pub async fn scrape_all(instances: &[(String, SocketAddr)], path: &str, timeout: Duration) -> Scrape {
+pub async fn scrape_all(
+    instances: &[(String, SocketAddr)],
+    path: &str,
+    timeout: Duration,
+) -> Scrape {
     // Tokio's clock, so tests with paused time see the same instants as their timers.
     let at = tokio::time::Instant::now().into_std();
     let mut tasks = tokio::task::JoinSet::new();
     for (id, addr) in instances {
         let (id, addr, path) = (id.clone(), *addr, path.to_owned());
         tasks.spawn(async move {
-            let samples = fetch(addr, &path, timeout)
-                .await
-                .and_then(|text| prom::parse(&text).map_err(|source| ScrapeError::Parse { addr, path, source }));
+            let samples = fetch(addr, &path, timeout).await.and_then(|text| {
+                prom::parse(&text).map_err(|source| ScrapeError::Parse { addr, path, source })
+            });
             (id, samples)
         });
     }
@@ -206,7 +251,9 @@ pub async fn scrape_all(instances: &[(String, SocketAddr)], path: &str, timeout:
             Ok((id, Ok(samples))) => {
                 per_instance.insert(id, samples);
             }
-            Ok((id, Err(e))) => tracing::debug!(instance = %id, error = %e, "metrics scrape failed"),
+            Ok((id, Err(e))) => {
+                tracing::debug!(instance = %id, error = %e, "metrics scrape failed")
+            }
             Err(e) => tracing::debug!(error = %e, "metrics scrape task failed"),
         }
     }
@@ -243,9 +290,19 @@ mod tests {
                     let shared = Arc::clone(&shared);
                     let svc = service_fn(move |_req| {
                         let (status, text) = shared.lock().unwrap().clone();
-                        async move { Ok::<_, Infallible>(Response::builder().status(status).body(Full::new(Bytes::from(text))).unwrap()) }
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        }
                     });
-                    tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+                    tokio::spawn(
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc),
+                    );
                 }
             });
             App { addr, answer }
@@ -264,14 +321,20 @@ mod tests {
     const T: Duration = Duration::from_secs(10);
 
     fn scrape(at: Instant, instances: &[(&str, &str)]) -> Scrape {
-        let per_instance = instances.iter().map(|(id, text)| (id.to_string(), prom::parse(text).unwrap())).collect();
+        let per_instance = instances
+            .iter()
+            .map(|(id, text)| (id.to_string(), prom::parse(text).unwrap()))
+            .collect();
         Scrape { at, per_instance }
     }
 
     #[tokio::test]
     async fn fetch_returns_the_body_of_a_2xx_answer() {
         let app = App::start("demo_signups_total 3\n").await;
-        assert_eq!(fetch(app.addr, "/metrics", T).await.unwrap(), "demo_signups_total 3\n");
+        assert_eq!(
+            fetch(app.addr, "/metrics", T).await.unwrap(),
+            "demo_signups_total 3\n"
+        );
     }
 
     #[tokio::test]
@@ -279,17 +342,26 @@ mod tests {
         let app = App::start("").await;
         app.set(503, "busy");
         let err = fetch(app.addr, "/metrics", T).await.unwrap_err();
-        assert!(matches!(err, ScrapeError::Status { status, .. } if status == 503), "{err}");
+        assert!(
+            matches!(err, ScrapeError::Status { status, .. } if status == 503),
+            "{err}"
+        );
 
         app.set(200, &"x".repeat(MAX_BODY + 1));
         let err = fetch(app.addr, "/metrics", T).await.unwrap_err();
         assert!(matches!(err, ScrapeError::TooLarge { .. }), "{err}");
         app.set(200, &"x".repeat(MAX_BODY));
-        assert_eq!(fetch(app.addr, "/metrics", T).await.unwrap().len(), MAX_BODY);
+        assert_eq!(
+            fetch(app.addr, "/metrics", T).await.unwrap().len(),
+            MAX_BODY
+        );
 
         for path in ["metrics", "/a b"] {
             let err = fetch(app.addr, path, T).await.unwrap_err();
-            assert!(matches!(err, ScrapeError::InvalidPath { .. }), "{path}: {err}");
+            assert!(
+                matches!(err, ScrapeError::InvalidPath { .. }),
+                "{path}: {err}"
+            );
         }
 
         let err = fetch(dead_addr().await, "/metrics", T).await.unwrap_err();
@@ -297,24 +369,56 @@ mod tests {
 
         // Accepts and never answers.
         let hanging = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let err = fetch(hanging.local_addr().unwrap(), "/metrics", Duration::from_millis(100)).await.unwrap_err();
+        let err = fetch(
+            hanging.local_addr().unwrap(),
+            "/metrics",
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, ScrapeError::Timeout { .. }), "{err}");
     }
 
     #[test]
     fn counter_rate_sums_increases_over_instances_present_in_both() {
         let t0 = Instant::now();
-        let earlier = scrape(t0, &[("web-1", "demo_signups_total 10\n"), ("web-2", "demo_signups_total{plan=\"a\"} 5\ndemo_signups_total{plan=\"b\"} 5\n"), ("web-3", "demo_signups_total 100\n")]);
-        let later = scrape(t0 + Duration::from_secs(10), &[("web-1", "demo_signups_total 30\n"), ("web-2", "demo_signups_total{plan=\"a\"} 15\ndemo_signups_total{plan=\"b\"} 25\n"), ("web-4", "demo_signups_total 1000\n")]);
+        let earlier = scrape(
+            t0,
+            &[
+                ("web-1", "demo_signups_total 10\n"),
+                (
+                    "web-2",
+                    "demo_signups_total{plan=\"a\"} 5\ndemo_signups_total{plan=\"b\"} 5\n",
+                ),
+                ("web-3", "demo_signups_total 100\n"),
+            ],
+        );
+        let later = scrape(
+            t0 + Duration::from_secs(10),
+            &[
+                ("web-1", "demo_signups_total 30\n"),
+                (
+                    "web-2",
+                    "demo_signups_total{plan=\"a\"} 15\ndemo_signups_total{plan=\"b\"} 25\n",
+                ),
+                ("web-4", "demo_signups_total 1000\n"),
+            ],
+        );
         // web-1 +20, web-2 +30; web-3 and web-4 are in one scrape only.
-        assert_eq!(counter_rate(&earlier, &later, "demo_signups_total"), Some(5.0));
+        assert_eq!(
+            counter_rate(&earlier, &later, "demo_signups_total"),
+            Some(5.0)
+        );
     }
 
     #[test]
     fn counter_reset_counts_the_later_value_as_the_increase() {
         let t0 = Instant::now();
         let earlier = scrape(t0, &[("web-1", "c_total 50\n"), ("web-2", "c_total 10\n")]);
-        let later = scrape(t0 + Duration::from_secs(4), &[("web-1", "c_total 8\n"), ("web-2", "c_total 10\n")]);
+        let later = scrape(
+            t0 + Duration::from_secs(4),
+            &[("web-1", "c_total 8\n"), ("web-2", "c_total 10\n")],
+        );
         assert_eq!(counter_rate(&earlier, &later, "c_total"), Some(2.0));
     }
 
@@ -322,7 +426,10 @@ mod tests {
     fn counter_appearing_or_vanishing_between_scrapes() {
         let t0 = Instant::now();
         let earlier = scrape(t0, &[("web-1", "other 1\n"), ("web-2", "c_total 9\n")]);
-        let later = scrape(t0 + Duration::from_secs(2), &[("web-1", "c_total 6\n"), ("web-2", "other 1\n")]);
+        let later = scrape(
+            t0 + Duration::from_secs(2),
+            &[("web-1", "c_total 6\n"), ("web-2", "other 1\n")],
+        );
         assert_eq!(counter_rate(&earlier, &later, "c_total"), Some(3.0));
     }
 
@@ -332,21 +439,48 @@ mod tests {
         let earlier = scrape(t0, &[("web-1", "c_total 1\n")]);
         let later = scrape(t0 + Duration::from_secs(1), &[("web-1", "c_total 2\n")]);
         assert_eq!(counter_rate(&earlier, &later, "absent_total"), None);
-        assert_eq!(counter_rate(&later, &earlier, "c_total"), None, "reversed scrapes");
-        assert_eq!(counter_rate(&earlier, &earlier, "c_total"), None, "no time passed");
+        assert_eq!(
+            counter_rate(&later, &earlier, "c_total"),
+            None,
+            "reversed scrapes"
+        );
+        assert_eq!(
+            counter_rate(&earlier, &earlier, "c_total"),
+            None,
+            "no time passed"
+        );
         assert_eq!(gauge(&later, "absent"), None);
-        assert_eq!(counter_rate(&earlier, &scrape(t0 + Duration::from_secs(1), &[]), "c_total"), None);
+        assert_eq!(
+            counter_rate(
+                &earlier,
+                &scrape(t0 + Duration::from_secs(1), &[]),
+                "c_total"
+            ),
+            None
+        );
     }
 
     #[test]
     fn gauge_sums_over_instances() {
-        let s = scrape(Instant::now(), &[("web-1", "queue_depth 3\n"), ("web-2", "queue_depth{q=\"a\"} 1.5\nqueue_depth{q=\"b\"} 0.5\n"), ("web-3", "other 9\n")]);
+        let s = scrape(
+            Instant::now(),
+            &[
+                ("web-1", "queue_depth 3\n"),
+                (
+                    "web-2",
+                    "queue_depth{q=\"a\"} 1.5\nqueue_depth{q=\"b\"} 0.5\n",
+                ),
+                ("web-3", "other 9\n"),
+            ],
+        );
         assert_eq!(gauge(&s, "queue_depth"), Some(5.0));
     }
 
     #[tokio::test]
     async fn scrape_all_leaves_out_failed_instances_and_feeds_rates() {
-        let a = App::start("# TYPE demo_signups_total counter\ndemo_signups_total 10\nin_flight 2\n").await;
+        let a =
+            App::start("# TYPE demo_signups_total counter\ndemo_signups_total 10\nin_flight 2\n")
+                .await;
         let b = App::start("demo_signups_total 20\nin_flight 3\n").await;
         let broken = App::start("").await;
         broken.set(500, "");
@@ -359,7 +493,10 @@ mod tests {
             ("web-5".to_owned(), garbled.addr),
         ];
         let first = scrape_all(&instances, "/metrics", T).await;
-        assert_eq!(first.per_instance.keys().collect::<Vec<_>>(), ["web-1", "web-2"]);
+        assert_eq!(
+            first.per_instance.keys().collect::<Vec<_>>(),
+            ["web-1", "web-2"]
+        );
         assert_eq!(gauge(&first, "in_flight"), Some(5.0));
 
         a.set(200, "demo_signups_total 40\n");
@@ -368,6 +505,9 @@ mod tests {
         // The rate divides by the time between the scrapes; fix it so the figure is exact.
         second.at = first.at + Duration::from_secs(7);
         // web-1 +30, web-2 reset to 5.
-        assert_eq!(counter_rate(&first, &second, "demo_signups_total"), Some(5.0));
+        assert_eq!(
+            counter_rate(&first, &second, "demo_signups_total"),
+            Some(5.0)
+        );
     }
 }

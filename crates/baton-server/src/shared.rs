@@ -65,7 +65,10 @@ impl Shared {
     }
 
     pub fn log_path(&self, app: &str, instance: &str) -> PathBuf {
-        self.data_dir.join("logs").join(app).join(format!("{instance}.log"))
+        self.data_dir
+            .join("logs")
+            .join(app)
+            .join(format!("{instance}.log"))
     }
 
     pub fn pid_file(&self, instance: &str) -> PathBuf {
@@ -73,8 +76,17 @@ impl Shared {
     }
 
     /// Appends an event to the audit log, logs it in one line and posts it to the webhooks.
-    pub fn event(&self, now: Millis, app: &str, deployment: Option<i64>, kind: EventKind, message: &str) -> Result<Event, StoreError> {
-        let e = self.store.append_event(now, app, deployment, kind, message)?;
+    pub fn event(
+        &self,
+        now: Millis,
+        app: &str,
+        deployment: Option<i64>,
+        kind: EventKind,
+        message: &str,
+    ) -> Result<Event, StoreError> {
+        let e = self
+            .store
+            .append_event(now, app, deployment, kind, message)?;
         self.published(&e);
         Ok(e)
     }

@@ -17,7 +17,11 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     f.write_all(token.as_bytes())?;
     f.sync_all()?;
     Ok(token)

@@ -65,7 +65,11 @@ impl Store {
     pub fn contracted_release(&self, app: &str) -> Result<Option<String>, StoreError> {
         let found: Option<Option<String>> = self
             .conn()
-            .query_row("SELECT contracted_release FROM apps WHERE app = ?1", [app], |r| r.get(0))
+            .query_row(
+                "SELECT contracted_release FROM apps WHERE app = ?1",
+                [app],
+                |r| r.get(0),
+            )
             .optional()
             .op("read contracted release")?;
         Ok(found.flatten())
@@ -75,7 +79,11 @@ impl Store {
     pub fn current_since(&self, app: &str) -> Result<Option<Millis>, StoreError> {
         let found: Option<Option<Millis>> = self
             .conn()
-            .query_row("SELECT current_since FROM apps WHERE app = ?1", [app], |r| r.get(0))
+            .query_row(
+                "SELECT current_since FROM apps WHERE app = ?1",
+                [app],
+                |r| r.get(0),
+            )
             .optional()
             .op("read current since")?;
         Ok(found.flatten())

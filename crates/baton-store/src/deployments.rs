@@ -1,6 +1,8 @@
 //! Deployments: one row per attempt to move an app from one release to another.
 
-use baton_core::model::{Deployment, Event, EventKind, Intents, MigrationState, Millis, Phase, Strategy};
+use baton_core::model::{
+    Deployment, Event, EventKind, Intents, MigrationState, Millis, Phase, Strategy,
+};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::apps::write_current_release;
@@ -117,7 +119,11 @@ impl Store {
     /// [`Store::create_deployment`] and, in the same transaction, its first event (the
     /// deployment's id is in `message` where it says `{id}`), so no other event of the
     /// deployment can come before it.
-    pub fn create_deployment_with_event(&self, new: &NewDeployment, event: Option<(EventKind, &str)>) -> Result<(Deployment, Option<Event>), StoreError> {
+    pub fn create_deployment_with_event(
+        &self,
+        new: &NewDeployment,
+        event: Option<(EventKind, &str)>,
+    ) -> Result<(Deployment, Option<Event>), StoreError> {
         let mut conn = self.conn();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -142,36 +148,51 @@ impl Store {
         .op("create deployment")?;
         let id = tx.last_insert_rowid();
         let event = match event {
-            Some((kind, message)) => Some(insert_event(&tx, new.now, &new.app, Some(id), kind, &message.replace("{id}", &id.to_string()))?),
+            Some((kind, message)) => Some(insert_event(
+                &tx,
+                new.now,
+                &new.app,
+                Some(id),
+                kind,
+                &message.replace("{id}", &id.to_string()),
+            )?),
             None => None,
         };
         tx.commit().op("commit deployment")?;
-        Ok((Deployment {
-            id,
-            app: new.app.clone(),
-            from: new.from.clone(),
-            to: new.to.clone(),
-            strategy: new.strategy,
-            phase: Phase::Pending,
-            step: 0,
-            reason: None,
-            trigger: new.trigger.clone(),
-            created_at: new.now,
-            updated_at: new.now,
-            finished_at: None,
-            exposed: false,
-            deadline: None,
-            weight: 0,
-            pause_until: None,
-            intents: Intents::default(),
-            migration: MigrationState::Pending,
-        }, event))
+        Ok((
+            Deployment {
+                id,
+                app: new.app.clone(),
+                from: new.from.clone(),
+                to: new.to.clone(),
+                strategy: new.strategy,
+                phase: Phase::Pending,
+                step: 0,
+                reason: None,
+                trigger: new.trigger.clone(),
+                created_at: new.now,
+                updated_at: new.now,
+                finished_at: None,
+                exposed: false,
+                deadline: None,
+                weight: 0,
+                pause_until: None,
+                intents: Intents::default(),
+                migration: MigrationState::Pending,
+            },
+            event,
+        ))
     }
 
     /// Records the outcome of a deployment's expand migration (written apart from the rest of
     /// the deployment, like intents, so the controller's copy never overwrites it) and moves
     /// its progress deadline: the time spent migrating does not count against health.
-    pub fn set_migration(&self, id: i64, state: &MigrationState, deadline: Option<Millis>) -> Result<(), StoreError> {
+    pub fn set_migration(
+        &self,
+        id: i64,
+        state: &MigrationState,
+        deadline: Option<Millis>,
+    ) -> Result<(), StoreError> {
         let text = serde_json::to_string(state).expect("migration state serializes");
         let changed = self
             .conn()
@@ -185,27 +206,52 @@ impl Store {
 
     /// Changes the intents of the app's active deployment in one transaction; returns it.
     /// None when the app has no active deployment.
-    pub fn set_intents(&self, app: &str, change: impl FnOnce(&mut Intents)) -> Result<Option<Deployment>, StoreError> {
+    pub fn set_intents(
+        &self,
+        app: &str,
+        change: impl FnOnce(&mut Intents),
+    ) -> Result<Option<Deployment>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("begin set intents")?;
-        let Some(mut d) = active_deployment(&tx, app)? else { return Ok(None) };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("begin set intents")?;
+        let Some(mut d) = active_deployment(&tx, app)? else {
+            return Ok(None);
+        };
         change(&mut d.intents);
         let text = serde_json::to_string(&d.intents).expect("intents serialize");
-        tx.execute("UPDATE deployments SET intents = ?2 WHERE id = ?1", params![d.id, text]).op("set intents")?;
+        tx.execute(
+            "UPDATE deployments SET intents = ?2 WHERE id = ?1",
+            params![d.id, text],
+        )
+        .op("set intents")?;
         tx.commit().op("commit intents")?;
         Ok(Some(d))
     }
 
     /// Clears the one-shot intents the planner acted on (`promote`, `abort`), keeping any that
     /// were recorded since it read them.
-    pub fn clear_consumed_intents(&self, id: i64, promote: bool, abort: bool) -> Result<(), StoreError> {
+    pub fn clear_consumed_intents(
+        &self,
+        id: i64,
+        promote: bool,
+        abort: bool,
+    ) -> Result<(), StoreError> {
         if !promote && !abort {
             return Ok(());
         }
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).op("begin clear intents")?;
-        let text: String = tx.query_row("SELECT intents FROM deployments WHERE id = ?1", [id], |r| r.get(0)).op("read intents")?;
-        let mut intents: Intents = serde_json::from_str(&text).map_err(|_| StoreError::Corrupt(format!("deployment {id} has unreadable intents {text:?}")))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .op("begin clear intents")?;
+        let text: String = tx
+            .query_row("SELECT intents FROM deployments WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .op("read intents")?;
+        let mut intents: Intents = serde_json::from_str(&text).map_err(|_| {
+            StoreError::Corrupt(format!("deployment {id} has unreadable intents {text:?}"))
+        })?;
         if promote {
             intents.promote = None;
         }
@@ -213,7 +259,11 @@ impl Store {
             intents.abort = false;
         }
         let text = serde_json::to_string(&intents).expect("intents serialize");
-        tx.execute("UPDATE deployments SET intents = ?2 WHERE id = ?1", params![id, text]).op("clear intents")?;
+        tx.execute(
+            "UPDATE deployments SET intents = ?2 WHERE id = ?1",
+            params![id, text],
+        )
+        .op("clear intents")?;
         tx.commit().op("commit intents")?;
         Ok(())
     }

@@ -15,7 +15,8 @@ pub enum ReleaseOutcome {
     AlreadyExists,
 }
 
-const COLUMNS: &str = "app, version, digest, notes, created_at, git_commit, changelog, release_notes";
+const COLUMNS: &str =
+    "app, version, digest, notes, created_at, git_commit, changelog, release_notes";
 
 fn read_release(row: &Row<'_>) -> rusqlite::Result<Release> {
     Ok(Release {
@@ -60,7 +61,16 @@ impl Store {
         }
         tx.execute(
             &format!("INSERT INTO releases ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-            params![r.app, r.version, r.digest, r.notes, r.created_at, r.commit, r.changelog, r.release_notes],
+            params![
+                r.app,
+                r.version,
+                r.digest,
+                r.notes,
+                r.created_at,
+                r.commit,
+                r.changelog,
+                r.release_notes
+            ],
         )
         .op("create release")?;
         tx.commit().op("commit release")?;

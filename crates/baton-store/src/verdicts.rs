@@ -28,7 +28,15 @@ pub struct StoredVerdict {
 
 impl Store {
     /// Appends a verdict.
-    pub fn append_verdict(&self, deployment: i64, step: u32, at: Millis, outcome: &str, summary: &str, figures: &serde_json::Value) -> Result<i64, StoreError> {
+    pub fn append_verdict(
+        &self,
+        deployment: i64,
+        step: u32,
+        at: Millis,
+        outcome: &str,
+        summary: &str,
+        figures: &serde_json::Value,
+    ) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO verdicts (deployment, step, at, outcome, summary, figures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -39,7 +47,11 @@ impl Store {
     }
 
     /// A deployment's verdicts, oldest first (the last `limit`).
-    pub fn verdicts(&self, deployment: i64, limit: usize) -> Result<Vec<StoredVerdict>, StoreError> {
+    pub fn verdicts(
+        &self,
+        deployment: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredVerdict>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(
@@ -72,18 +84,39 @@ mod tests {
     use crate::{NewDeployment, Store};
 
     fn new_deployment(app: &str, from: Option<&str>, to: &str) -> NewDeployment {
-        NewDeployment { app: app.into(), from: from.map(String::from), to: to.into(), strategy: Strategy::Canary, trigger: "test".into(), now: 0 }
+        NewDeployment {
+            app: app.into(),
+            from: from.map(String::from),
+            to: to.into(),
+            strategy: Strategy::Canary,
+            trigger: "test".into(),
+            now: 0,
+        }
     }
 
     #[test]
     fn verdicts_round_trip_oldest_first() {
         let store = Store::open_in_memory().unwrap();
-        let d = store.create_deployment(&new_deployment("web", None, "1.0.0")).unwrap();
+        let d = store
+            .create_deployment(&new_deployment("web", None, "1.0.0"))
+            .unwrap();
         for (i, outcome) in ["inconclusive", "pass", "fail"].iter().enumerate() {
-            store.append_verdict(d.id, 1, i as i64, outcome, &format!("v{i}"), &serde_json::json!({"n": i})).unwrap();
+            store
+                .append_verdict(
+                    d.id,
+                    1,
+                    i as i64,
+                    outcome,
+                    &format!("v{i}"),
+                    &serde_json::json!({"n": i}),
+                )
+                .unwrap();
         }
         let all = store.verdicts(d.id, 10).unwrap();
-        assert_eq!(all.iter().map(|v| v.outcome.as_str()).collect::<Vec<_>>(), ["inconclusive", "pass", "fail"]);
+        assert_eq!(
+            all.iter().map(|v| v.outcome.as_str()).collect::<Vec<_>>(),
+            ["inconclusive", "pass", "fail"]
+        );
         assert_eq!(all[2].figures["n"], 2);
         let last = store.verdicts(d.id, 1).unwrap();
         assert_eq!(last.len(), 1);

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "baton", version, about)]
 pub struct Cli {
     /// The config file; client commands find the API address and token through it.
-    #[arg(long, global = true, default_value = "baton.toml", env = "BATON_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "baton.toml",
+        env = "BATON_CONFIG"
+    )]
     pub config: PathBuf,
     /// The environment (default: the last one the app runs in, usually production).
     #[arg(long, global = true, env = "BATON_ENV")]

@@ -35,14 +35,22 @@ pub struct ApiFailure {
 
 impl From<ApiFailure> for Failure {
     fn from(e: ApiFailure) -> Self {
-        if e.usage { Failure::usage(e.message) } else { Failure::failed(e.message) }
+        if e.usage {
+            Failure::usage(e.message)
+        } else {
+            Failure::failed(e.message)
+        }
     }
 }
 
 impl Client {
     /// A client for an API at `api` with `token`.
     pub fn new(api: SocketAddr, token: String) -> Self {
-        Self { api, token, http: HyperClient::builder(TokioExecutor::new()).build_http() }
+        Self {
+            api,
+            token,
+            http: HyperClient::builder(TokioExecutor::new()).build_http(),
+        }
     }
 
     /// Finds the API through the config file, or the environment.
@@ -51,10 +59,17 @@ impl Client {
         let env_token = std::env::var("BATON_TOKEN").ok();
         let config = match (&env_api, &env_token) {
             (Some(_), Some(_)) => None,
-            _ => Some(baton_server::load_config(config_path).map_err(|e| Failure::usage(e.to_string()))?),
+            _ => Some(
+                baton_server::load_config(config_path)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            ),
         };
         let api: SocketAddr = match env_api {
-            Some(a) => a.trim_start_matches("http://").trim_end_matches('/').parse().map_err(|_| Failure::usage(format!("BATON_API={a:?} is not host:port")))?,
+            Some(a) => a
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .map_err(|_| Failure::usage(format!("BATON_API={a:?} is not host:port")))?,
             None => config.as_ref().expect("loaded").api.listen,
         };
         let token = match env_token {
@@ -79,17 +94,39 @@ impl Client {
     }
 
     /// POST a JSON body.
-    pub async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> std::result::Result<T, ApiFailure> {
+    pub async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> std::result::Result<T, ApiFailure> {
         let bytes = serde_json::to_vec(body).expect("serializable");
-        self.send(Method::POST, path, Some(Bytes::from(bytes)), "application/json").await
+        self.send(
+            Method::POST,
+            path,
+            Some(Bytes::from(bytes)),
+            "application/json",
+        )
+        .await
     }
 
     /// POST raw bytes.
-    pub async fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: Vec<u8>, content_type: &str) -> std::result::Result<T, ApiFailure> {
-        self.send(Method::POST, path, Some(Bytes::from(body)), content_type).await
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> std::result::Result<T, ApiFailure> {
+        self.send(Method::POST, path, Some(Bytes::from(body)), content_type)
+            .await
     }
 
-    async fn send<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<Bytes>, content_type: &str) -> std::result::Result<T, ApiFailure> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        content_type: &str,
+    ) -> std::result::Result<T, ApiFailure> {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.api, path))
@@ -99,14 +136,22 @@ impl Client {
             .expect("valid request");
         let unreachable = |e: String| ApiFailure {
             usage: false,
-            message: format!("cannot reach the Baton API at {}: {e}; is `baton up` running?", self.api),
+            message: format!(
+                "cannot reach the Baton API at {}: {e}; is `baton up` running?",
+                self.api
+            ),
         };
         let resp = tokio::time::timeout(Duration::from_secs(300), self.http.request(req))
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes();
         if !status.is_success() {
             let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(b) => b.error.message,
@@ -117,21 +162,32 @@ impl Client {
         }
         serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
             usage: false,
-            message: format!("unexpected API answer ({e}); are the CLI and `baton up` the same version?"),
+            message: format!(
+                "unexpected API answer ({e}); are the CLI and `baton up` the same version?"
+            ),
         })
     }
 }
 
 /// `?env=ENV` for app routes, or nothing for the default environment.
 pub fn env_query(env: Option<&str>) -> String {
-    env.map(|e| format!("?env={}", encode(e))).unwrap_or_default()
+    env.map(|e| format!("?env={}", encode(e)))
+        .unwrap_or_default()
 }
 
 /// Who runs this command, recorded with forced deployments.
 pub fn actor() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    if host.is_empty() { user } else { format!("{user}@{host}") }
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    }
 }
 
 /// Percent-encodes a query value.

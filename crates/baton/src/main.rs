@@ -14,7 +14,10 @@ use clap::Parser;
 fn main() -> ExitCode {
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_default();
-    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "baton-demo") {
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "baton-demo")
+    {
         let code = baton_demo::service_main(args.collect());
         return ExitCode::from(code.clamp(0, 255) as u8);
     }

@@ -23,15 +23,38 @@ pub fn split(s: &AppStatus) -> String {
     if s.split.is_empty() {
         return "no traffic routed".to_string();
     }
-    s.split.iter().map(|r| format!("{} {}%", r.release, r.weight)).collect::<Vec<_>>().join(" · ")
+    s.split
+        .iter()
+        .map(|r| format!("{} {}%", r.release, r.weight))
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// An app's status block.
 pub fn status(s: &AppStatus) {
-    println!("{} ({})  {}  release {}  listen {}", s.app, s.env, s.phase, s.release.as_deref().unwrap_or("-"), s.listen);
+    println!(
+        "{} ({})  {}  release {}  listen {}",
+        s.app,
+        s.env,
+        s.phase,
+        s.release.as_deref().unwrap_or("-"),
+        s.listen
+    );
     if let Some(d) = &s.deployment {
-        let weight = if d.strategy == "canary" { format!(" · canary {} %", d.weight) } else { String::new() };
-        println!("  deployment #{} {} -> {} ({}) {} step {}{weight}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
+        let weight = if d.strategy == "canary" {
+            format!(" · canary {} %", d.weight)
+        } else {
+            String::new()
+        };
+        println!(
+            "  deployment #{} {} -> {} ({}) {} step {}{weight}",
+            d.id,
+            d.from.as_deref().unwrap_or("-"),
+            d.to,
+            d.strategy,
+            d.phase,
+            d.step
+        );
     }
     if let Some(v) = &s.verdict {
         println!("  verdict step {} {}: {}", v.step, v.outcome, v.summary);
@@ -40,7 +63,14 @@ pub fn status(s: &AppStatus) {
     for t in &s.traffic {
         let errors = t.status[4] + t.connect_errors + t.timeouts;
         let p = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
-        println!("  traffic {:<10} {:>9} requests  {:>6} errors  p50 {}  p99 {}", t.release, t.requests, errors, p(t.p50_ms), p(t.p99_ms));
+        println!(
+            "  traffic {:<10} {:>9} requests  {:>6} errors  p50 {}  p99 {}",
+            t.release,
+            t.requests,
+            errors,
+            p(t.p50_ms),
+            p(t.p99_ms)
+        );
     }
     for i in &s.instances {
         println!(
@@ -50,7 +80,11 @@ pub fn status(s: &AppStatus) {
             i.address,
             i.state,
             if i.in_split { "in split" } else { "-" },
-            if i.restarts > 0 { format!("  restarts {}", i.restarts) } else { String::new() }
+            if i.restarts > 0 {
+                format!("  restarts {}", i.restarts)
+            } else {
+                String::new()
+            }
         );
     }
 }
@@ -67,6 +101,9 @@ pub fn history_line(d: &DeploymentView) {
         d.phase,
         duration(d.duration_ms),
         d.trigger,
-        d.reason.as_deref().map(|r| format!("  ({r})")).unwrap_or_default()
+        d.reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default()
     );
 }

@@ -25,17 +25,33 @@ pub struct CanaryConfig {
 
 impl Default for CanaryConfig {
     fn default() -> Self {
-        Self { steps: default_steps(), sticky: None, matches: Vec::new() }
+        Self {
+            steps: default_steps(),
+            sticky: None,
+            matches: Vec::new(),
+        }
     }
 }
 
 /// The default canary: 5 % -> 25 % -> 50 % -> 100 %, 30 s, 30 s and 1 m apart.
 pub fn default_steps() -> Vec<CanaryStep> {
     vec![
-        CanaryStep { weight: Some(5), pause: Some(Pause::For(Duration::from_secs(30))) },
-        CanaryStep { weight: Some(25), pause: Some(Pause::For(Duration::from_secs(30))) },
-        CanaryStep { weight: Some(50), pause: Some(Pause::For(Duration::from_secs(60))) },
-        CanaryStep { weight: Some(100), pause: None },
+        CanaryStep {
+            weight: Some(5),
+            pause: Some(Pause::For(Duration::from_secs(30))),
+        },
+        CanaryStep {
+            weight: Some(25),
+            pause: Some(Pause::For(Duration::from_secs(30))),
+        },
+        CanaryStep {
+            weight: Some(50),
+            pause: Some(Pause::For(Duration::from_secs(60))),
+        },
+        CanaryStep {
+            weight: Some(100),
+            pause: None,
+        },
     ]
 }
 
@@ -82,7 +98,11 @@ impl<'de> Deserialize<'de> for Pause {
                 if v == "forever" {
                     return Ok(Pause::Forever);
                 }
-                v.parse().map(Pause::For).map_err(|_| E::custom(format!("invalid pause {v:?}: expected a duration like \"30s\" or \"forever\"")))
+                v.parse().map(Pause::For).map_err(|_| {
+                    E::custom(format!(
+                        "invalid pause {v:?}: expected a duration like \"30s\" or \"forever\""
+                    ))
+                })
             }
         }
         d.deserialize_str(V)
@@ -221,25 +241,44 @@ pub struct NotifyConfig {
 /// Checks a canary section; returns the key and message of the first problem.
 pub fn validate_canary(c: &CanaryConfig) -> Result<(), (&'static str, String)> {
     if c.steps.is_empty() {
-        return Err(("steps", "needs at least one step, e.g. [{ weight = 5, pause = \"30s\" }, { weight = 100 }]".into()));
+        return Err((
+            "steps",
+            "needs at least one step, e.g. [{ weight = 5, pause = \"30s\" }, { weight = 100 }]"
+                .into(),
+        ));
     }
     let mut last = 0;
     for (i, s) in c.steps.iter().enumerate() {
         if s.weight.is_none() && s.pause.is_none() {
-            return Err(("steps", format!("step {} has neither weight nor pause", i + 1)));
+            return Err((
+                "steps",
+                format!("step {} has neither weight nor pause", i + 1),
+            ));
         }
         if let Some(w) = s.weight {
             if w == 0 || w > 100 {
-                return Err(("steps", format!("step {} weight {w} is out of range: use 1 to 100", i + 1)));
+                return Err((
+                    "steps",
+                    format!("step {} weight {w} is out of range: use 1 to 100", i + 1),
+                ));
             }
             if w < last {
-                return Err(("steps", format!("step {} weight {w} is below the previous {last}: weights only go up", i + 1)));
+                return Err((
+                    "steps",
+                    format!(
+                        "step {} weight {w} is below the previous {last}: weights only go up",
+                        i + 1
+                    ),
+                ));
             }
             last = w;
         }
     }
     if last != 100 {
-        return Err(("steps", format!("the last weight is {last}: the steps must reach {{ weight = 100 }}")));
+        return Err((
+            "steps",
+            format!("the last weight is {last}: the steps must reach {{ weight = 100 }}"),
+        ));
     }
     if let Some(s) = &c.sticky
         && s.header.is_none()
@@ -249,10 +288,16 @@ pub fn validate_canary(c: &CanaryConfig) -> Result<(), (&'static str, String)> {
     }
     for (i, m) in c.matches.iter().enumerate() {
         if m.header.is_some() == m.cookie.is_some() {
-            return Err(("match", format!("rule {} must name exactly one of header or cookie", i + 1)));
+            return Err((
+                "match",
+                format!("rule {} must name exactly one of header or cookie", i + 1),
+            ));
         }
         if m.equals.is_some() == m.prefix.is_some() {
-            return Err(("match", format!("rule {} must give exactly one of equals or prefix", i + 1)));
+            return Err((
+                "match",
+                format!("rule {} must give exactly one of equals or prefix", i + 1),
+            ));
         }
     }
     Ok(())
@@ -266,10 +311,19 @@ pub fn validate_analysis(a: &AnalysisConfig) -> Result<(), (&'static str, String
     if let Some(r) = a.max_error_rate
         && !(0.0..=1.0).contains(&r)
     {
-        return Err(("max_error_rate", format!("{r} is not a fraction between 0 and 1")));
+        return Err((
+            "max_error_rate",
+            format!("{r} is not a fraction between 0 and 1"),
+        ));
     }
     if !(0.5..1.0).contains(&a.confidence) {
-        return Err(("confidence", format!("{} must be at least 0.5 and below 1 (e.g. 0.99)", a.confidence)));
+        return Err((
+            "confidence",
+            format!(
+                "{} must be at least 0.5 and below 1 (e.g. 0.99)",
+                a.confidence
+            ),
+        ));
     }
     if a.min_latency_ratio < 1.0 {
         return Err(("min_latency_ratio", "must be at least 1.0".into()));

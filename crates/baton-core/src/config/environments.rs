@@ -26,7 +26,9 @@ pub struct PromotionConfig {
 
 impl Default for PromotionConfig {
     fn default() -> Self {
-        Self { soak: Duration::from_secs(600) }
+        Self {
+            soak: Duration::from_secs(600),
+        }
     }
 }
 
@@ -108,7 +110,9 @@ pub fn units(environments: &[String], apps: &BTreeMap<String, AppConfig>) -> Vec
     for (name, app) in apps {
         let mut previous = None;
         for env in environments {
-            let Some(listen) = listen_in(app, env, environments) else { continue };
+            let Some(listen) = listen_in(app, env, environments) else {
+                continue;
+            };
             let mut config = app.clone();
             config.listen = Some(listen);
             if let Some(o) = app.environments.get(env) {
@@ -118,9 +122,17 @@ pub fn units(environments: &[String], apps: &BTreeMap<String, AppConfig>) -> Vec
                 if let Some(s) = o.strategy {
                     config.strategy = s;
                 }
-                config.env.extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                config
+                    .env
+                    .extend(o.env.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
-            out.push(Unit { key: unit_key(name, env), app: name.clone(), env: env.clone(), config, previous: previous.clone() });
+            out.push(Unit {
+                key: unit_key(name, env),
+                app: name.clone(),
+                env: env.clone(),
+                config,
+                previous: previous.clone(),
+            });
             previous = Some(env.clone());
         }
     }

@@ -15,11 +15,14 @@ use crate::model::Strategy;
 mod canary;
 mod environments;
 
-pub use environments::{DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in, split_key, unit_key, units};
+pub use environments::{
+    DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
+    split_key, unit_key, units,
+};
 
 pub use canary::{
-    AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig, NotifyConfig, OnInconclusive, Pause,
-    StickyConfig, default_steps,
+    AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig,
+    NotifyConfig, OnInconclusive, Pause, StickyConfig, default_steps,
 };
 
 /// Named defaults, in one place.
@@ -100,7 +103,9 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: default_api_listen() }
+        Self {
+            listen: default_api_listen(),
+        }
     }
 }
 
@@ -203,7 +208,10 @@ pub struct DrainConfig {
 
 impl Default for DrainConfig {
     fn default() -> Self {
-        Self { timeout: defaults::DRAIN_TIMEOUT, stop_timeout: defaults::STOP_TIMEOUT }
+        Self {
+            timeout: defaults::DRAIN_TIMEOUT,
+            stop_timeout: defaults::STOP_TIMEOUT,
+        }
     }
 }
 
@@ -219,7 +227,10 @@ pub struct RollingConfig {
 
 impl Default for RollingConfig {
     fn default() -> Self {
-        Self { max_surge: defaults::MAX_SURGE, max_unavailable: defaults::MAX_UNAVAILABLE }
+        Self {
+            max_surge: defaults::MAX_SURGE,
+            max_unavailable: defaults::MAX_UNAVAILABLE,
+        }
     }
 }
 
@@ -233,7 +244,9 @@ pub struct BlueGreenConfig {
 
 impl Default for BlueGreenConfig {
     fn default() -> Self {
-        Self { keep_previous: defaults::KEEP_PREVIOUS }
+        Self {
+            keep_previous: defaults::KEEP_PREVIOUS,
+        }
     }
 }
 
@@ -249,7 +262,10 @@ pub struct ProxyConfig {
 
 impl Default for ProxyConfig {
     fn default() -> Self {
-        Self { request_timeout: defaults::REQUEST_TIMEOUT, max_header_bytes: defaults::MAX_HEADER_BYTES }
+        Self {
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+        }
     }
 }
 
@@ -306,25 +322,50 @@ impl Config {
 
     /// The data directory, resolved against the directory holding the config file.
     pub fn data_dir(&self, config_file: &Path) -> PathBuf {
-        let base = config_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let dir = self.data_dir.clone().unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
-        if dir.is_absolute() { dir } else { base.join(dir) }
+        let base = config_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR));
+        if dir.is_absolute() {
+            dir
+        } else {
+            base.join(dir)
+        }
     }
 
     fn validate(&self, text: &str, file: &Path) -> Result<(), ConfigError> {
         let fail = |path: &[&str], message: String| {
             let (line, col) = locate(text, path);
-            Err(ConfigError { file: file.to_path_buf(), line, col, key: Some(path.join(".")), message })
+            Err(ConfigError {
+                file: file.to_path_buf(),
+                line,
+                col,
+                key: Some(path.join(".")),
+                message,
+            })
         };
         let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
         listeners.insert(self.api.listen, "api".to_string());
         if self.environments.is_empty() {
-            return fail(&["environments"], "needs at least one environment, e.g. [\"production\"]".into());
+            return fail(
+                &["environments"],
+                "needs at least one environment, e.g. [\"production\"]".into(),
+            );
         }
         for (i, env) in self.environments.iter().enumerate() {
-            let valid = !env.is_empty() && env.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            let valid = !env.is_empty()
+                && env
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
             if !valid {
-                return fail(&["environments"], format!("{env:?}: environment names use only a-z, 0-9, '-' and '_'"));
+                return fail(
+                    &["environments"],
+                    format!("{env:?}: environment names use only a-z, 0-9, '-' and '_'"),
+                );
             }
             if self.environments[..i].contains(env) {
                 return fail(&["environments"], format!("{env:?} appears twice"));
@@ -338,61 +379,118 @@ impl Config {
             }
             if let Some(other) = listeners.insert(listen, unit.key.clone()) {
                 let (app, env) = (unit.app.as_str(), unit.env.as_str());
-                let at: Vec<&str> = if self.apps[app].environments.get(env).is_some_and(|o| o.listen.is_some()) {
+                let at: Vec<&str> = if self.apps[app]
+                    .environments
+                    .get(env)
+                    .is_some_and(|o| o.listen.is_some())
+                {
                     vec!["apps", app, "environments", env, "listen"]
                 } else {
                     vec!["apps", app, "listen"]
                 };
-                return fail(&at, format!("{listen} is already used by {other}; give each listener its own port"));
+                return fail(
+                    &at,
+                    format!("{listen} is already used by {other}; give each listener its own port"),
+                );
             }
         }
         for (name, app) in &self.apps {
             let valid_name = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
             if !valid_name {
-                return fail(&["apps", name], "app names use only a-z, 0-9, '-' and '_'".into());
+                return fail(
+                    &["apps", name],
+                    "app names use only a-z, 0-9, '-' and '_'".into(),
+                );
             }
             let at = |key: &'static str| ["apps", name.as_str(), key];
             for env in app.environments.keys() {
                 if !self.environments.contains(env) {
-                    return fail(&["apps", name, "environments", env], format!("{env:?} is not in `environments` ({}); add it there or remove this section", self.environments.join(", ")));
+                    return fail(
+                        &["apps", name, "environments", env],
+                        format!(
+                            "{env:?} is not in `environments` ({}); add it there or remove this section",
+                            self.environments.join(", ")
+                        ),
+                    );
                 }
             }
-            if !self.environments.iter().any(|env| listen_in(app, env, &self.environments).is_some()) {
-                let last = self.environments.last().map(String::as_str).unwrap_or(DEFAULT_ENVIRONMENT);
-                return fail(&["apps", name], format!("runs nowhere: set `listen` (for {last}) or `listen` in [apps.{name}.environments.<env>]"));
+            if !self
+                .environments
+                .iter()
+                .any(|env| listen_in(app, env, &self.environments).is_some())
+            {
+                let last = self
+                    .environments
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or(DEFAULT_ENVIRONMENT);
+                return fail(
+                    &["apps", name],
+                    format!(
+                        "runs nowhere: set `listen` (for {last}) or `listen` in [apps.{name}.environments.<env>]"
+                    ),
+                );
             }
             for (env, o) in &app.environments {
                 if let Some(n) = o.instances
                     && (n == 0 || n > 256)
                 {
-                    return fail(&["apps", name, "environments", env, "instances"], format!("{n} is out of range: use 1 to 256"));
+                    return fail(
+                        &["apps", name, "environments", env, "instances"],
+                        format!("{n} is out of range: use 1 to 256"),
+                    );
                 }
             }
             if let Some(m) = &app.migrate {
                 if m.command.is_empty() {
-                    return fail(&["apps", name, "migrate", "command"], "must name a program, e.g. [\"{artifact}/web\", \"migrate\"]".into());
+                    return fail(
+                        &["apps", name, "migrate", "command"],
+                        "must name a program, e.g. [\"{artifact}/web\", \"migrate\"]".into(),
+                    );
                 }
                 for word in m.command.iter().chain(m.after.iter().flatten()) {
                     if let Err(bad) = check_placeholders(word) {
-                        return fail(&["apps", name, "migrate"], format!("unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"));
+                        return fail(
+                            &["apps", name, "migrate"],
+                            format!(
+                                "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"
+                            ),
+                        );
                     }
                 }
             }
             if app.instances == 0 || app.instances > 256 {
-                return fail(&at("instances"), format!("{} is out of range: use 1 to 256", app.instances));
+                return fail(
+                    &at("instances"),
+                    format!("{} is out of range: use 1 to 256", app.instances),
+                );
             }
             if app.command.is_empty() || app.command[0].trim().is_empty() {
-                return fail(&at("command"), "must name a program, e.g. [\"{artifact}/server\", \"--port\", \"{port}\"]".into());
+                return fail(
+                    &at("command"),
+                    "must name a program, e.g. [\"{artifact}/server\", \"--port\", \"{port}\"]"
+                        .into(),
+                );
             }
             for word in &app.command {
                 if let Err(bad) = check_placeholders(word) {
-                    return fail(&at("command"), format!("unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"));
+                    return fail(
+                        &at("command"),
+                        format!(
+                            "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"
+                        ),
+                    );
                 }
             }
             for key in app.env.keys() {
                 if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    return fail(&["apps", name, "env"], format!("{key:?} is not a valid environment variable name"));
+                    return fail(
+                        &["apps", name, "env"],
+                        format!("{key:?} is not a valid environment variable name"),
+                    );
                 }
             }
             let h = &app.health;
@@ -401,10 +499,16 @@ impl Config {
                 return fail(&health("path"), format!("{:?} must start with '/'", h.path));
             }
             if h.interval.as_millis() == 0 {
-                return fail(&health("interval"), "must be more than 0, e.g. \"1s\"".into());
+                return fail(
+                    &health("interval"),
+                    "must be more than 0, e.g. \"1s\"".into(),
+                );
             }
             if h.timeout.as_millis() == 0 {
-                return fail(&health("timeout"), "must be more than 0, e.g. \"1s\"".into());
+                return fail(
+                    &health("timeout"),
+                    "must be more than 0, e.g. \"1s\"".into(),
+                );
             }
             if h.healthy_threshold == 0 {
                 return fail(&health("healthy_threshold"), "must be at least 1".into());
@@ -413,14 +517,27 @@ impl Config {
                 return fail(&health("unhealthy_threshold"), "must be at least 1".into());
             }
             if h.deadline < h.interval {
-                return fail(&health("deadline"), format!("{} is shorter than the check interval {}", h.deadline, h.interval));
+                return fail(
+                    &health("deadline"),
+                    format!(
+                        "{} is shorter than the check interval {}",
+                        h.deadline, h.interval
+                    ),
+                );
             }
             let r = &app.rolling;
             if r.max_surge == 0 && r.max_unavailable == 0 {
                 return fail(&["apps", name, "rolling", "max_surge"], "max_surge and max_unavailable cannot both be 0: a rollout could never make progress".into());
             }
             if r.max_unavailable >= app.instances && app.instances > 0 && r.max_surge == 0 {
-                return fail(&["apps", name, "rolling", "max_unavailable"], format!("{} would take every instance out at once; use at most {}", r.max_unavailable, app.instances.saturating_sub(1)));
+                return fail(
+                    &["apps", name, "rolling", "max_unavailable"],
+                    format!(
+                        "{} would take every instance out at once; use at most {}",
+                        r.max_unavailable,
+                        app.instances.saturating_sub(1)
+                    ),
+                );
             }
             if let Err((key, message)) = canary::validate_canary(&app.canary) {
                 return fail(&["apps", name, "canary", key], message);
@@ -429,7 +546,10 @@ impl Config {
                 return fail(&["apps", name, "analysis", key], message);
             }
             if app.proxy.max_header_bytes < 8192 {
-                return fail(&["apps", name, "proxy", "max_header_bytes"], "must be at least 8192 (HTTP/1 needs that much)".into());
+                return fail(
+                    &["apps", name, "proxy", "max_header_bytes"],
+                    "must be at least 8192 (HTTP/1 needs that much)".into(),
+                );
             }
         }
         for (i, n) in self.notify.iter().enumerate() {
@@ -440,7 +560,10 @@ impl Config {
                     line,
                     col,
                     key: Some(format!("notify[{i}].webhook")),
-                    message: format!("{:?} must be an http:// URL (https webhooks are not supported yet)", n.webhook),
+                    message: format!(
+                        "{:?} must be an http:// URL (https webhooks are not supported yet)",
+                        n.webhook
+                    ),
                 });
             }
         }
@@ -478,7 +601,9 @@ fn check_placeholders(word: &str) -> Result<(), String> {
     let mut rest = word;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
-        let Some(close) = after.find('}') else { return Ok(()) };
+        let Some(close) = after.find('}') else {
+            return Ok(());
+        };
         let name = &after[..close];
         if !PLACEHOLDERS.contains(&name) {
             return Err(name.to_string());
@@ -500,7 +625,10 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[offset..].find('\n').map(|i| offset + i).unwrap_or(text.len());
+    let line_end = text[offset..]
+        .find('\n')
+        .map(|i| offset + i)
+        .unwrap_or(text.len());
     let line = text[line_start..line_end].trim();
     let table = text[..line_start]
         .lines()
@@ -509,7 +637,11 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
         .find(|l| l.starts_with('['))
         .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
     if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        return Some(
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string(),
+        );
     }
     let key = line.split('=').next()?.trim();
     if key.is_empty() || key.starts_with('#') {
@@ -540,9 +672,14 @@ fn locate(text: &str, path: &[&str]) -> (usize, usize) {
             }
             continue;
         }
-        let Some((key, _)) = line.split_once('=') else { continue };
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
         let mut full = table.clone();
-        full.extend(key.split('.').map(|s| s.trim().trim_matches('"').to_string()));
+        full.extend(
+            key.split('.')
+                .map(|s| s.trim().trim_matches('"').to_string()),
+        );
         if full.len() == path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
             return (i + 1, indent + 1);
         }
@@ -606,7 +743,10 @@ keep_previous = "5m"
         assert_eq!(web.blue_green.keep_previous.as_millis(), 300_000);
         assert_eq!(web.strategy, Strategy::Rolling);
         assert_eq!(web.health.deadline, defaults::HEALTH_DEADLINE);
-        assert_eq!(c.data_dir(Path::new("/srv/app/baton.toml")), PathBuf::from("/srv/app/.baton"));
+        assert_eq!(
+            c.data_dir(Path::new("/srv/app/baton.toml")),
+            PathBuf::from("/srv/app/.baton")
+        );
     }
 
     #[test]
@@ -614,7 +754,11 @@ keep_previous = "5m"
         let text = GOOD.replace("instances = 3", "instancs = 3");
         let e = parse(&text).unwrap_err();
         assert_eq!((e.line, e.col), (9, 1), "{e}");
-        assert!(e.to_string().starts_with("baton.toml:9:1: apps.web.instancs: unknown field `instancs`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("baton.toml:9:1: apps.web.instancs: unknown field `instancs`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -628,14 +772,21 @@ keep_previous = "5m"
         let text = GOOD.replace("strategy = \"rolling\"", "strategy = \"big-bang\"");
         let e = parse(&text).unwrap_err();
         assert_eq!(e.line, 12, "{e}");
-        assert!(e.message.contains("rolling") && e.message.contains("blue-green"), "{e}");
+        assert!(
+            e.message.contains("rolling") && e.message.contains("blue-green"),
+            "{e}"
+        );
     }
 
     #[test]
     fn semantic_errors_point_at_the_key() {
         let text = GOOD.replace("instances = 3", "instances = 0");
         let e = parse(&text).unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (9, Some("apps.web.instances")), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (9, Some("apps.web.instances")),
+            "{e}"
+        );
 
         let text = GOOD.replace("max_surge = 1", "max_surge = 0");
         let e = parse(&text).unwrap_err();
@@ -652,8 +803,20 @@ keep_previous = "5m"
 
     #[test]
     fn renders_placeholders() {
-        let cmd = vec!["{artifact}/srv".to_string(), "--port={port}".into(), "{instance}@{version}".into()];
-        let vars = CommandVars { artifact: "/a", port: 81, version: "1.0.0", instance: "web-1" };
-        assert_eq!(render_command(&cmd, &vars), vec!["/a/srv", "--port=81", "web-1@1.0.0"]);
+        let cmd = vec![
+            "{artifact}/srv".to_string(),
+            "--port={port}".into(),
+            "{instance}@{version}".into(),
+        ];
+        let vars = CommandVars {
+            artifact: "/a",
+            port: 81,
+            version: "1.0.0",
+            instance: "web-1",
+        };
+        assert_eq!(
+            render_command(&cmd, &vars),
+            vec!["/a/srv", "--port=81", "web-1@1.0.0"]
+        );
     }
 }

@@ -9,38 +9,55 @@ use super::{Action, Converge};
 /// target instance in, every other serving instance out and kept warm until `warm_until`.
 pub fn converge(target: &str, n: u32, warm_until: Millis, live: &[&Instance]) -> Converge {
     let mut c = Converge::default();
-    let (mut new, old): (Vec<&Instance>, Vec<&Instance>) = live.iter().partition(|i| i.release == target);
+    let (mut new, old): (Vec<&Instance>, Vec<&Instance>) =
+        live.iter().partition(|i| i.release == target);
     for i in &new {
         if i.retire_at.is_some() {
-            c.actions.push(Action::Reuse { instance: i.id.clone() });
+            c.actions.push(Action::Reuse {
+                instance: i.id.clone(),
+            });
         }
     }
     if new.len() > n as usize {
         new.sort_by_key(|i| (i.state == InstanceState::Healthy, i.in_split));
         let excess = new.len() - n as usize;
         for i in new.drain(..excess) {
-            c.actions.push(Action::Drain { instance: i.id.clone() });
+            c.actions.push(Action::Drain {
+                instance: i.id.clone(),
+            });
         }
     }
     for _ in new.len()..n as usize {
-        c.actions.push(Action::Start { release: target.to_string() });
+        c.actions.push(Action::Start {
+            release: target.to_string(),
+        });
     }
-    let healthy = new.iter().filter(|i| i.state == InstanceState::Healthy).count() as u32;
+    let healthy = new
+        .iter()
+        .filter(|i| i.state == InstanceState::Healthy)
+        .count() as u32;
     c.healthy = healthy;
     if healthy < n {
         return c;
     }
     // The switch: all of these actions land in one published split.
     for i in new.iter().filter(|i| !i.in_split) {
-        c.actions.push(Action::Admit { instance: i.id.clone() });
+        c.actions.push(Action::Admit {
+            instance: i.id.clone(),
+        });
         c.exposes = true;
     }
     for i in old.iter().filter(|i| i.in_split) {
-        c.actions.push(Action::KeepWarm { instance: i.id.clone(), until: warm_until });
+        c.actions.push(Action::KeepWarm {
+            instance: i.id.clone(),
+            until: warm_until,
+        });
     }
     // Old instances that were not serving (left over, never healthy) are no use warm.
     for i in old.iter().filter(|i| !i.in_split && i.retire_at.is_none()) {
-        c.actions.push(Action::Drain { instance: i.id.clone() });
+        c.actions.push(Action::Drain {
+            instance: i.id.clone(),
+        });
     }
     c.step = 1;
     c.done = true;

@@ -19,7 +19,11 @@ pub enum Next {
 
 /// The weight in force at step `idx` (0-based): the step's own, or the last one before it.
 pub fn weight_at(app: &AppConfig, idx: usize) -> u32 {
-    app.canary.steps[..=idx.min(app.canary.steps.len() - 1)].iter().rev().find_map(|s| s.weight).unwrap_or(0)
+    app.canary.steps[..=idx.min(app.canary.steps.len() - 1)]
+        .iter()
+        .rev()
+        .find_map(|s| s.weight)
+        .unwrap_or(0)
 }
 
 /// Canary instances needed for `weight` percent of `n` instances' traffic (at least one).
@@ -27,7 +31,14 @@ pub fn instances_for(n: u32, weight: u32) -> u32 {
     (n * weight).div_ceil(100).clamp(1, n)
 }
 
-pub fn progress(app: &AppConfig, live: &[&Instance], d: &mut Deployment, verdict: Option<&Judgement>, now: Millis, out: &mut Plan) -> Next {
+pub fn progress(
+    app: &AppConfig,
+    live: &[&Instance],
+    d: &mut Deployment,
+    verdict: Option<&Judgement>,
+    now: Millis,
+    out: &mut Plan,
+) -> Next {
     let steps = &app.canary.steps;
     let n = app.instances;
     if d.step == 0 {
@@ -38,11 +49,20 @@ pub fn progress(app: &AppConfig, live: &[&Instance], d: &mut Deployment, verdict
     }
     match d.intents.promote.take() {
         Some(Promote::Full) if (d.step as usize) < steps.len() => {
-            out.events.push((EventKind::DeploymentPromoted, format!("{} {} promoted to 100 %, skipping the remaining steps and analysis", d.app, d.to)));
+            out.events.push((
+                EventKind::DeploymentPromoted,
+                format!(
+                    "{} {} promoted to 100 %, skipping the remaining steps and analysis",
+                    d.app, d.to
+                ),
+            ));
             d.step = steps.len() as u32;
         }
         Some(Promote::Step) if (d.step as usize) < steps.len() => {
-            out.events.push((EventKind::DeploymentPromoted, format!("{} {} promoted past step {}", d.app, d.to, d.step)));
+            out.events.push((
+                EventKind::DeploymentPromoted,
+                format!("{} {} promoted past step {}", d.app, d.to, d.step),
+            ));
             d.step += 1;
         }
         _ => {}
@@ -66,17 +86,27 @@ pub fn progress(app: &AppConfig, live: &[&Instance], d: &mut Deployment, verdict
     let want = instances_for(n, w.max(1)) as usize;
     let canary: Vec<&&Instance> = live.iter().filter(|i| i.release == d.to).collect();
     for _ in canary.len()..want {
-        out.actions.push(Action::Start { release: d.to.clone() });
+        out.actions.push(Action::Start {
+            release: d.to.clone(),
+        });
     }
     for i in &canary {
         if i.retire_at.is_some() {
-            out.actions.push(Action::Reuse { instance: i.id.clone() });
+            out.actions.push(Action::Reuse {
+                instance: i.id.clone(),
+            });
         }
         if i.state == InstanceState::Healthy && !i.in_split {
-            out.actions.push(Action::Admit { instance: i.id.clone() });
+            out.actions.push(Action::Admit {
+                instance: i.id.clone(),
+            });
         }
     }
-    let ready = canary.iter().filter(|i| i.state == InstanceState::Healthy).count() >= want;
+    let ready = canary
+        .iter()
+        .filter(|i| i.state == InstanceState::Healthy)
+        .count()
+        >= want;
     if !ready {
         return Next::Continue;
     }
@@ -94,7 +124,15 @@ pub fn progress(app: &AppConfig, live: &[&Instance], d: &mut Deployment, verdict
             Some(Pause::Forever) => "until `baton promote`".to_string(),
             None => "briefly".to_string(),
         };
-        out.events.push((EventKind::DeploymentStep, format!("step {}/{}: {} gets {w} % of requests on {want} instances; holding {hold}", d.step, steps.len(), d.to)));
+        out.events.push((
+            EventKind::DeploymentStep,
+            format!(
+                "step {}/{}: {} gets {w} % of requests on {want} instances; holding {hold}",
+                d.step,
+                steps.len(),
+                d.to
+            ),
+        ));
         if let Some(at) = d.pause_until {
             wake(out, at);
         }
@@ -118,7 +156,10 @@ pub fn progress(app: &AppConfig, live: &[&Instance], d: &mut Deployment, verdict
                     Some(Judgement::Inconclusive(why)) => why.clone(),
                     _ => "no verdict yet".to_string(),
                 };
-                return Next::Abort(format!("step {} ended without a verdict ({why}) and on_inconclusive = \"fail\"", d.step));
+                return Next::Abort(format!(
+                    "step {} ended without a verdict ({why}) and on_inconclusive = \"fail\"",
+                    d.step
+                ));
             }
         },
     };

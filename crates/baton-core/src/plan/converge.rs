@@ -29,13 +29,16 @@ fn healthy(i: &Instance) -> bool {
 /// (DESIGN.md I3). The same rule as a Kubernetes Deployment's rolling update.
 pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Instance]) -> Converge {
     let mut c = Converge::default();
-    let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) = live.iter().partition(|i| i.release == target);
+    let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) =
+        live.iter().partition(|i| i.release == target);
     // A warm instance of another release is no capacity: it serves nobody and leaves on its own.
     old.retain(|i| i.in_split || i.retire_at.is_none());
 
     for i in &new {
         if i.retire_at.is_some() {
-            c.actions.push(Action::Reuse { instance: i.id.clone() });
+            c.actions.push(Action::Reuse {
+                instance: i.id.clone(),
+            });
         }
     }
     // Too many of the target (the instance count was lowered): drop the least useful first.
@@ -43,12 +46,16 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
         new.sort_by_key(|i| (healthy(i), i.in_split));
         let excess = new.len() - n as usize;
         for i in new.drain(..excess) {
-            c.actions.push(Action::Drain { instance: i.id.clone() });
+            c.actions.push(Action::Drain {
+                instance: i.id.clone(),
+            });
         }
     }
     for i in &new {
         if healthy(i) && !i.in_split {
-            c.actions.push(Action::Admit { instance: i.id.clone() });
+            c.actions.push(Action::Admit {
+                instance: i.id.clone(),
+            });
             c.exposes = true;
         }
     }
@@ -59,7 +66,9 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
 
     let can_start = (n - new.len() as i64).min(n + surge - total).max(0);
     for _ in 0..can_start {
-        c.actions.push(Action::Start { release: target.to_string() });
+        c.actions.push(Action::Start {
+            release: target.to_string(),
+        });
     }
 
     let min_available = (n - unavailable).max(0);
@@ -77,9 +86,18 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
             budget -= 1;
         }
         // One that serves nobody costs no capacity, so it may always go.
-        c.actions.push(Action::Drain { instance: i.id.clone() });
+        c.actions.push(Action::Drain {
+            instance: i.id.clone(),
+        });
     }
-    let drained_old = old.iter().filter(|i| c.actions.contains(&Action::Drain { instance: i.id.clone() })).count();
+    let drained_old = old
+        .iter()
+        .filter(|i| {
+            c.actions.contains(&Action::Drain {
+                instance: i.id.clone(),
+            })
+        })
+        .count();
 
     c.healthy = new_available as u32;
     c.step = new_available as u32;

@@ -114,7 +114,11 @@ pub struct PlanInput<'a> {
 /// Decides what to do next. Pure: same input, same plan.
 pub fn plan(input: PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
-    let live: Vec<&Instance> = input.instances.iter().filter(|i| !i.state.is_leaving()).collect();
+    let live: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_leaving())
+        .collect();
     let target = match input.deployment {
         Some(d) if d.phase == Phase::Aborting => d.from.as_deref(),
         Some(d) => Some(d.to.as_str()),
@@ -131,15 +135,30 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     match d.phase {
         Phase::Pending | Phase::Progressing | Phase::Paused if d.intents.abort => {
             d.intents.abort = false;
-            go_back(input, &live, &mut d, "aborted by the operator".to_string(), &mut out);
+            go_back(
+                input,
+                &live,
+                &mut d,
+                "aborted by the operator".to_string(),
+                &mut out,
+            );
         }
         Phase::Progressing if d.intents.pause => {
             d.phase = Phase::Paused;
-            out.events.push((EventKind::DeploymentPaused, format!("{} {} paused at step {} by the operator", d.app, d.to, d.step)));
+            out.events.push((
+                EventKind::DeploymentPaused,
+                format!(
+                    "{} {} paused at step {} by the operator",
+                    d.app, d.to, d.step
+                ),
+            ));
         }
         Phase::Paused if !d.intents.pause => {
             d.phase = Phase::Progressing;
-            out.events.push((EventKind::DeploymentResumed, format!("{} {} resumed at step {}", d.app, d.to, d.step)));
+            out.events.push((
+                EventKind::DeploymentResumed,
+                format!("{} {} resumed at step {}", d.app, d.to, d.step),
+            ));
             progress(input, &live, &mut d, &mut out);
         }
         Phase::Paused => {
@@ -179,7 +198,9 @@ fn retire_warm(live: &[&Instance], target: Option<&str>, now: Millis, out: &mut 
             continue;
         }
         if at <= now {
-            out.actions.push(Action::Drain { instance: i.id.clone() });
+            out.actions.push(Action::Drain {
+                instance: i.id.clone(),
+            });
         } else {
             wake(out, at);
         }
@@ -202,12 +223,17 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
         match &d.migration {
             MigrationState::Done => {}
             MigrationState::Failed(why) => {
-                let why = format!("the migration failed: {why}; users stay on {}", d.from.as_deref().unwrap_or("nothing"));
+                let why = format!(
+                    "the migration failed: {why}; users stay on {}",
+                    d.from.as_deref().unwrap_or("nothing")
+                );
                 go_back(input, live, d, why, out);
                 return;
             }
             MigrationState::Pending => {
-                out.actions.push(Action::Migrate { release: d.to.clone() });
+                out.actions.push(Action::Migrate {
+                    release: d.to.clone(),
+                });
                 return;
             }
         }
@@ -218,8 +244,19 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
             canary::Next::Abort(why) => go_back(input, live, d, why, out),
             canary::Next::Continue => match d.deadline {
                 Some(deadline) if input.now >= deadline => {
-                    let healthy = live.iter().filter(|i| i.release == d.to && i.state == crate::model::InstanceState::Healthy).count();
-                    let why = format!("{} did not become healthy within {} at step {} ({healthy} instances healthy); users stay on {}", d.to, input.app.health.deadline, d.step, d.from.as_deref().unwrap_or("nothing"));
+                    let healthy = live
+                        .iter()
+                        .filter(|i| {
+                            i.release == d.to && i.state == crate::model::InstanceState::Healthy
+                        })
+                        .count();
+                    let why = format!(
+                        "{} did not become healthy within {} at step {} ({healthy} instances healthy); users stay on {}",
+                        d.to,
+                        input.app.health.deadline,
+                        d.step,
+                        d.from.as_deref().unwrap_or("nothing")
+                    );
                     go_back(input, live, d, why, out);
                 }
                 Some(deadline) => wake(out, deadline),
@@ -245,7 +282,8 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
     if c.step != d.step {
         d.step = c.step;
         d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
-        out.events.push((EventKind::DeploymentStep, step_message(d, &c, n)));
+        out.events
+            .push((EventKind::DeploymentStep, step_message(d, &c, n)));
     }
     if c.done {
         succeed(input, d, c.healthy, out);
@@ -257,7 +295,10 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
                 Some(from) => format!("users stay on {from}"),
                 None => "no user was served by it".to_string(),
             };
-            let reason = format!("{} did not become healthy within {} ({} of {} instances healthy); {stay}", d.to, input.app.health.deadline, c.healthy, n);
+            let reason = format!(
+                "{} did not become healthy within {} ({} of {} instances healthy); {stay}",
+                d.to, input.app.health.deadline, c.healthy, n
+            );
             go_back(input, live, d, reason, out);
         }
         Some(deadline) => wake(out, deadline),
@@ -267,29 +308,67 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
 
 fn succeed(input: PlanInput<'_>, d: &mut Deployment, healthy: u32, out: &mut Plan) {
     let now = input.now;
-    if input.app.migrate.as_ref().is_some_and(|m| m.after.is_some()) {
-        out.actions.push(Action::Contract { release: d.to.clone() });
+    if input
+        .app
+        .migrate
+        .as_ref()
+        .is_some_and(|m| m.after.is_some())
+    {
+        out.actions.push(Action::Contract {
+            release: d.to.clone(),
+        });
     }
     d.phase = Phase::Succeeded;
     d.finished_at = Some(now);
     d.deadline = None;
     d.pause_until = None;
-    d.reason = Some(format!("{} serves 100 % on {healthy} healthy instances", d.to));
-    out.actions.push(Action::SetCurrent { release: Some(d.to.clone()) });
-    out.events.push((EventKind::DeploymentSucceeded, format!("{} {} succeeded: {}", d.app, d.to, d.reason.as_deref().unwrap_or_default())));
+    d.reason = Some(format!(
+        "{} serves 100 % on {healthy} healthy instances",
+        d.to
+    ));
+    out.actions.push(Action::SetCurrent {
+        release: Some(d.to.clone()),
+    });
+    out.events.push((
+        EventKind::DeploymentSucceeded,
+        format!(
+            "{} {} succeeded: {}",
+            d.app,
+            d.to,
+            d.reason.as_deref().unwrap_or_default()
+        ),
+    ));
 }
 
 /// Starts going back to the previous release, in the same decision: nothing is gained by
 /// waiting a tick. A canary's weight drops to 0 with it, so the split is 100 % stable in the
 /// same publish.
-fn go_back(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, reason: String, out: &mut Plan) {
+fn go_back(
+    input: PlanInput<'_>,
+    live: &[&Instance],
+    d: &mut Deployment,
+    reason: String,
+    out: &mut Plan,
+) {
     d.phase = Phase::Aborting;
     d.deadline = None;
     d.pause_until = None;
     d.weight = 0;
     d.reason = Some(reason.clone());
-    let kind = if reason.starts_with("analysis failed") { EventKind::VerdictFailed } else { EventKind::DeploymentAborting };
-    out.events.push((kind, format!("{} {}: going back to {}: {reason}", d.app, d.to, d.from.as_deref().unwrap_or("nothing"))));
+    let kind = if reason.starts_with("analysis failed") {
+        EventKind::VerdictFailed
+    } else {
+        EventKind::DeploymentAborting
+    };
+    out.events.push((
+        kind,
+        format!(
+            "{} {}: going back to {}: {reason}",
+            d.app,
+            d.to,
+            d.from.as_deref().unwrap_or("nothing")
+        ),
+    ));
     abort(input, live, d, out);
 }
 
@@ -304,7 +383,9 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
         }
         None => {
             for i in live.iter().filter(|i| i.release == d.to) {
-                out.actions.push(Action::Drain { instance: i.id.clone() });
+                out.actions.push(Action::Drain {
+                    instance: i.id.clone(),
+                });
             }
             true
         }
@@ -314,20 +395,30 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
     }
     d.finished_at = Some(input.now);
     let why = d.reason.clone().unwrap_or_else(|| "aborted".to_string());
-    out.actions.push(Action::SetCurrent { release: d.from.clone() });
+    out.actions.push(Action::SetCurrent {
+        release: d.from.clone(),
+    });
     if d.exposed {
         d.phase = Phase::RolledBack;
-        out.events.push((EventKind::DeploymentRolledBack, format!("{} {} rolled back: {why}", d.app, d.to)));
+        out.events.push((
+            EventKind::DeploymentRolledBack,
+            format!("{} {} rolled back: {why}", d.app, d.to),
+        ));
     } else {
         d.phase = Phase::Failed;
-        out.events.push((EventKind::DeploymentFailed, format!("{} {} failed: {why}", d.app, d.to)));
+        out.events.push((
+            EventKind::DeploymentFailed,
+            format!("{} {} failed: {why}", d.app, d.to),
+        ));
     }
 }
 
 fn step_message(d: &Deployment, c: &Converge, n: u32) -> String {
     match d.strategy {
         Strategy::Rolling => format!("{} of {} instances on {} serving", c.step, n, d.to),
-        Strategy::BlueGreen | Strategy::Canary => format!("switched 100 % to {} ({} instances)", d.to, n),
+        Strategy::BlueGreen | Strategy::Canary => {
+            format!("switched 100 % to {} ({} instances)", d.to, n)
+        }
     }
 }
 

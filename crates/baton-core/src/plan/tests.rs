@@ -21,7 +21,11 @@ deadline = "60s"
 keep_previous = "5m"
 "#
     );
-    Config::parse(&text, Path::new("t.toml")).unwrap().apps.remove("web").unwrap()
+    Config::parse(&text, Path::new("t.toml"))
+        .unwrap()
+        .apps
+        .remove("web")
+        .unwrap()
 }
 
 pub(super) fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) -> Instance {
@@ -41,7 +45,12 @@ pub(super) fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) 
     }
 }
 
-pub(super) fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase: Phase) -> Deployment {
+pub(super) fn deployment(
+    from: Option<&str>,
+    to: &str,
+    strategy: Strategy,
+    phase: Phase,
+) -> Deployment {
     Deployment {
         id: 1,
         app: "web".into(),
@@ -64,12 +73,28 @@ pub(super) fn deployment(from: Option<&str>, to: &str, strategy: Strategy, phase
     }
 }
 
-fn run(app: &AppConfig, current: Option<&str>, d: Option<&Deployment>, instances: &[Instance], now: Millis) -> Plan {
-    plan(PlanInput { app, current, deployment: d, instances, now, verdict: None })
+fn run(
+    app: &AppConfig,
+    current: Option<&str>,
+    d: Option<&Deployment>,
+    instances: &[Instance],
+    now: Millis,
+) -> Plan {
+    plan(PlanInput {
+        app,
+        current,
+        deployment: d,
+        instances,
+        now,
+        verdict: None,
+    })
 }
 
 pub(super) fn starts(p: &Plan) -> usize {
-    p.actions.iter().filter(|a| matches!(a, Action::Start { .. })).count()
+    p.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Start { .. }))
+        .count()
 }
 
 pub(super) fn drains(p: &Plan) -> Vec<&str> {
@@ -112,7 +137,12 @@ fn a_first_deployment_starts_every_instance_and_sets_a_deadline() {
 #[test]
 fn rolling_surges_one_and_drains_an_old_one_only_when_the_new_one_is_healthy() {
     let app = app("rolling");
-    let d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Progressing);
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::Rolling,
+        Phase::Progressing,
+    );
     // Step 0: one surge instance is started, nothing drained.
     let p = run(&app, Some("1.0.0"), Some(&d), &old_set(), NOW);
     assert_eq!((starts(&p), drains(&p).len()), (1, 0));
@@ -130,13 +160,21 @@ fn rolling_surges_one_and_drains_an_old_one_only_when_the_new_one_is_healthy() {
     assert_eq!(drains(&p), vec!["web-1"]);
     assert_eq!(starts(&p), 0);
     let d2 = p.deployment.unwrap();
-    assert_eq!((d2.step, d2.exposed, d2.deadline), (1, true, Some(NOW + 5 + 60_000)));
+    assert_eq!(
+        (d2.step, d2.exposed, d2.deadline),
+        (1, true, Some(NOW + 5 + 60_000))
+    );
 }
 
 #[test]
 fn rolling_finishes_when_only_new_instances_serve() {
     let app = app("rolling");
-    let d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Progressing);
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::Rolling,
+        Phase::Progressing,
+    );
     let set = vec![
         inst(3, "1.0.0", Healthy, true),
         inst(4, "1.1.0", Healthy, true),
@@ -148,7 +186,9 @@ fn rolling_finishes_when_only_new_instances_serve() {
     assert_eq!(drains(&p), vec!["web-3"]);
     let d = p.deployment.unwrap();
     assert_eq!(d.phase, Phase::Succeeded);
-    assert!(p.actions.contains(&Action::SetCurrent { release: Some("1.1.0".into()) }));
+    assert!(p.actions.contains(&Action::SetCurrent {
+        release: Some("1.1.0".into())
+    }));
 }
 
 #[test]
@@ -156,7 +196,12 @@ fn max_unavailable_drains_first_and_never_below_the_floor() {
     let mut app = app("rolling");
     app.rolling.max_surge = 0;
     app.rolling.max_unavailable = 1;
-    let d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Progressing);
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::Rolling,
+        Phase::Progressing,
+    );
     let p = run(&app, Some("1.0.0"), Some(&d), &old_set(), NOW);
     assert_eq!((starts(&p), drains(&p).len()), (0, 1));
     // With one old instance already unhealthy, no healthy one may go.
@@ -169,7 +214,12 @@ fn max_unavailable_drains_first_and_never_below_the_floor() {
 #[test]
 fn a_release_that_never_gets_healthy_fails_and_users_stay() {
     let app = app("rolling");
-    let d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Progressing);
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::Rolling,
+        Phase::Progressing,
+    );
     let mut set = old_set();
     set.push(inst(4, "1.1.0", Unhealthy, false));
     let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW + 59_999);
@@ -179,9 +229,19 @@ fn a_release_that_never_gets_healthy_fails_and_users_stay() {
     let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW + 60_000);
     assert_eq!(drains(&p), vec!["web-4"]);
     let d = p.deployment.unwrap();
-    assert_eq!(d.phase, Phase::Failed, "never exposed, so failed rather than rolled back");
-    assert!(d.reason.unwrap().contains("did not become healthy within 1m"));
-    assert!(p.actions.contains(&Action::SetCurrent { release: Some("1.0.0".into()) }));
+    assert_eq!(
+        d.phase,
+        Phase::Failed,
+        "never exposed, so failed rather than rolled back"
+    );
+    assert!(
+        d.reason
+            .unwrap()
+            .contains("did not become healthy within 1m")
+    );
+    assert!(p.actions.contains(&Action::SetCurrent {
+        release: Some("1.0.0".into())
+    }));
 }
 
 #[test]
@@ -197,7 +257,11 @@ fn going_back_after_exposure_restores_capacity_then_ends_rolled_back() {
     ];
     let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
     assert_eq!(starts(&p), 1, "one 1.0.0 instance comes back");
-    assert_eq!(drains(&p), vec!["web-5"], "the non-serving new one goes at once");
+    assert_eq!(
+        drains(&p),
+        vec!["web-5"],
+        "the non-serving new one goes at once"
+    );
     assert!(p.deployment.is_none(), "not done while 1.1.0 still serves");
 
     let set = vec![
@@ -215,19 +279,36 @@ fn going_back_after_exposure_restores_capacity_then_ends_rolled_back() {
 #[test]
 fn blue_green_waits_for_the_whole_set_then_switches_in_one_plan() {
     let app = app("blue-green");
-    let d = deployment(Some("1.0.0"), "1.1.0", Strategy::BlueGreen, Phase::Progressing);
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::BlueGreen,
+        Phase::Progressing,
+    );
     let p = run(&app, Some("1.0.0"), Some(&d), &old_set(), NOW);
     assert_eq!(starts(&p), 3);
 
     let mut set = old_set();
-    set.extend([inst(4, "1.1.0", Healthy, false), inst(5, "1.1.0", Healthy, false), inst(6, "1.1.0", Starting, false)]);
+    set.extend([
+        inst(4, "1.1.0", Healthy, false),
+        inst(5, "1.1.0", Healthy, false),
+        inst(6, "1.1.0", Starting, false),
+    ]);
     let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
-    assert!(p.actions.is_empty(), "no switch before every new instance is healthy: {:?}", p.actions);
+    assert!(
+        p.actions.is_empty(),
+        "no switch before every new instance is healthy: {:?}",
+        p.actions
+    );
 
     set[5].state = Healthy;
     let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
     assert_eq!(admits(&p), vec!["web-4", "web-5", "web-6"]);
-    let warm: Vec<_> = p.actions.iter().filter(|a| matches!(a, Action::KeepWarm { until, .. } if *until == NOW + 300_000)).collect();
+    let warm: Vec<_> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::KeepWarm { until, .. } if *until == NOW + 300_000))
+        .collect();
     assert_eq!(warm.len(), 3);
     assert!(drains(&p).is_empty(), "the old set stays warm");
     assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
@@ -246,7 +327,11 @@ fn blue_green_rollback_within_keep_previous_reuses_the_warm_set_at_once() {
     let p = run(&app, Some("1.1.0"), Some(&d), &set, NOW);
     assert_eq!(starts(&p), 0);
     assert_eq!(admits(&p), vec!["web-1", "web-2", "web-3"]);
-    assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded, "switched back in the first plan");
+    assert_eq!(
+        p.deployment.unwrap().phase,
+        Phase::Succeeded,
+        "switched back in the first plan"
+    );
 }
 
 #[test]
@@ -266,7 +351,10 @@ fn warm_instances_are_drained_when_their_time_is_up() {
 #[test]
 fn idle_upkeep_replaces_missing_instances_and_admits_healthy_ones() {
     let app = app("rolling");
-    let set = vec![inst(1, "1.0.0", Healthy, true), inst(2, "1.0.0", Healthy, false)];
+    let set = vec![
+        inst(1, "1.0.0", Healthy, true),
+        inst(2, "1.0.0", Healthy, false),
+    ];
     let p = run(&app, Some("1.0.0"), None, &set, NOW);
     assert_eq!(starts(&p), 1);
     assert_eq!(admits(&p), vec!["web-2"]);
@@ -277,7 +365,9 @@ fn idle_upkeep_replaces_missing_instances_and_admits_healthy_ones() {
 fn a_failed_first_deployment_stops_its_instances() {
     let app = app("rolling");
     let d = deployment(None, "1.0.0", Strategy::Rolling, Phase::Progressing);
-    let set: Vec<Instance> = (1..=3).map(|n| inst(n, "1.0.0", Unhealthy, false)).collect();
+    let set: Vec<Instance> = (1..=3)
+        .map(|n| inst(n, "1.0.0", Unhealthy, false))
+        .collect();
     let p = run(&app, None, Some(&d), &set, NOW + 60_000);
     assert_eq!(drains(&p).len(), 3);
     assert_eq!(p.deployment.unwrap().phase, Phase::Failed);

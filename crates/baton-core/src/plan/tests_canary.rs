@@ -5,8 +5,21 @@ use super::*;
 use crate::model::InstanceState::*;
 use crate::model::Promote;
 
-fn run(app: &AppConfig, d: &Deployment, set: &[Instance], now: Millis, verdict: Option<&Judgement>) -> Plan {
-    plan(PlanInput { app, current: Some("1.0.0"), deployment: Some(d), instances: set, now, verdict })
+fn run(
+    app: &AppConfig,
+    d: &Deployment,
+    set: &[Instance],
+    now: Millis,
+    verdict: Option<&Judgement>,
+) -> Plan {
+    plan(PlanInput {
+        app,
+        current: Some("1.0.0"),
+        deployment: Some(d),
+        instances: set,
+        now,
+        verdict,
+    })
 }
 
 fn canary(phase: Phase) -> Deployment {
@@ -41,9 +54,18 @@ fn a_healthy_canary_gets_its_weight_then_holds_for_the_pause() {
     assert_eq!(admits(&p), vec!["web-4"]);
     assert_eq!(p.wake_at, Some(NOW + 30_000));
     let d = p.deployment.unwrap();
-    assert_eq!((d.weight, d.pause_until, d.exposed), (5, Some(NOW + 30_000), true));
+    assert_eq!(
+        (d.weight, d.pause_until, d.exposed),
+        (5, Some(NOW + 30_000), true)
+    );
     // During the pause even a passing verdict waits.
-    let p = run(&app, &d, &with_canary(), NOW + 29_999, Some(&Judgement::Pass));
+    let p = run(
+        &app,
+        &d,
+        &with_canary(),
+        NOW + 29_999,
+        Some(&Judgement::Pass),
+    );
     assert!(p.deployment.is_none() && p.actions.is_empty());
 }
 
@@ -54,7 +76,11 @@ fn a_pass_at_the_end_of_the_pause_goes_to_the_next_step() {
     (d.step, d.weight, d.pause_until) = (1, 5, Some(NOW));
     let p = run(&app, &d, &with_canary(), NOW, Some(&Judgement::Pass));
     let d = p.deployment.unwrap();
-    assert_eq!((d.step, d.weight), (2, 5), "the next step's weight is set once its instances are ready");
+    assert_eq!(
+        (d.step, d.weight),
+        (2, 5),
+        "the next step's weight is set once its instances are ready"
+    );
     let p = run(&app, &d, &with_canary(), NOW + 1, None);
     let d = p.deployment.unwrap();
     assert_eq!(d.weight, 25, "one instance already covers 25 % of 3");
@@ -100,7 +126,11 @@ fn promote_skips_the_pause_and_promote_full_jumps_to_the_last_step() {
 
     d.intents.promote = Some(Promote::Full);
     let p = run(&app, &d, &with_canary(), NOW, None);
-    assert_eq!(starts(&p), 2, "the canary grows to full size beside the stable set");
+    assert_eq!(
+        starts(&p),
+        2,
+        "the canary grows to full size beside the stable set"
+    );
     assert_eq!(p.deployment.unwrap().step, 4);
 }
 
@@ -110,11 +140,22 @@ fn the_last_step_switches_everything_and_lets_the_stable_set_go() {
     let mut d = canary(Phase::Progressing);
     (d.step, d.weight) = (4, 50);
     let mut set = old_set();
-    set.extend([inst(4, "1.1.0", Healthy, true), inst(5, "1.1.0", Healthy, true), inst(6, "1.1.0", Healthy, false)]);
+    set.extend([
+        inst(4, "1.1.0", Healthy, true),
+        inst(5, "1.1.0", Healthy, true),
+        inst(6, "1.1.0", Healthy, false),
+    ]);
     let p = run(&app, &d, &set, NOW, None);
     assert_eq!(admits(&p), vec!["web-6"]);
-    let warm = p.actions.iter().filter(|a| matches!(a, Action::KeepWarm { until, .. } if *until == NOW)).count();
-    assert_eq!(warm, 3, "the stable set leaves the split and is drained right after");
+    let warm = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::KeepWarm { until, .. } if *until == NOW))
+        .count();
+    assert_eq!(
+        warm, 3,
+        "the stable set leaves the split and is drained right after"
+    );
     let d = p.deployment.unwrap();
     assert_eq!((d.phase, d.weight), (Phase::Succeeded, 100));
 }
@@ -128,12 +169,24 @@ fn pause_holds_resume_goes_on_abort_goes_back() {
     let p = run(&app, &d, &with_canary(), NOW, Some(&Judgement::Pass));
     let paused = p.deployment.unwrap();
     assert_eq!((paused.phase, paused.step), (Phase::Paused, 1));
-    let p = run(&app, &paused, &with_canary(), NOW + 60_000, Some(&Judgement::Pass));
+    let p = run(
+        &app,
+        &paused,
+        &with_canary(),
+        NOW + 60_000,
+        Some(&Judgement::Pass),
+    );
     assert!(p.deployment.is_none(), "paused: nothing moves");
 
     let mut resumed = paused.clone();
     resumed.intents.pause = false;
-    let p = run(&app, &resumed, &with_canary(), NOW + 60_000, Some(&Judgement::Pass));
+    let p = run(
+        &app,
+        &resumed,
+        &with_canary(),
+        NOW + 60_000,
+        Some(&Judgement::Pass),
+    );
     let d2 = p.deployment.unwrap();
     assert_eq!((d2.phase, d2.step), (Phase::Progressing, 2));
 
@@ -160,22 +213,42 @@ fn the_expand_migration_runs_before_any_new_instance_and_its_failure_goes_back()
     use crate::config::MigrateConfig;
     use crate::model::MigrationState;
     let mut app = app("rolling");
-    app.migrate = Some(MigrateConfig { command: vec!["m".into()], after: Some(vec!["c".into()]), timeout: crate::Duration::from_secs(60) });
+    app.migrate = Some(MigrateConfig {
+        command: vec!["m".into()],
+        after: Some(vec!["c".into()]),
+        timeout: crate::Duration::from_secs(60),
+    });
     let mut d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Pending);
     let p = run(&app, &d, &old_set(), NOW, None);
-    assert_eq!(p.actions, vec![Action::Migrate { release: "1.1.0".into() }], "nothing starts before the migration");
+    assert_eq!(
+        p.actions,
+        vec![Action::Migrate {
+            release: "1.1.0".into()
+        }],
+        "nothing starts before the migration"
+    );
 
     d.phase = Phase::Progressing;
     d.migration = MigrationState::Failed("exit code 3".into());
     let p = run(&app, &d, &old_set(), NOW, None);
     let d2 = p.deployment.unwrap();
     assert_eq!(d2.phase, Phase::Failed, "users never saw it");
-    assert!(d2.reason.unwrap().contains("the migration failed: exit code 3"));
+    assert!(
+        d2.reason
+            .unwrap()
+            .contains("the migration failed: exit code 3")
+    );
 
     d.migration = MigrationState::Done;
     let mut set = old_set();
     set.iter_mut().for_each(|i| i.release = "1.1.0".into());
     let p = run(&app, &d, &set, NOW, None);
-    assert!(p.actions.contains(&Action::Contract { release: "1.1.0".into() }), "contract only once it succeeded: {:?}", p.actions);
+    assert!(
+        p.actions.contains(&Action::Contract {
+            release: "1.1.0".into()
+        }),
+        "contract only once it succeeded: {:?}",
+        p.actions
+    );
     assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
 }

@@ -25,7 +25,10 @@ use tokio::task::JoinHandle;
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut cond: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -73,7 +76,9 @@ impl TestBackend {
         let s = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let s = s.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| answer(s.clone(), req));
@@ -105,7 +110,10 @@ impl TestBackend {
 
 type TestBody = Either<Full<Bytes>, Channel<Bytes>>;
 
-async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+async fn answer(
+    s: Arc<State>,
+    mut req: Request<Incoming>,
+) -> Result<Response<TestBody>, Infallible> {
     let text = |status: StatusCode, body: String| {
         Response::builder()
             .status(status)
@@ -115,14 +123,20 @@ async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Te
     };
     if req.uri().path() == "/health" {
         s.health_hits.fetch_add(1, SeqCst);
-        let status = if s.healthy.load(SeqCst) { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let status = if s.healthy.load(SeqCst) {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         return Ok(text(status, String::new()));
     }
     s.hits.fetch_add(1, SeqCst);
     if req.headers().contains_key("upgrade") {
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else { return };
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
             let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
             let _ = tokio::io::copy(&mut r, &mut w).await;
         });
@@ -158,7 +172,12 @@ async fn answer(s: Arc<State>, mut req: Request<Incoming>) -> Result<Response<Te
             Response::new(Either::Right(body))
         }
         "/echo" => {
-            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             text(StatusCode::OK, String::from_utf8_lossy(&body).into_owned())
         }
         _ => text(StatusCode::OK, s.name.clone()),
@@ -175,9 +194,23 @@ pub async fn refused_addr() -> SocketAddr {
 pub fn table(releases: Vec<(&str, u32, Vec<Arc<Backend>>)>) -> RoutingTable {
     let releases = releases
         .into_iter()
-        .map(|(release, weight, backends)| ReleaseRoute { release: release.to_string(), weight, backends })
+        .map(|(release, weight, backends)| ReleaseRoute {
+            release: release.to_string(),
+            weight,
+            backends,
+        })
         .collect();
-    RoutingTable { apps: [("web".to_string(), AppRoute { releases, affinity: None })].into_iter().collect() }
+    RoutingTable {
+        apps: [(
+            "web".to_string(),
+            AppRoute {
+                releases,
+                affinity: None,
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
 }
 
 /// A running proxy for app `web`; shuts down on drop.
@@ -196,8 +229,19 @@ impl TestProxy {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(baton_proxy::serve(listener, "web".into(), router.clone(), cfg, shutdown));
-        TestProxy { addr, router, stop: Some(stop), task: Some(task) }
+        let task = tokio::spawn(baton_proxy::serve(
+            listener,
+            "web".into(),
+            router.clone(),
+            cfg,
+            shutdown,
+        ));
+        TestProxy {
+            addr,
+            router,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -220,7 +264,10 @@ impl Drop for TestProxy {
 }
 
 pub fn config() -> ListenerConfig {
-    ListenerConfig { request_timeout: Duration::from_secs(30), max_header_bytes: 16 * 1024 }
+    ListenerConfig {
+        request_timeout: Duration::from_secs(30),
+        max_header_bytes: 16 * 1024,
+    }
 }
 
 pub type TestClient = Client<HttpConnector, Full<Bytes>>;
@@ -240,11 +287,19 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
     let response = client.request(req).await.expect("proxy answers");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("whole body").to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
 }
 
 pub async fn get(client: &TestClient, url: &str) -> Answer {
-    send(client, Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
+    send(
+        client,
+        Request::get(url).body(Full::new(Bytes::new())).unwrap(),
+    )
+    .await
 }
 
 /// Sends raw bytes on a fresh connection and returns everything read until the server closes

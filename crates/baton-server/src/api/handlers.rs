@@ -20,11 +20,19 @@ use crate::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView, R
 type S = State<Arc<Shared>>;
 
 pub async fn list_apps(State(shared): S) -> Result<Json<Vec<AppStatus>>, ApiError> {
-    let apps: Result<Vec<_>, _> = shared.units.keys().map(|a| app_status(&shared, a)).collect();
+    let apps: Result<Vec<_>, _> = shared
+        .units
+        .keys()
+        .map(|a| app_status(&shared, a))
+        .collect();
     Ok(Json(apps?))
 }
 
-pub async fn get_app(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<AppStatus>, ApiError> {
+pub async fn get_app(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<AppStatus>, ApiError> {
     let key = unit_key(&shared, &app, q.env.as_deref())?;
     Ok(Json(app_status(&shared, &key)?))
 }
@@ -54,18 +62,32 @@ pub struct ReleaseQuery {
 pub const RELEASE_ENVELOPE: &str = "application/vnd.baton.release";
 
 /// Stores an artifact and records the release.
-pub async fn create_release(State(shared): S, Path(app): Path<String>, query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>, headers: axum::http::HeaderMap, body: Bytes) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
+pub async fn create_release(
+    State(shared): S,
+    Path(app): Path<String>,
+    query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
     if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
-    let envelope = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) == Some(RELEASE_ENVELOPE);
+    let envelope = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        == Some(RELEASE_ENVELOPE);
     let (q, body) = if envelope {
-        let nl = body.iter().position(|b| *b == b'\n').ok_or_else(|| ApiError::bad_request("a release envelope starts with one line of JSON metadata"))?;
-        let q: ReleaseQuery = serde_json::from_slice(&body[..nl]).map_err(|e| ApiError::bad_request(format!("invalid release metadata: {e}")))?;
+        let nl = body.iter().position(|b| *b == b'\n').ok_or_else(|| {
+            ApiError::bad_request("a release envelope starts with one line of JSON metadata")
+        })?;
+        let q: ReleaseQuery = serde_json::from_slice(&body[..nl])
+            .map_err(|e| ApiError::bad_request(format!("invalid release metadata: {e}")))?;
         (q, body.slice(nl + 1..))
     } else {
         let Ok(Query(q)) = query else {
-            return Err(ApiError::bad_request("missing ?version=: the release's version"));
+            return Err(ApiError::bad_request(
+                "missing ?version=: the release's version",
+            ));
         };
         (q, body)
     };
@@ -85,22 +107,37 @@ pub async fn create_release(State(shared): S, Path(app): Path<String>, query: Re
         changelog: q.changelog,
         release_notes: q.release_notes,
     };
-    let created = matches!(shared.store.create_release(&release)?, ReleaseOutcome::Created);
+    let created = matches!(
+        shared.store.create_release(&release)?,
+        ReleaseOutcome::Created
+    );
     let release = shared.store.release(&app, &q.version)?.unwrap_or(release);
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(ReleaseCreated { release, created })))
 }
 
 fn valid_version(v: &str) -> Result<(), ApiError> {
-    let ok = !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("invalid version {v:?}: use letters, digits and . _ - + (e.g. 1.4.0)")))
+        Err(ApiError::bad_request(format!(
+            "invalid version {v:?}: use letters, digits and . _ - + (e.g. 1.4.0)"
+        )))
     }
 }
 
-pub async fn list_releases(State(shared): S, Path(app): Path<String>) -> Result<Json<Vec<Release>>, ApiError> {
+pub async fn list_releases(
+    State(shared): S,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<Release>>, ApiError> {
     if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
@@ -111,25 +148,40 @@ fn parse_body(body: Result<Json<DeployRequest>, JsonRejection>) -> Result<Deploy
     match body {
         Ok(Json(b)) => Ok(b),
         Err(JsonRejection::MissingJsonContentType(_)) => Ok(DeployRequest::default()),
-        Err(e) => Err(ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"release\": \"1.4.0\", \"strategy\": \"rolling\"}}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "invalid JSON body: {e}; expected {{\"release\": \"1.4.0\", \"strategy\": \"rolling\"}}"
+        ))),
     }
 }
 
 /// Records the intent to deploy a release; the controller carries it out.
-pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+pub async fn deploy(
+    State(shared): S,
+    Path(app): Path<String>,
+    body: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let req = parse_body(body)?;
     let key = unit_key(&shared, &app, req.env.as_deref())?;
     let version = match (&req.release, &req.from_env) {
         (Some(v), None) => v.clone(),
         (None, Some(from)) => {
             let from_key = unit_key(&shared, &app, Some(from))?;
-            shared
-                .store
-                .current_release(&from_key)?
-                .ok_or_else(|| ApiError::conflict(format!("nothing serves {app} in {from} yet: there is no release to promote from it")))?
+            shared.store.current_release(&from_key)?.ok_or_else(|| {
+                ApiError::conflict(format!(
+                    "nothing serves {app} in {from} yet: there is no release to promote from it"
+                ))
+            })?
         }
-        (Some(_), Some(_)) => return Err(ApiError::bad_request("give either a release or --from ENV, not both")),
-        (None, None) => return Err(ApiError::bad_request("missing \"release\": the version to deploy (or \"from_env\")")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either a release or --from ENV, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "missing \"release\": the version to deploy (or \"from_env\")",
+            ));
+        }
     };
     let unit = shared.unit(&key).expect("resolved");
     let mut trigger = "deploy".to_string();
@@ -137,7 +189,15 @@ pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json
     if let Some(previous) = &unit.previous {
         let previous_key = baton_core::config::unit_key(&app, previous);
         let history = shared.store.deployments(Some(&previous_key), 10_000)?;
-        let gate = baton_core::promotion::check(&app, &version, &unit.env, previous, &history, shared.config.promotion.soak, clock::now());
+        let gate = baton_core::promotion::check(
+            &app,
+            &version,
+            &unit.env,
+            previous,
+            &history,
+            shared.config.promotion.soak,
+            clock::now(),
+        );
         match gate {
             Ok(()) => {}
             Err(refusal) if req.force => {
@@ -148,15 +208,32 @@ pub async fn deploy(State(shared): S, Path(app): Path<String>, body: Result<Json
             Err(refusal) => return Err(ApiError::conflict(refusal.to_string())),
         }
     }
-    let created = create(&shared, &key, version, req.strategy.as_deref(), &trigger, req.force)?;
+    let created = create(
+        &shared,
+        &key,
+        version,
+        req.strategy.as_deref(),
+        &trigger,
+        req.force,
+    )?;
     if let Some(note) = forced {
-        shared.event(clock::now(), &key, Some(created.1.id), EventKind::DeploymentCreated, &note)?;
+        shared.event(
+            clock::now(),
+            &key,
+            Some(created.1.id),
+            EventKind::DeploymentCreated,
+            &note,
+        )?;
     }
     Ok(created)
 }
 
 /// Records a deployment back to the previous release (or to `release`).
-pub async fn rollback(State(shared): S, Path(app): Path<String>, body: Result<Json<DeployRequest>, JsonRejection>) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+pub async fn rollback(
+    State(shared): S,
+    Path(app): Path<String>,
+    body: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let req = parse_body(body)?;
     let key = unit_key(&shared, &app, req.env.as_deref())?;
     let version = match req.release {
@@ -165,12 +242,33 @@ pub async fn rollback(State(shared): S, Path(app): Path<String>, body: Result<Js
             ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
         })?,
     };
-    let trigger = if req.force { format!("rollback --force by {}", req.actor.as_deref().unwrap_or("an operator")) } else { "rollback".to_string() };
-    create(&shared, &key, version, req.strategy.as_deref(), &trigger, req.force)
+    let trigger = if req.force {
+        format!(
+            "rollback --force by {}",
+            req.actor.as_deref().unwrap_or("an operator")
+        )
+    } else {
+        "rollback".to_string()
+    };
+    create(
+        &shared,
+        &key,
+        version,
+        req.strategy.as_deref(),
+        &trigger,
+        req.force,
+    )
 }
 
 /// Records a deployment of `version` to the unit `key` (`app@env`).
-fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, trigger: &str, force: bool) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+fn create(
+    shared: &Shared,
+    key: &str,
+    version: String,
+    strategy: Option<&str>,
+    trigger: &str,
+    force: bool,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
     let config = shared.app(key).ok_or_else(|| unknown_app(shared, key))?;
     let (app, env) = baton_core::config::split_key(key);
     let strategy: Strategy = match strategy {
@@ -195,11 +293,23 @@ fn create(shared: &Shared, key: &str, version: String, strategy: Option<&str>, t
     }
     let now = clock::now();
     let from = shared.store.current_release(key)?;
-    let msg = format!("{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded as #{{id}}", from.as_deref().unwrap_or("nothing"));
-    let new = NewDeployment { app: key.to_string(), from: from.clone(), to: version.clone(), strategy, trigger: trigger.to_string(), now };
+    let msg = format!(
+        "{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded as #{{id}}",
+        from.as_deref().unwrap_or("nothing")
+    );
+    let new = NewDeployment {
+        app: key.to_string(),
+        from: from.clone(),
+        to: version.clone(),
+        strategy,
+        trigger: trigger.to_string(),
+        now,
+    };
     // The deployment and its first event in one transaction: the controller may start it at
     // once, and its `started` must never come before `created`.
-    let (d, event) = shared.store.create_deployment_with_event(&new, Some((EventKind::DeploymentCreated, &msg)))?;
+    let (d, event) = shared
+        .store
+        .create_deployment_with_event(&new, Some((EventKind::DeploymentCreated, &msg)))?;
     if let Some(e) = event {
         shared.published(&e);
     }
@@ -213,15 +323,32 @@ pub struct HistoryQuery {
     env: Option<String>,
 }
 
-pub async fn history(State(shared): S, Path(app): Path<String>, Query(q): Query<HistoryQuery>) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+pub async fn history(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<DeploymentView>>, ApiError> {
     let key = unit_key(&shared, &app, q.env.as_deref())?;
     let now = clock::now();
-    let list = shared.store.deployments(Some(&key), q.limit.unwrap_or(50).min(1000))?;
-    Ok(Json(list.iter().map(|d| DeploymentView::of(d, now)).collect()))
+    let list = shared
+        .store
+        .deployments(Some(&key), q.limit.unwrap_or(50).min(1000))?;
+    Ok(Json(
+        list.iter().map(|d| DeploymentView::of(d, now)).collect(),
+    ))
 }
 
-pub async fn deployment(State(shared): S, Path(id): Path<i64>) -> Result<Json<DeploymentDetail>, ApiError> {
-    let d = shared.store.deployment(id)?.ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))?;
+pub async fn deployment(
+    State(shared): S,
+    Path(id): Path<i64>,
+) -> Result<Json<DeploymentDetail>, ApiError> {
+    let d = shared
+        .store
+        .deployment(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no deployment {id}")))?;
     let events = shared.store.events(None, Some(id), 0, 10_000)?;
-    Ok(Json(DeploymentDetail { deployment: DeploymentView::of(&d, clock::now()), events }))
+    Ok(Json(DeploymentDetail {
+        deployment: DeploymentView::of(&d, clock::now()),
+        events,
+    }))
 }

@@ -26,44 +26,102 @@ pub struct PromoteRequest {
     pub full: bool,
 }
 
-fn record(shared: &Shared, app: &str, env: Option<&str>, what: &str, change: impl FnOnce(&mut Intents), canary_only: bool) -> Result<Json<DeploymentView>, ApiError> {
+fn record(
+    shared: &Shared,
+    app: &str,
+    env: Option<&str>,
+    what: &str,
+    change: impl FnOnce(&mut Intents),
+    canary_only: bool,
+) -> Result<Json<DeploymentView>, ApiError> {
     let key = unit_key(shared, app, env)?;
     let app = key.as_str();
     if canary_only
         && let Some(d) = shared.store.active_deployment(app)?
         && d.strategy != Strategy::Canary
     {
-        return Err(ApiError::conflict(format!("{what} applies to canary deployments; deployment #{} of {app} is {}", d.id, d.strategy)));
+        return Err(ApiError::conflict(format!(
+            "{what} applies to canary deployments; deployment #{} of {app} is {}",
+            d.id, d.strategy
+        )));
     }
-    let d = shared
-        .store
-        .set_intents(app, change)?
-        .ok_or_else(|| ApiError::conflict(format!("{app} has no deployment in progress to {what}")))?;
+    let d = shared.store.set_intents(app, change)?.ok_or_else(|| {
+        ApiError::conflict(format!("{app} has no deployment in progress to {what}"))
+    })?;
     tracing::info!(app = %app, deployment = d.id, "operator asked to {what}");
     shared.wake.notify_one();
     Ok(Json(DeploymentView::of(&d, clock::now())))
 }
 
-pub async fn promote(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>, body: Result<Json<PromoteRequest>, JsonRejection>) -> Result<Json<DeploymentView>, ApiError> {
+pub async fn promote(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+    body: Result<Json<PromoteRequest>, JsonRejection>,
+) -> Result<Json<DeploymentView>, ApiError> {
     let full = match body {
         Ok(Json(b)) => b.full,
         Err(JsonRejection::MissingJsonContentType(_)) => false,
-        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON body: {e}; expected {{\"full\": true|false}}"))),
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid JSON body: {e}; expected {{\"full\": true|false}}"
+            )));
+        }
     };
     let promote = if full { Promote::Full } else { Promote::Step };
-    record(&shared, &app, q.env.as_deref(), "promote", |i| i.promote = Some(promote), true)
+    record(
+        &shared,
+        &app,
+        q.env.as_deref(),
+        "promote",
+        |i| i.promote = Some(promote),
+        true,
+    )
 }
 
-pub async fn pause(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, q.env.as_deref(), "pause", |i| i.pause = true, false)
+pub async fn pause(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    record(
+        &shared,
+        &app,
+        q.env.as_deref(),
+        "pause",
+        |i| i.pause = true,
+        false,
+    )
 }
 
-pub async fn resume(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, q.env.as_deref(), "resume", |i| i.pause = false, false)
+pub async fn resume(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    record(
+        &shared,
+        &app,
+        q.env.as_deref(),
+        "resume",
+        |i| i.pause = false,
+        false,
+    )
 }
 
-pub async fn abort(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<DeploymentView>, ApiError> {
-    record(&shared, &app, q.env.as_deref(), "abort", |i| i.abort = true, false)
+pub async fn abort(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    record(
+        &shared,
+        &app,
+        q.env.as_deref(),
+        "abort",
+        |i| i.abort = true,
+        false,
+    )
 }
 
 /// `GET /v1/apps/{app}/analysis`: the current (or last) deployment and its verdicts.
@@ -75,7 +133,11 @@ pub struct AnalysisView {
     pub verdicts: Vec<StoredVerdict>,
 }
 
-pub async fn analysis(State(shared): S, Path(app): Path<String>, Query(q): Query<EnvQuery>) -> Result<Json<AnalysisView>, ApiError> {
+pub async fn analysis(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<AnalysisView>, ApiError> {
     let key = unit_key(&shared, &app, q.env.as_deref())?;
     let app = key;
     let d = match shared.store.active_deployment(&app)? {
@@ -88,5 +150,8 @@ pub async fn analysis(State(shared): S, Path(app): Path<String>, Query(q): Query
             .ok_or_else(|| ApiError::not_found(format!("{app} has no deployments yet")))?,
     };
     let verdicts = shared.store.verdicts(d.id, 10_000)?;
-    Ok(Json(AnalysisView { deployment: DeploymentView::of(&d, clock::now()), verdicts }))
+    Ok(Json(AnalysisView {
+        deployment: DeploymentView::of(&d, clock::now()),
+        verdicts,
+    }))
 }

@@ -38,7 +38,10 @@ pub struct Run {
     pub finished_at: Option<i64>,
 }
 
-pub async fn ledger(State(shared): State<Arc<Shared>>, Path(app): Path<String>) -> Result<Json<Vec<LedgerEntry>>, ApiError> {
+pub async fn ledger(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<LedgerEntry>>, ApiError> {
     if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
@@ -62,8 +65,15 @@ pub async fn ledger(State(shared): State<Arc<Shared>>, Path(app): Path<String>) 
         .releases(&app)?
         .into_iter()
         .map(|release| {
-            let mine = runs.iter().filter(|(to, _)| *to == release.version).map(|(_, r)| r.clone()).collect();
-            LedgerEntry { release, runs: mine }
+            let mine = runs
+                .iter()
+                .filter(|(to, _)| *to == release.version)
+                .map(|(_, r)| r.clone())
+                .collect();
+            LedgerEntry {
+                release,
+                runs: mine,
+            }
         })
         .collect();
     Ok(Json(entries))

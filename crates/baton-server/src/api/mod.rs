@@ -16,8 +16,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
-pub use intents::{AnalysisView, PromoteRequest};
 pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
+pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
 
 use crate::shared::Shared;
@@ -30,8 +30,14 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
     axum::Router::new()
         .route("/v1/apps", get(handlers::list_apps))
         .route("/v1/apps/{app}", get(handlers::get_app))
-        .route("/v1/apps/{app}/releases", post(handlers::create_release).get(handlers::list_releases))
-        .route("/v1/apps/{app}/deployments", post(handlers::deploy).get(handlers::history))
+        .route(
+            "/v1/apps/{app}/releases",
+            post(handlers::create_release).get(handlers::list_releases),
+        )
+        .route(
+            "/v1/apps/{app}/deployments",
+            post(handlers::deploy).get(handlers::history),
+        )
         .route("/v1/apps/{app}/rollback", post(handlers::rollback))
         .route("/v1/apps/{app}/promote", post(intents::promote))
         .route("/v1/apps/{app}/pause", post(intents::pause))
@@ -45,7 +51,11 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .with_state(shared)
 }
 
-async fn authorize(State(token): State<Arc<String>>, req: Request, next: Next) -> Result<Response, ApiError> {
+async fn authorize(
+    State(token): State<Arc<String>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let presented = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)

@@ -23,13 +23,28 @@ pub fn unit_key(shared: &Shared, app: &str, env: Option<&str>) -> Result<String,
     if !shared.config.apps.contains_key(app) {
         return Err(unknown_app(shared, app));
     }
-    let envs: Vec<&str> = shared.units.values().filter(|u| u.app == app).map(|u| u.env.as_str()).collect();
+    let envs: Vec<&str> = shared
+        .units
+        .values()
+        .filter(|u| u.app == app)
+        .map(|u| u.env.as_str())
+        .collect();
     let env = match env {
         Some(e) => e,
-        None => shared.config.environments.iter().rev().map(String::as_str).find(|e| envs.contains(e)).expect("an app runs somewhere"),
+        None => shared
+            .config
+            .environments
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .find(|e| envs.contains(e))
+            .expect("an app runs somewhere"),
     };
     if !envs.contains(&env) {
-        return Err(ApiError::not_found(format!("{app} does not run in {env:?}: it runs in {}", envs.join(", "))));
+        return Err(ApiError::not_found(format!(
+            "{app} does not run in {env:?}: it runs in {}",
+            envs.join(", ")
+        )));
     }
     Ok(baton_core::config::unit_key(app, env))
 }
@@ -53,13 +68,19 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
             pid: i.pid,
             restarts: i.restarts,
             in_flight: live.get(&i.id).map(|l| l.backend.in_flight()).unwrap_or(0),
-            requests: live.get(&i.id).map(|l| l.backend.metrics().requests).unwrap_or(0),
+            requests: live
+                .get(&i.id)
+                .map(|l| l.backend.metrics().requests)
+                .unwrap_or(0),
         })
         .collect();
     let mut per_release: BTreeMap<String, MetricsSnapshot> = BTreeMap::new();
     for i in &records {
         if let Some(l) = live.get(&i.id) {
-            per_release.entry(i.release.clone()).or_default().merge(&l.backend.metrics());
+            per_release
+                .entry(i.release.clone())
+                .or_default()
+                .merge(&l.backend.metrics());
         }
     }
     drop(live);
@@ -83,14 +104,20 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
         let total: u32 = route.releases.iter().map(|r| r.weight).sum();
         for r in &route.releases {
             let weight = (r.weight * 100 + total / 2).checked_div(total).unwrap_or(0);
-            split.push(SplitView { release: r.release.clone(), weight });
+            split.push(SplitView {
+                release: r.release.clone(),
+                weight,
+            });
         }
     }
     Ok(AppStatus {
         app: unit.app.clone(),
         env: unit.env.clone(),
         listen: config.listen.map(|l| l.to_string()).unwrap_or_default(),
-        phase: deployment.as_ref().map(|d| d.phase.as_str().to_string()).unwrap_or_else(|| "idle".into()),
+        phase: deployment
+            .as_ref()
+            .map(|d| d.phase.as_str().to_string())
+            .unwrap_or_else(|| "idle".into()),
         release: shared.store.current_release(app)?,
         since: shared.store.current_since(app)?,
         instances_wanted: config.instances,
@@ -108,5 +135,12 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
 /// The error for an app that is not in the config, listing the ones that are.
 pub fn unknown_app(shared: &Shared, app: &str) -> ApiError {
     let known: Vec<&str> = shared.config.apps.keys().map(String::as_str).collect();
-    ApiError::not_found(format!("no app named {app:?} in the config; apps: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") }))
+    ApiError::not_found(format!(
+        "no app named {app:?} in the config; apps: {}",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
 }

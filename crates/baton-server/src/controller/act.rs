@@ -34,54 +34,103 @@ pub fn record_phase(shared: &Shared, plan: &Plan) -> anyhow::Result<()> {
 
 /// Applies the plan's actions for `app`, each committed before it takes effect; returns the
 /// drains to start once the new split is published.
-pub fn apply(shared: &Arc<Shared>, app: &str, all: &[Instance], plan: &Plan, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
+pub fn apply(
+    shared: &Arc<Shared>,
+    app: &str,
+    all: &[Instance],
+    plan: &Plan,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
     let find = |id: &str| all.iter().find(|i| i.id == id).cloned();
     let mut drains = Vec::new();
     for action in &plan.actions {
         match action {
             Action::Start { release } => instances::start(shared, app, release, now, exits)?,
             Action::Admit { instance } => {
-                let Some(mut inst) = find(instance) else { continue };
+                let Some(mut inst) = find(instance) else {
+                    continue;
+                };
                 inst.in_split = true;
                 inst.retire_at = None;
                 shared.store.upsert_instance(&inst)?;
-                record(shared, &inst, EventKind::SplitChanged, &format!("{} ({}) now takes traffic", inst.id, inst.release), now)?;
+                record(
+                    shared,
+                    &inst,
+                    EventKind::SplitChanged,
+                    &format!("{} ({}) now takes traffic", inst.id, inst.release),
+                    now,
+                )?;
             }
             Action::KeepWarm { instance, until } => {
-                let Some(mut inst) = find(instance) else { continue };
+                let Some(mut inst) = find(instance) else {
+                    continue;
+                };
                 inst.in_split = false;
                 inst.retire_at = Some(*until);
                 shared.store.upsert_instance(&inst)?;
             }
             Action::Reuse { instance } => {
-                let Some(mut inst) = find(instance) else { continue };
+                let Some(mut inst) = find(instance) else {
+                    continue;
+                };
                 inst.retire_at = None;
                 shared.store.upsert_instance(&inst)?;
             }
             Action::Drain { instance } => {
-                let Some(mut inst) = find(instance) else { continue };
+                let Some(mut inst) = find(instance) else {
+                    continue;
+                };
                 inst.in_split = false;
                 inst.state = InstanceState::Draining;
                 inst.retire_at = None;
                 shared.store.upsert_instance(&inst)?;
-                record(shared, &inst, EventKind::InstanceDraining, &format!("{} ({}) left the split and is draining", inst.id, inst.release), now)?;
+                record(
+                    shared,
+                    &inst,
+                    EventKind::InstanceDraining,
+                    &format!(
+                        "{} ({}) left the split and is draining",
+                        inst.id, inst.release
+                    ),
+                    now,
+                )?;
                 let live = shared.live().get_mut(&inst.id).map(|l| {
                     l.stopping = true;
-                    Live { backend: l.backend.clone(), process: l.process.clone(), checker: l.checker.take(), stopping: true }
+                    Live {
+                        backend: l.backend.clone(),
+                        process: l.process.clone(),
+                        checker: l.checker.take(),
+                        stopping: true,
+                    }
                 });
                 drains.push((inst, live));
             }
             Action::Migrate { release } => {
-                if let Some(d) = &plan.deployment.clone().or(shared.store.active_deployment(app)?) {
+                if let Some(d) = &plan
+                    .deployment
+                    .clone()
+                    .or(shared.store.active_deployment(app)?)
+                {
                     super::migrate::start(shared, app, d.id, release, super::migrate::Step::Expand);
                 }
             }
             Action::Contract { release } => {
                 if let Some(d) = &plan.deployment {
-                    super::migrate::start(shared, app, d.id, release, super::migrate::Step::Contract);
+                    super::migrate::start(
+                        shared,
+                        app,
+                        d.id,
+                        release,
+                        super::migrate::Step::Contract,
+                    );
                 }
             }
-            Action::SetCurrent { release } => shared.store.set_current_release(app, release.as_deref(), now)?,
+            Action::SetCurrent { release } => {
+                shared
+                    .store
+                    .set_current_release(app, release.as_deref(), now)?
+            }
         }
     }
     Ok(drains)

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use baton_core::analysis::{self, Bucket, Criteria, MetricKind, MetricReading, MetricRule, Outcome, Verdict, Window};
+use baton_core::analysis::{
+    self, Bucket, Criteria, MetricKind, MetricReading, MetricRule, Outcome, Verdict, Window,
+};
 use baton_core::config::{AppConfig, MetricKindConfig};
 use baton_core::model::{Deployment, Millis, Phase, Strategy};
 use baton_core::plan::Judgement;
@@ -36,16 +38,32 @@ pub fn judgement(shared: &Shared, d: &Deployment) -> anyhow::Result<Option<Judge
         return Ok(None);
     }
     let last = shared.store.verdicts(d.id, 1)?.pop();
-    Ok(last.filter(|v| v.step == d.step).map(|v| match v.outcome.as_str() {
-        "pass" => Judgement::Pass,
-        "fail" => Judgement::Fail(v.summary.trim_start_matches("fail: ").to_string()),
-        _ => Judgement::Inconclusive(v.summary.trim_start_matches("inconclusive: ").to_string()),
-    }))
+    Ok(last
+        .filter(|v| v.step == d.step)
+        .map(|v| match v.outcome.as_str() {
+            "pass" => Judgement::Pass,
+            "fail" => Judgement::Fail(v.summary.trim_start_matches("fail: ").to_string()),
+            _ => {
+                Judgement::Inconclusive(v.summary.trim_start_matches("inconclusive: ").to_string())
+            }
+        }))
 }
 
 /// Judges the canary of `d` if its interval has come.
-pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &AppConfig, d: Option<&Deployment>, now: Millis) -> anyhow::Result<()> {
-    let judged = d.filter(|d| d.strategy == Strategy::Canary && matches!(d.phase, Phase::Progressing | Phase::Paused) && d.weight > 0 && d.weight < 100);
+pub async fn run(
+    shared: &Shared,
+    windows: &mut Windows,
+    app: &str,
+    config: &AppConfig,
+    d: Option<&Deployment>,
+    now: Millis,
+) -> anyhow::Result<()> {
+    let judged = d.filter(|d| {
+        d.strategy == Strategy::Canary
+            && matches!(d.phase, Phase::Progressing | Phase::Paused)
+            && d.weight > 0
+            && d.weight < 100
+    });
     let Some(d) = judged else {
         windows.0.remove(app);
         return Ok(());
@@ -55,10 +73,27 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
     let per_release = release_metrics(shared, app);
     // The first sight of a step (also after a restart of Baton) starts its window at once, like
     // a step change: never the releases' lifetime counters.
-    let w = windows.0.entry(app.to_string()).or_insert_with(|| StepWindow { key, baseline: per_release.clone(), warm: None, started: now, next_at: now, last_scrape: None });
+    let w = windows
+        .0
+        .entry(app.to_string())
+        .or_insert_with(|| StepWindow {
+            key,
+            baseline: per_release.clone(),
+            warm: None,
+            started: now,
+            next_at: now,
+            last_scrape: None,
+        });
     if w.key != key {
         // A new step: its window starts now, for both releases, so they see the same traffic.
-        *w = StepWindow { key, baseline: per_release.clone(), warm: None, started: now, next_at: now, last_scrape: None };
+        *w = StepWindow {
+            key,
+            baseline: per_release.clone(),
+            warm: None,
+            started: now,
+            next_at: now,
+            last_scrape: None,
+        };
     }
     if w.warm.is_none() && now >= w.started + config.analysis.warmup.as_millis() as i64 {
         w.warm = Some(per_release.clone());
@@ -95,7 +130,10 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
             .map(|m| MetricReading {
                 name: m.name.clone(),
                 value: match m.kind {
-                    MetricKindConfig::Rate => w.last_scrape.as_ref().and_then(|prev| scrape::counter_rate(prev, &s, &m.name)),
+                    MetricKindConfig::Rate => w
+                        .last_scrape
+                        .as_ref()
+                        .and_then(|prev| scrape::counter_rate(prev, &s, &m.name)),
                     MetricKindConfig::Gauge => scrape::gauge(&s, &m.name),
                 },
             })
@@ -109,7 +147,13 @@ pub async fn run(shared: &Shared, windows: &mut Windows, app: &str, config: &App
     Ok(())
 }
 
-fn store(shared: &Shared, d: &Deployment, v: &Verdict, now: Millis, window_ms: i64) -> anyhow::Result<()> {
+fn store(
+    shared: &Shared,
+    d: &Deployment,
+    v: &Verdict,
+    now: Millis,
+    window_ms: i64,
+) -> anyhow::Result<()> {
     let outcome = match v.outcome {
         Outcome::Pass => "pass",
         Outcome::Fail => "fail",
@@ -117,7 +161,9 @@ fn store(shared: &Shared, d: &Deployment, v: &Verdict, now: Millis, window_ms: i
     };
     let mut figures = serde_json::to_value(v)?;
     figures["window_ms"] = serde_json::json!(window_ms);
-    shared.store.append_verdict(d.id, d.step, now, outcome, &v.summary, &figures)?;
+    shared
+        .store
+        .append_verdict(d.id, d.step, now, outcome, &v.summary, &figures)?;
     if v.outcome == Outcome::Fail {
         tracing::warn!(app = %d.app, deployment = d.id, step = d.step, "canary verdict failed: {}", v.summary);
     }
@@ -156,19 +202,30 @@ fn release_metrics(shared: &Shared, app: &str) -> BTreeMap<String, MetricsSnapsh
     let prefix = format!("{app}-");
     for (id, l) in shared.live().iter() {
         if id.starts_with(&prefix) {
-            out.entry(l.backend.release().to_string()).or_default().merge(&l.backend.metrics());
+            out.entry(l.backend.release().to_string())
+                .or_default()
+                .merge(&l.backend.metrics());
         }
     }
     out
 }
 
-fn canary_addresses(shared: &Shared, app: &str, release: &str) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+fn canary_addresses(
+    shared: &Shared,
+    app: &str,
+    release: &str,
+) -> anyhow::Result<Vec<(String, SocketAddr)>> {
     Ok(shared
         .store
         .instances(Some(app), false)?
         .into_iter()
         .filter(|i| i.release == release && i.pid.is_some() && !i.state.is_leaving())
-        .map(|i| (i.id.clone(), SocketAddr::from((Ipv4Addr::LOCALHOST, i.port))))
+        .map(|i| {
+            (
+                i.id.clone(),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
+            )
+        })
         .collect())
 }
 
@@ -178,6 +235,16 @@ fn to_window(m: &MetricsSnapshot, warm: Option<&MetricsSnapshot>) -> Window {
         // What users saw: 5xx, including the 502/504 the proxy answers for a failed instance. A
         // connect error that was retried on another instance never reached the user.
         errors: m.status[4],
-        latency: warm.map(|w| w.buckets().map(|(low_us, high_us, count)| Bucket { low_us, high_us, count }).collect()).unwrap_or_default(),
+        latency: warm
+            .map(|w| {
+                w.buckets()
+                    .map(|(low_us, high_us, count)| Bucket {
+                        low_us,
+                        high_us,
+                        count,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }

@@ -20,7 +20,13 @@ const RESTART_BASE_MS: i64 = 250;
 const RESTART_MAX_MS: i64 = 30_000;
 
 /// Records and starts a new instance of `release`.
-pub fn start(shared: &Arc<Shared>, app: &str, release: &str, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
+pub fn start(
+    shared: &Arc<Shared>,
+    app: &str,
+    release: &str,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
     let n = shared.store.next_instance_number(app)?;
     let mut inst = Instance {
         id: format!("{app}-{n}"),
@@ -43,18 +49,39 @@ pub fn start(shared: &Arc<Shared>, app: &str, release: &str, now: Millis, exits:
 }
 
 /// Starts the process of `inst` on a fresh port, registers its backend and health checker.
-fn spawn(shared: &Arc<Shared>, inst: &mut Instance, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
-    let app = shared.app(&inst.app).expect("instances of configured apps only");
+fn spawn(
+    shared: &Arc<Shared>,
+    inst: &mut Instance,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
+    let app = shared
+        .app(&inst.app)
+        .expect("instances of configured apps only");
     let release = shared
         .store
         .release(split_key(&inst.app).0, &inst.release)?
-        .ok_or_else(|| anyhow::anyhow!("release {} of {} is not in the store", inst.release, inst.app))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "release {} of {} is not in the store",
+                inst.release,
+                inst.app
+            )
+        })?;
     let artifact = shared.artifacts.path(&release.digest);
     inst.port = free_port()?;
     inst.started_at = now;
     inst.restart_at = None;
     let artifact_str = artifact.to_string_lossy().to_string();
-    let argv = render_command(&app.command, &CommandVars { artifact: &artifact_str, port: inst.port, version: &inst.release, instance: &inst.id });
+    let argv = render_command(
+        &app.command,
+        &CommandVars {
+            artifact: &artifact_str,
+            port: inst.port,
+            version: &inst.release,
+            instance: &inst.id,
+        },
+    );
     let mut env: BTreeMap<String, String> = app.env.clone();
     env.insert("PORT".into(), inst.port.to_string());
     env.insert("BATON_APP".into(), inst.app.clone());
@@ -73,7 +100,13 @@ fn spawn(shared: &Arc<Shared>, inst: &mut Instance, now: Millis, exits: &mpsc::U
             inst.proc_start = Some(handle.start_time());
             inst.state = InstanceState::Starting;
             shared.store.upsert_instance(inst)?;
-            let msg = format!("{} ({}) started as pid {} on port {}", inst.id, inst.release, handle.pid(), inst.port);
+            let msg = format!(
+                "{} ({}) started as pid {} on port {}",
+                inst.id,
+                inst.release,
+                handle.pid(),
+                inst.port
+            );
             record(shared, inst, EventKind::InstanceStarted, &msg, now)?;
             watch(shared, inst, app, handle, Health::Starting, exits);
         }
@@ -83,7 +116,13 @@ fn spawn(shared: &Arc<Shared>, inst: &mut Instance, now: Millis, exits: &mpsc::U
             inst.restarts += 1;
             inst.restart_at = Some(now + backoff(inst.restarts));
             shared.store.upsert_instance(inst)?;
-            record(shared, inst, EventKind::InstanceExited, &format!("{} could not start: {e}", inst.id), now)?;
+            record(
+                shared,
+                inst,
+                EventKind::InstanceExited,
+                &format!("{} could not start: {e}", inst.id),
+                now,
+            )?;
         }
     }
     Ok(())
@@ -94,17 +133,41 @@ fn backoff(restarts: u32) -> Millis {
 }
 
 /// Registers a running process: its backend (in `health`), checker and exit watcher.
-fn watch(shared: &Arc<Shared>, inst: &Instance, app: &AppConfig, handle: ProcessHandle, health: Health, exits: &mpsc::UnboundedSender<Exited>) {
+fn watch(
+    shared: &Arc<Shared>,
+    inst: &Instance,
+    app: &AppConfig,
+    handle: ProcessHandle,
+    health: Health,
+    exits: &mpsc::UnboundedSender<Exited>,
+) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
-    let backend = Backend::new(inst.id.clone(), inst.release.clone(), addr, app.health.unhealthy_threshold);
+    let backend = Backend::new(
+        inst.id.clone(),
+        inst.release.clone(),
+        addr,
+        app.health.unhealthy_threshold,
+    );
     backend.set_health(health);
     let checker = baton_proxy::spawn_health_checker(backend.clone(), health_check(app));
     let (id, pid, tx, h) = (inst.id.clone(), handle.pid(), exits.clone(), handle.clone());
     tokio::spawn(async move {
         let info = h.exited().await;
-        let _ = tx.send(Exited { instance: id, pid, info: info.to_string() });
+        let _ = tx.send(Exited {
+            instance: id,
+            pid,
+            info: info.to_string(),
+        });
     });
-    let old = shared.live().insert(inst.id.clone(), Live { backend, process: Some(handle), checker: Some(checker), stopping: false });
+    let old = shared.live().insert(
+        inst.id.clone(),
+        Live {
+            backend,
+            process: Some(handle),
+            checker: Some(checker),
+            stopping: false,
+        },
+    );
     if let Some(old) = old.and_then(|o| o.checker) {
         old.abort();
     }
@@ -137,7 +200,12 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
             }
         }
     }
-    let Some(mut inst) = shared.store.instances(None, false)?.into_iter().find(|i| i.id == exit.instance) else {
+    let Some(mut inst) = shared
+        .store
+        .instances(None, false)?
+        .into_iter()
+        .find(|i| i.id == exit.instance)
+    else {
         return Ok(());
     };
     if inst.state.is_leaving() || inst.pid != Some(exit.pid) {
@@ -150,13 +218,21 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
     let delay = backoff(inst.restarts);
     inst.restart_at = Some(now + delay);
     shared.store.upsert_instance(&inst)?;
-    let msg = format!("{} ({}) pid {} {}; restarting in {}ms (restart #{})", inst.id, inst.release, exit.pid, exit.info, delay, inst.restarts);
+    let msg = format!(
+        "{} ({}) pid {} {}; restarting in {}ms (restart #{})",
+        inst.id, inst.release, exit.pid, exit.info, delay, inst.restarts
+    );
     record(shared, &inst, EventKind::InstanceExited, &msg, now)
 }
 
 /// Starts again the instances whose restart time has come (or that were recorded but never
 /// started because Baton died in between).
-pub fn restart_due(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<()> {
+pub fn restart_due(
+    shared: &Arc<Shared>,
+    app: &str,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
     for mut inst in shared.store.instances(Some(app), false)? {
         if inst.pid.is_some() || inst.state.is_leaving() {
             continue;
@@ -172,12 +248,19 @@ pub fn restart_due(shared: &Arc<Shared>, app: &str, now: Millis, exits: &mpsc::U
 /// Takes an instance out of service for good: no new request (the backend's drain flag), wait
 /// for in-flight requests up to the drain timeout, close idle connections, stop the process.
 pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) {
-    let Some(app) = shared.app(&inst.app).cloned() else { return };
+    let Some(app) = shared.app(&inst.app).cloned() else {
+        return;
+    };
     if let Some(live) = live {
         live.backend.start_drain();
         let idle = live.backend.wait_idle(app.drain.timeout.std()).await;
         if !idle {
-            let msg = format!("{} still had {} requests in flight after {}; stopping it anyway", inst.id, live.backend.in_flight(), app.drain.timeout);
+            let msg = format!(
+                "{} still had {} requests in flight after {}; stopping it anyway",
+                inst.id,
+                live.backend.in_flight(),
+                app.drain.timeout
+            );
             let _ = record(&shared, &inst, EventKind::DrainTimedOut, &msg, clock::now());
         }
         live.backend.close_idle_connections();
@@ -196,7 +279,13 @@ pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) 
         inst.state = InstanceState::Stopped;
         inst.pid = None;
         let _ = shared.store.upsert_instance(&inst);
-        let _ = record(&shared, &inst, EventKind::InstanceStopped, &format!("{} ({}) drained and stopped: {how}", inst.id, inst.release), clock::now());
+        let _ = record(
+            &shared,
+            &inst,
+            EventKind::InstanceStopped,
+            &format!("{} ({}) drained and stopped: {how}", inst.id, inst.release),
+            clock::now(),
+        );
     } else {
         inst.state = InstanceState::Stopped;
         inst.pid = None;
@@ -209,11 +298,17 @@ pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) 
 
 /// After a (re)start of Baton: re-adopts every recorded instance whose process still runs
 /// (same pid and start time), so none is orphaned or duplicated (DESIGN.md I4).
-pub fn adopt_all(shared: &Arc<Shared>, exits: &mpsc::UnboundedSender<Exited>) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
+pub fn adopt_all(
+    shared: &Arc<Shared>,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
     let now = clock::now();
     let mut drains = Vec::new();
     for mut inst in shared.store.instances(None, false)? {
-        let recorded = inst.pid.zip(inst.proc_start).or_else(|| read_pid_file(&shared.pid_file(&inst.id)));
+        let recorded = inst
+            .pid
+            .zip(inst.proc_start)
+            .or_else(|| read_pid_file(&shared.pid_file(&inst.id)));
         let handle = recorded.and_then(|(pid, start)| ProcessHandle::adopt(pid, start));
         let Some(app) = shared.app(&inst.app).cloned() else {
             // The app left the config: its instances go too.
@@ -231,13 +326,33 @@ pub fn adopt_all(shared: &Arc<Shared>, exits: &mpsc::UnboundedSender<Exited>) ->
                 inst.proc_start = Some(h.start_time());
                 shared.store.upsert_instance(&inst)?;
                 // It was serving a moment ago: keep it serving; checks take it out if it is not.
-                let health = if inst.state == InstanceState::Healthy { Health::Healthy } else { Health::Starting };
+                let health = if inst.state == InstanceState::Healthy {
+                    Health::Healthy
+                } else {
+                    Health::Starting
+                };
                 watch(shared, &inst, &app, h.clone(), health, exits);
-                record(shared, &inst, EventKind::InstanceAdopted, &format!("{} ({}) re-adopted: pid {} still running", inst.id, inst.release, h.pid()), now)?;
+                record(
+                    shared,
+                    &inst,
+                    EventKind::InstanceAdopted,
+                    &format!(
+                        "{} ({}) re-adopted: pid {} still running",
+                        inst.id,
+                        inst.release,
+                        h.pid()
+                    ),
+                    now,
+                )?;
                 if inst.state == InstanceState::Draining {
                     let live = shared.live().get_mut(&inst.id).map(|l| {
                         l.stopping = true;
-                        Live { backend: l.backend.clone(), process: l.process.clone(), checker: l.checker.take(), stopping: true }
+                        Live {
+                            backend: l.backend.clone(),
+                            process: l.process.clone(),
+                            checker: l.checker.take(),
+                            stopping: true,
+                        }
                     });
                     drains.push((inst, live));
                 }
@@ -254,7 +369,16 @@ pub fn adopt_all(shared: &Arc<Shared>, exits: &mpsc::UnboundedSender<Exited>) ->
                 inst.state = InstanceState::Starting;
                 inst.restart_at = Some(now);
                 shared.store.upsert_instance(&inst)?;
-                record(shared, &inst, EventKind::InstanceExited, &format!("{} ({}) was gone when Baton started; restarting it", inst.id, inst.release), now)?;
+                record(
+                    shared,
+                    &inst,
+                    EventKind::InstanceExited,
+                    &format!(
+                        "{} ({}) was gone when Baton started; restarting it",
+                        inst.id, inst.release
+                    ),
+                    now,
+                )?;
             }
         }
     }

@@ -31,15 +31,33 @@ pub fn start(shared: &Arc<Shared>, key: &str, id: i64, release: &str, step: Step
     tokio::spawn(async move {
         let result = run(&shared, &key, &release, step).await;
         let now = clock::now();
-        let deadline = shared.app(&key).map(|a| now + a.health.deadline.as_millis() as i64);
+        let deadline = shared
+            .app(&key)
+            .map(|a| now + a.health.deadline.as_millis() as i64);
         match (step, result) {
             (Step::Expand, Ok(())) => {
-                let _ = shared.store.set_migration(id, &MigrationState::Done, deadline);
-                let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("expand migration of {release} succeeded"));
+                let _ = shared
+                    .store
+                    .set_migration(id, &MigrationState::Done, deadline);
+                let _ = shared.event(
+                    now,
+                    &key,
+                    Some(id),
+                    EventKind::Migration,
+                    &format!("expand migration of {release} succeeded"),
+                );
             }
             (Step::Expand, Err(why)) => {
-                let _ = shared.store.set_migration(id, &MigrationState::Failed(why.clone()), None);
-                let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("expand migration of {release} failed: {why}"));
+                let _ = shared
+                    .store
+                    .set_migration(id, &MigrationState::Failed(why.clone()), None);
+                let _ = shared.event(
+                    now,
+                    &key,
+                    Some(id),
+                    EventKind::Migration,
+                    &format!("expand migration of {release} failed: {why}"),
+                );
             }
             (Step::Contract, Ok(())) => {
                 let _ = shared.store.set_contracted_release(&key, &release);
@@ -60,19 +78,48 @@ async fn run(shared: &Shared, key: &str, release: &str, step: Step) -> Result<()
     let migrate = app.migrate.as_ref().ok_or("the app has no [migrate]")?;
     let command = match step {
         Step::Expand => &migrate.command,
-        Step::Contract => migrate.after.as_ref().ok_or("the app has no migrate.after")?,
+        Step::Contract => migrate
+            .after
+            .as_ref()
+            .ok_or("the app has no migrate.after")?,
     };
     let (name, env) = split_key(key);
-    let r = shared.store.release(name, release).map_err(|e| e.to_string())?.ok_or("the release is not in the store")?;
+    let r = shared
+        .store
+        .release(name, release)
+        .map_err(|e| e.to_string())?
+        .ok_or("the release is not in the store")?;
     let artifact = shared.artifacts.path(&r.digest);
     let artifact_str = artifact.to_string_lossy().to_string();
-    let argv = render_command(command, &CommandVars { artifact: &artifact_str, port: 0, version: release, instance: "migrate" });
+    let argv = render_command(
+        command,
+        &CommandVars {
+            artifact: &artifact_str,
+            port: 0,
+            version: release,
+            instance: "migrate",
+        },
+    );
     let mut vars: BTreeMap<String, String> = app.env.clone();
     vars.insert("BATON_APP".into(), name.to_string());
     vars.insert("BATON_ENV".into(), env.to_string());
     vars.insert("BATON_RELEASE".into(), release.to_string());
-    vars.insert("BATON_MIGRATION".into(), if step == Step::Expand { "expand" } else { "contract" }.to_string());
-    let spec = ProcessSpec { argv, env: vars, cwd: artifact, log_path: shared.data_dir.join("logs").join(key).join("migrate.log"), pid_file: None };
+    vars.insert(
+        "BATON_MIGRATION".into(),
+        if step == Step::Expand {
+            "expand"
+        } else {
+            "contract"
+        }
+        .to_string(),
+    );
+    let spec = ProcessSpec {
+        argv,
+        env: vars,
+        cwd: artifact,
+        log_path: shared.data_dir.join("logs").join(key).join("migrate.log"),
+        pid_file: None,
+    };
     let handle = ProcessHandle::spawn(&spec).map_err(|e| e.to_string())?;
     match tokio::time::timeout(migrate.timeout.std(), handle.exited()).await {
         Ok(exit) if exit.code == Some(0) => Ok(()),
@@ -82,7 +129,11 @@ async fn run(shared: &Shared, key: &str, release: &str, step: Step) -> Result<()
                 StopOutcome::Killed => "killed",
                 _ => "stopped",
             };
-            Err(format!("did not finish within {} and was {how} (see {})", migrate.timeout, spec.log_path.display()))
+            Err(format!(
+                "did not finish within {} and was {how} (see {})",
+                migrate.timeout,
+                spec.log_path.display()
+            ))
         }
     }
 }

@@ -33,7 +33,12 @@ pub struct Exited {
 }
 
 /// Runs until `shutdown` resolves.
-pub async fn run(shared: Arc<Shared>, mut exits: mpsc::UnboundedReceiver<Exited>, exits_tx: mpsc::UnboundedSender<Exited>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(
+    shared: Arc<Shared>,
+    mut exits: mpsc::UnboundedReceiver<Exited>,
+    exits_tx: mpsc::UnboundedSender<Exited>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut published = routing::Published::default();
     let mut windows = analysis::Windows::default();
     loop {
@@ -76,12 +81,21 @@ async fn tick(
         None => None,
     };
     let all = shared.store.instances(Some(app), false)?;
-    let p = plan::plan(PlanInput { app: config, current: current.as_deref(), deployment: deployment.as_ref(), instances: &all, now, verdict: verdict.as_ref() });
+    let p = plan::plan(PlanInput {
+        app: config,
+        current: current.as_deref(),
+        deployment: deployment.as_ref(),
+        instances: &all,
+        now,
+        verdict: verdict.as_ref(),
+    });
     if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
         // One-shot intents the planner acted on are cleared, keeping any recorded since.
         let promoted = before.intents.promote.is_some() && after.intents.promote.is_none();
         let aborted = before.intents.abort && !after.intents.abort;
-        shared.store.clear_consumed_intents(before.id, promoted, aborted)?;
+        shared
+            .store
+            .clear_consumed_intents(before.id, promoted, aborted)?;
     }
 
     // A deployment that ends with this plan is recorded as ended only once its split is
@@ -127,8 +141,20 @@ fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()>
         inst.state = state;
         shared.store.upsert_instance(&inst)?;
         let (kind, msg) = match state {
-            InstanceState::Healthy => (EventKind::InstanceHealthy, format!("{} ({}) passed its health checks", inst.id, inst.release)),
-            _ => (EventKind::InstanceUnhealthy, format!("{} ({}) went from {} to {}", inst.id, inst.release, was.as_str(), state.as_str())),
+            InstanceState::Healthy => (
+                EventKind::InstanceHealthy,
+                format!("{} ({}) passed its health checks", inst.id, inst.release),
+            ),
+            _ => (
+                EventKind::InstanceUnhealthy,
+                format!(
+                    "{} ({}) went from {} to {}",
+                    inst.id,
+                    inst.release,
+                    was.as_str(),
+                    state.as_str()
+                ),
+            ),
         };
         record(shared, &inst, kind, &msg, now)?;
     }
@@ -136,7 +162,13 @@ fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()>
 }
 
 /// Appends an event about an instance, tied to the app's active deployment if there is one.
-pub(crate) fn record(shared: &Shared, inst: &Instance, kind: EventKind, message: &str, now: Millis) -> anyhow::Result<()> {
+pub(crate) fn record(
+    shared: &Shared,
+    inst: &Instance,
+    kind: EventKind,
+    message: &str,
+    now: Millis,
+) -> anyhow::Result<()> {
     let deployment = shared.store.active_deployment(&inst.app)?.map(|d| d.id);
     shared.event(now, &inst.app, deployment, kind, message)?;
     Ok(())

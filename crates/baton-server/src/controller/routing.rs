@@ -15,11 +15,11 @@ pub struct Published(Vec<(String, String, u32, String, SocketAddr)>);
 
 /// A canary deployment's explicit weights and affinity: (canary release, its percent, rules).
 fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32, Affinity)>> {
-    let Some(d) = shared
-        .store
-        .active_deployment(app)?
-        .filter(|d| d.strategy == Strategy::Canary && matches!(d.phase, Phase::Pending | Phase::Progressing | Phase::Paused) && d.weight < 100)
-    else {
+    let Some(d) = shared.store.active_deployment(app)?.filter(|d| {
+        d.strategy == Strategy::Canary
+            && matches!(d.phase, Phase::Pending | Phase::Progressing | Phase::Paused)
+            && d.weight < 100
+    }) else {
         return Ok(None);
     };
     let config = &shared.app(app).expect("units come from the config").canary;
@@ -29,7 +29,11 @@ fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u
         weight: d.weight,
         // Per deployment, so each canary picks its own set of users.
         salt: format!("{app}#{}", d.id),
-        header: config.sticky.as_ref().and_then(|s| s.header.as_deref()).and_then(header),
+        header: config
+            .sticky
+            .as_ref()
+            .and_then(|s| s.header.as_deref())
+            .and_then(header),
         cookie: config.sticky.as_ref().and_then(|s| s.cookie.clone()),
         matches: config
             .matches
@@ -63,8 +67,13 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     }
     let live = shared.live();
     let mut apps: BTreeMap<String, BTreeMap<String, ReleaseRoute>> = BTreeMap::new();
-    for inst in instances.iter().filter(|i| i.in_split && !i.state.is_leaving()) {
-        let Some(l) = live.get(&inst.id) else { continue };
+    for inst in instances
+        .iter()
+        .filter(|i| i.in_split && !i.state.is_leaving())
+    {
+        let Some(l) = live.get(&inst.id) else {
+            continue;
+        };
         if l.stopping {
             continue;
         }
@@ -72,7 +81,11 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             .entry(inst.app.clone())
             .or_default()
             .entry(inst.release.clone())
-            .or_insert_with(|| ReleaseRoute { release: inst.release.clone(), weight: 0, backends: Vec::new() });
+            .or_insert_with(|| ReleaseRoute {
+                release: inst.release.clone(),
+                weight: 0,
+                backends: Vec::new(),
+            });
         // Rolling and blue-green weigh releases by their instances: each instance an equal share.
         route.weight += 1;
         route.backends.push(l.backend.clone());
@@ -82,7 +95,11 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     for (app, (release, weight, _)) in &canary {
         if let Some(routes) = apps.get_mut(app) {
             for r in routes.values_mut() {
-                r.weight = if &r.release == release { *weight } else { 100 - weight };
+                r.weight = if &r.release == release {
+                    *weight
+                } else {
+                    100 - weight
+                };
             }
         }
     }
@@ -90,7 +107,13 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     for (app, routes) in &apps {
         for r in routes.values() {
             for b in &r.backends {
-                signature.push((app.clone(), r.release.clone(), r.weight, b.instance().to_string(), b.addr()));
+                signature.push((
+                    app.clone(),
+                    r.release.clone(),
+                    r.weight,
+                    b.instance().to_string(),
+                    b.addr(),
+                ));
             }
         }
     }
@@ -103,7 +126,13 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             .into_iter()
             .map(|(app, releases)| {
                 let affinity = canary.get(&app).map(|(_, _, a)| a.clone());
-                (app, AppRoute { releases: releases.into_values().collect(), affinity })
+                (
+                    app,
+                    AppRoute {
+                        releases: releases.into_values().collect(),
+                        affinity,
+                    },
+                )
             })
             .collect(),
     };

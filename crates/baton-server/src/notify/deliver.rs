@@ -48,7 +48,12 @@ pub(super) async fn run(target: Target, queue: Arc<Queue>, policy: RetryPolicy) 
 async fn deliver(target: &Target, event: &Pending, policy: &RetryPolicy) {
     let attempts = policy.max_attempts.max(1);
     for attempt in 1..=attempts {
-        let error = match tokio::time::timeout(policy.attempt_timeout, post(target, event.body.clone())).await {
+        let error = match tokio::time::timeout(
+            policy.attempt_timeout,
+            post(target, event.body.clone()),
+        )
+        .await
+        {
             Ok(Ok(())) => {
                 tracing::debug!(webhook = %target, event = event.id, attempt, "webhook delivered");
                 return;
@@ -71,24 +76,34 @@ async fn deliver(target: &Target, event: &Pending, policy: &RetryPolicy) {
 /// webhooks failing together do not retry in lockstep.
 pub(super) fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(31);
-    let base = policy.first_backoff.saturating_mul(1 << doublings).min(policy.max_backoff);
+    let base = policy
+        .first_backoff
+        .saturating_mul(1 << doublings)
+        .min(policy.max_backoff);
     base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
 /// One POST on a connection of its own: 2xx is success, anything else an error.
 async fn post(target: &Target, body: Bytes) -> Result<(), AttemptError> {
-    let stream = TcpStream::connect((target.host.as_str(), target.port)).await.map_err(AttemptError::Connect)?;
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(AttemptError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let mut request = Request::post(target.path.clone())
         .header(header::HOST, target.authority.clone())
-        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )
         .header(header::USER_AGENT, HeaderValue::from_static("baton"))
         .header(header::CONNECTION, HeaderValue::from_static("close"))
         .body(Full::new(body))
         .expect("method, parsed target and static headers make a valid request");
     if let Some(auth) = &target.authorization {
-        request.headers_mut().insert(header::AUTHORIZATION, auth.clone());
+        request
+            .headers_mut()
+            .insert(header::AUTHORIZATION, auth.clone());
     }
     let response = sender.send_request(request);
     tokio::pin!(conn, response);
@@ -110,7 +125,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { first_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(30), ..RetryPolicy::default() }
+        RetryPolicy {
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            ..RetryPolicy::default()
+        }
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl Default for RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
     /// The webhook URL uses https, which Baton cannot speak yet.
-    #[error("webhook {url}: https is not supported yet; use an http:// URL (for example a relay on the same host)")]
+    #[error(
+        "webhook {url}: https is not supported yet; use an http:// URL (for example a relay on the same host)"
+    )]
     HttpsUnsupported {
         /// The URL without userinfo or query.
         url: String,
@@ -111,8 +113,15 @@ impl Notifier {
 
     /// [`Notifier::new`] with queues of `capacity` events each (at least one) instead of
     /// [`DEFAULT_QUEUE_CAPACITY`].
-    pub fn with_queue_capacity(webhooks: Vec<String>, policy: RetryPolicy, capacity: usize) -> Result<Notifier, NotifyError> {
-        let targets = webhooks.iter().map(|url| Target::parse(url)).collect::<Result<Vec<_>, _>>()?;
+    pub fn with_queue_capacity(
+        webhooks: Vec<String>,
+        policy: RetryPolicy,
+        capacity: usize,
+    ) -> Result<Notifier, NotifyError> {
+        let targets = webhooks
+            .iter()
+            .map(|url| Target::parse(url))
+            .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NotifyError::NoRuntime)?;
         let mut hooks = Vec::with_capacity(targets.len());
         let mut tasks = Vec::with_capacity(targets.len());
@@ -122,12 +131,22 @@ impl Notifier {
             tasks.push(task.abort_handle());
             hooks.push(Webhook { target, queue });
         }
-        Ok(Notifier { inner: Arc::new(Inner { webhooks: hooks, tasks }) })
+        Ok(Notifier {
+            inner: Arc::new(Inner {
+                webhooks: hooks,
+                tasks,
+            }),
+        })
     }
 
     /// A notifier with no webhooks: [`Notifier::notify`] does nothing.
     pub fn disabled() -> Notifier {
-        Notifier { inner: Arc::new(Inner { webhooks: Vec::new(), tasks: Vec::new() }) }
+        Notifier {
+            inner: Arc::new(Inner {
+                webhooks: Vec::new(),
+                tasks: Vec::new(),
+            }),
+        }
     }
 
     /// Queues `event` for every webhook and returns at once: it never blocks and never awaits.
@@ -148,7 +167,10 @@ impl Notifier {
             }
         };
         for hook in &self.inner.webhooks {
-            let pending = Pending { id: event.id, body: body.clone() };
+            let pending = Pending {
+                id: event.id,
+                body: body.clone(),
+            };
             if let Pushed::DroppedOldest { first: true } = hook.queue.push(pending) {
                 tracing::warn!(webhook = %hook.target, event = event.id, "webhook queue is full: dropping its oldest undelivered events");
             }
@@ -157,7 +179,11 @@ impl Notifier {
 
     /// Events queued or being delivered, over all webhooks.
     pub fn pending(&self) -> usize {
-        self.inner.webhooks.iter().map(|hook| hook.queue.pending()).sum()
+        self.inner
+            .webhooks
+            .iter()
+            .map(|hook| hook.queue.pending())
+            .sum()
     }
 
     /// For shutdown: waits until every queue is empty (each event delivered or given up), or
@@ -177,8 +203,15 @@ impl Notifier {
 
 impl fmt::Debug for Notifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let webhooks: Vec<_> = self.inner.webhooks.iter().map(|hook| hook.target.to_string()).collect();
-        f.debug_struct("Notifier").field("webhooks", &webhooks).finish()
+        let webhooks: Vec<_> = self
+            .inner
+            .webhooks
+            .iter()
+            .map(|hook| hook.target.to_string())
+            .collect();
+        f.debug_struct("Notifier")
+            .field("webhooks", &webhooks)
+            .finish()
     }
 }
 

@@ -52,7 +52,12 @@ pub(super) struct Queue {
 impl Queue {
     /// A queue that holds at most `capacity` waiting events (at least one).
     pub fn new(capacity: usize) -> Queue {
-        Queue { state: Mutex::default(), capacity: capacity.max(1), pushed: Notify::new(), drained: Notify::new() }
+        Queue {
+            state: Mutex::default(),
+            capacity: capacity.max(1),
+            pushed: Notify::new(),
+            drained: Notify::new(),
+        }
     }
 
     /// Adds an event at the back; never waits.
@@ -62,7 +67,9 @@ impl Queue {
             let pushed = if state.waiting.len() >= self.capacity {
                 state.waiting.pop_front();
                 state.dropped += 1;
-                Pushed::DroppedOldest { first: state.dropped == 1 }
+                Pushed::DroppedOldest {
+                    first: state.dropped == 1,
+                }
             } else {
                 Pushed::Queued
             };
@@ -133,7 +140,10 @@ mod tests {
     use super::*;
 
     fn event(id: i64) -> Pending {
-        Pending { id, body: Bytes::new() }
+        Pending {
+            id,
+            body: Bytes::new(),
+        }
     }
 
     #[tokio::test]

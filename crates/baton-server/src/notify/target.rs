@@ -28,9 +28,14 @@ impl Target {
     /// Parses an `http://` URL; refuses `https://` and anything else with a clear error.
     pub fn parse(url: &str) -> Result<Target, NotifyError> {
         let redacted = redact(url);
-        let invalid = |reason: &'static str| NotifyError::InvalidUrl { url: redacted.clone(), reason };
+        let invalid = |reason: &'static str| NotifyError::InvalidUrl {
+            url: redacted.clone(),
+            reason,
+        };
         let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(invalid("it has no scheme; write it as http://host:port/path"));
+            return Err(invalid(
+                "it has no scheme; write it as http://host:port/path",
+            ));
         };
         if scheme.eq_ignore_ascii_case("https") {
             return Err(NotifyError::HttpsUnsupported { url: redacted });
@@ -38,8 +43,13 @@ impl Target {
         if !scheme.eq_ignore_ascii_case("http") {
             return Err(invalid("only http:// webhooks are supported"));
         }
-        if url.chars().any(|c| c.is_ascii_whitespace() || c.is_ascii_control()) {
-            return Err(invalid("it contains spaces or control characters; percent-encode them"));
+        if url
+            .chars()
+            .any(|c| c.is_ascii_whitespace() || c.is_ascii_control())
+        {
+            return Err(invalid(
+                "it contains spaces or control characters; percent-encode them",
+            ));
         }
         let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
@@ -48,16 +58,29 @@ impl Target {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let (host, port) = split_host_port(hostport).ok_or_else(|| invalid("its host or port is malformed"))?;
+        let (host, port) =
+            split_host_port(hostport).ok_or_else(|| invalid("its host or port is malformed"))?;
         let path = match path {
             "" => "/".to_owned(),
             p if p.starts_with('?') => format!("/{p}"),
             p => p.to_owned(),
         };
-        let path = Uri::try_from(path).map_err(|_| invalid("its path is not a valid request target"))?;
-        let authority = HeaderValue::from_str(hostport).map_err(|_| invalid("its host is not a valid header value"))?;
-        let authorization = userinfo.map(basic_auth).transpose().map_err(|()| invalid("its userinfo is malformed"))?;
-        Ok(Target { host, port, authority, path, authorization, redacted })
+        let path =
+            Uri::try_from(path).map_err(|_| invalid("its path is not a valid request target"))?;
+        let authority = HeaderValue::from_str(hostport)
+            .map_err(|_| invalid("its host is not a valid header value"))?;
+        let authorization = userinfo
+            .map(basic_auth)
+            .transpose()
+            .map_err(|()| invalid("its userinfo is malformed"))?;
+        Ok(Target {
+            host,
+            port,
+            authority,
+            path,
+            authorization,
+            redacted,
+        })
     }
 }
 
@@ -82,7 +105,9 @@ pub(super) fn redact(url: &str) -> String {
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, hostport)| hostport);
+    let hostport = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hostport)| hostport);
     match scheme {
         Some(scheme) => format!("{scheme}://{hostport}{path}"),
         None => format!("{hostport}{path}"),
@@ -143,7 +168,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -173,9 +202,15 @@ mod tests {
     #[test]
     fn defaults_port_and_path_and_accepts_ipv6() {
         let t = Target::parse("HTTP://example.com").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.to_string().as_str()), ("example.com", 80, "/"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.to_string().as_str()),
+            ("example.com", 80, "/")
+        );
         let t = Target::parse("http://[::1]:8080?x=1").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.to_string().as_str()), ("::1", 8080, "/?x=1"));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.to_string().as_str()),
+            ("::1", 8080, "/?x=1")
+        );
         assert_eq!(t.authority, "[::1]:8080");
     }
 
@@ -192,17 +227,36 @@ mod tests {
     #[test]
     fn https_is_refused_with_a_clear_redacted_error() {
         let err = Target::parse("https://bob:hunter2@hooks.example/x?key=abc").unwrap_err();
-        assert!(matches!(err, NotifyError::HttpsUnsupported { .. }), "{err:?}");
+        assert!(
+            matches!(err, NotifyError::HttpsUnsupported { .. }),
+            "{err:?}"
+        );
         let msg = err.to_string();
-        assert!(msg.contains("https://hooks.example/x") && msg.contains("http://"), "{msg}");
+        assert!(
+            msg.contains("https://hooks.example/x") && msg.contains("http://"),
+            "{msg}"
+        );
         assert!(!msg.contains("hunter2") && !msg.contains("abc"), "{msg}");
     }
 
     #[test]
     fn malformed_urls_are_refused() {
-        for url in ["hooks.example/x", "ftp://h/x", "http://", "http://h:0/", "http://h:99999/", "http://h:x/", "http://[::1/", "http://h/a b", "http://%zz@h/"] {
+        for url in [
+            "hooks.example/x",
+            "ftp://h/x",
+            "http://",
+            "http://h:0/",
+            "http://h:99999/",
+            "http://h:x/",
+            "http://[::1/",
+            "http://h/a b",
+            "http://%zz@h/",
+        ] {
             let err = Target::parse(url).unwrap_err();
-            assert!(matches!(err, NotifyError::InvalidUrl { .. }), "{url}: {err:?}");
+            assert!(
+                matches!(err, NotifyError::InvalidUrl { .. }),
+                "{url}: {err:?}"
+            );
         }
     }
 

@@ -51,20 +51,40 @@ impl Hook {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (log, script, gate) = (Arc::clone(&log), Arc::clone(&script), gate.clone());
                     async move {
-                        let header = |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
-                        let (content_type, user_agent, authorization) = (header("content-type"), header("user-agent"), header("authorization"));
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .map(|v| v.to_str().unwrap().to_owned())
+                        };
+                        let (content_type, user_agent, authorization) = (
+                            header("content-type"),
+                            header("user-agent"),
+                            header("authorization"),
+                        );
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let status = script.lock().unwrap().pop_front().unwrap_or(200);
                         let body = serde_json::from_slice(&body).unwrap();
-                        log.lock().unwrap().push(Received { body, content_type, user_agent, authorization, status });
+                        log.lock().unwrap().push(Received {
+                            body,
+                            content_type,
+                            user_agent,
+                            authorization,
+                            status,
+                        });
                         if let Some(gate) = gate {
                             gate.acquire().await.unwrap().forget();
                         }
-                        let response = Response::builder().status(status).body(Full::new(Bytes::new())).unwrap();
+                        let response = Response::builder()
+                            .status(status)
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
                         Ok::<_, Infallible>(response)
                     }
                 });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
             }
         });
         Hook { addr, received }
@@ -80,7 +100,11 @@ impl Hook {
 
     /// Ids of the events answered 2xx, in the order they arrived.
     fn delivered(&self) -> Vec<i64> {
-        self.attempts().iter().filter(|r| StatusCode::from_u16(r.status).unwrap().is_success()).map(|r| r.body["id"].as_i64().unwrap()).collect()
+        self.attempts()
+            .iter()
+            .filter(|r| StatusCode::from_u16(r.status).unwrap().is_success())
+            .map(|r| r.body["id"].as_i64().unwrap())
+            .collect()
     }
 }
 
@@ -109,19 +133,34 @@ async fn hanging_url() -> String {
 async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
 fn event(id: i64) -> Event {
-    Event { id, at: 1_700_000_000_000 + id, app: "web".into(), deployment: Some(7), kind: "deployment_step".into(), message: format!("step {id}") }
+    Event {
+        id,
+        at: 1_700_000_000_000 + id,
+        app: "web".into(),
+        deployment: Some(7),
+        kind: "deployment_step".into(),
+        message: format!("step {id}"),
+    }
 }
 
 /// Fast retries, so tests that exercise them finish quickly; no assertion depends on timing.
 /// The attempt timeout stays long: a loaded test machine must not turn a slow 200 into a retry.
 fn quick() -> RetryPolicy {
-    RetryPolicy { attempt_timeout: Duration::from_secs(5), first_backoff: Duration::from_millis(1), max_backoff: Duration::from_millis(10), max_attempts: 8 }
+    RetryPolicy {
+        attempt_timeout: Duration::from_secs(5),
+        first_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(10),
+        max_attempts: 8,
+    }
 }
 
 #[tokio::test]
@@ -151,18 +190,33 @@ async fn a_failing_event_is_retried_and_holds_back_later_ones() {
         notifier.notify(&event(id));
     }
     eventually("3 deliveries", || hook.delivered().len() == 3).await;
-    let attempts: Vec<_> = hook.attempts().iter().map(|r| (r.body["id"].as_i64().unwrap(), r.status)).collect();
+    let attempts: Vec<_> = hook
+        .attempts()
+        .iter()
+        .map(|r| (r.body["id"].as_i64().unwrap(), r.status))
+        .collect();
     assert_eq!(attempts, [(1, 500), (1, 500), (1, 200), (2, 200), (3, 200)]);
 }
 
 #[tokio::test]
 async fn an_event_is_given_up_after_max_attempts_and_the_next_goes_on() {
     let hook = Hook::start(vec![503, 503, 503], None).await;
-    let notifier = Notifier::new(vec![hook.url()], RetryPolicy { max_attempts: 3, ..quick() }).unwrap();
+    let notifier = Notifier::new(
+        vec![hook.url()],
+        RetryPolicy {
+            max_attempts: 3,
+            ..quick()
+        },
+    )
+    .unwrap();
     notifier.notify(&event(1));
     notifier.notify(&event(2));
     eventually("event 2", || hook.delivered() == [2]).await;
-    let ids: Vec<_> = hook.attempts().iter().map(|r| r.body["id"].as_i64().unwrap()).collect();
+    let ids: Vec<_> = hook
+        .attempts()
+        .iter()
+        .map(|r| r.body["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, [1, 1, 1, 2]);
 }
 
@@ -170,20 +224,37 @@ async fn an_event_is_given_up_after_max_attempts_and_the_next_goes_on() {
 async fn dead_and_hanging_webhooks_block_neither_notify_nor_a_healthy_webhook() {
     let healthy = Hook::start(vec![], None).await;
     let urls = vec![dead_url().await, hanging_url().await, healthy.url()];
-    let notifier = Notifier::new(urls, RetryPolicy { max_attempts: 2, ..quick() }).unwrap();
+    let notifier = Notifier::new(
+        urls,
+        RetryPolicy {
+            max_attempts: 2,
+            ..quick()
+        },
+    )
+    .unwrap();
     for id in 1..=1000 {
         notifier.notify(&event(id));
     }
-    eventually("1000 deliveries to the healthy webhook", || healthy.delivered().len() == 1000).await;
+    eventually("1000 deliveries to the healthy webhook", || {
+        healthy.delivered().len() == 1000
+    })
+    .await;
     assert_eq!(healthy.delivered(), (1..=1000).collect::<Vec<_>>());
-    assert!(notifier.pending() > 0, "the dead and hanging webhooks cannot have caught up yet");
+    assert!(
+        notifier.pending() > 0,
+        "the dead and hanging webhooks cannot have caught up yet"
+    );
     // Bounded by its grace, whatever the hanging webhook does.
     notifier.flush(Duration::from_millis(50)).await;
 }
 
 #[tokio::test]
 async fn a_hanging_attempt_is_bounded_by_the_attempt_timeout() {
-    let policy = RetryPolicy { attempt_timeout: Duration::from_millis(100), max_attempts: 2, ..quick() };
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_millis(100),
+        max_attempts: 2,
+        ..quick()
+    };
     let notifier = Notifier::new(vec![hanging_url().await], policy).unwrap();
     notifier.notify(&event(1));
     // Two attempts that each time out, then the event is given up and the queue is empty.
@@ -195,14 +266,21 @@ async fn a_hanging_attempt_is_bounded_by_the_attempt_timeout() {
 async fn a_full_queue_drops_the_oldest_undelivered_events() {
     let gate = Arc::new(Semaphore::new(0));
     let hook = Hook::start(vec![], Some(Arc::clone(&gate))).await;
-    let policy = RetryPolicy { attempt_timeout: Duration::from_secs(60), ..quick() };
+    let policy = RetryPolicy {
+        attempt_timeout: Duration::from_secs(60),
+        ..quick()
+    };
     let notifier = Notifier::with_queue_capacity(vec![hook.url()], policy, 4).unwrap();
     notifier.notify(&event(1));
     eventually("event 1 in flight", || hook.attempts().len() == 1).await;
     for id in 2..=10 {
         notifier.notify(&event(id));
     }
-    assert_eq!(notifier.pending(), 5, "event 1 in flight and the 4 newest waiting");
+    assert_eq!(
+        notifier.pending(),
+        5,
+        "event 1 in flight and the 4 newest waiting"
+    );
     gate.add_permits(100);
     eventually("the kept events", || hook.delivered().len() == 5).await;
     assert_eq!(hook.delivered(), [1, 7, 8, 9, 10]);
@@ -230,14 +308,21 @@ async fn userinfo_is_sent_as_basic_auth() {
     notifier.notify(&event(1));
     eventually("one delivery", || hook.delivered().len() == 1).await;
     // base64("baton:s3cret")
-    assert_eq!(hook.attempts()[0].authorization.as_deref(), Some("Basic YmF0b246czNjcmV0"));
+    assert_eq!(
+        hook.attempts()[0].authorization.as_deref(),
+        Some("Basic YmF0b246czNjcmV0")
+    );
     assert!(!format!("{notifier:?}").contains("s3cret"));
 }
 
 #[tokio::test]
 async fn https_and_malformed_urls_are_refused_at_construction() {
     let healthy = Hook::start(vec![], None).await;
-    let err = Notifier::new(vec![healthy.url(), "https://hooks.example/x".into()], RetryPolicy::default()).unwrap_err();
+    let err = Notifier::new(
+        vec![healthy.url(), "https://hooks.example/x".into()],
+        RetryPolicy::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, NotifyError::HttpsUnsupported { .. }), "{err}");
     let err = Notifier::new(vec!["hooks.example/x".into()], RetryPolicy::default()).unwrap_err();
     assert!(matches!(err, NotifyError::InvalidUrl { .. }), "{err}");
@@ -245,7 +330,8 @@ async fn https_and_malformed_urls_are_refused_at_construction() {
 
 #[test]
 fn construction_outside_a_runtime_is_an_error_not_a_panic() {
-    let err = Notifier::new(vec!["http://127.0.0.1:9/".into()], RetryPolicy::default()).unwrap_err();
+    let err =
+        Notifier::new(vec!["http://127.0.0.1:9/".into()], RetryPolicy::default()).unwrap_err();
     assert!(matches!(err, NotifyError::NoRuntime), "{err}");
 }
 
@@ -258,7 +344,16 @@ fn disabled_notifier_accepts_events_and_has_nothing_pending() {
 
 #[test]
 fn deployment_events_are_told_from_instance_events() {
-    for kind in ["deployment_started", "deployment_step", "deployment_paused", "verdict_failed", "deployment_promoted", "deployment_aborting", "deployment_rolled_back", "deployment_succeeded"] {
+    for kind in [
+        "deployment_started",
+        "deployment_step",
+        "deployment_paused",
+        "verdict_failed",
+        "deployment_promoted",
+        "deployment_aborting",
+        "deployment_rolled_back",
+        "deployment_succeeded",
+    ] {
         assert!(is_deployment_event(kind), "{kind}");
     }
     for kind in ["instance_started", "split_changed", "drain_timed_out"] {

@@ -57,9 +57,15 @@ max_error_rate = 0.02
 "#;
 
 pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
-    let exe = std::env::current_exe().map_err(|e| Failure::failed(format!("cannot find the baton executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::failed(format!("cannot find the baton executable: {e}")))?;
     baton_demo::write_artifact(out, &exe, &opts).map_err(|e| Failure::usage(e.to_string()))?;
-    println!("wrote demo artifact {} (version {}) to {}", opts.version, opts.version, out.display());
+    println!(
+        "wrote demo artifact {} (version {}) to {}",
+        opts.version,
+        opts.version,
+        out.display()
+    );
     Ok(())
 }
 
@@ -71,25 +77,47 @@ struct Switch {
 
 pub async fn run(keep_running: bool) -> Result<()> {
     super::init_logs("error");
-    let tmp = tempfile::Builder::new().prefix("baton-demo-").tempdir().map_err(|e| Failure::failed(e.to_string()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("baton-demo-")
+        .tempdir()
+        .map_err(|e| Failure::failed(e.to_string()))?;
     let config_path = tmp.path().join("baton.toml");
     std::fs::write(&config_path, CONFIG).map_err(|e| Failure::failed(e.to_string()))?;
-    let config = baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
+    let config =
+        baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (ready_tx, ready_rx) = oneshot::channel();
     let cp = config_path.clone();
     let daemon = tokio::spawn(async move {
-        baton_server::run(&cp, config, async move { let _ = stop_rx.await; }, Some(ready_tx)).await
+        baton_server::run(
+            &cp,
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(ready_tx),
+        )
+        .await
     });
     let ready = match ready_rx.await {
         Ok(r) => r,
         Err(_) => {
-            let err = daemon.await.map_err(|e| Failure::failed(e.to_string()))?.err();
-            return Err(Failure::failed(format!("baton did not start: {}", err.map(|e| format!("{e:#}")).unwrap_or_default())));
+            let err = daemon
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))?
+                .err();
+            return Err(Failure::failed(format!(
+                "baton did not start: {}",
+                err.map(|e| format!("{e:#}")).unwrap_or_default()
+            )));
         }
     };
     let proxy = ready.apps["web@production"];
-    println!("baton is up: proxy for `web` on http://{proxy}  (API {}, data {})", ready.api, ready.data_dir.display());
+    println!(
+        "baton is up: proxy for `web` on http://{proxy}  (API {}, data {})",
+        ready.api,
+        ready.data_dir.display()
+    );
     let client = Client::new(ready.api, ready.token.clone());
 
     let story = story(&client, tmp.path(), proxy);
@@ -98,9 +126,14 @@ pub async fn run(keep_running: bool) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted: stopping baton and every instance")),
     };
     if result.is_ok() && keep_running {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "baton".into());
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "baton".into());
         println!("\nbaton keeps running; try, in another terminal:");
-        println!("  export BATON_API={} BATON_TOKEN={}", ready.api, ready.token);
+        println!(
+            "  export BATON_API={} BATON_TOKEN={}",
+            ready.api, ready.token
+        );
         println!("  {exe} status web");
         println!("  {exe} history web");
         println!("  {exe} rollback web --wait");
@@ -126,16 +159,39 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
     ];
     for (version, unhealthy, error_rate, note) in releases {
         let out = dir.join("artifacts-src").join(version);
-        let opts = DemoOptions { unhealthy, error_rate, ..DemoOptions::new(version) };
-        baton_demo::write_artifact(&out, &exe, &opts).map_err(|e| Failure::failed(e.to_string()))?;
+        let opts = DemoOptions {
+            unhealthy,
+            error_rate,
+            ..DemoOptions::new(version)
+        };
+        baton_demo::write_artifact(&out, &exe, &opts)
+            .map_err(|e| Failure::failed(e.to_string()))?;
         let archive = baton_store::pack(&out).map_err(|e| Failure::failed(e.to_string()))?;
-        let r: ReleaseCreated = client.post_bytes(&format!("/v1/apps/web/releases?version={version}"), archive, "application/x-tar").await?;
-        println!("release {version} stored as {}{note}", &r.release.digest[..19]);
+        let r: ReleaseCreated = client
+            .post_bytes(
+                &format!("/v1/apps/web/releases?version={version}"),
+                archive,
+                "application/x-tar",
+            )
+            .await?;
+        println!(
+            "release {version} stored as {}{note}",
+            &r.release.digest[..19]
+        );
     }
 
     let mut switches = Vec::new();
     println!("\n== deploy 1.0.0 (first release, 3 instances)");
-    switches.push(step(client, "deploy 1.0.0", "/v1/apps/web/deployments", "1.0.0", None).await?);
+    switches.push(
+        step(
+            client,
+            "deploy 1.0.0",
+            "/v1/apps/web/deployments",
+            "1.0.0",
+            None,
+        )
+        .await?,
+    );
 
     let load = Load::start(LoadConfig {
         keepalive_workers: 4,
@@ -145,30 +201,84 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
         max_requests: 1_000_000,
         ..LoadConfig::new(proxy)
     });
-    println!("\nload: 6 clients (4 keep-alive, 2 new connection per request), ~300 req/s at http://{proxy}/");
+    println!(
+        "\nload: 6 clients (4 keep-alive, 2 new connection per request), ~300 req/s at http://{proxy}/"
+    );
     println!("\n== rolling update 1.0.0 -> 1.1.0 (max_surge 1, max_unavailable 0)");
     let progress = |load: &Load| {
         let s = load.snapshot();
-        println!("   load so far: {} sent, {} failed, by release {:?}", s.sent, s.failed, s.by_version);
+        println!(
+            "   load so far: {} sent, {} failed, by release {:?}",
+            s.sent, s.failed, s.by_version
+        );
     };
-    switches.push(step(client, "rolling 1.0.0 -> 1.1.0", "/v1/apps/web/deployments", "1.1.0", Some("rolling")).await?);
+    switches.push(
+        step(
+            client,
+            "rolling 1.0.0 -> 1.1.0",
+            "/v1/apps/web/deployments",
+            "1.1.0",
+            Some("rolling"),
+        )
+        .await?,
+    );
     progress(&load);
     println!("\n== deploy broken 1.2.0: it never passes its health checks");
-    switches.push(step(client, "rolling 1.1.0 -> 1.2.0 (broken)", "/v1/apps/web/deployments", "1.2.0", Some("rolling")).await?);
+    switches.push(
+        step(
+            client,
+            "rolling 1.1.0 -> 1.2.0 (broken)",
+            "/v1/apps/web/deployments",
+            "1.2.0",
+            Some("rolling"),
+        )
+        .await?,
+    );
     progress(&load);
     println!("\n== blue-green switch 1.1.0 -> 1.0.0");
-    switches.push(step(client, "blue-green 1.1.0 -> 1.0.0", "/v1/apps/web/deployments", "1.0.0", Some("blue-green")).await?);
+    switches.push(
+        step(
+            client,
+            "blue-green 1.1.0 -> 1.0.0",
+            "/v1/apps/web/deployments",
+            "1.0.0",
+            Some("blue-green"),
+        )
+        .await?,
+    );
     progress(&load);
     println!("\n== rollback: blue-green back to 1.1.0 (its instances are still warm)");
-    switches.push(step(client, "rollback -> 1.1.0 (warm)", "/v1/apps/web/rollback", "1.1.0", Some("blue-green")).await?);
+    switches.push(
+        step(
+            client,
+            "rollback -> 1.1.0 (warm)",
+            "/v1/apps/web/rollback",
+            "1.1.0",
+            Some("blue-green"),
+        )
+        .await?,
+    );
     progress(&load);
-    println!("\n== canary 1.1.0 -> 1.3.0: 5 % -> 25 % -> 50 % -> 100 %, each step judged against 1.1.0");
-    switches.push(step(client, "canary 1.1.0 -> 1.3.0", "/v1/apps/web/deployments", "1.3.0", Some("canary")).await?);
+    println!(
+        "\n== canary 1.1.0 -> 1.3.0: 5 % -> 25 % -> 50 % -> 100 %, each step judged against 1.1.0"
+    );
+    switches.push(
+        step(
+            client,
+            "canary 1.1.0 -> 1.3.0",
+            "/v1/apps/web/deployments",
+            "1.3.0",
+            Some("canary"),
+        )
+        .await?,
+    );
     progress(&load);
     let report = load.stop().await;
 
     // The bad canary gets its own load, so its (deliberate) failures are counted apart.
-    println!("\n== canary 1.3.0 -> 1.4.0: a bad release; the analysis must catch it and roll back by itself");
+    println!(
+        "\n== canary 1.3.0 -> 1.4.0: a bad release; the analysis must catch it and roll back by itself"
+    );
     let bad_load = Load::start(LoadConfig {
         keepalive_workers: 4,
         rate_per_worker: Some(50.0),
@@ -176,19 +286,42 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
         max_requests: 1_000_000,
         ..LoadConfig::new(proxy)
     });
-    switches.push(step(client, "canary 1.3.0 -> 1.4.0 (bad)", "/v1/apps/web/deployments", "1.4.0", Some("canary")).await?);
+    switches.push(
+        step(
+            client,
+            "canary 1.3.0 -> 1.4.0 (bad)",
+            "/v1/apps/web/deployments",
+            "1.4.0",
+            Some("canary"),
+        )
+        .await?,
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let bad = bad_load.stop().await;
     println!("\n== summary");
     println!("{:<34} {:<12} {:>9}", "switch", "outcome", "took");
     for s in &switches {
-        println!("{:<34} {:<12} {:>8.2}s", s.what, s.outcome, s.took.as_secs_f64());
+        println!(
+            "{:<34} {:<12} {:>8.2}s",
+            s.what,
+            s.outcome,
+            s.took.as_secs_f64()
+        );
     }
     println!();
     let bad_failures = bad.failures();
-    let to_bad = bad.samples.iter().filter(|s| s.version.as_deref() == Some("1.4.0")).count();
+    let to_bad = bad
+        .samples
+        .iter()
+        .filter(|s| s.version.as_deref() == Some("1.4.0"))
+        .count();
     let first_bad = bad_failures.iter().map(|f| f.finished).min();
-    let last_on_bad = bad.samples.iter().filter(|s| s.version.as_deref() == Some("1.4.0")).map(|s| s.started).max();
+    let last_on_bad = bad
+        .samples
+        .iter()
+        .filter(|s| s.version.as_deref() == Some("1.4.0"))
+        .map(|s| s.started)
+        .max();
     if let (Some(first), Some(last)) = (first_bad, last_on_bad) {
         println!(
             "bad canary 1.4.0: first bad response -> 100 % back on 1.3.0 in {:.1}s; it failed {} user requests ({} were sent to it, {} in all during that act)",
@@ -199,7 +332,10 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
         );
     }
     println!();
-    println!("requests sent:    {} (rolling, broken release, blue-green, rollback, healthy canary)", report.stats.sent);
+    println!(
+        "requests sent:    {} (rolling, broken release, blue-green, rollback, healthy canary)",
+        report.stats.sent
+    );
     println!("failed requests:  {}", report.stats.failed);
     for (version, n) in &report.stats.by_version {
         println!("  served by {version:<8} {n}");
@@ -210,16 +346,34 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
     let failures = report.failures();
     if !failures.is_empty() {
         for f in failures.iter().take(5) {
-            println!("  failure at {:.3}s: status {:?} {}", f.started.as_secs_f64(), f.status, f.error.as_deref().unwrap_or(""));
+            println!(
+                "  failure at {:.3}s: status {:?} {}",
+                f.started.as_secs_f64(),
+                f.status,
+                f.error.as_deref().unwrap_or("")
+            );
         }
-        return Err(Failure::failed(format!("{} requests failed", failures.len())));
+        return Err(Failure::failed(format!(
+            "{} requests failed",
+            failures.len()
+        )));
     }
     Ok(())
 }
 
-async fn step(client: &Client, what: &str, path: &str, version: &str, strategy: Option<&str>) -> Result<Switch> {
+async fn step(
+    client: &Client,
+    what: &str,
+    path: &str,
+    version: &str,
+    strategy: Option<&str>,
+) -> Result<Switch> {
     let started = Instant::now();
-    let req = DeployRequest { release: Some(version.to_string()), strategy: strategy.map(String::from), ..Default::default() };
+    let req = DeployRequest {
+        release: Some(version.to_string()),
+        strategy: strategy.map(String::from),
+        ..Default::default()
+    };
     let d: DeploymentView = client.post_json(path, &req).await?;
     let outcome = follow(client, d.id, true).await;
     let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{}", d.id)).await?;
@@ -229,5 +383,9 @@ async fn step(client: &Client, what: &str, path: &str, version: &str, strategy: 
         (Err(e), true) => println!("as expected: {}", e.message),
         (Err(e), false) => return Err(Failure::failed(e.message.clone())),
     }
-    Ok(Switch { what: what.to_string(), outcome: detail.deployment.phase, took: started.elapsed() })
+    Ok(Switch {
+        what: what.to_string(),
+        outcome: detail.deployment.phase,
+        took: started.elapsed(),
+    })
 }

@@ -16,9 +16,18 @@ pub struct Target {
     pub force: bool,
 }
 
-pub async fn deploy(config: &Path, app: &str, version: Option<&str>, target: Target, strategy: Option<&str>, wait: bool) -> Result<()> {
+pub async fn deploy(
+    config: &Path,
+    app: &str,
+    version: Option<&str>,
+    target: Target,
+    strategy: Option<&str>,
+    wait: bool,
+) -> Result<()> {
     if version.is_none() == target.from_env.is_none() {
-        return Err(crate::exit::Failure::usage("give a release version, or --from ENV to deploy exactly what serves there (not both)"));
+        return Err(crate::exit::Failure::usage(
+            "give a release version, or --from ENV to deploy exactly what serves there (not both)",
+        ));
     }
     let client = Client::from_config(config)?;
     let req = DeployRequest {
@@ -29,12 +38,26 @@ pub async fn deploy(config: &Path, app: &str, version: Option<&str>, target: Tar
         force: target.force,
         actor: Some(crate::client::actor()),
     };
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/deployments", encode(app)), &req).await?;
+    let d: DeploymentView = client
+        .post_json(&format!("/v1/apps/{}/deployments", encode(app)), &req)
+        .await?;
     announce(&d);
-    if wait { follow(&client, d.id, true).await } else { Ok(()) }
+    if wait {
+        follow(&client, d.id, true).await
+    } else {
+        Ok(())
+    }
 }
 
-pub async fn rollback(config: &Path, app: &str, env: Option<&str>, to: Option<&str>, force: bool, strategy: Option<&str>, wait: bool) -> Result<()> {
+pub async fn rollback(
+    config: &Path,
+    app: &str,
+    env: Option<&str>,
+    to: Option<&str>,
+    force: bool,
+    strategy: Option<&str>,
+    wait: bool,
+) -> Result<()> {
     let client = Client::from_config(config)?;
     let req = DeployRequest {
         release: to.map(String::from),
@@ -44,13 +67,27 @@ pub async fn rollback(config: &Path, app: &str, env: Option<&str>, to: Option<&s
         actor: Some(crate::client::actor()),
         ..Default::default()
     };
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/rollback", encode(app)), &req).await?;
+    let d: DeploymentView = client
+        .post_json(&format!("/v1/apps/{}/rollback", encode(app)), &req)
+        .await?;
     announce(&d);
-    if wait { follow(&client, d.id, true).await } else { Ok(()) }
+    if wait {
+        follow(&client, d.id, true).await
+    } else {
+        Ok(())
+    }
 }
 
 fn announce(d: &DeploymentView) {
-    println!("deployment #{}: {} in {}: {} -> {} ({}) recorded", d.id, d.app, d.env, d.from.as_deref().unwrap_or("nothing"), d.to, d.strategy);
+    println!(
+        "deployment #{}: {} in {}: {} -> {} ({}) recorded",
+        d.id,
+        d.app,
+        d.env,
+        d.from.as_deref().unwrap_or("nothing"),
+        d.to,
+        d.strategy
+    );
 }
 
 /// Prints the deployment's events and progress until it ends; Ok only if it succeeded.
@@ -67,9 +104,27 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
             seen = e.id;
         }
         let d = &detail.deployment;
-        if let Ok(s) = client.get::<AppStatus>(&format!("/v1/apps/{}?env={}", encode(&d.app), encode(&d.env))).await {
-            let healthy = s.instances.iter().filter(|i| i.release == d.to && i.state == "healthy").count();
-            let progress = format!("{} step {} · {} healthy on {} · split {}", d.phase, d.step, healthy, d.to, output::split(&s));
+        if let Ok(s) = client
+            .get::<AppStatus>(&format!(
+                "/v1/apps/{}?env={}",
+                encode(&d.app),
+                encode(&d.env)
+            ))
+            .await
+        {
+            let healthy = s
+                .instances
+                .iter()
+                .filter(|i| i.release == d.to && i.state == "healthy")
+                .count();
+            let progress = format!(
+                "{} step {} · {} healthy on {} · split {}",
+                d.phase,
+                d.step,
+                healthy,
+                d.to,
+                output::split(&s)
+            );
             if print && progress != last_progress {
                 println!("  ..        {progress}");
                 last_progress = progress;
@@ -78,7 +133,12 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
         match d.phase.as_str() {
             "succeeded" => {
                 if print {
-                    println!("deployment #{} succeeded in {}: {} serves 100 %", d.id, output::duration(d.duration_ms), d.to);
+                    println!(
+                        "deployment #{} succeeded in {}: {} serves 100 %",
+                        d.id,
+                        output::duration(d.duration_ms),
+                        d.to
+                    );
                 }
                 return Ok(());
             }

@@ -12,23 +12,59 @@ use crate::output;
 
 pub async fn promote(config: &Path, app: &str, env: Option<&str>, full: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/promote{}", encode(app), env_query(env)), &PromoteRequest { full }).await?;
-    let how = if full { "to 100 %, skipping the remaining steps and analysis" } else { "to the next step" };
-    println!("deployment #{} ({} -> {}): promotion {how} recorded", d.id, d.from.as_deref().unwrap_or("-"), d.to);
+    let d: DeploymentView = client
+        .post_json(
+            &format!("/v1/apps/{}/promote{}", encode(app), env_query(env)),
+            &PromoteRequest { full },
+        )
+        .await?;
+    let how = if full {
+        "to 100 %, skipping the remaining steps and analysis"
+    } else {
+        "to the next step"
+    };
+    println!(
+        "deployment #{} ({} -> {}): promotion {how} recorded",
+        d.id,
+        d.from.as_deref().unwrap_or("-"),
+        d.to
+    );
     Ok(())
 }
 
 pub async fn simple(config: &Path, app: &str, env: Option<&str>, what: &str) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/{what}{}", encode(app), env_query(env)), &serde_json::json!({})).await?;
-    println!("deployment #{} ({} -> {}) at step {}: {what} recorded", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.step);
+    let d: DeploymentView = client
+        .post_json(
+            &format!("/v1/apps/{}/{what}{}", encode(app), env_query(env)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    println!(
+        "deployment #{} ({} -> {}) at step {}: {what} recorded",
+        d.id,
+        d.from.as_deref().unwrap_or("-"),
+        d.to,
+        d.step
+    );
     Ok(())
 }
 
 pub async fn abort(config: &Path, app: &str, env: Option<&str>, wait: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let d: DeploymentView = client.post_json(&format!("/v1/apps/{}/abort{}", encode(app), env_query(env)), &serde_json::json!({})).await?;
-    println!("deployment #{} ({} -> {}): abort recorded; new requests go to {}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.from.as_deref().unwrap_or("nothing"));
+    let d: DeploymentView = client
+        .post_json(
+            &format!("/v1/apps/{}/abort{}", encode(app), env_query(env)),
+            &serde_json::json!({}),
+        )
+        .await?;
+    println!(
+        "deployment #{} ({} -> {}): abort recorded; new requests go to {}",
+        d.id,
+        d.from.as_deref().unwrap_or("-"),
+        d.to,
+        d.from.as_deref().unwrap_or("nothing")
+    );
     if !wait {
         return Ok(());
     }
@@ -45,13 +81,30 @@ pub async fn abort(config: &Path, app: &str, env: Option<&str>, wait: bool) -> R
 
 pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let a: AnalysisView = client.get(&format!("/v1/apps/{}/analysis{}", encode(app), env_query(env))).await?;
+    let a: AnalysisView = client
+        .get(&format!(
+            "/v1/apps/{}/analysis{}",
+            encode(app),
+            env_query(env)
+        ))
+        .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&a).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&a).expect("serializable")
+        );
         return Ok(());
     }
     let d = &a.deployment;
-    println!("deployment #{} {} -> {} ({}) {} step {}", d.id, d.from.as_deref().unwrap_or("-"), d.to, d.strategy, d.phase, d.step);
+    println!(
+        "deployment #{} {} -> {} ({}) {} step {}",
+        d.id,
+        d.from.as_deref().unwrap_or("-"),
+        d.to,
+        d.strategy,
+        d.phase,
+        d.step
+    );
     if a.verdicts.is_empty() {
         println!("  no verdicts yet");
     }
@@ -62,14 +115,25 @@ pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -
         if last.as_ref() == Some(&key) && i + 1 != a.verdicts.len() {
             continue;
         }
-        println!("  {}  step {:<2} {:<12} {}", output::clock(v.at), v.step, v.outcome, v.summary);
+        println!(
+            "  {}  step {:<2} {:<12} {}",
+            output::clock(v.at),
+            v.step,
+            v.outcome,
+            v.summary
+        );
         last = Some(key);
     }
     if let Some(v) = a.verdicts.last() {
         println!("  last verdict's checks:");
         if let Some(checks) = v.figures.get("checks").and_then(|c| c.as_array()) {
             for c in checks {
-                println!("    {:<18} {:<12} {}", c["name"].as_str().unwrap_or("?"), c["outcome"].as_str().unwrap_or("?"), c["detail"].as_str().unwrap_or(""));
+                println!(
+                    "    {:<18} {:<12} {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["outcome"].as_str().unwrap_or("?"),
+                    c["detail"].as_str().unwrap_or("")
+                );
             }
         }
     }

@@ -22,34 +22,119 @@ pub fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Up => up::run(&config).await,
-            Command::Release(ReleaseCmd::Create { app, version_arg, version, git, artifact, notes }) => {
+            Command::Release(ReleaseCmd::Create {
+                app,
+                version_arg,
+                version,
+                git,
+                artifact,
+                notes,
+            }) => {
                 let version = match (version_arg, version) {
                     (Some(v), None) | (None, Some(v)) => v,
-                    (Some(_), Some(_)) => return Err(crate::exit::Failure::usage("give the version once: as an argument or with --version")),
-                    (None, None) => return Err(crate::exit::Failure::usage("give a version (1.4.0), or --version auto with --git PATH")),
+                    (Some(_), Some(_)) => {
+                        return Err(crate::exit::Failure::usage(
+                            "give the version once: as an argument or with --version",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(crate::exit::Failure::usage(
+                            "give a version (1.4.0), or --version auto with --git PATH",
+                        ));
+                    }
                 };
-                release::create(&config, &app, &version, git.as_deref(), &artifact, notes.as_deref()).await
+                release::create(
+                    &config,
+                    &app,
+                    &version,
+                    git.as_deref(),
+                    &artifact,
+                    notes.as_deref(),
+                )
+                .await
             }
-            Command::Release(ReleaseCmd::Show { app, version, changelog, notes, json }) => release::show(&config, &app, &version, changelog, notes, json).await,
-            Command::Release(ReleaseCmd::List { app, json }) => release::list(&config, &app, json).await,
-            Command::Deploy { app, version, from_env, force, strategy, wait } => {
-                let target = deploy::Target { env: env.map(String::from), from_env, force };
-                deploy::deploy(&config, &app, version.as_deref(), target, strategy.as_deref(), wait.wait).await
+            Command::Release(ReleaseCmd::Show {
+                app,
+                version,
+                changelog,
+                notes,
+                json,
+            }) => release::show(&config, &app, &version, changelog, notes, json).await,
+            Command::Release(ReleaseCmd::List { app, json }) => {
+                release::list(&config, &app, json).await
             }
-            Command::Rollback { app, to, force, strategy, wait } => deploy::rollback(&config, &app, env, to.as_deref(), force, strategy.as_deref(), wait.wait).await,
+            Command::Deploy {
+                app,
+                version,
+                from_env,
+                force,
+                strategy,
+                wait,
+            } => {
+                let target = deploy::Target {
+                    env: env.map(String::from),
+                    from_env,
+                    force,
+                };
+                deploy::deploy(
+                    &config,
+                    &app,
+                    version.as_deref(),
+                    target,
+                    strategy.as_deref(),
+                    wait.wait,
+                )
+                .await
+            }
+            Command::Rollback {
+                app,
+                to,
+                force,
+                strategy,
+                wait,
+            } => {
+                deploy::rollback(
+                    &config,
+                    &app,
+                    env,
+                    to.as_deref(),
+                    force,
+                    strategy.as_deref(),
+                    wait.wait,
+                )
+                .await
+            }
             Command::Promote { app, full } => intents::promote(&config, &app, env, full).await,
             Command::Pause { app } => intents::simple(&config, &app, env, "pause").await,
             Command::Resume { app } => intents::simple(&config, &app, env, "resume").await,
             Command::Abort { app, wait } => intents::abort(&config, &app, env, wait.wait).await,
             Command::Analysis { app, json } => intents::analysis(&config, &app, env, json).await,
-            Command::Status { app, json } => status::status(&config, app.as_deref(), env, json).await,
-            Command::History { app, json, limit } => status::history(&config, &app, env, json, limit).await,
+            Command::Status { app, json } => {
+                status::status(&config, app.as_deref(), env, json).await
+            }
+            Command::History { app, json, limit } => {
+                status::history(&config, &app, env, json, limit).await
+            }
             Command::Env { app, json } => status::environments(&config, &app, json).await,
             Command::Releases { app, json } => release::ledger(&config, &app, json).await,
             Command::Demo(args) => match args.command {
-                Some(DemoCmd::Artifact { out_dir, version, error_rate, latency_ms, unhealthy, startup_ms }) => {
-                    demo::artifact(&out_dir, baton_demo::DemoOptions { version, error_rate, latency_ms, unhealthy, startup_ms })
-                }
+                Some(DemoCmd::Artifact {
+                    out_dir,
+                    version,
+                    error_rate,
+                    latency_ms,
+                    unhealthy,
+                    startup_ms,
+                }) => demo::artifact(
+                    &out_dir,
+                    baton_demo::DemoOptions {
+                        version,
+                        error_rate,
+                        latency_ms,
+                        unhealthy,
+                        startup_ms,
+                    },
+                ),
                 None => demo::run(args.keep_running).await,
             },
         }
@@ -58,8 +143,14 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Installs the log subscriber for the long-running commands.
 pub fn init_logs(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BATON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
 }

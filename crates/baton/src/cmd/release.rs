@@ -10,9 +10,18 @@ use crate::client::{Client, encode};
 use crate::exit::{Failure, Result};
 use crate::output;
 
-pub async fn create(config: &Path, app: &str, version: &str, git: Option<&Path>, artifact: &Path, notes: Option<&str>) -> Result<()> {
+pub async fn create(
+    config: &Path,
+    app: &str,
+    version: &str,
+    git: Option<&Path>,
+    artifact: &Path,
+    notes: Option<&str>,
+) -> Result<()> {
     if version == "auto" && git.is_none() {
-        return Err(Failure::usage("--version auto needs --git PATH: the version comes from the commits since the previous release"));
+        return Err(Failure::usage(
+            "--version auto needs --git PATH: the version comes from the commits since the previous release",
+        ));
     }
     let path = artifact.to_path_buf();
     let archive = tokio::task::spawn_blocking(move || baton_store::pack(&path))
@@ -21,17 +30,25 @@ pub async fn create(config: &Path, app: &str, version: &str, git: Option<&Path>,
         .map_err(|e| Failure::usage(format!("artifact {}: {e}", artifact.display())))?;
     let size = archive.len();
     let client = Client::from_config(config)?;
-    let mut meta = ReleaseQuery { version: version.to_string(), notes: notes.map(String::from), ..Default::default() };
+    let mut meta = ReleaseQuery {
+        version: version.to_string(),
+        notes: notes.map(String::from),
+        ..Default::default()
+    };
     let mut summary = String::new();
     if let Some(repo) = git {
-        let previous: Vec<Release> = client.get(&format!("/v1/apps/{}/releases", encode(app))).await?;
+        let previous: Vec<Release> = client
+            .get(&format!("/v1/apps/{}/releases", encode(app)))
+            .await?;
         let since = previous.iter().find_map(|r| r.commit.clone());
         let head = baton_changelog::head(repo).map_err(|e| Failure::usage(e.to_string()))?;
-        let commits = baton_changelog::commits_since(repo, since.as_deref()).map_err(|e| Failure::failed(e.to_string()))?;
+        let commits = baton_changelog::commits_since(repo, since.as_deref())
+            .map_err(|e| Failure::failed(e.to_string()))?;
         let changes = baton_changelog::parse(&commits);
         if version == "auto" {
             let last = previous.first().map(|r| r.version.as_str());
-            meta.version = baton_changelog::next_version(last, baton_changelog::bump(&changes)).map_err(|e| Failure::failed(e.to_string()))?;
+            meta.version = baton_changelog::next_version(last, baton_changelog::bump(&changes))
+                .map_err(|e| Failure::failed(e.to_string()))?;
         }
         meta.changelog = Some(baton_changelog::changelog(&meta.version, &changes));
         meta.release_notes = Some(baton_changelog::release_notes(&meta.version, &changes));
@@ -40,7 +57,10 @@ pub async fn create(config: &Path, app: &str, version: &str, git: Option<&Path>,
             &head[..head.len().min(7)],
             changes.len(),
             if changes.len() == 1 { "" } else { "s" },
-            since.as_deref().map(|s| &s[..s.len().min(7)]).unwrap_or("the first commit")
+            since
+                .as_deref()
+                .map(|s| &s[..s.len().min(7)])
+                .unwrap_or("the first commit")
         );
         meta.commit = Some(head);
     }
@@ -48,34 +68,69 @@ pub async fn create(config: &Path, app: &str, version: &str, git: Option<&Path>,
     body.push(b'\n');
     body.extend_from_slice(&archive);
     let url = format!("/v1/apps/{}/releases", encode(app));
-    let r: ReleaseCreated = client.post_bytes(&url, body, baton_server::RELEASE_ENVELOPE).await?;
+    let r: ReleaseCreated = client
+        .post_bytes(&url, body, baton_server::RELEASE_ENVELOPE)
+        .await?;
     let short = short_digest(&r.release.digest);
     if r.created {
-        println!("created {} {} {} ({}){summary}", app, r.release.version, short, human_size(size));
+        println!(
+            "created {} {} {} ({}){summary}",
+            app,
+            r.release.version,
+            short,
+            human_size(size)
+        );
     } else {
-        println!("{} {} already exists with the same content {} (nothing changed)", app, r.release.version, short);
+        println!(
+            "{} {} already exists with the same content {} (nothing changed)",
+            app, r.release.version, short
+        );
     }
     Ok(())
 }
 
 /// `baton release show APP VERSION`.
-pub async fn show(config: &Path, app: &str, version: &str, changelog: bool, notes: bool, json: bool) -> Result<()> {
+pub async fn show(
+    config: &Path,
+    app: &str,
+    version: &str,
+    changelog: bool,
+    notes: bool,
+    json: bool,
+) -> Result<()> {
     let client = Client::from_config(config)?;
-    let entries: Vec<baton_server::LedgerEntry> = client.get(&format!("/v1/apps/{}/ledger", encode(app))).await?;
+    let entries: Vec<baton_server::LedgerEntry> = client
+        .get(&format!("/v1/apps/{}/ledger", encode(app)))
+        .await?;
     let Some(e) = entries.into_iter().find(|e| e.release.version == version) else {
-        return Err(Failure::usage(format!("{app} has no release {version}; `baton releases {app}` lists them")));
+        return Err(Failure::usage(format!(
+            "{app} has no release {version}; `baton releases {app}` lists them"
+        )));
     };
     let r = &e.release;
     if json {
-        println!("{}", serde_json::to_string_pretty(&e).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&e).expect("serializable")
+        );
         return Ok(());
     }
     if changelog {
-        print!("{}", r.changelog.as_deref().unwrap_or("(no changelog: the release was created without --git)\n"));
+        print!(
+            "{}",
+            r.changelog
+                .as_deref()
+                .unwrap_or("(no changelog: the release was created without --git)\n")
+        );
         return Ok(());
     }
     if notes {
-        print!("{}", r.release_notes.as_deref().unwrap_or("(no release notes: the release was created without --git)\n"));
+        print!(
+            "{}",
+            r.release_notes
+                .as_deref()
+                .unwrap_or("(no release notes: the release was created without --git)\n")
+        );
         return Ok(());
     }
     println!("{} {}", app, r.version);
@@ -88,7 +143,10 @@ pub async fn show(config: &Path, app: &str, version: &str, changelog: bool, note
         println!("  notes    {n}");
     }
     for run in &e.runs {
-        println!("  ran in {:<12} #{:<4} {:<12} {}", run.env, run.deployment, run.phase, run.trigger);
+        println!(
+            "  ran in {:<12} #{:<4} {:<12} {}",
+            run.env, run.deployment, run.phase, run.trigger
+        );
     }
     if let Some(n) = &r.release_notes {
         println!();
@@ -99,13 +157,24 @@ pub async fn show(config: &Path, app: &str, version: &str, changelog: bool, note
 
 pub async fn list(config: &Path, app: &str, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let list: Vec<Release> = client.get(&format!("/v1/apps/{}/releases", encode(app))).await?;
+    let list: Vec<Release> = client
+        .get(&format!("/v1/apps/{}/releases", encode(app)))
+        .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("serializable")
+        );
         return Ok(());
     }
     for r in &list {
-        println!("{:<12} {}  {}  {}", r.version, short_digest(&r.digest), output::clock(r.created_at), r.notes.as_deref().unwrap_or(""));
+        println!(
+            "{:<12} {}  {}  {}",
+            r.version,
+            short_digest(&r.digest),
+            output::clock(r.created_at),
+            r.notes.as_deref().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -125,9 +194,14 @@ fn short_digest(d: &str) -> &str {
 /// `baton releases APP`: the ledger.
 pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    let entries: Vec<baton_server::LedgerEntry> = client.get(&format!("/v1/apps/{}/ledger", encode(app))).await?;
+    let entries: Vec<baton_server::LedgerEntry> = client
+        .get(&format!("/v1/apps/{}/ledger", encode(app)))
+        .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).expect("serializable")
+        );
         return Ok(());
     }
     if entries.is_empty() {
@@ -135,12 +209,25 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
     }
     for e in &entries {
         let r = &e.release;
-        println!("{:<12} {}  created {}  {}", r.version, short_digest(&r.digest), output::clock(r.created_at), r.notes.as_deref().unwrap_or(""));
+        println!(
+            "{:<12} {}  created {}  {}",
+            r.version,
+            short_digest(&r.digest),
+            output::clock(r.created_at),
+            r.notes.as_deref().unwrap_or("")
+        );
         if e.runs.is_empty() {
             println!("    never deployed");
         }
         for run in &e.runs {
-            println!("    {:<12} #{:<4} {:<12} {}  {}", run.env, run.deployment, run.phase, output::clock(run.created_at), run.trigger);
+            println!(
+                "    {:<12} #{:<4} {:<12} {}  {}",
+                run.env,
+                run.deployment,
+                run.phase,
+                output::clock(run.created_at),
+                run.trigger
+            );
         }
     }
     Ok(())

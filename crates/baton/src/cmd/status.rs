@@ -12,9 +12,14 @@ pub async fn status(config: &Path, app: Option<&str>, env: Option<&str>, json: b
     let client = Client::from_config(config)?;
     match app {
         Some(app) => {
-            let s: AppStatus = client.get(&format!("/v1/apps/{}{}", encode(app), env_query(env))).await?;
+            let s: AppStatus = client
+                .get(&format!("/v1/apps/{}{}", encode(app), env_query(env)))
+                .await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&s).expect("serializable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("serializable")
+                );
             } else {
                 output::status(&s);
             }
@@ -22,7 +27,10 @@ pub async fn status(config: &Path, app: Option<&str>, env: Option<&str>, json: b
         None => {
             let all: Vec<AppStatus> = client.get("/v1/apps").await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&all).expect("serializable"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).expect("serializable")
+                );
             } else {
                 for s in &all {
                     output::status(s);
@@ -33,12 +41,28 @@ pub async fn status(config: &Path, app: Option<&str>, env: Option<&str>, json: b
     Ok(())
 }
 
-pub async fn history(config: &Path, app: &str, env: Option<&str>, json: bool, limit: usize) -> Result<()> {
+pub async fn history(
+    config: &Path,
+    app: &str,
+    env: Option<&str>,
+    json: bool,
+    limit: usize,
+) -> Result<()> {
     let client = Client::from_config(config)?;
-    let env_part = env.map(|e| format!("&env={}", encode(e))).unwrap_or_default();
-    let list: Vec<DeploymentView> = client.get(&format!("/v1/apps/{}/deployments?limit={limit}{env_part}", encode(app))).await?;
+    let env_part = env
+        .map(|e| format!("&env={}", encode(e)))
+        .unwrap_or_default();
+    let list: Vec<DeploymentView> = client
+        .get(&format!(
+            "/v1/apps/{}/deployments?limit={limit}{env_part}",
+            encode(app)
+        ))
+        .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("serializable")
+        );
         return Ok(());
     }
     if list.is_empty() {
@@ -59,12 +83,22 @@ pub async fn environments(config: &Path, app: &str, json: bool) -> Result<()> {
         return Err(crate::exit::Failure::usage(format!("no app named {app:?}")));
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&mine).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&mine).expect("serializable")
+        );
         return Ok(());
     }
-    println!("{:<12} {:<10} {:<10} {:<8} {:<10} listen", "environment", "release", "since", "healthy", "phase");
+    println!(
+        "{:<12} {:<10} {:<10} {:<8} {:<10} listen",
+        "environment", "release", "since", "healthy", "phase"
+    );
     for s in mine {
-        let healthy = s.instances.iter().filter(|i| i.state == "healthy" && i.in_split).count();
+        let healthy = s
+            .instances
+            .iter()
+            .filter(|i| i.state == "healthy" && i.in_split)
+            .count();
         let since = s.since.map(output::clock).unwrap_or_else(|| "-".into());
         println!(
             "{:<12} {:<10} {:<10} {:<8} {:<10} {}",

@@ -34,10 +34,21 @@ env = { DATABASE_URL = "sqlite://production.db" }
 "#;
 
 async fn whoami(addr: SocketAddr) -> serde_json::Value {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(format!("http://{addr}/whoami?env=GREETING,DATABASE_URL").parse().unwrap()).await.unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .get(
+            format!("http://{addr}/whoami?env=GREETING,DATABASE_URL")
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     serde_json::from_slice(&body).unwrap()
 }
 
@@ -51,7 +62,11 @@ async fn one_artifact_goes_from_staging_to_production_with_each_environments_con
     // Production refuses what never ran in staging, and says what to do.
     let o = baton.cli(&["deploy", "web", "1.0.0", "--env", "production"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("has not run in staging yet"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has not run in staging yet"),
+        "{}",
+        text(&o)
+    );
 
     baton.deploy_ok("web", "1.0.0", &["--env", "staging"]).await;
     // Too early: the soak is not over (unless the machine was slower than 3 s already).
@@ -59,30 +74,68 @@ async fn one_artifact_goes_from_staging_to_production_with_each_environments_con
     if o.status.success() {
         eprintln!("the soak had already passed: the early refusal could not be observed this run");
     } else {
-        assert!(String::from_utf8_lossy(&o.stderr).contains("of the 3s soak"), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("of the 3s soak"),
+            "{}",
+            text(&o)
+        );
     }
     // After the soak it is accepted.
     let accepted = wait_until(Duration::from_secs(30), || {
         let s = baton.status_env("web", "production");
-        s.release.as_deref() == Some("1.0.0") || baton.cli(&["deploy", "web", "1.0.0", "--env", "production"]).status.success()
+        s.release.as_deref() == Some("1.0.0")
+            || baton
+                .cli(&["deploy", "web", "1.0.0", "--env", "production"])
+                .status
+                .success()
     });
-    assert!(accepted, "production accepts 1.0.0 after its soak in staging");
-    assert!(wait_until(Duration::from_secs(30), || baton.status_env("web", "production").phase == "idle"));
+    assert!(
+        accepted,
+        "production accepts 1.0.0 after its soak in staging"
+    );
+    assert!(wait_until(Duration::from_secs(30), || baton
+        .status_env("web", "production")
+        .phase
+        == "idle"));
 
     // Same artifact (the same stored directory), each environment's own values.
     let (s, p) = (whoami(staging).await, whoami(production).await);
-    assert_eq!(s["cwd"], p["cwd"], "one artifact digest in both environments");
+    assert_eq!(
+        s["cwd"], p["cwd"],
+        "one artifact digest in both environments"
+    );
     assert!(s["cwd"].as_str().unwrap().contains("/artifacts/"), "{s}");
-    assert_eq!((s["env"]["DATABASE_URL"].as_str(), p["env"]["DATABASE_URL"].as_str()), (Some("sqlite://staging.db"), Some("sqlite://production.db")));
-    assert_eq!((s["env"]["GREETING"].as_str(), p["env"]["GREETING"].as_str()), (Some("hello"), Some("hello")));
+    assert_eq!(
+        (
+            s["env"]["DATABASE_URL"].as_str(),
+            p["env"]["DATABASE_URL"].as_str()
+        ),
+        (Some("sqlite://staging.db"), Some("sqlite://production.db"))
+    );
+    assert_eq!(
+        (s["env"]["GREETING"].as_str(), p["env"]["GREETING"].as_str()),
+        (Some("hello"), Some("hello"))
+    );
     assert_eq!(baton.status_env("web", "staging").instances.len(), 2);
     assert_eq!(baton.status_env("web", "production").instances.len(), 3);
 
     // --from staging: exactly what serves there; --force past the gate is recorded.
     baton.deploy_ok("web", "1.1.0", &["--env", "staging"]).await;
-    let o = baton.cli(&["deploy", "web", "--from", "staging", "--env", "production", "--force", "--wait"]);
+    let o = baton.cli(&[
+        "deploy",
+        "web",
+        "--from",
+        "staging",
+        "--env",
+        "production",
+        "--force",
+        "--wait",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(baton.status_env("web", "production").release.as_deref(), Some("1.1.0"));
+    assert_eq!(
+        baton.status_env("web", "production").release.as_deref(),
+        Some("1.1.0")
+    );
     let o = baton.cli(&["history", "web", "--env", "production", "--json"]);
     let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
     assert!(h[0].trigger.starts_with("deploy --force by "), "{:?}", h[0]);
@@ -90,19 +143,50 @@ async fn one_artifact_goes_from_staging_to_production_with_each_environments_con
     // Rollback in production: a new deployment pointing at the old release.
     let o = baton.cli(&["rollback", "web", "--env", "production", "--wait"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(baton.status_env("web", "production").release.as_deref(), Some("1.0.0"));
-    assert_eq!(baton.status_env("web", "staging").release.as_deref(), Some("1.1.0"), "staging is untouched");
+    assert_eq!(
+        baton.status_env("web", "production").release.as_deref(),
+        Some("1.0.0")
+    );
+    assert_eq!(
+        baton.status_env("web", "staging").release.as_deref(),
+        Some("1.1.0"),
+        "staging is untouched"
+    );
 
     // The ledger: every release, where it ran, how each deployment ended.
     let o = baton.cli(&["releases", "web", "--json"]);
     let ledger: Vec<baton_server::LedgerEntry> = serde_json::from_slice(&o.stdout).unwrap();
     let runs = |v: &str| -> Vec<(String, String)> {
-        ledger.iter().find(|e| e.release.version == v).unwrap().runs.iter().map(|r| (r.env.clone(), r.phase.clone())).collect()
+        ledger
+            .iter()
+            .find(|e| e.release.version == v)
+            .unwrap()
+            .runs
+            .iter()
+            .map(|r| (r.env.clone(), r.phase.clone()))
+            .collect()
     };
     let r100 = runs("1.0.0");
-    assert!(r100.contains(&("staging".into(), "succeeded".into())) && r100.iter().filter(|r| r.0 == "production" && r.1 == "succeeded").count() == 2, "{r100:?}");
-    assert_eq!(runs("1.1.0"), vec![("staging".to_string(), "succeeded".to_string()), ("production".to_string(), "succeeded".to_string())]);
+    assert!(
+        r100.contains(&("staging".into(), "succeeded".into()))
+            && r100
+                .iter()
+                .filter(|r| r.0 == "production" && r.1 == "succeeded")
+                .count()
+                == 2,
+        "{r100:?}"
+    );
+    assert_eq!(
+        runs("1.1.0"),
+        vec![
+            ("staging".to_string(), "succeeded".to_string()),
+            ("production".to_string(), "succeeded".to_string())
+        ]
+    );
     let o = baton.cli(&["env", "web"]);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("staging") && out.contains("production") && out.contains("3/3"), "{out}");
+    assert!(
+        out.contains("staging") && out.contains("production") && out.contains("3/3"),
+        "{out}"
+    );
 }

@@ -45,7 +45,11 @@ keep_previous = "5m"
 "#;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `baton up` and its data.
@@ -62,7 +66,10 @@ impl Baton {
     /// Writes `template` with free ports and starts `baton up`.
     pub fn start(template: &str) -> Baton {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = tempfile::Builder::new().prefix("baton-e2e-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("baton-e2e-")
+            .tempdir()
+            .unwrap();
         let api = free_port();
         let mut apps = BTreeMap::new();
         let mut text = template.replace("@API@", &api.to_string());
@@ -76,7 +83,14 @@ impl Baton {
         text = text.replace("@DIR@", dir.path().to_str().unwrap());
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
-        let mut b = Baton { dir, config, api: SocketAddr::from(([127, 0, 0, 1], api)), apps, child: None, _serial: serial };
+        let mut b = Baton {
+            dir,
+            config,
+            api: SocketAddr::from(([127, 0, 0, 1], api)),
+            apps,
+            child: None,
+            _serial: serial,
+        };
         b.up();
         b
     }
@@ -92,7 +106,11 @@ impl Baton {
     /// Starts `baton up` and waits until its API answers.
     pub fn up(&mut self) {
         assert!(self.child.is_none(), "baton already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("baton.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("baton.log"))
+            .unwrap();
         let child = Command::new(BATON)
             .args(["up", "--config"])
             .arg(&self.config)
@@ -102,8 +120,14 @@ impl Baton {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let ok = wait_until(Duration::from_secs(30), || self.cli(&["status"]).status.success());
-        assert!(ok, "baton up did not answer within 30s; log:\n{}", self.log());
+        let ok = wait_until(Duration::from_secs(30), || {
+            self.cli(&["status"]).status.success()
+        });
+        assert!(
+            ok,
+            "baton up did not answer within 30s; log:\n{}",
+            self.log()
+        );
     }
 
     /// Kills `baton up` with SIGKILL (its instances keep running).
@@ -135,7 +159,13 @@ impl Baton {
 
     /// Runs the CLI against this Baton.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BATON).args(args).arg("--config").arg(&self.config).stdin(Stdio::null()).output().unwrap()
+        Command::new(BATON)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Runs the CLI on a blocking thread, so load on the runtime keeps going.
@@ -143,7 +173,13 @@ impl Baton {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let config = self.config.clone();
         tokio::task::spawn_blocking(move || {
-            Command::new(BATON).args(&args).arg("--config").arg(&config).stdin(Stdio::null()).output().unwrap()
+            Command::new(BATON)
+                .args(&args)
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
         })
         .await
         .unwrap()
@@ -152,11 +188,24 @@ impl Baton {
     /// Writes a demo artifact with extra `baton demo artifact` flags and creates the release.
     pub fn release(&self, app: &str, version: &str, flags: &[&str]) -> PathBuf {
         let out = self.dir.path().join("src").join(format!("{app}-{version}"));
-        let mut args = vec!["demo", "artifact", out.to_str().unwrap(), "--version", version];
+        let mut args = vec![
+            "demo",
+            "artifact",
+            out.to_str().unwrap(),
+            "--version",
+            version,
+        ];
         args.extend_from_slice(flags);
         let o = self.cli(&args);
         assert!(o.status.success(), "demo artifact: {}", text(&o));
-        let o = self.cli(&["release", "create", app, version, "--artifact", out.to_str().unwrap()]);
+        let o = self.cli(&[
+            "release",
+            "create",
+            app,
+            version,
+            "--artifact",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "release create: {}", text(&o));
         out
     }
@@ -166,7 +215,12 @@ impl Baton {
         let mut args = vec!["deploy", app, version, "--wait"];
         args.extend_from_slice(extra);
         let o = self.cli_async(&args).await;
-        assert!(o.status.success(), "deploy {app} {version} failed: {}\nlog:\n{}", text(&o), self.log());
+        assert!(
+            o.status.success(),
+            "deploy {app} {version} failed: {}\nlog:\n{}",
+            text(&o),
+            self.log()
+        );
     }
 
     pub fn status_env(&self, app: &str, env: &str) -> AppStatus {
@@ -196,13 +250,22 @@ impl Drop for Baton {
 /// Pids of running processes whose executable lives under `dir` (this test's instances).
 pub fn processes_under(dir: &Path) -> Vec<u32> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmdline);
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true);
+        let zombie = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true);
         if !zombie && cmd.contains(dir.to_str().unwrap()) && cmd.contains("baton-demo") {
             out.push(pid);
         }
@@ -211,7 +274,12 @@ pub fn processes_under(dir: &Path) -> Vec<u32> {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Polls `f` until it is true or `deadline` passes.
