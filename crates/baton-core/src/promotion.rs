@@ -67,6 +67,9 @@ pub enum GateRefusal {
 }
 
 /// Checks that `release` of `app` served in `previous` for `soak` before entering `env`.
+// The refusal carries its figures for the message; it is built once per API call, never on a
+// hot path, so its size does not matter.
+#[allow(clippy::result_large_err)]
 pub fn check(
     app: &str,
     release: &str,

@@ -109,6 +109,17 @@ fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Writes a deployment's intents: the only writer of that column.
+fn write_intents(conn: &Connection, id: i64, intents: &Intents) -> Result<(), StoreError> {
+    let text = serde_json::to_string(intents).expect("intents serialize");
+    conn.execute(
+        "UPDATE deployments SET intents = ?2 WHERE id = ?1",
+        params![id, text],
+    )
+    .op("write intents")?;
+    Ok(())
+}
+
 impl Store {
     /// Records a deployment in phase `pending`, unless the app already has one that is not
     /// final ([`StoreError::DeploymentActive`]). Check and insert are one transaction.
@@ -219,12 +230,7 @@ impl Store {
             return Ok(None);
         };
         change(&mut d.intents);
-        let text = serde_json::to_string(&d.intents).expect("intents serialize");
-        tx.execute(
-            "UPDATE deployments SET intents = ?2 WHERE id = ?1",
-            params![d.id, text],
-        )
-        .op("set intents")?;
+        write_intents(&tx, d.id, &d.intents)?;
         tx.commit().op("commit intents")?;
         Ok(Some(d))
     }
@@ -258,12 +264,7 @@ impl Store {
         if abort {
             intents.abort = false;
         }
-        let text = serde_json::to_string(&intents).expect("intents serialize");
-        tx.execute(
-            "UPDATE deployments SET intents = ?2 WHERE id = ?1",
-            params![id, text],
-        )
-        .op("clear intents")?;
+        write_intents(&tx, id, &intents)?;
         tx.commit().op("commit intents")?;
         Ok(())
     }

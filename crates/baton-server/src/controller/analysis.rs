@@ -70,23 +70,20 @@ pub async fn run(
     };
     let stable = d.from.clone().unwrap_or_default();
     let key = (d.id, d.step, d.weight);
+    let warmup = config.analysis.warmup.as_millis() as i64;
+    // The controller ticks every 100 ms; the counters are summed only when a window starts,
+    // warms up or is judged.
+    let idle = windows.0.get(app).is_some_and(|w| {
+        w.key == key && now < w.next_at && (w.warm.is_some() || now < w.started + warmup)
+    });
+    if idle {
+        return Ok(());
+    }
     let per_release = release_metrics(shared, app);
-    // The first sight of a step (also after a restart of Baton) starts its window at once, like
-    // a step change: never the releases' lifetime counters.
-    let w = windows
-        .0
-        .entry(app.to_string())
-        .or_insert_with(|| StepWindow {
-            key,
-            baseline: per_release.clone(),
-            warm: None,
-            started: now,
-            next_at: now,
-            last_scrape: None,
-        });
-    if w.key != key {
-        // A new step: its window starts now, for both releases, so they see the same traffic.
-        *w = StepWindow {
+    // A new step (or the first sight of one, also after a restart of Baton) starts its window
+    // now, for both releases, so they see the same traffic: never their lifetime counters.
+    if windows.0.get(app).is_none_or(|w| w.key != key) {
+        let fresh = StepWindow {
             key,
             baseline: per_release.clone(),
             warm: None,
@@ -94,8 +91,10 @@ pub async fn run(
             next_at: now,
             last_scrape: None,
         };
+        windows.0.insert(app.to_string(), fresh);
     }
-    if w.warm.is_none() && now >= w.started + config.analysis.warmup.as_millis() as i64 {
+    let w = windows.0.get_mut(app).expect("inserted above");
+    if w.warm.is_none() && now >= w.started + warmup {
         w.warm = Some(per_release.clone());
     }
     let interval = config.analysis.interval.as_millis() as i64;
