@@ -14,7 +14,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pool::Pool;
+use crate::pool::{Conn, Pool};
 
 /// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
 /// the instance is in trouble and another one should take the request.
@@ -75,10 +75,20 @@ pub struct Backend {
     host: HeaderValue,
     health: AtomicU8,
     draining: AtomicBool,
-    in_flight: AtomicU64,
     idle: Notify,
     passive_threshold: u32,
     connect_errors_in_a_row: AtomicU32,
+    /// One per data plane worker (see [`crate::workers`]): what a request changes is on its
+    /// own worker's shard, so two cores never write the same cache line per request.
+    shards: Box<[Shard]>,
+}
+
+/// What one worker keeps of a backend: its requests in flight, its connection pool (a
+/// connection is only used by the thread whose runtime drives it) and its counters.
+/// Aligned so that two shards never share a cache line (128: adjacent-line prefetch).
+#[repr(align(128))]
+pub(crate) struct Shard {
+    in_flight: AtomicU64,
     pub(crate) pool: Arc<Pool>,
     pub(crate) metrics: Metrics,
 }
@@ -114,12 +124,16 @@ impl Backend {
             host,
             health: AtomicU8::new(Health::Starting.as_u8()),
             draining: AtomicBool::new(false),
-            in_flight: AtomicU64::new(0),
             idle: Notify::new(),
             passive_threshold,
             connect_errors_in_a_row: AtomicU32::new(0),
-            pool: Pool::new(addr, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT),
-            metrics: Metrics::new(),
+            shards: (0..crate::workers::slots())
+                .map(|slot| Shard {
+                    in_flight: AtomicU64::new(0),
+                    pool: Pool::new(addr, slot, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT),
+                    metrics: Metrics::new(),
+                })
+                .collect(),
         })
     }
 
@@ -161,7 +175,18 @@ impl Backend {
 
     /// Requests (and upgraded connections) currently being served by it.
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(SeqCst)
+        self.shards.iter().map(|s| s.in_flight.load(SeqCst)).sum()
+    }
+
+    /// Requests in flight on it from the calling worker: what that worker balances on, as each
+    /// nginx worker balances its own connections, without reading the other cores' counters.
+    pub(crate) fn local_in_flight(&self) -> u64 {
+        self.local().in_flight.load(Relaxed)
+    }
+
+    /// The calling worker's shard.
+    pub(crate) fn local(&self) -> &Shard {
+        &self.shards[crate::workers::current_slot()]
     }
 
     /// Stops every new request from reaching it, even from a routing table loaded before.
@@ -188,11 +213,11 @@ impl Backend {
             tokio::pin!(notified);
             // Registered before the check, so a release between the check and the await is seen.
             notified.as_mut().enable();
-            if self.in_flight.load(SeqCst) == 0 {
+            if self.in_flight() == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.in_flight.load(SeqCst) == 0;
+                return self.in_flight() == 0;
             }
         }
     }
@@ -200,17 +225,28 @@ impl Backend {
     /// Drops the pooled idle keep-alive connections to it. Connections in use finish their
     /// exchange and are then closed instead of being pooled.
     pub fn close_idle_connections(&self) {
-        self.pool.close_idle();
+        for shard in &self.shards {
+            shard.pool.close_idle();
+        }
     }
 
-    /// A copy of its counters.
+    /// Returns a connection to the pool it was taken from.
+    pub(crate) fn put_conn(&self, conn: Conn) {
+        self.shards[conn.slot()].pool.put(conn);
+    }
+
+    /// A copy of its counters: the sum of every worker's.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
+        let mut sum = self.shards[0].metrics.snapshot();
+        for shard in &self.shards[1..] {
+            sum.merge(&shard.metrics.snapshot());
+        }
+        sum
     }
 
     /// A connect error: counts toward `passive_threshold`.
     pub(crate) fn note_connect_error(&self) {
-        self.metrics.connect_error();
+        self.local().metrics.connect_error();
         let in_a_row = self.connect_errors_in_a_row.fetch_add(1, Relaxed) + 1;
         if self.passive_threshold > 0
             && in_a_row >= self.passive_threshold
@@ -229,8 +265,10 @@ impl Backend {
         }
     }
 
-    fn release_one(&self) {
-        if self.in_flight.fetch_sub(1, SeqCst) == 1 && self.draining.load(SeqCst) {
+    /// Ends one request counted on shard `slot`. A drain waiting for the total to reach zero
+    /// is told whenever a shard does, and sums them again.
+    fn release_one(&self, slot: usize) {
+        if self.shards[slot].in_flight.fetch_sub(1, SeqCst) == 1 && self.draining.load(SeqCst) {
             self.idle.notify_waiters();
         }
     }
@@ -243,23 +281,32 @@ impl Backend {
 #[derive(Debug)]
 pub(crate) struct InFlight {
     backend: Arc<Backend>,
+    /// The shard it is counted on.
+    slot: usize,
     started: Option<Instant>,
 }
 
 impl InFlight {
     /// Counts a new request on `backend`, or `None` if it started draining meanwhile: the
-    /// increment comes before the check (both SeqCst), so either `wait_idle` sees this request
-    /// or this request sees the drain.
+    /// increment comes before the check (all SeqCst: `start_drain` stores before `wait_idle`
+    /// sums the shards), so either `wait_idle` sees this request or this request sees the drain.
     pub(crate) fn acquire(backend: &Arc<Backend>) -> Option<InFlight> {
-        backend.in_flight.fetch_add(1, SeqCst);
+        let slot = crate::workers::current_slot();
+        backend.shards[slot].in_flight.fetch_add(1, SeqCst);
         if backend.draining.load(SeqCst) {
-            backend.release_one();
+            backend.release_one(slot);
             return None;
         }
         Some(InFlight {
             backend: backend.clone(),
+            slot,
             started: Some(Instant::now()),
         })
+    }
+
+    /// The counters of the shard it is counted on.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.backend.shards[self.slot].metrics
     }
 
     pub(crate) fn backend(&self) -> &Arc<Backend> {
@@ -269,7 +316,9 @@ impl InFlight {
     /// Records the latency now and not again on drop (failed attempts, upgrades).
     pub(crate) fn record_latency_now(&mut self) {
         if let Some(started) = self.started.take() {
-            self.backend.metrics.latency(started.elapsed());
+            self.backend.shards[self.slot]
+                .metrics
+                .latency(started.elapsed());
         }
     }
 
@@ -282,7 +331,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.record_latency_now();
-        self.backend.release_one();
+        self.backend.release_one(self.slot);
     }
 }
 

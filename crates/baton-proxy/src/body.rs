@@ -100,7 +100,7 @@ impl ResponseBody {
 /// not wait for hyper.
 fn finish(guard: &mut Option<InFlight>, conn: &mut Option<Conn>) {
     if let (Some(guard), Some(conn)) = (guard.as_ref(), conn.take()) {
-        guard.backend().pool.put(conn);
+        guard.backend().put_conn(conn);
     }
     guard.take();
 }

@@ -118,8 +118,8 @@ async fn forward(
                 .headers_mut()
                 .insert(header::HOST, backend.host().clone());
         }
-        backend.metrics.request();
-        let exchange = backend.pool.send(upstream);
+        guard.metrics().request();
+        let exchange = backend.local().pool.send(upstream);
         let failed = match tokio::time::timeout(proxy.request_timeout, exchange).await {
             Ok(Ok(answered)) => {
                 backend.note_reachable();
@@ -127,8 +127,8 @@ async fn forward(
             }
             Ok(Err(failed)) => failed,
             Err(_elapsed) => {
-                backend.metrics.timeout();
-                backend.metrics.status(StatusCode::GATEWAY_TIMEOUT);
+                guard.metrics().timeout();
+                guard.metrics().status(StatusCode::GATEWAY_TIMEOUT);
                 return Err(ProxyError::Timeout {
                     addr: backend.addr(),
                     timeout: proxy.request_timeout,
@@ -138,7 +138,7 @@ async fn forward(
         let error = ProxyError::from_upstream(backend.addr(), failed.error);
         // A connect error always hands the request back: it was never sent.
         let (ProxyError::Connect { .. }, Some(unsent)) = (&error, failed.request) else {
-            backend.metrics.status(StatusCode::BAD_GATEWAY);
+            guard.metrics().status(StatusCode::BAD_GATEWAY);
             return Err(error);
         };
         guard.skip_latency();
@@ -150,7 +150,7 @@ async fn forward(
             acquire(route, Some(backend), None, &mut rng)
         };
         let Some(next) = next else {
-            backend.metrics.status(StatusCode::BAD_GATEWAY);
+            guard.metrics().status(StatusCode::BAD_GATEWAY);
             return Err(error);
         };
         tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
@@ -179,13 +179,12 @@ fn respond(
     conn: Conn,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let backend = guard.backend().clone();
-    backend.metrics.status(response.status());
+    guard.metrics().status(response.status());
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
             return Err(ProxyError::Internal(format!(
                 "backend {} switched protocols unasked",
-                backend.addr()
+                guard.backend().addr()
             )));
         };
         // The connection now belongs to the tunnel.

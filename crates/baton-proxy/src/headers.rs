@@ -1,7 +1,7 @@
 //! Header rewriting between client and backend: hop-by-hop stripping, `X-Forwarded-*`,
 //! `X-Request-Id`.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -33,6 +33,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// With `upgrade`, keeps `Upgrade` and sets `Connection: upgrade` so the switch reaches the
 /// other side.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names first: most messages carry none of these, and then there is
+    // nothing to look up or remove.
+    if !headers.keys().any(is_hop_by_hop) {
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Headers named in Connection are hop-by-hop too. Rare, so allocating here is fine.
         let named: Vec<HeaderName> = headers
@@ -74,28 +82,44 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == KEEP_ALIVE
+        || name.as_str().starts_with("proxy-")
+}
+
 /// Adds `X-Forwarded-For` (appending `client_ip` to any list the client sent),
 /// `X-Forwarded-Proto: http`, `X-Forwarded-Host` (the original host, if any) and keeps or
 /// creates `X-Request-Id`.
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Option<HeaderValue>) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(prior) => {
-            let mut list = Vec::with_capacity(prior.len() + 2 + client_ip.len());
-            list.extend_from_slice(prior.as_bytes());
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut prior) => {
+            // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours.
+            let mut list = Vec::new();
+            for (i, value) in prior.iter().enumerate() {
+                if i > 0 {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(value.as_bytes());
+            }
             list.extend_from_slice(b", ");
             list.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&list).unwrap_or_else(|_| client_ip.clone())
+            prior.insert(HeaderValue::from_bytes(&list).unwrap_or_else(|_| client_ip.clone()));
         }
-        None => client_ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        Entry::Vacant(slot) => {
+            slot.insert(client_ip.clone());
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+        headers.insert(&X_FORWARDED_HOST, host);
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), new_request_id());
-    }
+    headers.entry(&X_REQUEST_ID).or_insert_with(new_request_id);
 }
 
 /// A random 128-bit id as 32 lowercase hex digits.
@@ -143,6 +167,18 @@ mod tests {
     }
 
     #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let pairs = [
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-proxy", "kept"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&pairs));
+    }
+
+    #[test]
     fn upgrade_keeps_the_switch() {
         let mut h = map(&[
             ("connection", "Upgrade"),
@@ -166,6 +202,19 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
         assert_eq!(h["x-request-id"], "abc");
+
+        let mut two_lines = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+        ]);
+        add_forwarded(&mut two_lines, &ip, None);
+        assert_eq!(
+            two_lines
+                .get_all("x-forwarded-for")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
+        );
 
         let mut fresh = HeaderMap::new();
         add_forwarded(&mut fresh, &ip, None);

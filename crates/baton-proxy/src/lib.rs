@@ -17,6 +17,7 @@ mod pool;
 mod router;
 mod select;
 mod upgrade;
+mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT};

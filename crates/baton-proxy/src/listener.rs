@@ -1,21 +1,24 @@
 //! One app's listener: accepts client connections (HTTP/1.1 keep-alive and h2c prior
 //! knowledge), serves them through the proxy, and shuts down gracefully.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{ClientConn, Proxy, handle};
 use crate::router::Router;
+use crate::workers::Workers;
 
 /// Longest wait for a client's request head (slowloris), unless `request_timeout` is shorter.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
@@ -45,6 +48,9 @@ impl Default for ListenerConfig {
 
 /// Serves `app` on `listener` until `shutdown` fires; then stops accepting, lets in-flight
 /// requests finish (bounded by `request_timeout`), closes what is left, and returns.
+///
+/// Accepting happens here; each connection is then served on one data plane worker
+/// ([`crate::workers`]) for its whole life.
 pub async fn serve(
     listener: TcpListener,
     app: String,
@@ -53,7 +59,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let builder = server_builder(&cfg);
-    let graceful = GracefulShutdown::new();
+    let workers = Workers::get();
+    let clients = Arc::new(Clients::default());
     let closing = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         app,
@@ -77,38 +84,176 @@ pub async fn serve(
         };
         // Small writes (heads, WebSocket frames) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        // Registered with the worker's own reactor there.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let client_ip = HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a valid header value");
         let conn = Arc::new(ClientConn {
             proxy: proxy.clone(),
             client_ip,
         });
-        let service = service_fn(move |req| handle(conn.clone(), req));
-        let connection = graceful.watch(
-            builder
+        let builder = builder.clone();
+        // Registered here, before the hand-over, so that a shutdown never misses it.
+        let client = Clients::register(&clients);
+        workers.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "cannot register a client connection");
+                    return;
+                }
+            };
+            let service = service_fn(move |req| handle(conn.clone(), req));
+            let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned(),
-        );
-        let closing = closing.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                served = connection => if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
-                },
-                () = closing.cancelled() => {}
+                .into_owned();
+            tokio::pin!(connection);
+            let served = loop {
+                tokio::select! {
+                    biased;
+                    served = connection.as_mut() => break served,
+                    stage = client.signalled() => match stage {
+                        Stage::Close => break Ok(()),
+                        _ => connection.as_mut().graceful_shutdown(),
+                    },
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "client connection ended with an error");
             }
         });
     }
     drop(listener);
-    tracing::info!(app = %proxy.app, connections = graceful.count(), "listener shutting down");
-    if tokio::time::timeout(cfg.request_timeout, graceful.shutdown())
+    tracing::info!(app = %proxy.app, connections = clients.count(), "listener shutting down");
+    clients.signal_all(Stage::Finish);
+    if tokio::time::timeout(cfg.request_timeout, clients.all_closed())
         .await
         .is_err()
     {
         tracing::warn!(app = %proxy.app, "requests still running after the grace period; closing them");
     }
+    clients.signal_all(Stage::Close);
     closing.cancel();
     Ok(())
+}
+
+/// What a listener's shutdown asks of its client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Serve = 0,
+    /// Finish the request in flight, then close (keep-alive ends).
+    Finish = 1,
+    /// Close now.
+    Close = 2,
+}
+
+/// One listener's live client connections, so that its shutdown reaches each of them.
+///
+/// A connection only touches state of its own while it serves (the shutdown signal is a
+/// per-connection flag and `Notify`): a shared token or watch channel polled by every
+/// connection on every wake-up is a lock all the workers' cores would take turns on.
+#[derive(Debug, Default)]
+struct Clients {
+    live: Mutex<Live>,
+    /// Notified when the last connection has closed.
+    empty: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    next_id: u64,
+    signals: HashMap<u64, Arc<Signal>>,
+}
+
+#[derive(Debug)]
+struct Signal {
+    stage: AtomicU8,
+    notify: Notify,
+}
+
+/// One registered connection: unregisters itself when dropped, wherever its task ends.
+struct Client {
+    clients: Arc<Clients>,
+    id: u64,
+    signal: Arc<Signal>,
+}
+
+impl Clients {
+    fn lock(&self) -> MutexGuard<'_, Live> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(clients: &Arc<Clients>) -> Client {
+        let signal = Arc::new(Signal {
+            stage: AtomicU8::new(Stage::Serve as u8),
+            notify: Notify::new(),
+        });
+        let mut live = clients.lock();
+        let id = live.next_id;
+        live.next_id += 1;
+        live.signals.insert(id, signal.clone());
+        Client {
+            clients: clients.clone(),
+            id,
+            signal,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.lock().signals.len()
+    }
+
+    fn signal_all(&self, stage: Stage) {
+        for signal in self.lock().signals.values() {
+            signal.stage.fetch_max(stage as u8, SeqCst);
+            // A permit if the connection is not waiting yet: the signal is never lost.
+            signal.notify.notify_one();
+        }
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let empty = self.empty.notified();
+            tokio::pin!(empty);
+            // Registered before the check, so a close between the check and the await is seen.
+            empty.as_mut().enable();
+            if self.lock().signals.is_empty() {
+                return;
+            }
+            empty.await;
+        }
+    }
+}
+
+impl Client {
+    /// Waits for the listener's next signal: finish the request in flight, or close now.
+    async fn signalled(&self) -> Stage {
+        self.signal.notify.notified().await;
+        if self.signal.stage.load(SeqCst) == Stage::Close as u8 {
+            Stage::Close
+        } else {
+            Stage::Finish
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut live = self.clients.lock();
+        live.signals.remove(&self.id);
+        if live.signals.is_empty() {
+            self.clients.empty.notify_waiters();
+        }
+    }
 }
 
 fn server_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {

@@ -24,6 +24,8 @@ use crate::error::UpstreamError;
 #[derive(Debug)]
 pub(crate) struct Pool {
     addr: SocketAddr,
+    /// Which worker's pool this is (see [`crate::workers`]).
+    slot: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
     idle: Mutex<Idle>,
@@ -45,6 +47,14 @@ struct Idle {
 pub(crate) struct Conn {
     sender: SendRequest<RequestBody>,
     generation: u64,
+    slot: usize,
+}
+
+impl Conn {
+    /// The slot of the pool it came from, and goes back to.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
 }
 
 /// A failed exchange, with the request if it was never sent.
@@ -57,11 +67,13 @@ pub(crate) struct SendError {
 impl Pool {
     pub(crate) fn new(
         addr: SocketAddr,
+        slot: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
+            slot,
             connect_timeout,
             idle_timeout,
             idle: Mutex::new(Idle::default()),
@@ -126,6 +138,7 @@ impl Pool {
                 return Some(Conn {
                     sender,
                     generation: idle.generation,
+                    slot: self.slot,
                 });
             }
         }
@@ -151,7 +164,11 @@ impl Pool {
                 tracing::debug!(%addr, %error, "backend connection ended with an error");
             }
         });
-        Ok(Conn { sender, generation })
+        Ok(Conn {
+            sender,
+            generation,
+            slot: self.slot,
+        })
     }
 
     /// Parks `conn` after its exchange is complete, unless [`Pool::close_idle`] ran since it
@@ -296,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn reuses_one_connection_for_sequential_exchanges() {
         let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
         for _ in 0..5 {
             exchange(&pool).await;
             wait_parked(&pool, 1).await;
@@ -307,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn close_idle_drops_parked_and_in_use_connections() {
         let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
         exchange(&pool).await;
         wait_parked(&pool, 1).await;
         let (response, in_use) = pool.send(get()).await.unwrap();
@@ -327,7 +344,7 @@ mod tests {
     #[tokio::test]
     async fn a_parked_connection_that_closed_is_skipped() {
         let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
         let closed = {
             let stream = TcpStream::connect(addr).await.unwrap();
             let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(stream))
@@ -345,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout() {
         let (addr, _) = backend().await;
-        let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_millis(50));
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_millis(50));
         exchange(&pool).await;
         wait_parked(&pool, 1).await;
         wait_parked(&pool, 0).await;
@@ -357,7 +374,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             listener.local_addr().unwrap()
         };
-        let pool = Pool::new(addr, Duration::from_secs(2), Duration::from_secs(60));
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
         let failed = pool.send(get()).await.unwrap_err();
         assert!(
             matches!(failed.error, UpstreamError::Connect(_)),

@@ -100,7 +100,11 @@ pub fn pick_backend<'a>(
             }
             let a = nth_eligible(backends, skip, i)?;
             let b = nth_eligible(backends, skip, j)?;
-            Some(if b.in_flight() < a.in_flight() { b } else { a })
+            Some(if b.local_in_flight() < a.local_in_flight() {
+                b
+            } else {
+                a
+            })
         }
     }
 }

@@ -114,6 +114,66 @@ async fn shutdown_lets_the_request_in_flight_finish() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let b = TestBackend::start("a").await;
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
+    // A grace period far longer than the test's deadline: idle connections must not wait for it.
+    let cfg = ListenerConfig {
+        request_timeout: std::time::Duration::from_secs(600),
+        ..config()
+    };
+    let mut proxy = TestProxy::start(router, cfg).await;
+    let (mut idle, head) = raw_head(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    // The connection stays open for the next request until the listener shuts down.
+    tokio::time::timeout(std::time::Duration::from_secs(60), proxy.shutdown())
+        .await
+        .expect("shutdown does not wait for idle connections")
+        .unwrap()
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        idle.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the idle connection is closed by the shutdown");
+    // Whatever is left of the first response's body, then the end.
+    assert!(read.is_ok(), "{read:?}");
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_response_still_streaming_after_the_grace_period() {
+    let b = TestBackend::start("a").await;
+    let backend = b.backend("1.0");
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![backend.clone()])]));
+    // The grace period is the request timeout.
+    let cfg = ListenerConfig {
+        request_timeout: std::time::Duration::from_millis(300),
+        ..config()
+    };
+    let mut proxy = TestProxy::start(router, cfg).await;
+    // /stream sends its head and a first chunk, then waits for a permit that never comes.
+    let (mut stream, head) = raw_head(proxy.addr, b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    eventually("the stream to be in flight", || backend.in_flight() == 1).await;
+    proxy.shutdown().await.unwrap().unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the connection is closed once the grace period is over");
+    eventually("the backend's in-flight count to be released", || {
+        backend.in_flight() == 0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let b = TestBackend::start("a").await;
     let router = Router::new();
