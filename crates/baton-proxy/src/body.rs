@@ -9,7 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::backend::InFlight;
-use crate::pool::Conn;
+use crate::upstream::UpstreamBody;
 
 /// A request body sent to a backend: the client's own (a retry resends the same one, handed
 /// back unsent), or nothing.
@@ -17,8 +17,8 @@ use crate::pool::Conn;
 pub enum RequestBody {
     /// The body the client sent, streamed through.
     Incoming(Incoming),
-    /// No body: requests the proxy makes itself (the pool's tests; hyper's `Incoming` has no
-    /// public constructor).
+    /// No body: requests the proxy makes itself (tests; hyper's `Incoming` has no public
+    /// constructor).
     #[cfg_attr(not(test), allow(dead_code))]
     Empty,
 }
@@ -60,24 +60,23 @@ pub struct ResponseBody {
 
 #[derive(Debug)]
 enum Kind {
-    /// The backend's body; the guard is released at its end, on error, or when hyper drops it.
-    /// The connection goes back to the pool at the end, and is closed otherwise.
+    /// The backend's body, read from its connection; the guard is released at its end, on
+    /// error, or when hyper drops it. The connection goes back to the pool at the end, and is
+    /// closed otherwise.
     Upstream {
-        body: Incoming,
+        body: UpstreamBody,
         guard: Option<InFlight>,
-        conn: Option<Conn>,
     },
     /// A body the proxy wrote itself (errors).
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
-    pub(crate) fn upstream(body: Incoming, guard: InFlight, conn: Conn) -> Self {
+    pub(crate) fn upstream(body: UpstreamBody, guard: InFlight) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
                 guard: Some(guard),
-                conn: Some(conn),
             },
         }
     }
@@ -98,46 +97,45 @@ impl ResponseBody {
 /// The exchange is over as soon as the last frame is out: the connection is parked for the
 /// next request, and the in-flight count released here rather than on drop, so a drain does
 /// not wait for hyper.
-fn finish(guard: &mut Option<InFlight>, conn: &mut Option<Conn>) {
-    if let (Some(guard), Some(conn)) = (guard.as_ref(), conn.take()) {
+fn finish(body: &mut UpstreamBody, guard: &mut Option<InFlight>) {
+    if let Some(guard) = guard.take()
+        && let Some(conn) = body.take_reusable()
+    {
         guard.backend().put_conn(conn);
     }
-    guard.take();
 }
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // hyper does not poll a body that is empty from the start (HEAD, 204, 304); its
         // connection is still good.
-        if let Kind::Upstream { body, guard, conn } = &mut self.kind
+        if let Kind::Upstream { body, guard } = &mut self.kind
             && body.is_end_stream()
         {
-            finish(guard, conn);
+            finish(body, guard);
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match &mut self.get_mut().kind {
-            Kind::Upstream { body, guard, conn } => {
-                let polled = Pin::new(body).poll_frame(cx);
-                match polled {
-                    Poll::Ready(None) => finish(guard, conn),
-                    // The connection is in an unknown state: close it.
+            Kind::Upstream { body, guard } => {
+                let polled = body.poll_data(cx);
+                match &polled {
+                    Poll::Ready(None) => finish(body, guard),
                     Poll::Ready(Some(Err(_))) => {
-                        conn.take();
                         guard.take();
                     }
                     _ => {}
                 }
-                polled
+                polled.map(|data| data.map(|d| d.map(Frame::data)))
             }
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
@@ -152,7 +150,9 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream { body, .. } => body
+                .exact_size()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

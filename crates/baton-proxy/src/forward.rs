@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -17,10 +17,10 @@ use crate::backend::{Backend, InFlight};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
-use crate::pool::Conn;
 use crate::router::{AppRoute, Router};
 use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
+use crate::upstream::{self, Outgoing};
 
 /// What every request of one listener shares.
 #[derive(Debug)]
@@ -103,23 +103,22 @@ async fn forward(
 
     // Without a host from the client, the backend's own address (the next one's on a retry).
     let host_from_backend = !parts.headers.contains_key(header::HOST);
-    let mut upstream = Request::new(RequestBody::Incoming(body));
-    *upstream.method_mut() = parts.method;
-    *upstream.uri_mut() = Uri::from(path);
-    *upstream.version_mut() = Version::HTTP_11;
-    *upstream.headers_mut() = parts.headers;
+    let mut body = RequestBody::Incoming(body);
 
     let mut guard = acquire(route, None, prefer, &mut rng).ok_or_else(no_backend)?;
     let mut retried = false;
-    let (response, conn) = loop {
+    let incoming = loop {
         let backend = guard.backend();
         if host_from_backend {
-            upstream
-                .headers_mut()
-                .insert(header::HOST, backend.host().clone());
+            parts.headers.insert(header::HOST, backend.host().clone());
         }
         guard.metrics().request();
-        let exchange = backend.local().pool.send(upstream);
+        let request = Outgoing {
+            method: &parts.method,
+            target: path.as_str(),
+            headers: &parts.headers,
+        };
+        let exchange = upstream::send(&backend.local().pool, &request, &mut body);
         let failed = match tokio::time::timeout(proxy.request_timeout, exchange).await {
             Ok(Ok(answered)) => {
                 backend.note_reachable();
@@ -135,9 +134,9 @@ async fn forward(
                 });
             }
         };
-        let error = ProxyError::from_upstream(backend.addr(), failed.error);
-        // A connect error always hands the request back: it was never sent.
-        let (ProxyError::Connect { .. }, Some(unsent)) = (&error, failed.request) else {
+        let error = ProxyError::from_upstream(backend.addr(), failed);
+        // Not sent: the body is untouched and the request may go elsewhere.
+        let ProxyError::Connect { .. } = &error else {
             guard.metrics().status(StatusCode::BAD_GATEWAY);
             return Err(error);
         };
@@ -156,9 +155,8 @@ async fn forward(
         tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
         guard = next;
         retried = true;
-        upstream = unsent;
     };
-    let mut response = respond(proxy, response, guard, conn, client_upgrade)?;
+    let mut response = respond(proxy, incoming, guard, client_upgrade)?;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
@@ -174,39 +172,37 @@ fn fresh_key(rng: &mut fastrand::Rng) -> String {
 /// for a protocol switch, to the tunnel).
 fn respond(
     proxy: &Proxy,
-    mut response: Response<Incoming>,
+    incoming: upstream::Incoming,
     mut guard: InFlight,
-    conn: Conn,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    guard.metrics().status(response.status());
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
+    let upstream::Incoming { mut parts, body } = incoming;
+    guard.metrics().status(parts.status);
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), Some((backend_io, already_read))) =
+            (client_upgrade, body.into_upgraded())
+        else {
             return Err(ProxyError::Internal(format!(
                 "backend {} switched protocols unasked",
                 guard.backend().addr()
             )));
         };
-        // The connection now belongs to the tunnel.
-        drop(conn);
-        let backend_upgrade = hyper::upgrade::on(&mut response);
-        let (mut parts, _) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
         guard.record_latency_now();
         spawn_tunnel(
             client_upgrade,
-            backend_upgrade,
+            backend_io,
+            already_read,
             guard,
             proxy.closing.clone(),
         );
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
-    let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, guard, conn),
+        ResponseBody::upstream(body, guard),
     ))
 }
 

@@ -7,6 +7,7 @@
 mod affinity;
 mod backend;
 mod body;
+mod chunked;
 mod error;
 mod forward;
 mod headers;
@@ -17,6 +18,7 @@ mod pool;
 mod router;
 mod select;
 mod upgrade;
+mod upstream;
 mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};

@@ -1,24 +1,23 @@
-//! The keep-alive connections to one backend: HTTP/1.1 connections parked while idle, taken
-//! one per exchange, and parked again once the response body has been read to its end.
+//! The keep-alive connections to one backend (one pool per data plane worker): TCP streams
+//! parked while idle, taken one per exchange, and parked again once the response has been read
+//! to its end. The exchange itself is [`crate::upstream`].
 //!
-//! Cheaper than a general-purpose client: one uncontended lock per checkout and per return, no
-//! boxed futures, no task per request, and the request is never copied: a parked connection
-//! that turns out to be closed hands the unsent request back, and it goes out on a fresh one.
+//! One uncontended lock per checkout and per return; a parked connection that the backend has
+//! closed meanwhile is noticed from the reactor's readiness, without a syscall in the common
+//! case, and skipped.
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::BytesMut;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
 use crate::error::UpstreamError;
+
+/// Room for a typical response head in one read; the buffer grows for larger ones.
+const READ_BUF: usize = 8 * 1024;
 
 /// The idle connections of one backend.
 #[derive(Debug)]
@@ -38,16 +37,20 @@ struct Idle {
     generation: u64,
     /// Oldest first: connections are parked at the end and taken from the end, so the front
     /// holds the ones idle the longest, which the reaper closes.
-    parked: Vec<(SendRequest<RequestBody>, Instant)>,
+    parked: Vec<(Conn, Instant)>,
     reaper: bool,
 }
 
 /// A connection taken from the pool (or just opened) for one exchange.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    sender: SendRequest<RequestBody>,
+    pub(crate) stream: TcpStream,
+    /// Bytes read from the backend and not yet consumed.
+    pub(crate) read_buf: BytesMut,
     generation: u64,
     slot: usize,
+    /// Taken from the pool rather than just opened: the backend may have closed it meanwhile.
+    pub(crate) reused: bool,
 }
 
 impl Conn {
@@ -55,13 +58,6 @@ impl Conn {
     pub(crate) fn slot(&self) -> usize {
         self.slot
     }
-}
-
-/// A failed exchange, with the request if it was never sent.
-#[derive(Debug)]
-pub(crate) struct SendError {
-    pub(crate) error: UpstreamError,
-    pub(crate) request: Option<Request<RequestBody>>,
 }
 
 impl Pool {
@@ -87,65 +83,28 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends `request` on a parked connection, or on a new one if none is parked or every
-    /// parked one turns out closed. `Err` carries the request back when it was not sent.
-    pub(crate) async fn send(
-        self: &Arc<Self>,
-        mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Conn), SendError> {
-        loop {
-            let (mut conn, parked) = match self.take() {
-                Some(conn) => (conn, true),
-                None => match self.connect().await {
-                    Ok(conn) => (conn, false),
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            request: Some(request),
-                        });
-                    }
-                },
-            };
-            match conn.sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, conn)),
-                Err(mut failed) => match failed.take_message() {
-                    // The backend closed an idle connection: nothing was sent, try the next.
-                    Some(unsent) if parked => request = unsent,
-                    Some(unsent) => {
-                        let error = UpstreamError::Closed(failed.into_error());
-                        return Err(SendError {
-                            error,
-                            request: Some(unsent),
-                        });
-                    }
-                    None => {
-                        return Err(SendError {
-                            error: UpstreamError::Exchange(failed.into_error()),
-                            request: None,
-                        });
-                    }
-                },
-            }
+    /// The most recently parked connection that is still open, or a new one.
+    pub(crate) async fn checkout(&self) -> Result<Conn, UpstreamError> {
+        match self.take() {
+            Some(conn) => Ok(conn),
+            None => self.connect().await,
         }
     }
 
-    /// The most recently parked connection that is still open and ready.
+    /// The most recently parked connection that is still open.
     fn take(&self) -> Option<Conn> {
         let mut idle = self.lock();
-        while let Some((sender, _)) = idle.parked.pop() {
-            // Parked connections are ready when parked; one that is not any more has closed.
-            if sender.is_ready() {
-                return Some(Conn {
-                    sender,
-                    generation: idle.generation,
-                    slot: self.slot,
-                });
+        while let Some((mut conn, _)) = idle.parked.pop() {
+            if conn.generation == idle.generation && is_open(&conn.stream) {
+                conn.reused = true;
+                return Some(conn);
             }
         }
         None
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
+    /// A new connection.
+    pub(crate) async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
@@ -155,49 +114,23 @@ impl Pool {
             };
         // Heads are small writes: they must not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Closed)?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%addr, %error, "backend connection ended with an error");
-            }
-        });
         Ok(Conn {
-            sender,
+            stream,
+            read_buf: BytesMut::with_capacity(READ_BUF),
             generation,
             slot: self.slot,
+            reused: false,
         })
     }
 
-    /// Parks `conn` after its exchange is complete, unless [`Pool::close_idle`] ran since it
-    /// was taken. A connection whose task has not yet seen the end of the exchange is parked
-    /// once it has, by a small task (rare: the body usually ends in the same read as the head).
-    pub(crate) fn put(self: &Arc<Self>, mut conn: Conn) {
-        if conn.sender.is_ready() {
-            self.park(conn);
-        } else if !conn.sender.is_closed() {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                return;
-            };
-            let pool = Arc::downgrade(self);
-            runtime.spawn(async move {
-                if poll_fn(|cx| conn.sender.poll_ready(cx)).await.is_ok()
-                    && let Some(pool) = pool.upgrade()
-                {
-                    pool.park(conn);
-                }
-            });
-        }
-    }
-
-    fn park(self: &Arc<Self>, conn: Conn) {
+    /// Parks `conn` after a complete exchange, unless [`Pool::close_idle`] ran since it was
+    /// taken.
+    pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.lock();
         if conn.generation != idle.generation {
             return;
         }
-        idle.parked.push((conn.sender, Instant::now()));
+        idle.parked.push((conn, Instant::now()));
         if !idle.reaper
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
@@ -214,8 +147,20 @@ impl Pool {
     }
 
     #[cfg(test)]
-    fn parked(&self) -> usize {
+    pub(crate) fn parked(&self) -> usize {
         self.lock().parked.len()
+    }
+}
+
+/// Whether an idle connection is still open. The reactor marks it readable once the backend
+/// closes it (or sends something, which an idle HTTP/1.1 connection must not); only then does
+/// the check cost a read.
+fn is_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    match stream.try_read(&mut probe) {
+        Err(error) => error.kind() == std::io::ErrorKind::WouldBlock,
+        // 0: closed; more: unasked bytes, the connection is out of step.
+        Ok(_) => false,
     }
 }
 
@@ -251,51 +196,53 @@ mod tests {
 
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A backend that answers every request with "ok" and counts the connections it accepted.
-    async fn backend() -> (SocketAddr, Arc<AtomicU64>) {
+    /// A server that counts accepted connections and keeps each open until the peer closes it,
+    /// or closes it at once with `close_at_once`.
+    async fn server(close_at_once: bool) -> (SocketAddr, Arc<AtomicU64>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicU64::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
                 counter.fetch_add(1, SeqCst);
+                if close_at_once {
+                    drop(stream);
+                    continue;
+                }
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
                 });
             }
         });
         (addr, accepted)
     }
 
-    fn get() -> Request<RequestBody> {
-        Request::get("/")
-            .header(http::header::HOST, "backend")
-            .body(RequestBody::Empty)
-            .unwrap()
+    fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<Pool> {
+        Pool::new(addr, 0, Duration::from_secs(2), idle_timeout)
     }
 
-    async fn exchange(pool: &Arc<Pool>) {
-        let (response, conn) = pool.send(get()).await.unwrap();
-        assert_eq!(
-            response.into_body().collect().await.unwrap().to_bytes(),
-            "ok"
-        );
-        pool.put(conn);
+    /// Waits until the server has accepted `n` connections (the accept may trail the connect).
+    async fn wait_accepted(accepted: &AtomicU64, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while accepted.load(SeqCst) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "accepted {accepted:?}, want {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     async fn wait_parked(pool: &Pool, n: usize) {
@@ -312,75 +259,79 @@ mod tests {
 
     #[tokio::test]
     async fn reuses_one_connection_for_sequential_exchanges() {
-        let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
-        for _ in 0..5 {
-            exchange(&pool).await;
-            wait_parked(&pool, 1).await;
+        let (addr, accepted) = server(false).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        for i in 0..5 {
+            let conn = pool.checkout().await.unwrap();
+            assert_eq!(conn.reused, i > 0);
+            pool.put(conn);
         }
+        wait_accepted(&accepted, 1).await;
         assert_eq!(accepted.load(SeqCst), 1);
+        assert_eq!(pool.parked(), 1);
     }
 
     #[tokio::test]
     async fn close_idle_drops_parked_and_in_use_connections() {
-        let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
-        exchange(&pool).await;
-        wait_parked(&pool, 1).await;
-        let (response, in_use) = pool.send(get()).await.unwrap();
+        let (addr, accepted) = server(false).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        let parked = pool.checkout().await.unwrap();
+        pool.put(parked);
+        let in_use = pool.checkout().await.unwrap();
+        let other = pool.checkout().await.unwrap();
+        pool.put(other);
         pool.close_idle();
         assert_eq!(pool.parked(), 0);
-        response.into_body().collect().await.unwrap();
         pool.put(in_use);
         assert_eq!(
             pool.parked(),
             0,
             "taken before close_idle: not parked again"
         );
-        exchange(&pool).await;
-        assert_eq!(accepted.load(SeqCst), 2);
+        let fresh = pool.checkout().await.unwrap();
+        assert!(!fresh.reused);
+        wait_accepted(&accepted, 3).await;
+        assert_eq!(accepted.load(SeqCst), 3);
     }
 
     #[tokio::test]
-    async fn a_parked_connection_that_closed_is_skipped() {
-        let (addr, accepted) = backend().await;
-        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
-        let closed = {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (sender, connection) = http1::handshake::<_, RequestBody>(TokioIo::new(stream))
-                .await
-                .unwrap();
-            drop(connection);
-            sender
-        };
-        pool.lock().parked.push((closed, Instant::now()));
-        exchange(&pool).await;
-        assert_eq!(accepted.load(SeqCst), 2, "the closed one, then a fresh one");
-        wait_parked(&pool, 1).await;
+    async fn a_parked_connection_the_backend_closed_is_skipped() {
+        let (addr, accepted) = server(true).await;
+        let pool = pool(addr, Duration::from_secs(60));
+        let conn = pool.checkout().await.unwrap();
+        pool.put(conn);
+        // The reactor learns of the close; the pool then skips the connection.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let conn = pool.checkout().await.unwrap();
+            if !conn.reused {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "close never seen");
+            pool.put(conn);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        wait_accepted(&accepted, 2).await;
     }
 
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout() {
-        let (addr, _) = backend().await;
-        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_millis(50));
-        exchange(&pool).await;
+        let (addr, _) = server(false).await;
+        let pool = pool(addr, Duration::from_millis(50));
+        let conn = pool.checkout().await.unwrap();
+        pool.put(conn);
         wait_parked(&pool, 1).await;
         wait_parked(&pool, 0).await;
     }
 
     #[tokio::test]
-    async fn a_refused_connect_hands_the_request_back() {
+    async fn a_refused_connect_is_a_connect_error() {
         let addr = {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             listener.local_addr().unwrap()
         };
-        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60));
-        let failed = pool.send(get()).await.unwrap_err();
-        assert!(
-            matches!(failed.error, UpstreamError::Connect(_)),
-            "{:?}",
-            failed.error
-        );
-        assert!(failed.request.is_some());
+        let pool = pool(addr, Duration::from_secs(60));
+        let failed = pool.checkout().await.unwrap_err();
+        assert!(matches!(failed, UpstreamError::Connect(_)), "{failed:?}");
     }
 }

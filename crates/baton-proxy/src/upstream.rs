@@ -1,0 +1,857 @@
+//! The proxy's own HTTP/1.1 client to backends: writes the request on a pooled connection,
+//! reads the response head, and hands back a body that reads the rest straight from the
+//! connection, in the client connection's own task.
+//!
+//! A general-purpose client (hyper's) runs each backend connection as a task of its own and
+//! passes every request, response and body chunk through channels between the two tasks; for a
+//! proxy that already owns the connection from checkout to return, that is work per request
+//! with nothing gained. The protocol here is deliberately the plain subset a backend speaks to
+//! its proxy: no pipelining, bodies framed by `Content-Length`, chunked coding or the end of the
+//! connection (RFC 9112 6.3), informational responses skipped, `101` handed to a tunnel.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::response::Parts;
+use http::{Method, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+use crate::body::RequestBody;
+use crate::chunked::{self, ChunkedDecoder, Decoded};
+use crate::error::UpstreamError;
+use crate::pool::{Conn, Pool};
+
+/// Most headers a backend's response may have.
+const MAX_HEADERS: usize = 128;
+/// Largest response head accepted from a backend.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Spare room made in a connection's read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// The request to send: the proxy has already rewritten its headers.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) method: &'a Method,
+    /// Path and query, as sent on the request line.
+    pub(crate) target: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+/// A response head from the backend, with the connection positioned at its body.
+pub(crate) struct Incoming {
+    pub(crate) parts: Parts,
+    pub(crate) body: UpstreamBody,
+}
+
+/// Sends `request` with `body` on a connection from `pool` and reads the response head.
+///
+/// A pooled connection the backend closed while it was idle is detected and replaced: before
+/// anything is written by the pool, and after, for a request without a body whose method is
+/// idempotent, when the connection ends before the first byte of a response (the race with the
+/// backend's own keep-alive timeout). Any error with [`UpstreamError::is_not_sent`] left the
+/// body untouched.
+pub(crate) async fn send(
+    pool: &Pool,
+    request: &Outgoing<'_>,
+    body: &mut RequestBody,
+) -> Result<Incoming, UpstreamError> {
+    let body_framing = request_framing(body);
+    let head = encode_head(request, body_framing);
+    let replayable = body_framing == BodyFraming::None && is_idempotent(request.method);
+    loop {
+        let mut conn = pool.checkout().await?;
+        if let Err(error) = conn.stream.write_all(&head).await {
+            if conn.reused {
+                continue;
+            }
+            return Err(UpstreamError::Closed(error));
+        }
+        if body_framing != BodyFraming::None {
+            write_body(&mut conn, body, body_framing).await?;
+        }
+        match read_head(&mut conn).await {
+            Ok(head) => return finish_head(conn, head, request.method),
+            Err(ReadHead::EndedBeforeResponse(_)) if conn.reused && replayable => continue,
+            Err(ReadHead::EndedBeforeResponse(error)) => {
+                return Err(UpstreamError::Exchange(error));
+            }
+            Err(ReadHead::Failed(error)) => return Err(error),
+        }
+    }
+}
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    None,
+    /// `Content-Length` (the client's, or added for a body of known size).
+    Length,
+    Chunked,
+}
+
+fn request_framing(body: &RequestBody) -> BodyFraming {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        BodyFraming::None
+    } else if body.size_hint().exact().is_some() {
+        BodyFraming::Length
+    } else {
+        // A request body of unknown size: the client sent it chunked (hyper decoded it).
+        BodyFraming::Chunked
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The request line and headers, with the framing header the body needs.
+fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
+    let headers = request.headers;
+    let size: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut dst = BytesMut::with_capacity(request.target.len() + size + 64);
+    dst.extend_from_slice(request.method.as_str().as_bytes());
+    dst.extend_from_slice(b" ");
+    dst.extend_from_slice(request.target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    let has_length = headers.contains_key(header::CONTENT_LENGTH);
+    match framing {
+        // A bodiless POST, PUT or PATCH says so, as clients do.
+        BodyFraming::None
+            if !has_length
+                && matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) =>
+        {
+            dst.extend_from_slice(b"content-length: 0\r\n");
+        }
+        BodyFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    dst.extend_from_slice(b"\r\n");
+    dst.freeze()
+}
+
+/// Streams the client's body to the backend.
+async fn write_body(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    framing: BodyFraming,
+) -> Result<(), UpstreamError> {
+    let exchange = UpstreamError::Exchange;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::ClientBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            // Trailers are not forwarded.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if framing == BodyFraming::Chunked {
+            let mut size = BytesMut::with_capacity(20);
+            chunked::encode_chunk_header(data.len(), &mut size);
+            conn.stream.write_all(&size).await.map_err(exchange)?;
+            conn.stream.write_all(&data).await.map_err(exchange)?;
+            conn.stream
+                .write_all(chunked::CRLF)
+                .await
+                .map_err(exchange)?;
+        } else {
+            conn.stream.write_all(&data).await.map_err(exchange)?;
+        }
+    }
+    if framing == BodyFraming::Chunked {
+        conn.stream
+            .write_all(chunked::LAST_CHUNK)
+            .await
+            .map_err(exchange)?;
+    }
+    Ok(())
+}
+
+enum ReadHead {
+    /// The connection ended (or broke) before a single byte of a response.
+    EndedBeforeResponse(io::Error),
+    Failed(UpstreamError),
+}
+
+/// Reads up to the end of the final response head (informational ones are skipped).
+async fn read_head(conn: &mut Conn) -> Result<Head, ReadHead> {
+    let mut any_byte = !conn.read_buf.is_empty();
+    loop {
+        if let Some(head) = parse_head(&mut conn.read_buf).map_err(ReadHead::Failed)? {
+            if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            return Ok(head);
+        }
+        if conn.read_buf.len() >= MAX_HEAD_BYTES {
+            return Err(ReadHead::Failed(UpstreamError::Protocol(format!(
+                "response head larger than {MAX_HEAD_BYTES} bytes"
+            ))));
+        }
+        conn.read_buf.reserve(READ_CHUNK);
+        let read = std::future::poll_fn(|cx| {
+            tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read_buf)
+        })
+        .await;
+        match read {
+            Ok(0) if !any_byte => {
+                return Err(ReadHead::EndedBeforeResponse(
+                    io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
+            Ok(0) => {
+                return Err(ReadHead::Failed(UpstreamError::Exchange(
+                    io::ErrorKind::UnexpectedEof.into(),
+                )));
+            }
+            Ok(_) => any_byte = true,
+            Err(error) if !any_byte => return Err(ReadHead::EndedBeforeResponse(error)),
+            Err(error) => return Err(ReadHead::Failed(UpstreamError::Exchange(error))),
+        }
+    }
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// Parses a complete response head off the front of `buf`, or `None` if it is not all there.
+/// Header values share the head's bytes; nothing is copied.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(error) => {
+            return Err(UpstreamError::Protocol(format!(
+                "invalid response head: {error}"
+            )));
+        }
+    };
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let status = response
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| UpstreamError::Protocol("invalid response status".into()))?;
+    // Where each name and value lies in the head, so the values can share its bytes.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(usize, usize, usize, usize)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.as_ptr() as usize - base,
+                h.name.len(),
+                h.value.as_ptr() as usize - base,
+                h.value.len(),
+            )
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+    // Room to spare: hyper reuses this map for the next request on the client connection,
+    // which then gains the forwarding headers; without room, each request would regrow it.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 16);
+    for (name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| UpstreamError::Protocol("invalid header name in response".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| UpstreamError::Protocol("invalid header value in response".into()))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// Decides how the body is delimited and whether the connection may carry another exchange.
+fn finish_head(conn: Conn, mut head: Head, method: &Method) -> Result<Incoming, UpstreamError> {
+    let framing = if *method == Method::HEAD
+        || head.status.is_informational()
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if let Some(chunked) = last_value(&head.headers, &header::TRANSFER_ENCODING)
+        // Chunked must be the last coding; anything else is read to the connection's end.
+        .map(|codings| {
+            let last = codings.rsplit(',').next().unwrap_or("").trim();
+            last.eq_ignore_ascii_case("chunked")
+        })
+    {
+        // With both, the transfer coding frames the message and a Content-Length must not
+        // reach the client (RFC 9112 6.3).
+        head.headers.remove(header::CONTENT_LENGTH);
+        if chunked {
+            Framing::Chunked(ChunkedDecoder::new())
+        } else {
+            Framing::Close
+        }
+    } else if head.headers.contains_key(header::CONTENT_LENGTH) {
+        Framing::Length(content_length(&head.headers)?)
+    } else {
+        Framing::Close
+    };
+    let keep_alive = match head.version {
+        Version::HTTP_10 => connection_has(&head.headers, "keep-alive"),
+        _ => !connection_has(&head.headers, "close"),
+    } && !matches!(framing, Framing::Close);
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    let (parts, ()) = response.into_parts();
+    Ok(Incoming {
+        parts,
+        body: UpstreamBody {
+            conn: Some(conn),
+            framing,
+            keep_alive,
+        },
+    })
+}
+
+fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .map(|v| v.to_str().unwrap_or(""))
+}
+
+/// The one length every `Content-Length` value states (RFC 9110 8.6: equal duplicates are one).
+fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.to_str().unwrap_or("x").split(',') {
+            let part = part.trim();
+            let n: u64 = if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+                part.parse().ok()
+            } else {
+                None
+            }
+            .ok_or_else(|| UpstreamError::Protocol(format!("invalid content-length {part:?}")))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(UpstreamError::Protocol(
+                    "conflicting content-length values".into(),
+                ));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length.unwrap_or(0))
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// How a response body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes are left (0: none, or all read).
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the backend closes the connection.
+    Close,
+}
+
+/// A response body read from the backend's connection as the client takes it.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    /// `None` once the body has failed (the connection is then closed).
+    conn: Option<Conn>,
+    framing: Framing,
+    /// The backend allows another exchange on the connection once this one is complete.
+    keep_alive: bool,
+}
+
+impl UpstreamBody {
+    /// The next piece of the body, `None` at its end.
+    pub(crate) fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let result = ready!(self.poll_data_inner(cx));
+        if let Some(Err(_)) = &result {
+            // The connection is in an unknown state: close it.
+            self.conn = None;
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_data_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            if self.is_end_stream() {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let buf = &mut conn.read_buf;
+            match &mut self.framing {
+                Framing::Length(left) => {
+                    if !buf.is_empty() {
+                        let n = usize::try_from(*left).map_or(buf.len(), |l| l.min(buf.len()));
+                        *left -= n as u64;
+                        return Poll::Ready(Some(Ok(buf.split_to(n).freeze())));
+                    }
+                }
+                Framing::Chunked(decoder) => match decoder.decode(buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::Done) => return Poll::Ready(None),
+                    Ok(Decoded::NeedMore) => {}
+                    Err(error) => {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            error,
+                        ))));
+                    }
+                },
+                Framing::Close => {
+                    if !buf.is_empty() {
+                        return Poll::Ready(Some(Ok(buf.split().freeze())));
+                    }
+                }
+            }
+            buf.reserve(READ_CHUNK);
+            let n = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.stream),
+                cx,
+                buf
+            ))?;
+            if n == 0 {
+                return Poll::Ready(match self.framing {
+                    Framing::Close => {
+                        // The end of the connection is the end of the body.
+                        self.conn = None;
+                        None
+                    }
+                    _ => Some(Err(io::ErrorKind::UnexpectedEof.into())),
+                });
+            }
+        }
+    }
+
+    /// Whether the whole body has been read (or there is none).
+    pub(crate) fn is_end_stream(&self) -> bool {
+        match &self.framing {
+            Framing::Length(left) => *left == 0,
+            Framing::Chunked(decoder) => decoder.is_done(),
+            Framing::Close => self.conn.is_none(),
+        }
+    }
+
+    /// The body's exact size when it is known.
+    pub(crate) fn exact_size(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// The connection, if the body has been read to its end and the connection may carry
+    /// another exchange.
+    pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
+        if !self.keep_alive || !self.is_end_stream() {
+            return None;
+        }
+        // Bytes nobody asked for mean the connection is out of step.
+        self.conn.take().filter(|c| c.read_buf.is_empty())
+    }
+
+    /// The connection and the bytes already read past the head, for a protocol switch.
+    pub(crate) fn into_upgraded(mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
+        self.conn.take().map(|c| (c.stream, c.read_buf.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    /// A scripted backend: for each accepted connection, reads requests and answers each with
+    /// the next canned response; sends every request it read (head and body bytes) to the test.
+    /// A response of `None` closes the connection instead of answering; a response without
+    /// a length (ending at the close) is followed by closing the connection.
+    async fn backend(
+        responses: Vec<Option<&'static [u8]>>,
+    ) -> (SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut responses = responses.into_iter();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                loop {
+                    let Some(request) = read_request(&mut stream).await else {
+                        break;
+                    };
+                    let _ = tx.send(request);
+                    match responses.next() {
+                        Some(Some(response)) => {
+                            let head = String::from_utf8_lossy(response).to_lowercase();
+                            let delimited = head.contains("content-length")
+                                || head.contains("chunked")
+                                || head.contains(" 204 ")
+                                || head.contains(" 304 ");
+                            if stream.write_all(response).await.is_err() || !delimited {
+                                break;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    /// One request: its head, then a body framed by content-length or chunked.
+    async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            got.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&got).to_lowercase();
+        if let Some(len) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            let mut body = vec![0u8; len];
+            stream.read_exact(&mut body).await.ok()?;
+            got.extend(body);
+        } else if head.contains("transfer-encoding: chunked") {
+            while !got.ends_with(b"\r\n0\r\n\r\n") {
+                if stream.read(&mut byte).await.ok()? == 0 {
+                    return None;
+                }
+                got.push(byte[0]);
+            }
+        }
+        Some(got)
+    }
+
+    fn pool(addr: SocketAddr) -> Arc<Pool> {
+        Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60))
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    /// One exchange; the connection goes back to the pool if it may carry another, as the
+    /// proxy's response body does.
+    async fn exchange(
+        pool: &Arc<Pool>,
+        method: Method,
+        body: &mut RequestBody,
+    ) -> Result<(Parts, Vec<u8>, bool), UpstreamError> {
+        let headers = headers(&[("host", "backend")]);
+        let request = Outgoing {
+            method: &method,
+            target: "/path?q=1",
+            headers: &headers,
+        };
+        let Incoming { parts, mut body } = send(pool, &request, body).await?;
+        let mut data = Vec::new();
+        while let Some(chunk) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
+            data.extend_from_slice(&chunk.map_err(UpstreamError::Exchange)?);
+        }
+        let reusable = match body.take_reusable() {
+            Some(conn) => {
+                pool.put(conn);
+                true
+            }
+            None => false,
+        };
+        Ok((parts, data, reusable))
+    }
+
+    #[tokio::test]
+    async fn content_length_body_and_keep_alive() {
+        let (addr, mut requests) = backend(vec![Some(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+        )])
+        .await;
+        let (parts, body, reusable) = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(parts.status, 200);
+        assert_eq!(body, b"hello");
+        assert!(reusable);
+        let x: Vec<_> = parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(x, ["1", "2"]);
+        let request = String::from_utf8(requests.recv().await.unwrap()).unwrap();
+        assert_eq!(request, "GET /path?q=1 HTTP/1.1\r\nhost: backend\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn chunked_body_with_trailers_is_decoded() {
+        let (addr, _requests) = backend(vec![Some(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n",
+        )])
+        .await;
+        let (parts, body, reusable) = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(body, b"hello world");
+        assert!(!parts.headers.contains_key("content-length"));
+        assert!(reusable);
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close_and_the_connection_is_not_reused() {
+        let (addr, _requests) =
+            backend(vec![Some(b"HTTP/1.1 200 OK\r\n\r\nuntil close"), None]).await;
+        let (_, body, reusable) = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(body, b"until close");
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_have_no_body_and_informational_responses_are_skipped() {
+        let (addr, _requests) = backend(vec![
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"),
+            Some(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            Some(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"),
+            Some(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+        ])
+        .await;
+        let pool = pool(addr);
+        let (parts, body, reusable) = exchange(&pool, Method::HEAD, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(
+            (parts.status.as_u16(), body.len(), reusable),
+            (200, 0, true)
+        );
+        for status in [204, 304] {
+            let (parts, body, reusable) = exchange(&pool, Method::GET, &mut RequestBody::Empty)
+                .await
+                .unwrap();
+            assert_eq!(
+                (parts.status.as_u16(), body.len(), reusable),
+                (status, 0, true)
+            );
+        }
+        let (parts, body, _) = exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!((parts.status.as_u16(), body.as_slice()), (200, &b"ok"[..]));
+    }
+
+    #[tokio::test]
+    async fn connection_close_and_http_1_0_are_not_reused() {
+        let (addr, _requests) = backend(vec![Some(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na",
+        )])
+        .await;
+        let (_, _, reusable) = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert!(!reusable);
+        let (addr, _requests) =
+            backend(vec![Some(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na")]).await;
+        let (_, _, reusable) = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert!(!reusable);
+    }
+
+    #[tokio::test]
+    async fn bad_responses_are_protocol_errors() {
+        for response in [
+            &b"NOT HTTP\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        ] {
+            let (addr, _requests) = backend(vec![Some(response)]).await;
+            let failed = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+                .await
+                .unwrap_err();
+            assert!(matches!(failed, UpstreamError::Protocol(_)), "{failed:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_replaced_for_an_idempotent_request() {
+        // The first connection answers once and then closes at the next request, as a backend
+        // whose keep-alive timeout fired just as the request went out.
+        let (addr, mut requests) = backend(vec![
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"),
+            None,
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb"),
+        ])
+        .await;
+        let pool = pool(addr);
+        exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        let (_, body, _) = exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(body, b"b");
+        for _ in 0..3 {
+            requests.recv().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_fails_a_post_rather_than_sending_it_twice() {
+        let (addr, _requests) = backend(vec![
+            Some(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"),
+            None,
+        ])
+        .await;
+        let pool = pool(addr);
+        exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        let failed = exchange(&pool, Method::POST, &mut RequestBody::Empty)
+            .await
+            .unwrap_err();
+        assert!(matches!(failed, UpstreamError::Exchange(_)), "{failed:?}");
+    }
+
+    #[test]
+    fn request_heads_carry_the_framing_their_body_needs() {
+        let h = headers(&[("host", "b")]);
+        let head = |method: &Method, framing| {
+            let request = Outgoing {
+                method,
+                target: "/",
+                headers: &h,
+            };
+            String::from_utf8(encode_head(&request, framing).to_vec()).unwrap()
+        };
+        assert_eq!(
+            head(&Method::GET, BodyFraming::None),
+            "GET / HTTP/1.1\r\nhost: b\r\n\r\n"
+        );
+        assert_eq!(
+            head(&Method::POST, BodyFraming::None),
+            "POST / HTTP/1.1\r\nhost: b\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            head(&Method::POST, BodyFraming::Chunked),
+            "POST / HTTP/1.1\r\nhost: b\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_size_is_sent_chunked() {
+        let (addr, mut requests) =
+            backend(vec![Some(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]).await;
+        let pool = pool(addr);
+        let (tx, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(4);
+        let mut tx = tx;
+        tokio::spawn(async move {
+            tx.send_data(Bytes::from_static(b"hello ")).await.unwrap();
+            tx.send_data(Bytes::from_static(b"world")).await.unwrap();
+        });
+        // hyper's Incoming cannot be built in a test; stream the channel through a real client
+        // connection instead: a tiny server hands its Incoming to `send`.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = listener.local_addr().unwrap();
+        let pool2 = pool.clone();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let pool = pool2.clone();
+                    async move {
+                        let (parts, incoming) = req.into_parts();
+                        let mut body = RequestBody::Incoming(incoming);
+                        let request = Outgoing {
+                            method: &parts.method,
+                            target: "/upload",
+                            headers: &parts.headers,
+                        };
+                        let status = match send(&pool, &request, &mut body).await {
+                            Ok(incoming) => incoming.parts.status,
+                            Err(_) => StatusCode::BAD_GATEWAY,
+                        };
+                        let mut response =
+                            http::Response::new(http_body_util::Empty::<Bytes>::new());
+                        *response.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+        let stream = TcpStream::connect(front).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(
+                http::Request::post("/upload")
+                    .header("host", "front")
+                    .body(body)
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+        let request = String::from_utf8(requests.recv().await.unwrap()).unwrap();
+        assert!(
+            request.contains("transfer-encoding: chunked\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
+            "{request:?}"
+        );
+    }
+}
