@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use crate::body::RequestBody;
 use crate::chunked::{self, ChunkedDecoder, Decoded};
 use crate::error::UpstreamError;
+use crate::headers::connection_has;
 use crate::pool::{Conn, Pool};
 
 /// Most headers a backend's response may have.
@@ -364,15 +365,6 @@ fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
         }
     }
     Ok(length.unwrap_or(0))
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// How a response body is delimited.
