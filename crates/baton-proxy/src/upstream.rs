@@ -622,6 +622,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_response_trickling_in_byte_by_byte_is_read_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let responses: [&[u8]; 2] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Long: abcdefghij\r\n\r\nhello world",
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        ];
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            for response in responses {
+                read_request(&mut stream).await.unwrap();
+                for byte in response {
+                    stream.write_all(&[*byte]).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            }
+            // Keep the connection open until the client is done with it.
+            let _ = read_request(&mut stream).await;
+        });
+        let pool = pool(addr);
+        let (parts, body, reusable) = exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(
+            (parts.status.as_u16(), body.as_slice(), reusable),
+            (200, &b"hello world"[..], true)
+        );
+        assert_eq!(parts.headers["x-long"], "abcdefghij");
+        let (parts, body, reusable) = exchange(&pool, Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap();
+        assert_eq!(
+            (parts.status.as_u16(), body.as_slice(), reusable),
+            (201, &b"abcde"[..], true)
+        );
+    }
+
+    #[tokio::test]
     async fn chunked_body_with_trailers_is_decoded() {
         let (addr, _requests) = backend(vec![Some(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nT: v\r\n\r\n",
@@ -709,6 +748,22 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(failed, UpstreamError::Protocol(_)), "{failed:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_response_head_over_the_limit_is_refused_without_growing_forever() {
+        let mut head = b"HTTP/1.1 200 OK\r\nX-Filler: ".to_vec();
+        head.resize(MAX_HEAD_BYTES + 100, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        let head: &'static [u8] = Box::leak(head.into_boxed_slice());
+        let (addr, _requests) = backend(vec![Some(head)]).await;
+        let failed = exchange(&pool(addr), Method::GET, &mut RequestBody::Empty)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&failed, UpstreamError::Protocol(m) if m.contains("larger than")),
+            "{failed:?}"
+        );
     }
 
     #[tokio::test]
