@@ -10,6 +10,7 @@
 //! connection (RFC 9112 6.3), informational responses skipped, `101` handed to a tunnel.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -238,9 +239,15 @@ struct Head {
 /// Parses a complete response head off the front of `buf`, or `None` if it is not all there.
 /// Header values share the head's bytes; nothing is copied.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut slots);
-    let len = match response.parse(buf) {
+    // Uninitialised: filling 128 empty headers on every parse cost more than the parse.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(error) => {
