@@ -51,6 +51,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .filter(|n| !(upgrade && n == header::UPGRADE))
+            // Naming the message's own framing or host in Connection must not strip them: that
+            // is a request-smuggling trick, not a hop-by-hop header.
+            .filter(|n| n != header::CONTENT_LENGTH && n != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);
@@ -165,6 +168,20 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+    }
+
+    #[test]
+    fn connection_cannot_strip_the_length_or_the_host() {
+        let mut h = map(&[
+            ("connection", "content-length, host, x-hop"),
+            ("content-length", "35"),
+            ("host", "example.com"),
+            ("x-hop", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["content-length"], "35");
+        assert_eq!(h["host"], "example.com");
+        assert!(!h.contains_key("x-hop"));
     }
 
     #[test]

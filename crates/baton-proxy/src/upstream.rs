@@ -89,8 +89,8 @@ pub(crate) async fn send(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BodyFraming {
     None,
-    /// `Content-Length` (the client's, or added for a body of known size).
-    Length,
+    /// `Content-Length` of the body's known size.
+    Length(u64),
     Chunked,
 }
 
@@ -98,8 +98,8 @@ fn request_framing(body: &RequestBody) -> BodyFraming {
     use http_body::Body as _;
     if body.is_end_stream() {
         BodyFraming::None
-    } else if body.size_hint().exact().is_some() {
-        BodyFraming::Length
+    } else if let Some(length) = body.size_hint().exact() {
+        BodyFraming::Length(length)
     } else {
         // A request body of unknown size: the client sent it chunked (hyper decoded it).
         BodyFraming::Chunked
@@ -126,22 +126,30 @@ fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
     dst.extend_from_slice(request.target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
+        // The framing is Baton's to state, from the body it will send, never the client's:
+        // a length the body does not match would let its bytes be read as another request.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    let has_length = headers.contains_key(header::CONTENT_LENGTH);
     match framing {
         // A bodiless POST, PUT or PATCH says so, as clients do.
         BodyFraming::None
-            if !has_length
-                && matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) =>
+            if matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) =>
         {
             dst.extend_from_slice(b"content-length: 0\r\n");
         }
+        BodyFraming::None => {}
+        BodyFraming::Length(length) => {
+            dst.extend_from_slice(b"content-length: ");
+            dst.extend_from_slice(length.to_string().as_bytes());
+            dst.extend_from_slice(b"\r\n");
+        }
         BodyFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        _ => {}
     }
     dst.extend_from_slice(b"\r\n");
     dst.freeze()
@@ -815,7 +823,8 @@ mod tests {
 
     #[test]
     fn request_heads_carry_the_framing_their_body_needs() {
-        let h = headers(&[("host", "b")]);
+        // A client's own framing headers never go out as they came.
+        let h = headers(&[("host", "b"), ("content-length", "99")]);
         let head = |method: &Method, framing| {
             let request = Outgoing {
                 method,
@@ -831,6 +840,10 @@ mod tests {
         assert_eq!(
             head(&Method::POST, BodyFraming::None),
             "POST / HTTP/1.1\r\nhost: b\r\ncontent-length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            head(&Method::POST, BodyFraming::Length(35)),
+            "POST / HTTP/1.1\r\nhost: b\r\ncontent-length: 35\r\n\r\n"
         );
         assert_eq!(
             head(&Method::POST, BodyFraming::Chunked),

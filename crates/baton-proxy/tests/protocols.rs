@@ -174,6 +174,26 @@ async fn shutdown_cuts_a_response_still_streaming_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn naming_content_length_in_connection_cannot_smuggle_a_request() {
+    let b = TestBackend::start("a").await;
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
+    let proxy = TestProxy::start(router, config()).await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let (mut stream, head) = raw_head(proxy.addr, request.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    // The bytes reached the backend as the POST's body, not as a request of their own.
+    let mut echoed = vec![0u8; smuggled.len()];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&echoed), smuggled);
+    assert_eq!(b.hits.load(SeqCst), 1);
+}
+
+#[tokio::test]
 async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let b = TestBackend::start("a").await;
     let router = Router::new();
