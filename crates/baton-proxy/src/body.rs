@@ -21,19 +21,28 @@ pub enum RequestBody {
     /// constructor).
     #[cfg_attr(not(test), allow(dead_code))]
     Empty,
+    /// A body a test feeds piece by piece.
+    #[cfg(test)]
+    Test(http_body_util::channel::Channel<Bytes, std::io::Error>),
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            RequestBody::Incoming(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Incoming(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
             RequestBody::Empty => Poll::Ready(None),
+            #[cfg(test)]
+            RequestBody::Test(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
         }
     }
 
@@ -41,6 +50,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(body) => body.is_end_stream(),
             RequestBody::Empty => true,
+            #[cfg(test)]
+            RequestBody::Test(body) => body.is_end_stream(),
         }
     }
 
@@ -48,6 +59,8 @@ impl Body for RequestBody {
         match self {
             RequestBody::Incoming(body) => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            #[cfg(test)]
+            RequestBody::Test(body) => body.size_hint(),
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::affinity::Target;
 use crate::backend::{Backend, InFlight};
 use crate::body::{RequestBody, ResponseBody};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, UpstreamError};
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::router::{AppRoute, Router};
 use crate::select::{select, select_retry, select_target};
@@ -123,6 +123,11 @@ async fn forward(
             Ok(Ok(answered)) => {
                 backend.note_reachable();
                 break answered;
+            }
+            // The client's own body failed: nothing to blame the instance for.
+            Ok(Err(UpstreamError::ClientBody(_))) => {
+                guard.skip_latency();
+                return Err(ProxyError::Client("the request body failed"));
             }
             Ok(Err(failed)) => failed,
             Err(_elapsed) => {

@@ -6,12 +6,17 @@
 //! closed meanwhile is noticed from the reactor's readiness, without a syscall in the common
 //! case, and skipped.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::error::UpstreamError;
@@ -44,7 +49,7 @@ struct Idle {
 /// A connection taken from the pool (or just opened) for one exchange.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+    pub(crate) io: Io,
     /// Bytes read from the backend and not yet consumed.
     pub(crate) read_buf: BytesMut,
     generation: u64,
@@ -53,10 +58,153 @@ pub(crate) struct Conn {
     pub(crate) reused: bool,
 }
 
+/// The connection's stream: whole, or split while a task of its own writes the request body,
+/// so that the response can be read at the same time (an instance may answer before it has
+/// read the whole body, or stream its answer while it reads).
+#[derive(Debug)]
+pub(crate) enum Io {
+    Whole(TcpStream),
+    Split { read: OwnedReadHalf, writer: Writer },
+}
+
+/// The task writing a request body; aborted if dropped before it is done.
+#[derive(Debug)]
+pub(crate) enum Writer {
+    Running(AbortOnDrop),
+    /// The whole body is sent.
+    Done(OwnedWriteHalf),
+    /// It failed; the error was handed out (see [`Conn::poll_client_body_failed`]).
+    Failed,
+}
+
+/// The body-writing task, aborted if the exchange is dropped before it is done.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(JoinHandle<Result<OwnedWriteHalf, UpstreamError>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Writer {
+    /// Moves a finished task's outcome into the state; `Some(error)` if it failed.
+    fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<Option<UpstreamError>> {
+        let Writer::Running(task) = self else {
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(Pin::new(&mut task.0).poll(cx));
+        match outcome {
+            Ok(Ok(write)) => {
+                *self = Writer::Done(write);
+                Poll::Ready(None)
+            }
+            Ok(Err(error)) => {
+                *self = Writer::Failed;
+                Poll::Ready(Some(error))
+            }
+            Err(join_error) => {
+                *self = Writer::Failed;
+                Poll::Ready(Some(UpstreamError::Exchange(std::io::Error::other(
+                    join_error,
+                ))))
+            }
+        }
+    }
+}
+
+impl Io {
+    /// The whole stream again, if the body writer (if any) has finished and succeeded.
+    pub(crate) fn into_whole(self) -> Option<TcpStream> {
+        match self {
+            Io::Whole(stream) => Some(stream),
+            Io::Split { read, mut writer } => {
+                let mut cx = Context::from_waker(Waker::noop());
+                if let Writer::Running(task) = &writer
+                    && !task.0.is_finished()
+                {
+                    return None;
+                }
+                let _ = writer.poll_finished(&mut cx);
+                match std::mem::replace(&mut writer, Writer::Failed) {
+                    Writer::Done(write) => read.reunite(write).ok(),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
 impl Conn {
     /// The slot of the pool it came from, and goes back to.
     pub(crate) fn slot(&self) -> usize {
         self.slot
+    }
+
+    /// `Ready(error)` once the client's request body has failed (the client went away or sent
+    /// a malformed body): the instance will never get the rest, so waiting for its answer
+    /// is pointless. Failures writing to the instance are not reported here: its answer
+    /// may already be on the way.
+    pub(crate) fn poll_client_body_failed(&mut self, cx: &mut Context<'_>) -> Poll<UpstreamError> {
+        let Io::Split { writer, .. } = &mut self.io else {
+            return Poll::Pending;
+        };
+        match writer.poll_finished(cx) {
+            Poll::Ready(Some(error @ UpstreamError::ClientBody(_))) => Poll::Ready(error),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// Reads more of the response into `read_buf`.
+    pub(crate) fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        match &mut self.io {
+            Io::Whole(stream) => {
+                tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.read_buf)
+            }
+            Io::Split { read, .. } => {
+                tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut self.read_buf)
+            }
+        }
+    }
+
+    /// Splits the stream and starts `spawn_writer` on the write half (see [`Io::Split`]).
+    pub(crate) fn split(
+        self,
+        spawn_writer: impl FnOnce(OwnedWriteHalf) -> JoinHandle<Result<OwnedWriteHalf, UpstreamError>>,
+    ) -> Conn {
+        let Io::Whole(stream) = self.io else {
+            return self;
+        };
+        let (read, write) = stream.into_split();
+        Conn {
+            io: Io::Split {
+                read,
+                writer: Writer::Running(AbortOnDrop(spawn_writer(write))),
+            },
+            ..self
+        }
+    }
+
+    /// Whether the exchange left it fit for another: the body writer (if any) is done and
+    /// succeeded, and nothing unasked was read.
+    pub(crate) fn into_reusable(self) -> Option<Conn> {
+        if !self.read_buf.is_empty() {
+            return None;
+        }
+        let Conn {
+            io,
+            read_buf,
+            generation,
+            slot,
+            reused,
+        } = self;
+        io.into_whole().map(|stream| Conn {
+            io: Io::Whole(stream),
+            read_buf,
+            generation,
+            slot,
+            reused,
+        })
     }
 }
 
@@ -95,7 +243,11 @@ impl Pool {
     fn take(&self) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some((mut conn, _)) = idle.parked.pop() {
-            if conn.generation == idle.generation && is_open(&conn.stream) {
+            let open = match &conn.io {
+                Io::Whole(stream) => is_open(stream),
+                Io::Split { .. } => false,
+            };
+            if conn.generation == idle.generation && open {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -115,7 +267,7 @@ impl Pool {
         // Heads are small writes: they must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         Ok(Conn {
-            stream,
+            io: Io::Whole(stream),
             read_buf: BytesMut::with_capacity(READ_BUF),
             generation,
             slot: self.slot,

@@ -11,7 +11,6 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -19,13 +18,13 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::body::RequestBody;
 use crate::chunked::{self, ChunkedDecoder, Decoded};
 use crate::error::UpstreamError;
 use crate::headers::connection_has;
-use crate::pool::{Conn, Pool};
+use crate::pool::{Conn, Io, Pool};
 
 /// Most headers a backend's response may have.
 const MAX_HEADERS: usize = 128;
@@ -65,14 +64,25 @@ pub(crate) async fn send(
     let replayable = body_framing == BodyFraming::None && is_idempotent(request.method);
     loop {
         let mut conn = pool.checkout().await?;
-        if let Err(error) = conn.stream.write_all(&head).await {
+        let Io::Whole(stream) = &mut conn.io else {
+            unreachable!("the pool hands out whole connections");
+        };
+        if let Err(error) = stream.write_all(&head).await {
             if conn.reused {
                 continue;
             }
             return Err(UpstreamError::Closed(error));
         }
         if body_framing != BodyFraming::None {
-            write_body(&mut conn, body, body_framing).await?;
+            // The body goes out from a task of its own while the response is read here: the
+            // instance may answer early (413, 401) or stream its answer as it reads.
+            let mut body = std::mem::replace(body, RequestBody::Empty);
+            conn = conn.split(|mut write| {
+                tokio::spawn(async move {
+                    write_body(&mut write, &mut body, body_framing).await?;
+                    Ok(write)
+                })
+            });
         }
         match read_head(&mut conn).await {
             Ok(head) => return finish_head(conn, head, request.method),
@@ -156,8 +166,8 @@ fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
 }
 
 /// Streams the client's body to the backend.
-async fn write_body(
-    conn: &mut Conn,
+async fn write_body<W: AsyncWrite + Unpin>(
+    write: &mut W,
     body: &mut RequestBody,
     framing: BodyFraming,
 ) -> Result<(), UpstreamError> {
@@ -174,18 +184,15 @@ async fn write_body(
         if framing == BodyFraming::Chunked {
             let mut size = BytesMut::with_capacity(20);
             chunked::encode_chunk_header(data.len(), &mut size);
-            conn.stream.write_all(&size).await.map_err(exchange)?;
-            conn.stream.write_all(&data).await.map_err(exchange)?;
-            conn.stream
-                .write_all(chunked::CRLF)
-                .await
-                .map_err(exchange)?;
+            write.write_all(&size).await.map_err(exchange)?;
+            write.write_all(&data).await.map_err(exchange)?;
+            write.write_all(chunked::CRLF).await.map_err(exchange)?;
         } else {
-            conn.stream.write_all(&data).await.map_err(exchange)?;
+            write.write_all(&data).await.map_err(exchange)?;
         }
     }
     if framing == BodyFraming::Chunked {
-        conn.stream
+        write
             .write_all(chunked::LAST_CHUNK)
             .await
             .map_err(exchange)?;
@@ -216,9 +223,17 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHead> {
         }
         conn.read_buf.reserve(READ_CHUNK);
         let read = std::future::poll_fn(|cx| {
-            tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut conn.read_buf)
+            if let Poll::Ready(error) = conn.poll_client_body_failed(cx) {
+                return Poll::Ready(Err(Err(error)));
+            }
+            conn.poll_read_more(cx).map(|r| r.map_err(Ok))
         })
         .await;
+        let read = match read {
+            Err(Err(client_body)) => return Err(ReadHead::Failed(client_body)),
+            Err(Ok(io)) => Err(io),
+            Ok(n) => Ok(n),
+        };
         match read {
             Ok(0) if !any_byte => {
                 return Err(ReadHead::EndedBeforeResponse(
@@ -448,11 +463,7 @@ impl UpstreamBody {
                 }
             }
             buf.reserve(READ_CHUNK);
-            let n = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut conn.stream),
-                cx,
-                buf
-            ))?;
+            let n = ready!(conn.poll_read_more(cx))?;
             if n == 0 {
                 return Poll::Ready(match self.framing {
                     Framing::Close => {
@@ -484,18 +495,19 @@ impl UpstreamBody {
     }
 
     /// The connection, if the body has been read to its end and the connection may carry
-    /// another exchange.
+    /// another exchange (the request body, if any, fully sent too).
     pub(crate) fn take_reusable(&mut self) -> Option<Conn> {
         if !self.keep_alive || !self.is_end_stream() {
             return None;
         }
-        // Bytes nobody asked for mean the connection is out of step.
-        self.conn.take().filter(|c| c.read_buf.is_empty())
+        self.conn.take().and_then(Conn::into_reusable)
     }
 
     /// The connection and the bytes already read past the head, for a protocol switch.
     pub(crate) fn into_upgraded(mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
-        self.conn.take().map(|c| (c.stream, c.read_buf.freeze()))
+        let conn = self.conn.take()?;
+        let stream = conn.io.into_whole()?;
+        Some((stream, conn.read_buf.freeze()))
     }
 }
 
@@ -819,6 +831,174 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(failed, UpstreamError::Exchange(_)), "{failed:?}");
+    }
+
+    /// A request body the test feeds piece by piece, of unknown size (sent chunked).
+    fn fed_body() -> (
+        http_body_util::channel::Sender<Bytes, std::io::Error>,
+        RequestBody,
+    ) {
+        let (tx, body) = http_body_util::channel::Channel::new(4);
+        (tx, RequestBody::Test(body))
+    }
+
+    fn post() -> (Method, HeaderMap) {
+        (Method::POST, headers(&[("host", "backend")]))
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_arrives_while_the_body_is_still_being_sent() {
+        // The instance refuses the upload after the head, as a 413 or a 401 would.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while !got.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                got.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            // Keep the socket until the test ends: the proxy must not need the close.
+            std::future::pending::<()>().await;
+        });
+        let pool = pool(addr);
+        let (mut tx, mut body) = fed_body();
+        tx.send_data(Bytes::from_static(b"part of a large upload"))
+            .await
+            .unwrap();
+        let (method, headers) = post();
+        let request = Outgoing {
+            method: &method,
+            target: "/upload",
+            headers: &headers,
+        };
+        // The body never ends (tx is kept): the answer must come anyway.
+        let incoming =
+            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+                .await
+                .expect("the early answer is read while the body is unfinished")
+                .unwrap();
+        assert_eq!(incoming.parts.status, 413);
+        let mut response = incoming.body;
+        assert!(response.is_end_stream());
+        assert!(
+            response.take_reusable().is_none(),
+            "the body was not all sent"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_failing_client_body_ends_the_exchange_at_once() {
+        // An instance that waits for the whole body before it answers.
+        let (addr, _requests) =
+            backend(vec![Some(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]).await;
+        let pool = pool(addr);
+        let (mut tx, mut body) = fed_body();
+        tx.send_data(Bytes::from_static(b"half")).await.unwrap();
+        let (method, headers) = post();
+        let request = Outgoing {
+            method: &method,
+            target: "/upload",
+            headers: &headers,
+        };
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx.abort(std::io::Error::other("client went away"));
+        });
+        let failed =
+            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+                .await
+                .expect("no wait for an answer that cannot come")
+                .err()
+                .expect("the exchange fails");
+        assert!(matches!(failed, UpstreamError::ClientBody(_)), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn an_instance_may_stream_its_answer_while_it_reads_the_body() {
+        // An echo that answers each piece of the body as it arrives (full duplex).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            while !got.ends_with(b"\r\n\r\n") {
+                stream.read_exact(&mut byte).await.unwrap();
+                got.push(byte[0]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            // Re-frame whatever arrives (the chunked request, as raw bytes) as one chunk each.
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                let mut piece = BytesMut::new();
+                chunked::encode_chunk_header(n, &mut piece);
+                piece.extend_from_slice(&buf[..n]);
+                piece.extend_from_slice(chunked::CRLF);
+                stream.write_all(&piece).await.unwrap();
+                if buf[..n].ends_with(chunked::LAST_CHUNK) {
+                    break;
+                }
+            }
+            stream.write_all(chunked::LAST_CHUNK).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let pool = pool(addr);
+        let (mut tx, mut body) = fed_body();
+        let (method, headers) = post();
+        let request = Outgoing {
+            method: &method,
+            target: "/echo",
+            headers: &headers,
+        };
+        tx.send_data(Bytes::from_static(b"ping")).await.unwrap();
+        let Incoming { mut body, .. } =
+            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+                .await
+                .expect("the head comes while the body is open")
+                .unwrap();
+        let mut echoed = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !String::from_utf8_lossy(&echoed).contains("ping") {
+            let piece =
+                tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| body.poll_data(cx)))
+                    .await
+                    .expect("the first piece is echoed before the body ends")
+                    .unwrap()
+                    .unwrap();
+            echoed.extend_from_slice(&piece);
+        }
+        tx.send_data(Bytes::from_static(b"pong")).await.unwrap();
+        drop(tx);
+        while let Some(piece) =
+            tokio::time::timeout_at(deadline, std::future::poll_fn(|cx| body.poll_data(cx)))
+                .await
+                .expect("the rest is echoed")
+        {
+            echoed.extend_from_slice(&piece.unwrap());
+        }
+        let echoed = String::from_utf8_lossy(&echoed);
+        assert!(
+            echoed.contains("ping") && echoed.contains("pong"),
+            "{echoed:?}"
+        );
+        assert!(
+            body.take_reusable().is_some(),
+            "body sent, answer read: reusable"
+        );
     }
 
     #[test]
