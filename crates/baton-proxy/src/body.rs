@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use crate::backend::InFlight;
 use crate::upstream::UpstreamBody;
 
-/// A request body sent to a backend: the client's own (a retry resends the same one, handed
-/// back unsent), or nothing.
+/// A request body sent to a backend: the client's own (a retry on another backend sends the
+/// same one, untouched while nothing was sent), or nothing.
 #[derive(Debug)]
 pub enum RequestBody {
     /// The body the client sent, streamed through.

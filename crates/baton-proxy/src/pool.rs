@@ -191,19 +191,10 @@ impl Conn {
         if !self.read_buf.is_empty() {
             return None;
         }
-        let Conn {
-            io,
-            read_buf,
-            generation,
-            slot,
-            reused,
-        } = self;
-        io.into_whole().map(|stream| Conn {
+        let stream = self.io.into_whole()?;
+        Some(Conn {
             io: Io::Whole(stream),
-            read_buf,
-            generation,
-            slot,
-            reused,
+            ..self
         })
     }
 }

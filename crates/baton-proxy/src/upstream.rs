@@ -224,16 +224,11 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHead> {
         conn.read_buf.reserve(READ_CHUNK);
         let read = std::future::poll_fn(|cx| {
             if let Poll::Ready(error) = conn.poll_client_body_failed(cx) {
-                return Poll::Ready(Err(Err(error)));
+                return Poll::Ready(Err(ReadHead::Failed(error)));
             }
-            conn.poll_read_more(cx).map(|r| r.map_err(Ok))
+            conn.poll_read_more(cx).map(Ok)
         })
-        .await;
-        let read = match read {
-            Err(Err(client_body)) => return Err(ReadHead::Failed(client_body)),
-            Err(Ok(io)) => Err(io),
-            Ok(n) => Ok(n),
-        };
+        .await?;
         match read {
             Ok(0) if !any_byte => {
                 return Err(ReadHead::EndedBeforeResponse(
@@ -561,8 +556,8 @@ mod tests {
         (addr, rx)
     }
 
-    /// One request: its head, then a body framed by content-length or chunked.
-    async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    /// A request head, up to and including its blank line.
+    async fn read_request_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
         let mut got = Vec::new();
         let mut byte = [0u8; 1];
         while !got.ends_with(b"\r\n\r\n") {
@@ -571,6 +566,13 @@ mod tests {
             }
             got.push(byte[0]);
         }
+        Some(got)
+    }
+
+    /// One request: its head, then a body framed by content-length or chunked.
+    async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+        let mut got = read_request_head(stream).await?;
+        let mut byte = [0u8; 1];
         let head = String::from_utf8_lossy(&got).to_lowercase();
         if let Some(len) = head
             .lines()
@@ -853,12 +855,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut byte = [0u8; 1];
-            while !got.ends_with(b"\r\n\r\n") {
-                stream.read_exact(&mut byte).await.unwrap();
-                got.push(byte[0]);
-            }
+            read_request_head(&mut stream).await.unwrap();
             stream
                 .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 .await
@@ -927,12 +924,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            let mut byte = [0u8; 1];
-            while !got.ends_with(b"\r\n\r\n") {
-                stream.read_exact(&mut byte).await.unwrap();
-                got.push(byte[0]);
-            }
+            read_request_head(&mut stream).await.unwrap();
             stream
                 .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
                 .await
