@@ -38,7 +38,7 @@ impl ErrorKind {
         }
     }
 
-    fn body(self) -> &'static [u8] {
+    pub(crate) fn body(self) -> &'static [u8] {
         match self {
             ErrorKind::Client => b"bad request\n",
             ErrorKind::Unavailable => b"no healthy backend\n",

@@ -2,14 +2,19 @@
 //! timeout, retry once on a connect error, and hand back a body that holds the in-flight count.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Version};
-use http_body::Body as _;
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use crate::affinity::Target;
@@ -20,7 +25,7 @@ use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::router::{AppRoute, Router};
 use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
-use crate::upstream::{self, Outgoing};
+use crate::upstream::{self, BodyFraming, Outgoing};
 
 /// What every request of one listener shares.
 #[derive(Debug)]
@@ -28,6 +33,8 @@ pub(crate) struct Proxy {
     pub(crate) app: String,
     pub(crate) router: Arc<Router>,
     pub(crate) request_timeout: Duration,
+    /// Largest request head accepted.
+    pub(crate) max_header_bytes: usize,
     /// Cancelled when the listener has shut down: closes upgraded tunnels.
     pub(crate) closing: CancellationToken,
 }
@@ -86,8 +93,6 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    // Only a request with nothing to resend may be retried.
-    let retryable = body.is_end_stream();
     let mut rng = fastrand::Rng::new();
     // A canary split may tie this request to a release (targeting rule or sticky key).
     let decision = route.affinity.as_ref().map(|a| {
@@ -104,33 +109,90 @@ async fn forward(
     // Without a host from the client, the backend's own address (the next one's on a retry).
     let host_from_backend = !parts.headers.contains_key(header::HOST);
     let mut body = RequestBody::Incoming(body);
+    let timeout = tokio::time::sleep(proxy.request_timeout);
+    tokio::pin!(timeout);
+    let (incoming, guard) = exchange(
+        proxy,
+        route,
+        prefer,
+        &mut rng,
+        &parts.method,
+        &mut body,
+        timeout,
+        |backend, framing| {
+            if host_from_backend {
+                parts.headers.insert(header::HOST, backend.host().clone());
+            }
+            let request = Outgoing {
+                method: &parts.method,
+                target: path.as_str(),
+                headers: &parts.headers,
+            };
+            upstream::encode_head(&request, framing)
+        },
+    )
+    .await?;
+    let mut response = respond(proxy, incoming, guard, client_upgrade)?;
+    if let Some(cookie) = set_cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
 
-    let mut guard = acquire(route, None, prefer, &mut rng).ok_or_else(no_backend)?;
+/// Sends a request to a backend of `route` (in the release `prefer` names, if it has an
+/// eligible one) and reads the response head, before `timeout` fires. `encode` writes the
+/// request head for the backend chosen, with the framing header of `body`. A request that
+/// could not be sent is retried once on another backend if it has no body to resend.
+///
+/// Counts the request, and on failure its status, on the backend's metrics; the guard it
+/// returns holds the in-flight count until the response has been passed on.
+#[allow(clippy::too_many_arguments)] // one call site per HTTP server side; a struct would only rename them
+pub(crate) async fn exchange(
+    proxy: &Proxy,
+    route: &AppRoute,
+    prefer: Option<(&str, &Target)>,
+    rng: &mut fastrand::Rng,
+    method: &Method,
+    body: &mut RequestBody,
+    mut timeout: Pin<&mut Sleep>,
+    mut encode: impl FnMut(&Backend, BodyFraming) -> Bytes,
+) -> Result<(upstream::Incoming, InFlight), ProxyError> {
+    let no_backend = || ProxyError::NoBackend {
+        app: proxy.app.clone(),
+    };
+    let framing = BodyFraming::of(body);
+    // Only a request with nothing to resend may be retried.
+    let retryable = framing == BodyFraming::None;
+    let mut guard = acquire(route, None, prefer, rng).ok_or_else(no_backend)?;
     let mut retried = false;
-    let incoming = loop {
+    loop {
         let backend = guard.backend();
-        if host_from_backend {
-            parts.headers.insert(header::HOST, backend.host().clone());
-        }
+        let head = encode(backend, framing);
         guard.metrics().request();
-        let request = Outgoing {
-            method: &parts.method,
-            target: path.as_str(),
-            headers: &parts.headers,
+        let sent = {
+            let exchange =
+                upstream::send_encoded(&backend.local().pool, &head, method, framing, body);
+            tokio::pin!(exchange);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(sent) = exchange.as_mut().poll(cx) {
+                    return Poll::Ready(Some(sent));
+                }
+                timeout.as_mut().poll(cx).map(|()| None)
+            })
+            .await
         };
-        let exchange = upstream::send(&backend.local().pool, &request, &mut body);
-        let failed = match tokio::time::timeout(proxy.request_timeout, exchange).await {
-            Ok(Ok(answered)) => {
+        let failed = match sent {
+            Some(Ok(answered)) => {
                 backend.note_reachable();
-                break answered;
+                return Ok((answered, guard));
             }
             // The client's own body failed: nothing to blame the instance for.
-            Ok(Err(UpstreamError::ClientBody(_))) => {
+            Some(Err(UpstreamError::ClientBody(_))) => {
                 guard.skip_latency();
                 return Err(ProxyError::Client("the request body failed"));
             }
-            Ok(Err(failed)) => failed,
-            Err(_elapsed) => {
+            Some(Err(failed)) => failed,
+            None => {
                 guard.metrics().timeout();
                 guard.metrics().status(StatusCode::GATEWAY_TIMEOUT);
                 return Err(ProxyError::Timeout {
@@ -151,7 +213,7 @@ async fn forward(
         let next = if retried || !retryable {
             None
         } else {
-            acquire(route, Some(backend), None, &mut rng)
+            acquire(route, Some(backend), None, rng)
         };
         let Some(next) = next else {
             guard.metrics().status(StatusCode::BAD_GATEWAY);
@@ -160,16 +222,11 @@ async fn forward(
         tracing::debug!(app = %proxy.app, failed = %backend.instance(), to = %next.backend().instance(), "retrying after connect error");
         guard = next;
         retried = true;
-    };
-    let mut response = respond(proxy, incoming, guard, client_upgrade)?;
-    if let Some(cookie) = set_cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    Ok(response)
 }
 
 /// A new sticky key for a client that has none: 128 random bits, hex.
-fn fresh_key(rng: &mut fastrand::Rng) -> String {
+pub(crate) fn fresh_key(rng: &mut fastrand::Rng) -> String {
     format!("{:016x}{:016x}", rng.u64(..), rng.u64(..))
 }
 
@@ -181,7 +238,14 @@ fn respond(
     mut guard: InFlight,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let upstream::Incoming { mut parts, body } = incoming;
+    let upstream::Incoming { head, body } = incoming;
+    let mut parts = match head.into_parts() {
+        Ok(parts) => parts,
+        Err(error) => {
+            guard.metrics().status(StatusCode::BAD_GATEWAY);
+            return Err(ProxyError::from_upstream(guard.backend().addr(), error));
+        }
+    };
     guard.metrics().status(parts.status);
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), Some((backend_io, already_read))) =

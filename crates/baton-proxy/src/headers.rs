@@ -36,7 +36,7 @@ pub(crate) fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names first: most messages carry none of these, and then there is
     // nothing to look up or remove.
-    if !headers.keys().any(is_hop_by_hop) {
+    if !headers.keys().any(|k| is_hop_by_hop(k.as_str().as_bytes())) {
         if upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
@@ -86,15 +86,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == KEEP_ALIVE
-        || name.as_str().starts_with("proxy-")
+/// Whether `name` (any case) is a header that belongs to one connection (RFC 9110 7.6.1):
+/// the ones [`strip_hop_by_hop`] removes, besides those a `Connection` header names.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    match name.len() {
+        2 => is("te"),
+        7 => is("trailer") || is("upgrade"),
+        10 => is("connection") || is("keep-alive"),
+        17 => is("transfer-encoding"),
+        _ => name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-"),
+    }
 }
 
 /// Adds `X-Forwarded-For` (appending `client_ip` to any list the client sent),
@@ -128,6 +130,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Opt
 
 /// A random 128-bit id as 32 lowercase hex digits.
 pub fn new_request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&new_request_id_bytes()).expect("hex digits are a valid header value")
+}
+
+/// [`new_request_id`]'s digits.
+pub(crate) fn new_request_id_bytes() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut n = fastrand::u128(..);
     let mut out = [0u8; 32];
@@ -135,7 +142,7 @@ pub fn new_request_id() -> HeaderValue {
         *byte = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_bytes(&out).expect("hex digits are a valid header value")
+    out
 }
 
 #[cfg(test)]

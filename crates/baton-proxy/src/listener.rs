@@ -4,19 +4,25 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{ClientConn, Proxy, handle};
+use crate::h1;
 use crate::router::Router;
 use crate::workers::Workers;
 
@@ -66,6 +72,7 @@ pub async fn serve(
         app,
         router,
         request_timeout: cfg.request_timeout,
+        max_header_bytes: cfg.max_header_bytes.max(MIN_HEADER_BYTES),
         closing: closing.clone(),
     });
     tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), "listening");
@@ -109,11 +116,24 @@ pub async fn serve(
                     return;
                 }
             };
+            // Baton's own HTTP/1.1 server first; what it does not take, hyper serves.
+            let mut watch = client.watch();
+            let (stream, read) = match h1::serve(stream, &conn, &mut watch).await {
+                h1::Served::Closed => return,
+                h1::Served::Handoff(stream, read) => (stream, read),
+            };
+            drop(watch);
             let service = service_fn(move |req| handle(conn.clone(), req));
             let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(Prefixed { read, stream }), service)
                 .into_owned();
             tokio::pin!(connection);
+            // A signal the first server took is not sent again.
+            match client.stage() {
+                Stage::Serve => {}
+                Stage::Finish => connection.as_mut().graceful_shutdown(),
+                Stage::Close => return,
+            }
             let served = loop {
                 tokio::select! {
                     biased;
@@ -146,7 +166,7 @@ pub async fn serve(
 /// What a listener's shutdown asks of its client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Stage {
+pub(crate) enum Stage {
     Serve = 0,
     /// Finish the request in flight, then close (keep-alive ends).
     Finish = 1,
@@ -179,7 +199,7 @@ struct Signal {
 }
 
 /// One registered connection: unregisters itself when dropped, wherever its task ends.
-struct Client {
+pub(crate) struct Client {
     clients: Arc<Clients>,
     id: u64,
     signal: Arc<Signal>,
@@ -238,11 +258,104 @@ impl Client {
     /// Waits for the listener's next signal: finish the request in flight, or close now.
     async fn signalled(&self) -> Stage {
         self.signal.notify.notified().await;
-        if self.signal.stage.load(SeqCst) == Stage::Close as u8 {
-            Stage::Close
-        } else {
-            Stage::Finish
+        self.signalled_stage()
+    }
+
+    /// The stage the listener has asked for so far.
+    fn stage(&self) -> Stage {
+        match self.signal.stage.load(SeqCst) {
+            0 => Stage::Serve,
+            1 => Stage::Finish,
+            _ => Stage::Close,
         }
+    }
+
+    /// The stage after a signal: at least [`Stage::Finish`].
+    fn signalled_stage(&self) -> Stage {
+        match self.stage() {
+            Stage::Close => Stage::Close,
+            _ => Stage::Finish,
+        }
+    }
+
+    /// The listener's signals, as a poll that can sit beside the connection's other waits.
+    pub(crate) fn watch(&self) -> Watch<'_> {
+        Watch {
+            client: self,
+            notified: Box::pin(self.signal.notify.notified()),
+        }
+    }
+}
+
+/// Watches one connection's signals (see [`Client::watch`]).
+pub(crate) struct Watch<'a> {
+    client: &'a Client,
+    notified: Pin<Box<Notified<'a>>>,
+}
+
+impl Watch<'_> {
+    /// Ready with the stage each time the listener signals.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stage> {
+        ready!(self.notified.as_mut().poll(cx));
+        self.notified.set(self.client.signal.notify.notified());
+        Poll::Ready(self.client.signalled_stage())
+    }
+}
+
+/// A client connection hyper serves after Baton's own server has read from it: the bytes
+/// read come first.
+struct Prefixed {
+    read: BytesMut,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        if self.read.is_empty() {
+            // hyper has its own buffer: this one's memory goes.
+            self.read = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -23,7 +23,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use crate::body::RequestBody;
 use crate::chunked::{self, ChunkedDecoder, Decoded};
 use crate::error::UpstreamError;
-use crate::headers::connection_has;
 use crate::pool::{Conn, Io, Pool};
 
 /// Most headers a backend's response may have.
@@ -43,7 +42,7 @@ pub(crate) struct Outgoing<'a> {
 
 /// A response head from the backend, with the connection positioned at its body.
 pub(crate) struct Incoming {
-    pub(crate) parts: Parts,
+    pub(crate) head: Head,
     pub(crate) body: UpstreamBody,
 }
 
@@ -54,20 +53,33 @@ pub(crate) struct Incoming {
 /// idempotent, when the connection ends before the first byte of a response (the race with the
 /// backend's own keep-alive timeout). Any error with [`UpstreamError::is_not_sent`] left the
 /// body untouched.
+#[cfg(test)]
 pub(crate) async fn send(
     pool: &Pool,
     request: &Outgoing<'_>,
     body: &mut RequestBody,
 ) -> Result<Incoming, UpstreamError> {
-    let body_framing = request_framing(body);
-    let head = encode_head(request, body_framing);
-    let replayable = body_framing == BodyFraming::None && is_idempotent(request.method);
+    let framing = BodyFraming::of(body);
+    let head = encode_head(request, framing);
+    send_encoded(pool, &head, request.method, framing, body).await
+}
+
+/// [`send`] with the request head already encoded, its framing header stated by
+/// [`BodyFraming::write_header`] for `body`.
+pub(crate) async fn send_encoded(
+    pool: &Pool,
+    head: &[u8],
+    method: &Method,
+    body_framing: BodyFraming,
+    body: &mut RequestBody,
+) -> Result<Incoming, UpstreamError> {
+    let replayable = body_framing == BodyFraming::None && is_idempotent(method);
     loop {
         let mut conn = pool.checkout().await?;
         let Io::Whole(stream) = &mut conn.io else {
             unreachable!("the pool hands out whole connections");
         };
-        if let Err(error) = stream.write_all(&head).await {
+        if let Err(error) = stream.write_all(head).await {
             if conn.reused {
                 continue;
             }
@@ -85,7 +97,7 @@ pub(crate) async fn send(
             });
         }
         match read_head(&mut conn).await {
-            Ok(head) => return finish_head(conn, head, request.method),
+            Ok(head) => return finish_head(conn, head, method),
             Err(ReadHead::EndedBeforeResponse(_)) if conn.reused && replayable => continue,
             Err(ReadHead::EndedBeforeResponse(error)) => {
                 return Err(UpstreamError::Exchange(error));
@@ -97,22 +109,43 @@ pub(crate) async fn send(
 
 /// How the request body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFraming {
+pub(crate) enum BodyFraming {
     None,
     /// `Content-Length` of the body's known size.
     Length(u64),
     Chunked,
 }
 
-fn request_framing(body: &RequestBody) -> BodyFraming {
-    use http_body::Body as _;
-    if body.is_end_stream() {
-        BodyFraming::None
-    } else if let Some(length) = body.size_hint().exact() {
-        BodyFraming::Length(length)
-    } else {
-        // A request body of unknown size: the client sent it chunked (hyper decoded it).
-        BodyFraming::Chunked
+impl BodyFraming {
+    pub(crate) fn of(body: &RequestBody) -> BodyFraming {
+        use http_body::Body as _;
+        if body.is_end_stream() {
+            BodyFraming::None
+        } else if let Some(length) = body.size_hint().exact() {
+            BodyFraming::Length(length)
+        } else {
+            // A request body of unknown size: the client sent it chunked (hyper decoded it).
+            BodyFraming::Chunked
+        }
+    }
+
+    /// The framing header line for a request with `method`. The framing is Baton's to state,
+    /// from the body it will send, never the client's: a length the body does not match would
+    /// let its bytes be read as another request.
+    pub(crate) fn write_header(self, method: &Method, dst: &mut BytesMut) {
+        match self {
+            // A bodiless POST, PUT or PATCH says so, as clients do.
+            BodyFraming::None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+                dst.extend_from_slice(b"content-length: 0\r\n");
+            }
+            BodyFraming::None => {}
+            BodyFraming::Length(length) => {
+                dst.extend_from_slice(b"content-length: ");
+                dst.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+            }
+            BodyFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
     }
 }
 
@@ -124,7 +157,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The request line and headers, with the framing header the body needs.
-fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
+pub(crate) fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
     let headers = request.headers;
     let size: usize = headers
         .iter()
@@ -136,8 +169,7 @@ fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
     dst.extend_from_slice(request.target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        // The framing is Baton's to state, from the body it will send, never the client's:
-        // a length the body does not match would let its bytes be read as another request.
+        // The framing header is written below (see BodyFraming::write_header).
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -146,21 +178,7 @@ fn encode_head(request: &Outgoing<'_>, framing: BodyFraming) -> Bytes {
         dst.extend_from_slice(value.as_bytes());
         dst.extend_from_slice(b"\r\n");
     }
-    match framing {
-        // A bodiless POST, PUT or PATCH says so, as clients do.
-        BodyFraming::None
-            if matches!(*request.method, Method::POST | Method::PUT | Method::PATCH) =>
-        {
-            dst.extend_from_slice(b"content-length: 0\r\n");
-        }
-        BodyFraming::None => {}
-        BodyFraming::Length(length) => {
-            dst.extend_from_slice(b"content-length: ");
-            dst.extend_from_slice(length.to_string().as_bytes());
-            dst.extend_from_slice(b"\r\n");
-        }
-        BodyFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-    }
+    framing.write_header(request.method, &mut dst);
     dst.extend_from_slice(b"\r\n");
     dst.freeze()
 }
@@ -247,15 +265,86 @@ async fn read_head(conn: &mut Conn) -> Result<Head, ReadHead> {
     }
 }
 
-/// A parsed response head.
-struct Head {
-    status: StatusCode,
-    version: Version,
-    headers: HeaderMap,
+/// A response head as the backend sent it: its bytes, and where each header lies in them.
+/// The proxy's HTTP/1.1 server writes the headers on from these bytes; a [`HeaderMap`] is
+/// built only for the clients hyper serves ([`Head::into_parts`]).
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    bytes: Bytes,
+    spans: Vec<Span>,
+    /// The body is framed by a transfer coding, so any `Content-Length` is void (RFC 9112
+    /// 6.3) and must not reach the client.
+    transfer_coded: bool,
+}
+
+/// Where one header's name and value lie in the head.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Head {
+    /// The headers, names as the backend spelled them, in order.
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|s| {
+            (
+                &self.bytes[s.name.0 as usize..s.name.1 as usize],
+                &self.bytes[s.value.0 as usize..s.value.1 as usize],
+            )
+        })
+    }
+
+    /// The values of every header called `name` (lowercase).
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether a `Connection` header lists `token`.
+    pub(crate) fn connection_has(&self, token: &str) -> bool {
+        self.values("connection")
+            .flat_map(|v| v.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// Whether the body is framed by a transfer coding (any `Content-Length` is then void).
+    pub(crate) fn is_transfer_coded(&self) -> bool {
+        self.transfer_coded
+    }
+
+    /// The head as `http` parts, the headers' values sharing the head's bytes.
+    pub(crate) fn into_parts(self) -> Result<Parts, UpstreamError> {
+        // Room to spare: hyper reuses this map for the next request on the client connection,
+        // which then gains the forwarding headers; without room, each request would regrow it.
+        let mut headers = HeaderMap::with_capacity(self.spans.len() + 16);
+        for span in &self.spans {
+            let name = &self.bytes[span.name.0 as usize..span.name.1 as usize];
+            if self.transfer_coded && name.eq_ignore_ascii_case(b"content-length") {
+                continue;
+            }
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| UpstreamError::Protocol("invalid header name in response".into()))?;
+            let value = self
+                .bytes
+                .slice(span.value.0 as usize..span.value.1 as usize);
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| UpstreamError::Protocol("invalid header value in response".into()))?;
+            headers.append(name, value);
+        }
+        let mut response = Response::new(());
+        *response.status_mut() = self.status;
+        *response.version_mut() = self.version;
+        *response.headers_mut() = headers;
+        Ok(response.into_parts().0)
+    }
 }
 
 /// Parses a complete response head off the front of `buf`, or `None` if it is not all there.
-/// Header values share the head's bytes; nothing is copied.
+/// Nothing is copied: the head keeps the bytes it was read into.
 fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
     // Uninitialised: filling 128 empty headers on every parse cost more than the parse.
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -282,77 +371,61 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| UpstreamError::Protocol("invalid response status".into()))?;
-    // Where each name and value lies in the head, so the values can share its bytes.
+    // Offsets fit in u32: the head is at most MAX_HEAD_BYTES.
     let base = buf.as_ptr() as usize;
-    let spans: Vec<(usize, usize, usize, usize)> = response
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start as u32, (start + s.len()) as u32)
+    };
+    let spans: Vec<Span> = response
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            )
+        .map(|h| Span {
+            name: at(h.name.as_bytes()),
+            value: at(h.value),
         })
         .collect();
-    let head = buf.split_to(len).freeze();
-    // Room to spare: hyper reuses this map for the next request on the client connection,
-    // which then gains the forwarding headers; without room, each request would regrow it.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 16);
-    for (name_at, name_len, value_at, value_len) in spans {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| UpstreamError::Protocol("invalid header name in response".into()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| UpstreamError::Protocol("invalid header value in response".into()))?;
-        headers.append(name, value);
-    }
     Ok(Some(Head {
         status,
         version,
-        headers,
+        bytes: buf.split_to(len).freeze(),
+        spans,
+        transfer_coded: false,
     }))
 }
 
 /// Decides how the body is delimited and whether the connection may carry another exchange.
 fn finish_head(conn: Conn, mut head: Head, method: &Method) -> Result<Incoming, UpstreamError> {
+    // Chunked must be the last coding; anything else is read to the connection's end.
+    let last_coding = head.values("transfer-encoding").last().map(|codings| {
+        let last = codings.rsplit(|b| *b == b',').next().unwrap_or(b"");
+        last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+    });
+    head.transfer_coded = last_coding.is_some();
     let framing = if *method == Method::HEAD
         || head.status.is_informational()
         || head.status == StatusCode::NO_CONTENT
         || head.status == StatusCode::NOT_MODIFIED
     {
         Framing::Length(0)
-    } else if let Some(chunked) = last_value(&head.headers, &header::TRANSFER_ENCODING)
-        // Chunked must be the last coding; anything else is read to the connection's end.
-        .map(|codings| {
-            let last = codings.rsplit(',').next().unwrap_or("").trim();
-            last.eq_ignore_ascii_case("chunked")
-        })
-    {
-        // With both, the transfer coding frames the message and a Content-Length must not
-        // reach the client (RFC 9112 6.3).
-        head.headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(chunked) = last_coding {
         if chunked {
             Framing::Chunked(ChunkedDecoder::new())
         } else {
             Framing::Close
         }
-    } else if head.headers.contains_key(header::CONTENT_LENGTH) {
-        Framing::Length(content_length(&head.headers)?)
     } else {
-        Framing::Close
+        match content_length(head.values("content-length"))? {
+            Some(length) => Framing::Length(length),
+            None => Framing::Close,
+        }
     };
     let keep_alive = match head.version {
-        Version::HTTP_10 => connection_has(&head.headers, "keep-alive"),
-        _ => !connection_has(&head.headers, "close"),
+        Version::HTTP_10 => head.connection_has("keep-alive"),
+        _ => !head.connection_has("close"),
     } && !matches!(framing, Framing::Close);
-    let mut response = Response::new(());
-    *response.status_mut() = head.status;
-    *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
-    let (parts, ()) = response.into_parts();
     Ok(Incoming {
-        parts,
+        head,
         body: UpstreamBody {
             conn: Some(conn),
             framing,
@@ -361,26 +434,21 @@ fn finish_head(conn: Conn, mut head: Head, method: &Method) -> Result<Incoming, 
     })
 }
 
-fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .next_back()
-        .map(|v| v.to_str().unwrap_or(""))
-}
-
-/// The one length every `Content-Length` value states (RFC 9110 8.6: equal duplicates are one).
-fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
+/// The one length every `Content-Length` value states (RFC 9110 8.6: equal duplicates are
+/// one), or `None` without any.
+pub(crate) fn content_length<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, UpstreamError> {
     let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.to_str().unwrap_or("x").split(',') {
-            let part = part.trim();
-            let n: u64 = if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-                part.parse().ok()
-            } else {
-                None
-            }
-            .ok_or_else(|| UpstreamError::Protocol(format!("invalid content-length {part:?}")))?;
+    for value in values {
+        for part in value.split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = parse_length(part).ok_or_else(|| {
+                UpstreamError::Protocol(format!(
+                    "invalid content-length {:?}",
+                    String::from_utf8_lossy(part)
+                ))
+            })?;
             if length.is_some_and(|l| l != n) {
                 return Err(UpstreamError::Protocol(
                     "conflicting content-length values".into(),
@@ -389,7 +457,17 @@ fn content_length(headers: &HeaderMap) -> Result<u64, UpstreamError> {
             length = Some(n);
         }
     }
-    Ok(length.unwrap_or(0))
+    Ok(length)
+}
+
+/// A decimal length: digits only, no sign, no overflow.
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 /// How a response body is delimited.
@@ -617,7 +695,8 @@ mod tests {
             target: "/path?q=1",
             headers: &headers,
         };
-        let Incoming { parts, mut body } = send(pool, &request, body).await?;
+        let Incoming { head, mut body } = send(pool, &request, body).await?;
+        let parts = head.into_parts()?;
         let mut data = Vec::new();
         while let Some(chunk) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
             data.extend_from_slice(&chunk.map_err(UpstreamError::Exchange)?);
@@ -880,7 +959,7 @@ mod tests {
                 .await
                 .expect("the early answer is read while the body is unfinished")
                 .unwrap();
-        assert_eq!(incoming.parts.status, 413);
+        assert_eq!(incoming.head.status, 413);
         let mut response = incoming.body;
         assert!(response.is_end_stream());
         assert!(
@@ -1053,7 +1132,7 @@ mod tests {
                             headers: &parts.headers,
                         };
                         let status = match send(&pool, &request, &mut body).await {
-                            Ok(incoming) => incoming.parts.status,
+                            Ok(incoming) => incoming.head.status,
                             Err(_) => StatusCode::BAD_GATEWAY,
                         };
                         let mut response =
