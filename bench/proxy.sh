@@ -13,6 +13,8 @@
 #   WARMUP [3s]        wrk -d for the unmeasured warm-up before each run
 #   ROUNDS [3]         times the four targets are measured, interleaved; the table shows medians
 #   TARGETS ["direct baton nginx haproxy"]
+#   BODY [0]           >0: every request is a POST /echo with a body of this many bytes (the
+#                      instance sends it back), instead of GET /
 #   BUILD [1]          0 skips cargo build --release (uses target/release/baton)
 #   BENCH_KEEP_TMP [0] 1 keeps the temp dir (configs, logs, raw wrk output)
 #   RESULTS_OUT        also copy the raw results (JSON lines) to this file
@@ -26,6 +28,7 @@ DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
 TARGETS=${TARGETS:-direct baton nginx haproxy}
+BODY=${BODY:-0}
 
 bench_init
 build_baton
@@ -101,12 +104,27 @@ bg_start "$HAPROXY_DIR/stdout.log" haproxy -db -f "$HAPROXY_DIR/haproxy.cfg"
 HAPROXY_PID=$LAST_PID
 wait_http "$LAST_PID" "http://$HAPROXY_ADDR/" haproxy "$HAPROXY_DIR/stdout.log"
 
+# The request every run sends: GET /, or with BODY a POST /echo (a wrk script sets the method
+# and body).
+REQUEST_PATH=/
+WRK_SCRIPT=()
+if ((BODY > 0)); then
+    REQUEST_PATH=/echo
+    python3 -c '
+import sys
+n = int(sys.argv[1])
+print("wrk.method = \"POST\"")
+print("wrk.body = string.rep(\"x\", %d)" % n)
+print("wrk.headers[\"Content-Type\"] = \"application/octet-stream\"")' "$BODY" >"$BENCH_TMP/post.lua"
+    WRK_SCRIPT=(-s "$BENCH_TMP/post.lua")
+fi
+
 target_url() {
     case $1 in
-    direct) echo "http://${BACKENDS[0]}/" ;;
-    baton) echo "http://$BATON_PROXY/" ;;
-    nginx) echo "http://$NGINX_ADDR/" ;;
-    haproxy) echo "http://$HAPROXY_ADDR/" ;;
+    direct) echo "http://${BACKENDS[0]}$REQUEST_PATH" ;;
+    baton) echo "http://$BATON_PROXY$REQUEST_PATH" ;;
+    nginx) echo "http://$NGINX_ADDR$REQUEST_PATH" ;;
+    haproxy) echo "http://$HAPROXY_ADDR$REQUEST_PATH" ;;
     *) die "unknown target $1" ;;
     esac
 }
@@ -139,13 +157,17 @@ print(total / tck)' "$@"
 }
 
 for t in $TARGETS; do
-    curl -sf -o /dev/null "$(target_url "$t")" || die "$t ($(target_url "$t")) does not answer GET /"
+    if ((BODY > 0)); then
+        curl -sf -o /dev/null -d ping "$(target_url "$t")" || die "$t ($(target_url "$t")) does not answer POST"
+    else
+        curl -sf -o /dev/null "$(target_url "$t")" || die "$t ($(target_url "$t")) does not answer GET /"
+    fi
 done
 
 # === measure ===
 RESULTS="$BENCH_TMP/results.jsonl"
 : >"$RESULTS"
-WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency)
+WRK=(wrk "-t$THREADS" "-c$CONNECTIONS" --latency "${WRK_SCRIPT[@]}")
 for ((round = 1; round <= ROUNDS; round++)); do
     for t in $TARGETS; do
         url=$(target_url "$t")
@@ -167,6 +189,7 @@ machine_summary
 baton_summary
 echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), haproxy $(haproxy -v | awk 'NR==1{print $3}'), wrk $(wrk -v 2>&1 | awk 'NR==1{print $2}')"
 echo "load: ${WRK[*]} -d$DURATION (warm-up $WARMUP each), $ROUNDS round(s), targets interleaved"
+if ((BODY > 0)); then echo "requests: POST $REQUEST_PATH with a $BODY-byte body (echoed back)"; else echo "requests: GET $REQUEST_PATH"; fi
 echo "backends: $INSTANCES baton-demo instances (${BACKENDS[*]})"
 echo "note: 'direct' hits ONE instance (${BACKENDS[0]}); the proxies spread the load over all $INSTANCES."
 echo "baton memory after the run: $(awk '/VmRSS/{print $2, $3}' "/proc/$BATON_PID/status") RSS"

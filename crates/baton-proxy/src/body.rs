@@ -17,6 +17,9 @@ use crate::upstream::UpstreamBody;
 pub enum RequestBody {
     /// The body the client sent, streamed through.
     Incoming(Incoming),
+    /// A body read whole before the request is sent (Baton's HTTP/1.1 server side buffers
+    /// small ones): it goes out with the head, in one write.
+    Inline(Bytes),
     /// No body: requests the proxy makes itself (tests; hyper's `Incoming` has no public
     /// constructor).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -38,6 +41,8 @@ impl Body for RequestBody {
             RequestBody::Incoming(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|f| f.map_err(Into::into))),
+            RequestBody::Inline(bytes) if bytes.is_empty() => Poll::Ready(None),
+            RequestBody::Inline(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
             RequestBody::Empty => Poll::Ready(None),
             #[cfg(test)]
             RequestBody::Test(body) => Pin::new(body)
@@ -49,6 +54,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Incoming(body) => body.is_end_stream(),
+            RequestBody::Inline(bytes) => bytes.is_empty(),
             RequestBody::Empty => true,
             #[cfg(test)]
             RequestBody::Test(body) => body.is_end_stream(),
@@ -58,6 +64,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming(body) => body.size_hint(),
+            RequestBody::Inline(bytes) => SizeHint::with_exact(bytes.len() as u64),
             RequestBody::Empty => SizeHint::with_exact(0),
             #[cfg(test)]
             RequestBody::Test(body) => body.size_hint(),

@@ -1,13 +1,14 @@
 //! Baton's own HTTP/1.1 server side, for the requests a proxy sees most: HTTP/1.1 requests
-//! without a body.
+//! without a body or with a small one (`Content-Length` up to 64 KiB).
 //!
 //! Such a request is parsed with httparse and its head written to the backend straight from
-//! the client's bytes (hop-by-hop headers left out, the forwarding headers added), and the
-//! backend's response head goes back the same way: no header map is built on either side,
-//! which is how nginx and HAProxy forward a request. Everything else (a request body, an
-//! `Expect`, an upgrade, HTTP/1.0, h2c, a head the parser rejects or that is too large) is
-//! handed to hyper for the rest of the connection, with the bytes already read: hyper then
-//! serves it exactly as if it had read them itself, error responses included
+//! the client's bytes (hop-by-hop headers left out, the forwarding headers added); a body is
+//! read whole first and goes out with the head in one write, as nginx buffers request bodies.
+//! The backend's response head comes back the same way: no header map is built on either
+//! side, which is how nginx and HAProxy forward a request. Everything else (a chunked or
+//! larger body, an `Expect`, an upgrade, HTTP/1.0, h2c, a head the parser rejects or that is
+//! too large) is handed to hyper for the rest of the connection, with the bytes already read:
+//! hyper then serves it exactly as if it had read them itself, error responses included
 //! ([`crate::listener`]).
 //!
 //! A request in a canary split with affinity goes through the header map after all
@@ -19,7 +20,7 @@ use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
@@ -27,16 +28,20 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::backend::InFlight;
+use crate::body::RequestBody;
 use crate::chunked;
 use crate::error::ProxyError;
 use crate::forward::{ClientConn, exchange, fresh_key};
 use crate::headers::{X_REQUEST_ID, add_forwarded, is_hop_by_hop, new_request_id_bytes};
 use crate::listener::{Stage, Watch};
-use crate::upstream::{self, Outgoing, UpstreamBody};
+use crate::upstream::{self, Outgoing, UpstreamBody, parse_length};
 
 /// Most headers a request served here may have; one with more goes to hyper (which answers
 /// 431 above its own limit of the same number).
 const MAX_HEADERS: usize = 100;
+/// Largest request body read whole before the request goes out (as nginx buffers request
+/// bodies); a larger one is streamed by hyper.
+const MAX_INLINE_BODY: usize = 64 * 1024;
 /// Spare room made in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
 /// Body data up to this size is copied next to the head (one write); larger pieces are
@@ -73,7 +78,11 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
         let request = loop {
             if !buf.is_empty() {
                 match parse(&buf, proxy.max_header_bytes) {
-                    Parsed::Request(request) => break request,
+                    Parsed::Request(request) if buf.len() >= request.len + request.body => {
+                        break request;
+                    }
+                    // The head is here, not all of the body yet.
+                    Parsed::Request(_) => {}
                     Parsed::Partial if buf.len() < proxy.max_header_bytes => {}
                     // hyper answers what it cannot accept either (400, 431) and serves the rest.
                     Parsed::Partial | Parsed::Other => return Served::Handoff(wire.stream, buf),
@@ -100,6 +109,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
         };
         let Request {
             len,
+            body,
             method,
             target,
             headers,
@@ -107,10 +117,22 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
         } = request;
         let sent = {
             let head = &buf[..len];
+            let body = match body {
+                0 => RequestBody::Empty,
+                n => RequestBody::Inline(Bytes::copy_from_slice(&buf[len..len + n])),
+            };
             answer_timer
                 .as_mut()
                 .reset(Instant::now() + proxy.request_timeout);
-            let answer = forward(conn, head, &method, target, &headers, answer_timer.as_mut());
+            let answer = forward(
+                conn,
+                head,
+                &method,
+                target,
+                &headers,
+                body,
+                answer_timer.as_mut(),
+            );
             tokio::pin!(answer);
             let Some(answered) = wire.until(answer).await else {
                 return Served::Closed;
@@ -133,7 +155,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
                 return Served::Closed;
             }
         }
-        buf.advance(len);
+        buf.advance(len + body);
     }
 }
 
@@ -235,6 +257,8 @@ fn poll_write_all(
 struct Request {
     /// The head's length.
     len: usize,
+    /// The body's length (`Content-Length`; 0: none).
+    body: usize,
     method: Method,
     target: (usize, usize),
     headers: Vec<Header>,
@@ -303,16 +327,24 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
     };
     let mut close = false;
     let mut hosts = 0;
+    let mut lengths = 0;
+    let mut body = 0;
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let role = match role(name) {
             Some(role) => role,
             None => match name.len() {
-                // A body (or a claim of one), an expectation or a protocol switch: hyper's.
+                // A body to stream, an expectation or a protocol switch: hyper's.
                 14 if name.eq_ignore_ascii_case(b"content-length") => {
-                    if h.value.trim_ascii() != b"0" {
-                        return Parsed::Other;
+                    // One length, small enough to read whole; the framing sent is the
+                    // proxy's own, from the bytes it read.
+                    match parse_length(h.value.trim_ascii()) {
+                        Some(n) if lengths == 0 && n <= MAX_INLINE_BODY as u64 => {
+                            body = n as usize;
+                            lengths += 1;
+                        }
+                        _ => return Parsed::Other,
                     }
                     Role::Drop
                 }
@@ -348,6 +380,7 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
     }
     Parsed::Request(Request {
         len,
+        body,
         method,
         target: at(path.as_bytes()),
         headers,
@@ -403,6 +436,7 @@ async fn forward(
     method: &Method,
     target: (usize, usize),
     headers: &[Header],
+    mut body: RequestBody,
     timeout: Pin<&mut Sleep>,
 ) -> Result<Answer, ProxyError> {
     let proxy = &conn.proxy;
@@ -419,7 +453,6 @@ async fn forward(
         .find(|h| h.role == Role::Host)
         .map(|h| text(h.value));
     let mut rng = fastrand::Rng::new();
-    let mut body = crate::body::RequestBody::Empty;
     let Some(affinity) = &route.affinity else {
         let (incoming, guard) = exchange(
             proxy,

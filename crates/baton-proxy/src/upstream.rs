@@ -13,7 +13,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{Method, Response, StatusCode, Version};
@@ -79,13 +79,20 @@ pub(crate) async fn send_encoded(
         let Io::Whole(stream) = &mut conn.io else {
             unreachable!("the pool hands out whole connections");
         };
-        if let Err(error) = stream.write_all(head).await {
+        let written = match body {
+            // Whole already: head and body in one write, and nothing left to send.
+            RequestBody::Inline(bytes) => {
+                stream.write_all_buf(&mut head.chain(bytes.as_ref())).await
+            }
+            _ => stream.write_all(head).await,
+        };
+        if let Err(error) = written {
             if conn.reused {
                 continue;
             }
             return Err(UpstreamError::Closed(error));
         }
-        if body_framing != BodyFraming::None {
+        if body_framing != BodyFraming::None && !matches!(body, RequestBody::Inline(_)) {
             // The body goes out from a task of its own while the response is read here: the
             // instance may answer early (413, 401) or stream its answer as it reads.
             let mut body = std::mem::replace(body, RequestBody::Empty);

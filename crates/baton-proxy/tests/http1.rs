@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Longest wait for any single read from the proxy.
-const DEADLINE: Duration = Duration::from_secs(5);
+const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------------------------------------
 // Wire helpers: a buffered socket that reads HTTP/1.x messages.
@@ -978,6 +978,58 @@ async fn a_malformed_request_is_400_and_closed() {
     client.send("NOT HTTP AT ALL\r\n\r\n").await;
     let r = client.response().await;
     assert_eq!(r.status, 400);
+    client.expect_eof().await;
+    assert!(backend.received().is_empty());
+}
+
+// A request body that arrives in several pieces after its head reaches the backend whole, with
+// one Content-Length stating its size, and the connection carries on.
+#[tokio::test]
+async fn a_body_arriving_in_pieces_reaches_the_backend_whole() {
+    let backend = Scripted::start(|r| Reply::Keep(ok(&r.body))).await;
+    let proxy = proxy_to(backend.backend.clone()).await;
+    let mut client = Client::connect(proxy.addr).await;
+    let body = pattern(10_000);
+
+    client
+        .send(format!(
+            "PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ))
+        .await;
+    for piece in body.chunks(4_000) {
+        client.send(piece).await;
+    }
+    let r = client.response().await;
+    assert_eq!((r.status, r.body.len()), (200, body.len()));
+    assert!(r.body == body, "the echoed body differs");
+    let r = client.get("/after").await;
+    assert_eq!(r.status, 200);
+
+    let received = backend.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].method, "PUT");
+    assert_eq!(received[0].head.all("content-length"), ["10000"]);
+    assert!(received[0].body == body, "the backend's body differs");
+}
+
+// A client that sends less body than its Content-Length and then stalls is disconnected after
+// the head timeout (capped by request_timeout); nothing reaches the backend.
+#[tokio::test]
+async fn a_body_that_never_completes_is_cut_off() {
+    let backend = Scripted::start(|r| Reply::Keep(ok(&r.body))).await;
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![backend.backend.clone()])]));
+    let cfg = baton_proxy::ListenerConfig {
+        request_timeout: Duration::from_millis(200),
+        ..config()
+    };
+    let proxy = TestProxy::start(router, cfg).await;
+    let mut client = Client::connect(proxy.addr).await;
+
+    client
+        .send("POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await;
     client.expect_eof().await;
     assert!(backend.received().is_empty());
 }
