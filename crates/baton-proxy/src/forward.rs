@@ -239,6 +239,7 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let upstream::Incoming { head, body } = incoming;
+    let codings = head.other_codings();
     let mut parts = match head.into_parts() {
         Ok(parts) => parts,
         Err(error) => {
@@ -268,6 +269,10 @@ fn respond(
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }
     strip_hop_by_hop(&mut parts.headers, false);
+    // Codings the body is still in; hyper adds the chunked framing after them.
+    if let Some(codings) = codings.and_then(|c| HeaderValue::from_bytes(&c).ok()) {
+        parts.headers.insert(header::TRANSFER_ENCODING, codings);
+    }
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(
         parts,

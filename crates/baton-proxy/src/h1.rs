@@ -476,11 +476,14 @@ async fn forward(
                         Role::ForwardedHost if host.is_some() => continue,
                         Role::ForwardedFor => {
                             // Several lines are one list (RFC 9110 5.3): joined, then ours.
-                            let list = forwarded_for.get_or_insert_with(Vec::new);
-                            if !list.is_empty() {
-                                list.extend_from_slice(b", ");
+                            let value = text(h.value).trim_ascii();
+                            if !value.is_empty() {
+                                let list = forwarded_for.get_or_insert_with(Vec::new);
+                                if !list.is_empty() {
+                                    list.extend_from_slice(b", ");
+                                }
+                                list.extend_from_slice(value);
                             }
-                            list.extend_from_slice(text(h.value));
                             continue;
                         }
                         Role::RequestId => request_id = true,
@@ -632,8 +635,12 @@ impl Wire<'_, '_> {
             put_header(&mut self.out, b"set-cookie", cookie.as_bytes());
         }
         if chunked {
-            self.out
-                .extend_from_slice(b"transfer-encoding: chunked\r\n");
+            self.out.extend_from_slice(b"transfer-encoding: ");
+            if let Some(codings) = head.other_codings() {
+                self.out.extend_from_slice(&codings);
+                self.out.extend_from_slice(b", ");
+            }
+            self.out.extend_from_slice(b"chunked\r\n");
         } else if let (false, Some(length)) = (bodiless, length) {
             put_header(
                 &mut self.out,

@@ -106,14 +106,14 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Opt
     match headers.entry(&X_FORWARDED_FOR) {
         Entry::Occupied(mut prior) => {
             // Several X-Forwarded-For lines are one list (RFC 9110 5.3): joined, then ours.
+            // Empty lines add nothing to it.
             let mut list = Vec::new();
-            for (i, value) in prior.iter().enumerate() {
-                if i > 0 {
+            for value in prior.iter().map(|v| v.as_bytes().trim_ascii()) {
+                if !value.is_empty() {
+                    list.extend_from_slice(value);
                     list.extend_from_slice(b", ");
                 }
-                list.extend_from_slice(value.as_bytes());
             }
-            list.extend_from_slice(b", ");
             list.extend_from_slice(client_ip.as_bytes());
             prior.insert(HeaderValue::from_bytes(&list).unwrap_or_else(|_| client_ip.clone()));
         }
@@ -240,6 +240,10 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
         );
+
+        let mut empty = map(&[("x-forwarded-for", ""), ("x-forwarded-for", " 10.0.0.3 ")]);
+        add_forwarded(&mut empty, &ip, None);
+        assert_eq!(empty["x-forwarded-for"], "10.0.0.3, 127.0.0.1");
 
         let mut fresh = HeaderMap::new();
         add_forwarded(&mut fresh, &ip, None);

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use http::HeaderValue;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -64,7 +64,7 @@ pub async fn serve(
     cfg: ListenerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let builder = server_builder(&cfg);
+    let servers = Arc::new(Servers::new(&cfg));
     let workers = Workers::get();
     let clients = Arc::new(Clients::default());
     let closing = CancellationToken::new();
@@ -105,7 +105,7 @@ pub async fn serve(
             proxy: proxy.clone(),
             client_ip,
         });
-        let builder = builder.clone();
+        let servers = servers.clone();
         // Registered here, before the hand-over, so that a shutdown never misses it.
         let client = Clients::register(&clients);
         workers.spawn(async move {
@@ -124,25 +124,14 @@ pub async fn serve(
             };
             drop(watch);
             let service = service_fn(move |req| handle(conn.clone(), req));
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(Prefixed { read, stream }), service)
-                .into_owned();
-            tokio::pin!(connection);
-            // A signal the first server took is not sent again.
-            match client.stage() {
-                Stage::Serve => {}
-                Stage::Finish => connection.as_mut().graceful_shutdown(),
-                Stage::Close => return,
-            }
-            let served = loop {
-                tokio::select! {
-                    biased;
-                    served = connection.as_mut() => break served,
-                    stage = client.signalled() => match stage {
-                        Stage::Close => break Ok(()),
-                        _ => connection.as_mut().graceful_shutdown(),
-                    },
-                }
+            let h2 = is_h2_preface(&read);
+            let io = TokioIo::new(Prefixed { read, stream });
+            let served = if h2 {
+                let connection = servers.http2.serve_connection(io, service);
+                until_closed(connection, &client, |c| c.graceful_shutdown()).await
+            } else {
+                let connection = servers.http1.serve_connection(io, service).with_upgrades();
+                until_closed(connection, &client, |c| c.graceful_shutdown()).await
             };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -369,17 +358,64 @@ impl Drop for Client {
     }
 }
 
-fn server_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT.min(cfg.request_timeout))
-        .max_buf_size(cfg.max_header_bytes.max(MIN_HEADER_BYTES))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+/// hyper's servers, for the connections Baton's own HTTP/1.1 server hands over.
+struct Servers {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new(cfg: &ListenerConfig) -> Servers {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT.min(cfg.request_timeout))
+            .max_buf_size(cfg.max_header_bytes.max(MIN_HEADER_BYTES))
+            // Also a head completed by the read that crosses the limit (max_buf_size alone
+            // only bounds an incomplete one).
+            .max_header_size(cfg.max_header_bytes.max(MIN_HEADER_BYTES))
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX));
+        Servers { http1, http2 }
+    }
+}
+
+/// HTTP/2's connection preface (RFC 9113 3.4), or as much of it as was read: Baton's
+/// HTTP/1.1 server hands a connection over as soon as the request line is not HTTP/1.1.
+fn is_h2_preface(read: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let n = read.len().min(PREFACE.len());
+    n > 0 && read[..n] == PREFACE[..n]
+}
+
+/// Serves a hyper connection until it ends, passing on the listener's signals: finish the
+/// request in flight (`shutdown`), or close now.
+async fn until_closed<C>(
+    connection: C,
+    client: &Client,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    // A signal Baton's own server took is not sent again.
+    match client.stage() {
+        Stage::Serve => {}
+        Stage::Finish => shutdown(connection.as_mut()),
+        Stage::Close => return Ok(()),
+    }
+    loop {
+        tokio::select! {
+            biased;
+            served = connection.as_mut() => return served,
+            stage = client.signalled() => match stage {
+                Stage::Close => return Ok(()),
+                _ => shutdown(connection.as_mut()),
+            },
+        }
+    }
 }

@@ -323,6 +323,26 @@ impl Head {
         self.transfer_coded
     }
 
+    /// The transfer codings other than a final `chunked` (which the proxy decodes and the
+    /// client connection's own framing redoes), as one list, if there are any: the body
+    /// reaches the client still in them (a `gzip` transfer coding, say), so the client must
+    /// be told.
+    pub(crate) fn other_codings(&self) -> Option<Vec<u8>> {
+        let mut codings: Vec<&[u8]> = self
+            .values("transfer-encoding")
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .collect();
+        if codings
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        {
+            codings.pop();
+        }
+        (!codings.is_empty()).then(|| codings.join(&b", "[..]))
+    }
+
     /// The head as `http` parts, the headers' values sharing the head's bytes.
     pub(crate) fn into_parts(self) -> Result<Parts, UpstreamError> {
         // Room to spare: hyper reuses this map for the next request on the client connection,

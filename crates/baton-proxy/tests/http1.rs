@@ -1033,3 +1033,23 @@ async fn a_body_that_never_completes_is_cut_off() {
     client.expect_eof().await;
     assert!(backend.received().is_empty());
 }
+
+// A body still in a transfer coding other than chunked (gzip here) reaches the client with
+// that coding named, chunked framing after it, and its bytes unchanged.
+#[tokio::test]
+async fn a_transfer_coding_besides_chunked_is_passed_on() {
+    let backend = Scripted::start(|_| {
+        Reply::Keep(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\nGZIP\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let proxy = proxy_to(backend.backend.clone()).await;
+    let mut client = Client::connect(proxy.addr).await;
+
+    let r = client.get("/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.head.all("transfer-encoding").join(", "), "gzip, chunked");
+    assert_eq!(r.body, b"GZIP");
+}
