@@ -7,7 +7,7 @@
 #
 # Runs `baton up` under valgrind (2 demo instances, not under valgrind), warms up, zeroes the
 # counters, loads the proxy with wrk for DURATION, dumps, and divides by the requests wrk
-# completed. The controller's own background work (about 4 M instructions a second) is
+# completed. The controller's own background work (about 1.5 M instructions a second) is
 # included; compare runs of the same DURATION.
 #
 # Usage: bench/proxy_instructions.sh   (installs valgrind and wrk with apt-get if missing)
@@ -67,5 +67,5 @@ echo "baton proxy instructions, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 baton_summary
 echo "load: wrk -t1 -c$CONNECTIONS -d$DURATION under callgrind"
 echo "requests: $requests   instructions: $total   per request: $((total / requests))"
-echo "(includes the controller's background work, ~4 M instructions a second: ~$((4000000 * ${DURATION%s} / requests)) per request here)"
+echo "(includes the controller's background work, ~1.5 M instructions a second: ~$((1500000 * ${DURATION%s} / requests)) per request here)"
 if [[ "${BENCH_KEEP_TMP:-0}" == 1 ]]; then echo "callgrind file: $dump (callgrind_annotate --inclusive=yes)"; fi

@@ -68,14 +68,12 @@ fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
 }
 
 fn active_deployment(conn: &Connection, app: &str) -> Result<Option<Deployment>, StoreError> {
-    conn.query_row(
-        &format!(
-            "SELECT {COLUMNS} FROM deployments WHERE app = ?1 AND phase NOT IN {FINAL_PHASES_SQL} \
-             ORDER BY id DESC LIMIT 1"
-        ),
-        [app],
-        read_deployment,
-    )
+    // Cached: the controller asks this of every app on every tick.
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM deployments WHERE app = ?1 AND phase NOT IN {FINAL_PHASES_SQL} \
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .and_then(|mut stmt| stmt.query_row([app], read_deployment))
     .optional()
     .op("read active deployment")
 }
