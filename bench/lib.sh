@@ -147,7 +147,10 @@ install_tools() {
 baton_cli() { "$BATON" "$@" --config "$BATON_CONFIG_FILE"; }
 
 # start_baton INSTANCES: writes a config in $BENCH_TMP/baton, starts `baton up` and waits for
-# its API. Extra TOML for [apps.web] can be passed in BATON_EXTRA_TOML.
+# its API. Extra TOML for [apps.web] can be passed in BATON_EXTRA_TOML. Knobs for a slow
+# Baton (under valgrind): BATON_WRAPPER (a command line put before `baton up`, e.g.
+# "valgrind --tool=callgrind ..."), BATON_HEALTH_INTERVAL [250ms], BATON_HEALTH_TIMEOUT [1s],
+# BATON_START_WAIT [30] seconds for the API to answer.
 start_baton() {
     local instances=$1
     local dir="$BENCH_TMP/baton"
@@ -168,12 +171,15 @@ command = ["{artifact}/baton-demo", "--port", "{port}"]
 ${BATON_EXTRA_TOML:-}
 
 [apps.web.health]
-interval = "250ms"
+interval = "${BATON_HEALTH_INTERVAL:-250ms}"
+timeout = "${BATON_HEALTH_TIMEOUT:-1s}"
 EOF
-    log "starting baton up (API 127.0.0.1:$api_port, proxy $BATON_PROXY, $instances instances)"
-    bg_start "$dir/baton.log" "$BATON" up --config "$BATON_CONFIG_FILE"
+    local wrapper=()
+    read -r -a wrapper <<<"${BATON_WRAPPER:-}"
+    log "starting ${wrapper[*]:+${wrapper[*]} }baton up (API 127.0.0.1:$api_port, proxy $BATON_PROXY, $instances instances)"
+    bg_start "$dir/baton.log" "${wrapper[@]}" "$BATON" up --config "$BATON_CONFIG_FILE"
     BATON_PID=$LAST_PID
-    wait_until 30 "the baton API" baton_cli status web --json
+    wait_until "${BATON_START_WAIT:-30}" "the baton API" baton_cli status web --json
 }
 
 # make_release VERSION: writes a demo artifact and stores it as a release of `web`.

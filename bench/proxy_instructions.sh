@@ -28,30 +28,10 @@ if ! command -v valgrind >/dev/null; then
     { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind; } >&2 || die "apt-get install valgrind failed"
 fi
 
-dir="$BENCH_TMP/baton"
-mkdir -p "$dir"
-api_port=$(free_port)
-proxy_port=$(free_port)
-BATON_PROXY="127.0.0.1:$proxy_port"
-BATON_CONFIG_FILE="$dir/baton.toml"
-cat >"$BATON_CONFIG_FILE" <<EOT
-[api]
-listen = "127.0.0.1:$api_port"
-
-[apps.web]
-listen = "$BATON_PROXY"
-instances = 2
-command = ["{artifact}/baton-demo", "--port", "{port}"]
-
-[apps.web.health]
-interval = "1s"
-timeout = "5s"
-EOT
 OUT="$BENCH_TMP/callgrind.out"
 log "starting baton up under callgrind (slow: up to a minute)"
-bg_start "$dir/baton.log" valgrind --tool=callgrind --callgrind-out-file="$OUT" "$BATON" up --config "$BATON_CONFIG_FILE"
-BATON_PID=$LAST_PID
-wait_until 120 "the baton API" baton_cli status web --json
+BATON_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$OUT" \
+    BATON_HEALTH_INTERVAL=1s BATON_HEALTH_TIMEOUT=5s BATON_START_WAIT=120 start_baton 2
 make_release 1.0.0
 baton_cli deploy web 1.0.0 --wait >"$BENCH_TMP/deploy.log" 2>&1 || { cat "$BENCH_TMP/deploy.log" >&2; die "deploy failed"; }
 timeout 60 wrk -t1 "-c$CONNECTIONS" -d3s "http://$BATON_PROXY/" >/dev/null

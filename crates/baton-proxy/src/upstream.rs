@@ -197,6 +197,10 @@ async fn write_body<W: AsyncWrite + Unpin>(
     framing: BodyFraming,
 ) -> Result<(), UpstreamError> {
     let exchange = UpstreamError::Exchange;
+    // A body that ends short of the length it stated (an HTTP/2 stream that ends early, say),
+    // or runs past it, must not leave the connection as if the request were complete: the
+    // instance would read the next request's bytes as the rest of this body.
+    let mut sent: u64 = 0;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| UpstreamError::ClientBody(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
@@ -206,23 +210,30 @@ async fn write_body<W: AsyncWrite + Unpin>(
         if data.is_empty() {
             continue;
         }
-        if framing == BodyFraming::Chunked {
-            let mut size = BytesMut::with_capacity(20);
-            chunked::encode_chunk_header(data.len(), &mut size);
-            write.write_all(&size).await.map_err(exchange)?;
-            write.write_all(&data).await.map_err(exchange)?;
-            write.write_all(chunked::CRLF).await.map_err(exchange)?;
-        } else {
-            write.write_all(&data).await.map_err(exchange)?;
+        sent += data.len() as u64;
+        match framing {
+            BodyFraming::Length(length) if sent > length => {
+                return Err(UpstreamError::ClientBody(format!(
+                    "the body runs past its length of {length} bytes"
+                )));
+            }
+            BodyFraming::Chunked => {
+                let mut size = BytesMut::with_capacity(20);
+                chunked::encode_chunk_header(data.len(), &mut size);
+                write.write_all(&size).await.map_err(exchange)?;
+                write.write_all(&data).await.map_err(exchange)?;
+                write.write_all(chunked::CRLF).await.map_err(exchange)?;
+            }
+            _ => write.write_all(&data).await.map_err(exchange)?,
         }
     }
-    if framing == BodyFraming::Chunked {
-        write
-            .write_all(chunked::LAST_CHUNK)
-            .await
-            .map_err(exchange)?;
+    match framing {
+        BodyFraming::Length(length) if sent != length => Err(UpstreamError::ClientBody(format!(
+            "the body ended after {sent} of its {length} bytes"
+        ))),
+        BodyFraming::Chunked => write.write_all(chunked::LAST_CHUNK).await.map_err(exchange),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 enum ReadHead {
@@ -1198,5 +1209,24 @@ mod tests {
             request.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
             "{request:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_or_longer_than_its_length_fails_as_the_clients() {
+        for (bytes, length) in [(&b"abc"[..], 5), (&b"abcdef"[..], 5)] {
+            let mut wire = Vec::new();
+            let mut body = RequestBody::Inline(Bytes::from_static(bytes));
+            let written = write_body(&mut wire, &mut body, BodyFraming::Length(length)).await;
+            assert!(
+                matches!(written, Err(UpstreamError::ClientBody(_))),
+                "{bytes:?} as {length} bytes: {written:?}"
+            );
+        }
+        let mut wire = Vec::new();
+        let mut body = RequestBody::Inline(Bytes::from_static(b"abcde"));
+        write_body(&mut wire, &mut body, BodyFraming::Length(5))
+            .await
+            .unwrap();
+        assert_eq!(wire, b"abcde");
     }
 }
