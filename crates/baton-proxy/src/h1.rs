@@ -1,13 +1,13 @@
-//! Baton's own HTTP/1.1 server side, for the requests a proxy sees most: HTTP/1.1 requests
-//! without a body or with a small one (`Content-Length` up to 64 KiB).
+//! Baton's own HTTP/1.x server side, for the requests a proxy sees most: HTTP/1.1 (or 1.0)
+//! requests without a body or with a small one (`Content-Length` up to 64 KiB).
 //!
 //! Such a request is parsed with httparse and its head written to the backend straight from
 //! the client's bytes (hop-by-hop headers left out, the forwarding headers added); a body is
 //! read whole first and goes out with the head in one write, as nginx buffers request bodies.
 //! The backend's response head comes back the same way: no header map is built on either
 //! side, which is how nginx and HAProxy forward a request. Everything else (a chunked or
-//! larger body, an `Expect`, an upgrade, HTTP/1.0, h2c, a head the parser rejects or that is
-//! too large) is handed to hyper for the rest of the connection, with the bytes already read:
+//! larger body, an `Expect`, an upgrade, h2c, a head the parser rejects or that is too
+//! large) is handed to hyper for the rest of the connection, with the bytes already read:
 //! hyper then serves it exactly as if it had read them itself, error responses included
 //! ([`crate::listener`]).
 //!
@@ -114,6 +114,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
             target,
             headers,
             close,
+            http10,
         } = request;
         let sent = {
             let head = &buf[..len];
@@ -139,14 +140,13 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
             };
             let close = close || wire.finishing;
             match answered {
-                Ok(answer) => wire.send_response(answer, &method, close).await,
+                Ok(answer) => wire.send_response(answer, &method, close, http10).await,
                 Err(error) => {
                     tracing::debug!(app = %proxy.app, %error, "request not proxied");
-                    encode_error(&error, &method, close, &mut wire.out);
-                    wire.flush().await
+                    encode_error(&error, &method, close, http10, &mut wire.out);
+                    wire.flush().await.map(|()| close)
                 }
             }
-            .map(|()| close)
         };
         match sent {
             Ok(false) if !wire.finishing => {}
@@ -264,6 +264,8 @@ struct Request {
     headers: Vec<Header>,
     /// The client asked to close after this request.
     close: bool,
+    /// An HTTP/1.0 client: no chunked coding towards it, and keep-alive said explicitly.
+    http10: bool,
 }
 
 /// One request header, by where its name and value lie, and what the proxy makes of it.
@@ -309,9 +311,11 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         Ok(httparse::Status::Complete(_)) | Err(_) => return Parsed::Other,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
     };
-    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(path), Some(version @ (0 | 1))) = (req.method, req.path, req.version)
+    else {
         return Parsed::Other;
     };
+    let http10 = version == 0;
     // Origin-form targets hyper would pass on unchanged only; CONNECT, `*`, absolute-form,
     // fragments and characters hyper refuses are hyper's.
     if !is_plain_target(path.as_bytes()) || method == "CONNECT" {
@@ -326,6 +330,7 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         (start, start + s.len())
     };
     let mut close = false;
+    let mut keep_alive = false;
     let mut hosts = 0;
     let mut lengths = 0;
     let mut body = 0;
@@ -356,7 +361,9 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
                         let token = token.trim_ascii();
                         if token.eq_ignore_ascii_case(b"close") {
                             close = true;
-                        } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            keep_alive = true;
+                        } else if !token.is_empty() {
                             // It names headers of its own as hop-by-hop: hyper's path strips them.
                             return Parsed::Other;
                         }
@@ -384,7 +391,9 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         method,
         target: at(path.as_bytes()),
         headers,
-        close,
+        // HTTP/1.0 closes unless the client asked to keep the connection (RFC 9112 9.3).
+        close: close || (http10 && !keep_alive),
+        http10,
     })
 }
 
@@ -580,13 +589,15 @@ fn put_header(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
 
 impl Wire<'_, '_> {
     /// Writes the response head and streams the body, re-framed for this connection: its
-    /// length if known, else chunked.
+    /// length if known, else chunked (an HTTP/1.0 client: the end of the connection). Returns
+    /// whether the connection must close after it.
     async fn send_response(
         &mut self,
         answer: Answer,
         method: &Method,
         close: bool,
-    ) -> io::Result<()> {
+        http10: bool,
+    ) -> io::Result<bool> {
         let Answer {
             incoming: upstream::Incoming { head, mut body },
             guard,
@@ -599,8 +610,8 @@ impl Wire<'_, '_> {
                 "backend {} switched protocols unasked",
                 guard.backend().addr()
             ));
-            encode_error(&error, method, close, &mut self.out);
-            return self.flush().await;
+            encode_error(&error, method, close, http10, &mut self.out);
+            return self.flush().await.map(|()| close);
         }
         let mut guard = Some(guard);
         // No body by the rules of HTTP (HEAD, 204, 304).
@@ -608,7 +619,10 @@ impl Wire<'_, '_> {
             || head.status == StatusCode::NO_CONTENT
             || head.status == StatusCode::NOT_MODIFIED;
         let length = body.exact_size();
-        let chunked = !bodiless && length.is_none();
+        let unknown = !bodiless && length.is_none();
+        let chunked = unknown && !http10;
+        // HTTP/1.0 has no chunked coding: the body ends with the connection.
+        let close = close || (unknown && http10);
         encode_status(head.status, &mut self.out);
         let named = named_in_connection(&head);
         let mut date = false;
@@ -648,15 +662,13 @@ impl Wire<'_, '_> {
                 itoa::Buffer::new().format(length).as_bytes(),
             );
         }
-        if close {
-            self.out.extend_from_slice(b"connection: close\r\n");
-        }
+        connection_header(close, http10, &mut self.out);
         self.out.extend_from_slice(b"\r\n");
         drop(named);
         drop(head);
         if bodiless {
             finish(&mut body, &mut guard);
-            return self.flush().await;
+            return self.flush().await.map(|()| close);
         }
         loop {
             // What is ready now goes out with what is already waiting; only then wait.
@@ -708,7 +720,7 @@ impl Wire<'_, '_> {
                     if chunked {
                         self.out.extend_from_slice(chunked::LAST_CHUNK);
                     }
-                    return self.flush().await;
+                    return self.flush().await.map(|()| close);
                 }
             }
         }
@@ -748,7 +760,13 @@ fn named_in_connection(head: &upstream::Head) -> Vec<&[u8]> {
 }
 
 /// A response of the proxy's own: status, a short text, and the head alone for HEAD.
-fn encode_error(error: &ProxyError, method: &Method, close: bool, out: &mut BytesMut) {
+fn encode_error(
+    error: &ProxyError,
+    method: &Method,
+    close: bool,
+    http10: bool,
+    out: &mut BytesMut,
+) {
     let kind = error.kind();
     let body = kind.body();
     encode_status(kind.status(), out);
@@ -759,11 +777,19 @@ fn encode_error(error: &ProxyError, method: &Method, close: bool, out: &mut Byte
         itoa::Buffer::new().format(body.len()).as_bytes(),
     );
     crate::date::with(|now| put_header(out, b"date", now));
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
+    connection_header(close, http10, out);
     out.extend_from_slice(b"\r\n");
     if *method != Method::HEAD {
         out.extend_from_slice(body);
+    }
+}
+
+/// Says what happens to the connection after this response: `close`, or for an HTTP/1.0
+/// client that asked to keep it, `keep-alive` (without which it would assume a close).
+fn connection_header(close: bool, http10: bool, out: &mut BytesMut) {
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
     }
 }

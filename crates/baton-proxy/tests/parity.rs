@@ -11,27 +11,13 @@
 
 mod support;
 
-use std::future::Future;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_proxy::{Backend, Health, ListenerConfig, MetricsSnapshot, Router};
+use baton_proxy::{Backend, ListenerConfig, MetricsSnapshot};
+use support::wire::*;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// Longest wait for anything the proxy or a backend must do: generous, only a hang reaches it.
-const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Waits for `f`, failing the test if it hangs.
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .unwrap_or_else(|_| panic!("hung: {what} (nothing within {DEADLINE:?})"))
-}
 
 // ---------------------------------------------------------------------------------------------
 // The two paths.
@@ -64,381 +50,6 @@ impl Path {
             self.line()
         )
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Wire helpers: a buffered socket read message by message.
-// ---------------------------------------------------------------------------------------------
-
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    /// Reads bounded by [`DEADLINE`]: the client side, where the proxy must answer. A scripted
-    /// backend waits for the proxy's next request as long as it likes.
-    bounded: bool,
-}
-
-impl Wire {
-    fn new(stream: TcpStream, bounded: bool) -> Wire {
-        Wire {
-            stream,
-            buf: Vec::new(),
-            bounded,
-        }
-    }
-
-    /// Reads more into the buffer: how many bytes, 0 once the peer closed (or reset).
-    async fn fill(&mut self) -> usize {
-        self.buf.reserve(64 * 1024);
-        let read = self.stream.read_buf(&mut self.buf);
-        let read = if self.bounded {
-            within("bytes from the proxy", read).await
-        } else {
-            read.await
-        };
-        read.unwrap_or(0)
-    }
-
-    /// The next head, its empty line included; `None` if the stream ends first.
-    async fn head(&mut self) -> Option<Vec<u8>> {
-        loop {
-            if let Some(at) = find(&self.buf, b"\r\n\r\n") {
-                return Some(self.buf.drain(..at + 4).collect());
-            }
-            if self.fill().await == 0 {
-                return None;
-            }
-        }
-    }
-
-    async fn line(&mut self) -> Vec<u8> {
-        loop {
-            if let Some(at) = find(&self.buf, b"\r\n") {
-                let mut line: Vec<u8> = self.buf.drain(..at + 2).collect();
-                line.truncate(at);
-                return line;
-            }
-            assert!(self.fill().await > 0, "the stream ended inside a line");
-        }
-    }
-
-    async fn exact(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            let missing = n - self.buf.len();
-            assert!(
-                self.fill().await > 0,
-                "the stream ended {missing} bytes short"
-            );
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    /// The next chunk's data; `None` after the last chunk (and trailers).
-    async fn chunk(&mut self) -> Option<Vec<u8>> {
-        let line = self.line().await;
-        let line = String::from_utf8_lossy(&line).into_owned();
-        let size = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size, 16)
-            .unwrap_or_else(|_| panic!("a chunk size line, not {line:?}"));
-        if size == 0 {
-            while !self.line().await.is_empty() {}
-            return None;
-        }
-        let data = self.exact(size).await;
-        assert_eq!(self.line().await, b"", "a chunk's data ends with CRLF");
-        Some(data)
-    }
-
-    /// A chunked body, decoded.
-    async fn chunked(&mut self) -> Vec<u8> {
-        let mut body = Vec::new();
-        while let Some(data) = self.chunk().await {
-            body.extend(data);
-        }
-        body
-    }
-
-    /// Everything up to the end of the stream.
-    async fn until_close(&mut self) -> Vec<u8> {
-        while self.fill().await > 0 {}
-        std::mem::take(&mut self.buf)
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A parsed head: the start line's words and the headers (names lowercased, in order).
-#[derive(Debug, Clone)]
-struct Head {
-    /// The start line, as sent (lossy UTF-8).
-    start: String,
-    /// The start line's second word, as bytes: a request's target, a response's status code.
-    second: Vec<u8>,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn parse(raw: &[u8]) -> Head {
-        let raw = raw.strip_suffix(b"\r\n\r\n").unwrap_or(raw);
-        let mut lines = raw
-            .split(|b| *b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-        let start = lines.next().unwrap_or_default();
-        let second = start
-            .split(|b| *b == b' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_vec();
-        let headers = lines
-            .map(|line| {
-                let line = String::from_utf8_lossy(line);
-                let (name, value) = line
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("a header line, not {line:?}"));
-                (name.trim().to_ascii_lowercase(), value.trim().to_string())
-            })
-            .collect();
-        Head {
-            start: String::from_utf8_lossy(start).into_owned(),
-            second,
-            headers,
-        }
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The value of `name`, which must appear at most once.
-    fn get(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(
-            all.len() <= 1,
-            "{name} appears {} times: {self:?}",
-            all.len()
-        );
-        all.first().copied()
-    }
-
-    fn is_chunked(&self) -> bool {
-        self.get("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().ends_with("chunked"))
-    }
-
-    fn content_length(&self) -> Option<usize> {
-        self.get("content-length")
-            .map(|v| v.parse().expect("a numeric content-length"))
-    }
-
-    /// Every header as `name: value`, sorted, leaving out `skip`.
-    fn sorted_lines(&self, skip: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n != skip)
-            .map(|(n, v)| format!("{n}: {v}"))
-            .collect();
-        lines.sort();
-        lines
-    }
-}
-
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    head: Head,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// A raw client connection to the proxy.
-struct Client {
-    wire: Wire,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Client {
-        let stream = within("a connection to the proxy", TcpStream::connect(addr))
-            .await
-            .unwrap();
-        Client {
-            wire: Wire::new(stream, true),
-        }
-    }
-
-    async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        within("a write to the proxy", self.wire.write(bytes.as_ref()))
-            .await
-            .unwrap();
-    }
-
-    /// The next response head, interim or final.
-    async fn next_head(&mut self) -> (u16, Head) {
-        let raw = self
-            .wire
-            .head()
-            .await
-            .expect("a response head before the connection ends");
-        let head = Head::parse(&raw);
-        assert!(
-            head.start.starts_with("HTTP/1.1 "),
-            "a status line: {head:?}"
-        );
-        let status = std::str::from_utf8(&head.second)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("a status code: {head:?}"));
-        (status, head)
-    }
-
-    /// The next final response to a request of `method`, its body read by its framing.
-    async fn response_to(&mut self, method: &str) -> Response {
-        let (status, head) = self.next_head().await;
-        assert!(status >= 200, "a final response, not {head:?}");
-        let body = if method == "HEAD" || status == 204 || status == 304 {
-            Vec::new()
-        } else if head.is_chunked() {
-            self.wire.chunked().await
-        } else if let Some(length) = head.content_length() {
-            self.wire.exact(length).await
-        } else {
-            self.wire.until_close().await
-        };
-        Response { status, head, body }
-    }
-
-    /// Reads until the proxy ends the connection (FIN or reset): how many bytes came first.
-    async fn bytes_until_close(&mut self) -> usize {
-        let mut total = std::mem::take(&mut self.wire.buf).len();
-        loop {
-            self.wire.buf.clear();
-            match self.wire.fill().await {
-                0 => return total,
-                n => total += n,
-            }
-        }
-    }
-
-    /// The proxy closed the connection, with nothing left unread.
-    async fn expect_eof(&mut self) {
-        let rest = self.wire.until_close().await;
-        assert!(
-            rest.is_empty(),
-            "unexpected bytes: {:?}",
-            String::from_utf8_lossy(&rest)
-        );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A scripted backend: reads each request, logs it, writes the bytes the test chose.
-// ---------------------------------------------------------------------------------------------
-
-/// One request as the scripted backend received it.
-#[derive(Debug, Clone)]
-struct Received {
-    /// As sent, which need not be UTF-8.
-    target: Vec<u8>,
-    head: Head,
-    body: Vec<u8>,
-}
-
-struct Scripted {
-    backend: Arc<Backend>,
-    received: Arc<Mutex<Vec<Received>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Scripted {
-    /// A healthy backend answering each request with `reply(request)`, connection kept open.
-    async fn start(reply: impl Fn(&Received) -> Vec<u8> + Send + Sync + 'static) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let reply = Arc::new(reply);
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (reply, log) = (reply.clone(), log.clone());
-                tokio::spawn(async move {
-                    let mut wire = Wire::new(stream, false);
-                    while let Some(request) = read_request(&mut wire).await {
-                        let answer = reply(&request);
-                        // Logged before the answer goes out: a client holding the response
-                        // knows the request is in the log.
-                        log.lock().unwrap().push(request);
-                        if wire.write(&answer).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        let backend = Backend::new("scripted".into(), "1.0".into(), addr, 3);
-        backend.set_health(Health::Healthy);
-        Scripted {
-            backend,
-            received,
-            task,
-        }
-    }
-
-    /// The requests received since the last call.
-    fn take(&self) -> Vec<Received> {
-        std::mem::take(&mut *self.received.lock().unwrap())
-    }
-}
-
-async fn read_request(wire: &mut Wire) -> Option<Received> {
-    let head = Head::parse(&wire.head().await?);
-    let body = if head.is_chunked() {
-        wire.chunked().await
-    } else if let Some(length) = head.content_length() {
-        wire.exact(length).await
-    } else {
-        Vec::new()
-    };
-    Some(Received {
-        target: head.second.clone(),
-        head,
-        body,
-    })
-}
-
-/// A 200 with a Content-Length body.
-fn ok(body: &[u8]) -> Vec<u8> {
-    let mut bytes =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
-}
-
-/// A proxy for app `web` with `backend` as its only instance.
-async fn proxy_to(backend: Arc<Backend>, cfg: ListenerConfig) -> TestProxy {
-    let router = Router::new();
-    router.publish(table(vec![("1.0", 100, vec![backend])]));
-    TestProxy::start(router, cfg).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,7 +125,7 @@ async fn blocked_writer_is_closed(path: Path, size: usize) -> usize {
         r.resize(r.len() + size, b'x');
         r
     });
-    let backend = Scripted::start(move |_| big.to_vec()).await;
+    let backend = Scripted::start(move |_| Reply::Keep(big.to_vec())).await;
     // The grace period after "finish" is the request timeout.
     let cfg = ListenerConfig {
         request_timeout: Duration::from_secs(1),
@@ -526,9 +137,7 @@ async fn blocked_writer_is_closed(path: Path, size: usize) -> usize {
     let stream = within("a connection to the proxy", socket.connect(proxy.addr))
         .await
         .unwrap();
-    let mut client = Client {
-        wire: Wire::new(stream, true),
-    };
+    let mut client = Client::new(stream);
     client.send(path.request("GET", "/big")).await;
     // The head is here: the proxy is writing the body (and soon blocked doing so).
     let (status, _) = client.next_head().await;
@@ -561,7 +170,7 @@ async fn a_head_over_the_limit_arriving_in_two_writes_is_431_on_hypers_path() {
 /// With an 8 KiB limit: a request, then a head of 10 kB in two writes (6 kB, then 4 kB, which
 /// completes it): the first is served, the second is 431 and never reaches the backend.
 async fn head_over_the_limit_in_two_writes(path: Path) {
-    let backend = Scripted::start(|_| ok(b"served")).await;
+    let backend = Scripted::start(|_| Reply::Keep(ok(b"served"))).await;
     let cfg = ListenerConfig {
         max_header_bytes: 8192,
         ..config()
@@ -593,7 +202,7 @@ async fn head_over_the_limit_in_two_writes(path: Path) {
 // Backends rely on getting the same target (or none: refused alike) whichever path served it.
 #[tokio::test]
 async fn request_targets_are_treated_alike_on_both_paths() {
-    let backend = Scripted::start(|_| ok(b"")).await;
+    let backend = Scripted::start(|_| Reply::Keep(ok(b""))).await;
     let proxy = proxy_to(backend.backend.clone(), config()).await;
     let targets: &[&[u8]] = &[
         b"/search?q=a%20b&tag=x&tag=y",
@@ -672,9 +281,11 @@ async fn request_targets_are_treated_alike_on_both_paths() {
 #[tokio::test]
 async fn a_response_naming_date_in_connection_still_carries_a_date() {
     let backend = Scripted::start(|_| {
-        b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: date\r\n\
-          Content-Length: 2\r\n\r\nok"
-            .to_vec()
+        Reply::Keep(
+            b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: date\r\n\
+              Content-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
     })
     .await;
     let proxy = proxy_to(backend.backend.clone(), config()).await;
@@ -698,7 +309,7 @@ async fn a_response_naming_date_in_connection_still_carries_a_date() {
 // Backends rely on the same forwarding headers, and hop-by-hop ones removed, on either path.
 #[tokio::test]
 async fn the_backend_sees_the_same_forwarded_headers_on_both_paths() {
-    let backend = Scripted::start(|_| ok(b"")).await;
+    let backend = Scripted::start(|_| Reply::Keep(ok(b""))).await;
     let proxy = proxy_to(backend.backend.clone(), config()).await;
     // Request heads without their final empty line (the path's own line goes there), and
     // bodies.
@@ -865,7 +476,7 @@ async fn the_client_sees_the_same_response_on_both_paths() {
             .unwrap()
             .parse()
             .unwrap();
-        replies[i].to_vec()
+        Reply::Keep(replies[i].to_vec())
     })
     .await;
     let proxy = proxy_to(backend.backend.clone(), config()).await;
@@ -950,7 +561,7 @@ async fn finish_lets_a_streaming_response_complete_then_closes() {
         );
         let serving = proxy.shutdown();
         // The idle connection closes on "finish": the streaming one has been told too.
-        idle.expect_eof().await;
+        idle.expect_closed().await;
         b.gate.add_permits(1);
         assert_eq!(
             client.wire.chunk().await.as_deref(),
@@ -958,7 +569,7 @@ async fn finish_lets_a_streaming_response_complete_then_closes() {
             "{path:?}"
         );
         assert_eq!(client.wire.chunk().await, None, "{path:?}: the last chunk");
-        client.expect_eof().await;
+        client.expect_closed().await;
         within("the listener to return", serving)
             .await
             .unwrap()

@@ -1,5 +1,8 @@
-//! Test fixtures: tiny hyper backends on port 0, a proxy on port 0, a client, a polling helper.
+//! Test fixtures: tiny hyper backends on port 0, a proxy on port 0, a client, a polling helper;
+//! raw HTTP/1.x on the wire in [`wire`].
 #![allow(dead_code)]
+
+pub mod wire;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -211,6 +214,13 @@ pub fn table(releases: Vec<(&str, u32, Vec<Arc<Backend>>)>) -> RoutingTable {
         .into_iter()
         .collect(),
     }
+}
+
+/// A proxy for app `web` with `backend` as its only instance.
+pub async fn proxy_to(backend: Arc<Backend>, cfg: ListenerConfig) -> TestProxy {
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![backend])]));
+    TestProxy::start(router, cfg).await
 }
 
 /// A running proxy for app `web`; shuts down on drop.
