@@ -75,34 +75,46 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
     tokio::pin!(answer_timer);
     loop {
         head_timer.as_mut().reset(Instant::now() + head_timeout);
+        // A request whose head is in and whose body is still arriving.
+        let mut awaiting_body: Option<Request> = None;
         let request = loop {
-            if !buf.is_empty() {
+            if let Some(request) = awaiting_body.take_if(|r| buf.len() >= r.len + r.body) {
+                break request;
+            }
+            if awaiting_body.is_none() && !buf.is_empty() {
                 match parse(&buf, proxy.max_header_bytes) {
                     Parsed::Request(request) if buf.len() >= request.len + request.body => {
                         break request;
                     }
-                    // The head is here, not all of the body yet.
-                    Parsed::Request(_) => {}
+                    Parsed::Request(request) => awaiting_body = Some(request),
                     Parsed::Partial if buf.len() < proxy.max_header_bytes => {}
                     // hyper answers what it cannot accept either (400, 431) and serves the rest.
                     Parsed::Partial | Parsed::Other => return Served::Handoff(wire.stream, buf),
                 }
-            } else if wire.finishing {
+            } else if buf.is_empty() && wire.finishing {
                 return Served::Closed;
             }
             buf.reserve(READ_CHUNK);
             let read = std::future::poll_fn(|cx| {
-                if wire.poll_close(cx).is_ready() || head_timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                if wire.poll_close(cx).is_ready() {
+                    return Poll::Ready(Wait::Close);
+                }
+                if head_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wait::TimedOut);
                 }
                 if wire.finishing && buf.is_empty() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Wait::Close);
                 }
-                poll_read(&wire.stream, &mut buf, cx).map(Some)
+                poll_read(&wire.stream, &mut buf, cx).map(Wait::Read)
             })
             .await;
             match read {
-                Some(Ok(n)) if n > 0 => {}
+                Wait::Read(Ok(n)) if n > 0 => {}
+                // A slow body is not cut off: nothing of the request is consumed yet, and
+                // hyper streams it to the instance as it comes.
+                Wait::TimedOut if awaiting_body.is_some() => {
+                    return Served::Handoff(wire.stream, buf);
+                }
                 // Closed by the client, broken, timed out or shut down.
                 _ => return Served::Closed,
             }
@@ -157,6 +169,13 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
         }
         buf.advance(len + body);
     }
+}
+
+/// What ended a wait for more of a request.
+enum Wait {
+    Read(io::Result<usize>),
+    TimedOut,
+    Close,
 }
 
 fn poll_read(

@@ -13,7 +13,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::response::Parts;
 use http::{Method, Response, StatusCode, Version};
@@ -79,26 +79,35 @@ pub(crate) async fn send_encoded(
         let Io::Whole(stream) = &mut conn.io else {
             unreachable!("the pool hands out whole connections");
         };
-        let written = match body {
-            // Whole already: head and body in one write, and nothing left to send.
-            RequestBody::Inline(bytes) => {
-                stream.write_all_buf(&mut head.chain(bytes.as_ref())).await
-            }
-            _ => stream.write_all(head).await,
+        let written = match &*body {
+            RequestBody::Inline(bytes) => write_inline(stream, head, bytes).await,
+            _ => stream.write_all(head).await.map(|()| None),
         };
-        if let Err(error) = written {
-            if conn.reused {
-                continue;
+        // Nothing of the request went out: a reused connection the instance had closed is
+        // replaced; a fresh one is refused.
+        let rest = match written {
+            Ok(rest) => rest,
+            Err(_) if conn.reused => continue,
+            Err(error) => return Err(UpstreamError::Closed(error)),
+        };
+        let pending = match rest {
+            Some(rest) => Some((
+                BodyFraming::Length(rest.len() as u64),
+                RequestBody::Inline(rest),
+            )),
+            None if body_framing != BodyFraming::None
+                && !matches!(body, RequestBody::Inline(_)) =>
+            {
+                Some((body_framing, std::mem::replace(body, RequestBody::Empty)))
             }
-            return Err(UpstreamError::Closed(error));
-        }
-        if body_framing != BodyFraming::None && !matches!(body, RequestBody::Inline(_)) {
+            None => None,
+        };
+        if let Some((framing, mut body)) = pending {
             // The body goes out from a task of its own while the response is read here: the
             // instance may answer early (413, 401) or stream its answer as it reads.
-            let mut body = std::mem::replace(body, RequestBody::Empty);
             conn = conn.split(|mut write| {
                 tokio::spawn(async move {
-                    write_body(&mut write, &mut body, body_framing).await?;
+                    write_body(&mut write, &mut body, framing).await?;
                     Ok(write)
                 })
             });
@@ -112,6 +121,30 @@ pub(crate) async fn send_encoded(
             Err(ReadHead::Failed(error)) => return Err(error),
         }
     }
+}
+
+/// Writes the head and as much of a body held whole as the socket takes in one write, and
+/// returns what is left of them (for the writer task); an error only if nothing went out.
+async fn write_inline(
+    stream: &mut tokio::net::TcpStream,
+    head: &[u8],
+    body: &Bytes,
+) -> io::Result<Option<Bytes>> {
+    let n = stream
+        .write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(body)])
+        .await?;
+    Ok(match n.checked_sub(head.len()) {
+        None if n == 0 => return Err(io::ErrorKind::WriteZero.into()),
+        // Part of the head went out: the rest of it, then the body (rare; copied).
+        None => {
+            let mut rest = BytesMut::with_capacity(head.len() - n + body.len());
+            rest.extend_from_slice(&head[n..]);
+            rest.extend_from_slice(body);
+            Some(rest.freeze())
+        }
+        Some(sent) if sent == body.len() => None,
+        Some(sent) => Some(body.slice(sent..)),
+    })
 }
 
 /// How the request body is delimited on the wire.
@@ -1228,5 +1261,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(wire, b"abcde");
+    }
+
+    #[tokio::test]
+    async fn an_inline_body_the_socket_does_not_take_at_once_is_left_for_the_writer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let mut stream = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        // The other side reads nothing until the end.
+        let (mut peer, _) = listener.accept().await.unwrap();
+        let head = b"POST / HTTP/1.1\r\ncontent-length: 4194304\r\n\r\n";
+        let body = Bytes::from((0..4 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+
+        let rest = write_inline(&mut stream, head, &body)
+            .await
+            .unwrap()
+            .expect("4 MiB do not fit in one write to a 4 KiB send buffer");
+        assert!(!rest.is_empty() && rest.len() < body.len());
+        // What went out and what is left make the request exactly.
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        stream.write_all(&rest).await.unwrap();
+        drop(stream);
+        let got = reader.await.unwrap();
+        assert_eq!(got.len(), head.len() + body.len());
+        assert_eq!(&got[..head.len()], head);
+        assert!(got[head.len()..] == body[..], "the body arrived altered");
     }
 }
