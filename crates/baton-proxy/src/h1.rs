@@ -6,10 +6,9 @@
 //! read whole first and goes out with the head in one write, as nginx buffers request bodies.
 //! The backend's response head comes back the same way: no header map is built on either
 //! side, which is how nginx and HAProxy forward a request. Everything else (a chunked or
-//! larger body, an `Expect`, an upgrade, h2c, a head the parser rejects or that is too
-//! large) is handed to hyper for the rest of the connection, with the bytes already read:
-//! hyper then serves it exactly as if it had read them itself, error responses included
-//! ([`crate::listener`]).
+//! larger body, an upgrade, h2c, a head the parser rejects or that is too large) is handed
+//! to hyper for the rest of the connection, with the bytes already read: hyper then serves
+//! it exactly as if it had read them itself, error responses included ([`crate::listener`]).
 //!
 //! A request in a canary split with affinity goes through the header map after all
 //! ([`upstream::encode_head`]): its targeting rules read headers by name.
@@ -86,7 +85,15 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
                     Parsed::Request(request) if buf.len() >= request.len + request.body => {
                         break request;
                     }
-                    Parsed::Request(request) => awaiting_body = Some(request),
+                    Parsed::Request(request) => {
+                        if request.expect_continue {
+                            wire.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                            if wire.flush().await.is_err() {
+                                return Served::Closed;
+                            }
+                        }
+                        awaiting_body = Some(request);
+                    }
                     Parsed::Partial if buf.len() < proxy.max_header_bytes => {}
                     // hyper answers what it cannot accept either (400, 431) and serves the rest.
                     Parsed::Partial | Parsed::Other => return Served::Handoff(wire.stream, buf),
@@ -127,6 +134,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
             headers,
             close,
             http10,
+            expect_continue: _,
         } = request;
         let sent = {
             let head = &buf[..len];
@@ -285,6 +293,8 @@ struct Request {
     close: bool,
     /// An HTTP/1.0 client: no chunked coding towards it, and keep-alive said explicitly.
     http10: bool,
+    /// The client waits for a `100 Continue` before it sends the body.
+    expect_continue: bool,
 }
 
 /// One request header, by where its name and value lie, and what the proxy makes of it.
@@ -350,6 +360,7 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
     };
     let mut close = false;
     let mut keep_alive = false;
+    let mut expect_continue = false;
     let mut hosts = 0;
     let mut lengths = 0;
     let mut body = 0;
@@ -373,7 +384,16 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
                     Role::Drop
                 }
                 17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Other,
-                6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Other,
+                // The proxy reads the body whole itself, so it answers the expectation
+                // (RFC 9110 10.1.1) and the instance never sees it; HTTP/1.0 knows no 100,
+                // and other expectations get hyper's 417.
+                6 if name.eq_ignore_ascii_case(b"expect") => {
+                    if http10 || !h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                        return Parsed::Other;
+                    }
+                    expect_continue = true;
+                    Role::Drop
+                }
                 7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Other,
                 10 if name.eq_ignore_ascii_case(b"connection") => {
                     for token in h.value.split(|b| *b == b',') {
@@ -413,6 +433,7 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         // HTTP/1.0 closes unless the client asked to keep the connection (RFC 9112 9.3).
         close: close || (http10 && !keep_alive),
         http10,
+        expect_continue,
     })
 }
 

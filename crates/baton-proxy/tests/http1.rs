@@ -668,3 +668,29 @@ async fn http_1_0_gets_a_body_of_unknown_length_until_the_close() {
     assert_eq!(r.text(), "hello world");
     assert!(r.head.connection_has("close"), "{:?}", r.head);
 }
+
+// A client that waits for `100 Continue` before sending a small body gets it from the proxy
+// (which reads the body itself), and the instance never sees the expectation.
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    let backend = Scripted::start(|r| Reply::Keep(ok(&r.body))).await;
+    let proxy = proxy_to(backend.backend.clone(), config()).await;
+    let mut client = Client::connect_lenient(proxy.addr).await;
+
+    client
+        .send("PUT /doc HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await;
+    let (status, head) = client.next_head().await;
+    assert_eq!(status, 100, "{head:?}");
+    client.send("hello").await;
+    let r = client.response().await;
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+
+    let received = backend.received();
+    assert_eq!(received.len(), 1);
+    assert!(
+        received[0].head.all("expect").is_empty(),
+        "{:?}",
+        received[0].head
+    );
+}
