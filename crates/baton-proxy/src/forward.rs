@@ -161,8 +161,8 @@ pub(crate) async fn exchange(
         app: proxy.app.clone(),
     };
     let framing = BodyFraming::of(body);
-    // Only a request with nothing to resend may be retried.
-    let retryable = framing == BodyFraming::None;
+    // Only a request with nothing to resend, or whose body is held whole, may be retried.
+    let retryable = framing == BodyFraming::None || matches!(body, RequestBody::Inline(_));
     let mut guard = acquire(route, None, prefer, rng).ok_or_else(no_backend)?;
     let mut retried = false;
     loop {

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -43,18 +44,74 @@ async fn connection_refused_is_retried_on_the_other_backend() {
     assert_eq!(dead.in_flight(), 0);
 }
 
-#[tokio::test]
-async fn a_request_with_a_body_is_not_retried() {
+/// A proxy in front of a backend that refuses connections and a live one (kept running by
+/// the returned handle), for `/echo` POSTs.
+async fn dead_and_live() -> (Arc<Backend>, TestBackend, TestProxy) {
+    let live = TestBackend::start("live").await;
     let dead = Backend::new("dead".into(), "1.0".into(), refused_addr().await, 1000);
     dead.set_health(Health::Healthy);
     let router = Router::new();
-    router.publish(table(vec![("1.0", 100, vec![dead.clone()])]));
+    router.publish(table(vec![(
+        "1.0",
+        100,
+        vec![dead.clone(), live.backend("1.0")],
+    )]));
     let proxy = TestProxy::start(router, config()).await;
+    (dead, live, proxy)
+}
+
+async fn post(client: &TestClient, proxy: &TestProxy, body: Bytes) -> Answer {
     let request = Request::post(proxy.url("/echo"))
-        .body(Full::new(Bytes::from_static(b"payload")))
+        .body(Full::new(body))
         .unwrap();
-    assert_eq!(send(&client(), request).await.status, 502);
-    assert_eq!(dead.metrics().connect_errors, 1);
+    send(client, request).await
+}
+
+// A small body is held whole by the proxy, so a request refused by one backend goes to the
+// other: the client never sees the refusal, POST or not.
+#[tokio::test]
+async fn a_small_body_is_retried_on_the_other_backend() {
+    let (dead, _live, proxy) = dead_and_live().await;
+    let client = client();
+    for _ in 0..30 {
+        let answer = post(&client, &proxy, Bytes::from_static(b"payload")).await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.body.as_str()),
+            (200, "payload")
+        );
+    }
+    assert!(
+        dead.metrics().connect_errors > 0,
+        "the dead backend was tried at least once"
+    );
+}
+
+// A body streamed through (over 64 KiB) cannot be sent again once it was taken from the
+// client: a refused connect answers 502, and only then.
+#[tokio::test]
+async fn a_streamed_body_is_not_retried() {
+    let (dead, _live, proxy) = dead_and_live().await;
+    let body = vec![b'x'; 100 * 1024];
+    let mut request = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let mut refused: u64 = 0;
+    for _ in 0..30 {
+        // A connection each: after a 502 sent before the body was read, the proxy closes it.
+        let mut client = wire::Client::connect_lenient(proxy.addr).await;
+        client.send(&request).await;
+        let answer = client.response().await;
+        match answer.status {
+            200 => assert_eq!(answer.body.len(), body.len()),
+            502 => refused += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(refused > 0, "the dead backend was tried at least once");
+    assert_eq!(dead.metrics().connect_errors, refused);
 }
 
 #[tokio::test]
