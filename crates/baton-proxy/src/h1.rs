@@ -409,6 +409,8 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
                     }
                     Role::Drop
                 }
+                // The other headers that belong to this connection (RFC 9110 7.6.1).
+                _ if is_hop_by_hop(name) => Role::Drop,
                 _ => Role::Pass,
             },
         };
@@ -453,20 +455,16 @@ fn is_plain_target(target: &[u8]) -> bool {
     path.iter().all(path_ok) && query.iter().all(query_ok)
 }
 
-/// The role of a header the proxy rewrites or leaves out; `None` for the ones [`parse`]
-/// looks at itself and for all others.
+/// The role of a header the proxy rewrites; `None` for the ones [`parse`] looks at itself
+/// and for all others.
 fn role(name: &[u8]) -> Option<Role> {
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
     Some(match name.len() {
         4 if is("host") => Role::Host,
-        2 if is("te") => Role::Drop,
-        7 if is("trailer") => Role::Drop,
-        10 if is("keep-alive") => Role::Drop,
         12 if is("x-request-id") => Role::RequestId,
         15 if is("x-forwarded-for") => Role::ForwardedFor,
         16 if is("x-forwarded-host") => Role::ForwardedHost,
         17 if is("x-forwarded-proto") => Role::ForwardedProto,
-        _ if name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-") => Role::Drop,
         _ => return None,
     })
 }

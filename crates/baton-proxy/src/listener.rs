@@ -244,12 +244,6 @@ impl Clients {
 }
 
 impl Client {
-    /// Waits for the listener's next signal: finish the request in flight, or close now.
-    async fn signalled(&self) -> Stage {
-        self.signal.notify.notified().await;
-        self.signalled_stage()
-    }
-
     /// The stage the listener has asked for so far.
     fn stage(&self) -> Stage {
         match self.signal.stage.load(SeqCst) {
@@ -408,14 +402,15 @@ where
         Stage::Finish => shutdown(connection.as_mut()),
         Stage::Close => return Ok(()),
     }
-    loop {
-        tokio::select! {
-            biased;
-            served = connection.as_mut() => return served,
-            stage = client.signalled() => match stage {
-                Stage::Close => return Ok(()),
-                _ => shutdown(connection.as_mut()),
-            },
+    let mut watch = client.watch();
+    std::future::poll_fn(|cx| {
+        while let Poll::Ready(stage) = watch.poll(cx) {
+            if stage == Stage::Close {
+                return Poll::Ready(Ok(()));
+            }
+            shutdown(connection.as_mut());
         }
-    }
+        connection.as_mut().poll(cx)
+    })
+    .await
 }

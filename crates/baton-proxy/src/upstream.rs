@@ -994,8 +994,19 @@ mod tests {
         (tx, RequestBody::Test(body))
     }
 
-    fn post() -> (Method, HeaderMap) {
-        (Method::POST, headers(&[("host", "backend")]))
+    /// Sends a POST of `body` to `target` on a connection from `pool`.
+    async fn post(
+        pool: &Pool,
+        target: &str,
+        body: &mut RequestBody,
+    ) -> Result<Incoming, UpstreamError> {
+        let headers = headers(&[("host", "backend")]);
+        let request = Outgoing {
+            method: &Method::POST,
+            target,
+            headers: &headers,
+        };
+        send(pool, &request, body).await
     }
 
     #[tokio::test]
@@ -1018,15 +1029,9 @@ mod tests {
         tx.send_data(Bytes::from_static(b"part of a large upload"))
             .await
             .unwrap();
-        let (method, headers) = post();
-        let request = Outgoing {
-            method: &method,
-            target: "/upload",
-            headers: &headers,
-        };
         // The body never ends (tx is kept): the answer must come anyway.
         let incoming =
-            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+            tokio::time::timeout(Duration::from_secs(20), post(&pool, "/upload", &mut body))
                 .await
                 .expect("the early answer is read while the body is unfinished")
                 .unwrap();
@@ -1048,18 +1053,12 @@ mod tests {
         let pool = pool(addr);
         let (mut tx, mut body) = fed_body();
         tx.send_data(Bytes::from_static(b"half")).await.unwrap();
-        let (method, headers) = post();
-        let request = Outgoing {
-            method: &method,
-            target: "/upload",
-            headers: &headers,
-        };
         tokio::spawn(async move {
             tokio::task::yield_now().await;
             tx.abort(std::io::Error::other("client went away"));
         });
         let failed =
-            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+            tokio::time::timeout(Duration::from_secs(20), post(&pool, "/upload", &mut body))
                 .await
                 .expect("no wait for an answer that cannot come")
                 .err()
@@ -1100,15 +1099,9 @@ mod tests {
         });
         let pool = pool(addr);
         let (mut tx, mut body) = fed_body();
-        let (method, headers) = post();
-        let request = Outgoing {
-            method: &method,
-            target: "/echo",
-            headers: &headers,
-        };
         tx.send_data(Bytes::from_static(b"ping")).await.unwrap();
         let Incoming { mut body, .. } =
-            tokio::time::timeout(Duration::from_secs(20), send(&pool, &request, &mut body))
+            tokio::time::timeout(Duration::from_secs(20), post(&pool, "/echo", &mut body))
                 .await
                 .expect("the head comes while the body is open")
                 .unwrap();
