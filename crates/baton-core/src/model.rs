@@ -101,7 +101,7 @@ impl InstanceState {
     }
 }
 
-/// The phase of a deployment (DESIGN.md "Rollout phases").
+/// The phase of a deployment (docs/DESIGN.md "Rollout phases").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
@@ -215,7 +215,7 @@ pub struct Deployment {
     /// Whether users were ever served by `to` during this deployment.
     pub exposed: bool,
     /// Progress deadline: if the next step is not reached by then, the deployment goes back.
-    /// Stored as data so that it survives a restart of Baton (DESIGN.md I4).
+    /// Stored as data so that it survives a restart of Baton (docs/DESIGN.md I4).
     pub deadline: Option<Millis>,
     /// Canary: the percent of requests the new release gets now (0 before the first step is
     /// ready and after an abort).
@@ -224,7 +224,7 @@ pub struct Deployment {
     /// Canary: when the current step's pause ends (none while it waits for `promote`).
     #[serde(default)]
     pub pause_until: Option<Millis>,
-    /// What operators asked for; the planner reads and clears these (DESIGN.md: intents are
+    /// What operators asked for; the planner reads and clears these (docs/DESIGN.md: intents are
     /// fields the planner reads, not code paths of their own).
     #[serde(default)]
     pub intents: Intents,

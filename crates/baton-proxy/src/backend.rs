@@ -199,7 +199,7 @@ impl Backend {
         self.draining.load(SeqCst)
     }
 
-    /// Healthy and not draining: may be sent a new request (DESIGN.md I1).
+    /// Healthy and not draining: may be sent a new request (docs/DESIGN.md I1).
     pub fn is_eligible(&self) -> bool {
         self.health() == Health::Healthy && !self.draining.load(Relaxed)
     }

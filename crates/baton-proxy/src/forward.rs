@@ -66,7 +66,7 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let proxy = &conn.proxy;
-    // Loaded once: the whole request, retries included, sees one split (DESIGN.md I6).
+    // Loaded once: the whole request, retries included, sees one split (docs/DESIGN.md I6).
     let table = proxy.router.current();
     let no_backend = || ProxyError::NoBackend {
         app: proxy.app.clone(),

@@ -1,4 +1,4 @@
-//! The split snapshot: the whole routing table in one `ArcSwap` (DESIGN.md I6).
+//! The split snapshot: the whole routing table in one `ArcSwap` (docs/DESIGN.md I6).
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Baton's daemon: the controller loop that moves apps between releases, and the HTTP API
-//! through which the CLI records intents and reads state (DESIGN.md "Parts and the way data
+//! through which the CLI records intents and reads state (docs/DESIGN.md "Parts and the way data
 //! flows"). `baton up` calls [`run`].
 
 mod api;

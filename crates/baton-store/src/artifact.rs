@@ -1,4 +1,4 @@
-//! [`ArtifactStore`]: release artifacts on disk by digest, unpacked read-only (DESIGN.md I5).
+//! [`ArtifactStore`]: release artifacts on disk by digest, unpacked read-only (docs/DESIGN.md I5).
 //!
 //! Layout: `<root>/<hex>/` is the unpacked tree and `<root>/<hex>.tar` the canonical archive.
 //! The directory appears by one atomic rename once complete, so its presence means "stored".

@@ -46,7 +46,7 @@ impl Store {
         let _mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .op("enable WAL")?;
-        // FULL: a commit is on disk before the action that depends on it (DESIGN.md Persistence).
+        // FULL: a commit is on disk before the action that depends on it (docs/DESIGN.md Persistence).
         conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .op("set pragmas")?;
         schema::migrate(&mut conn)?;

@@ -292,7 +292,7 @@ impl Store {
 
     /// Ends a deployment in one transaction: saves it, sets the app's current release to
     /// `current` (at `d.updated_at`) and appends the event. A crash can then never leave a
-    /// succeeded deployment with the old release still recorded as current (DESIGN.md I4).
+    /// succeeded deployment with the old release still recorded as current (docs/DESIGN.md I4).
     pub fn finish_deployment(
         &self,
         d: &Deployment,

@@ -1,4 +1,4 @@
-//! Releases: append-only rows of app + version + artifact digest (DESIGN.md I5).
+//! Releases: append-only rows of app + version + artifact digest (docs/DESIGN.md I5).
 
 use baton_core::model::Release;
 use rusqlite::{OptionalExtension, Row, TransactionBehavior, params};

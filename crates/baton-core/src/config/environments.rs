@@ -1,7 +1,7 @@
 //! Environments: the promotion order, per-environment overrides of an app's settings, and the
 //! resolved *units* (one app in one environment) that the controller runs. Releases belong to
 //! the app, never to an environment: every environment runs the same artifact digest with its
-//! own config (DESIGN.md I5).
+//! own config (docs/DESIGN.md I5).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

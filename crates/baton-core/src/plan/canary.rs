@@ -1,5 +1,5 @@
 //! Canary: the new release gets a growing weight of traffic, step by step, while the stable
-//! release stays at full size (so going back is instant, DESIGN.md I3); each step holds for its
+//! release stays at full size (so going back is instant, docs/DESIGN.md I3); each step holds for its
 //! pause and goes on only on a passing verdict; the last step replaces the stable set.
 
 use crate::config::{AppConfig, OnInconclusive, Pause};

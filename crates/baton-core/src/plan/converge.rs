@@ -26,7 +26,7 @@ fn healthy(i: &Instance) -> bool {
 
 /// Replaces instances of other releases by `n` instances of `target`, never running more than
 /// `n + surge` and never serving with fewer than `n - unavailable` healthy instances
-/// (DESIGN.md I3). The same rule as a Kubernetes Deployment's rolling update.
+/// (docs/DESIGN.md I3). The same rule as a Kubernetes Deployment's rolling update.
 pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Instance]) -> Converge {
     let mut c = Converge::default();
     let (mut new, mut old): (Vec<&Instance>, Vec<&Instance>) =

@@ -3,7 +3,7 @@
 //!
 //! It is level-triggered, like a Kubernetes controller: it looks only at what is, never at what
 //! happened before, so the controller can be killed at any instant and resume from the store
-//! (DESIGN.md I4). Timers are deadlines stored in the deployment and the instances.
+//! (docs/DESIGN.md I4). Timers are deadlines stored in the deployment and the instances.
 
 mod blue_green;
 mod canary;
@@ -32,7 +32,7 @@ pub enum Judgement {
 }
 
 /// One thing the controller must do. The controller applies every action of a plan, then
-/// publishes the resulting split once, so a plan's split changes are atomic (DESIGN.md I6).
+/// publishes the resulting split once, so a plan's split changes are atomic (docs/DESIGN.md I6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Start one new instance of `release` (out of the split until admitted).

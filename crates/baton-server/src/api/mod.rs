@@ -1,6 +1,6 @@
 //! The HTTP API: JSON over axum, every route behind the bearer token, errors as
 //! `{"error": {"code", "message"}}`. It records intents and reads state; it never acts on
-//! instances or routes (DESIGN.md rule 1).
+//! instances or routes (docs/DESIGN.md rule 1).
 
 mod error;
 mod handlers;

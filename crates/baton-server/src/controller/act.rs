@@ -1,5 +1,5 @@
 //! Performing a plan: every state change is committed to the store before the action that
-//! depends on it (DESIGN.md "Persistence").
+//! depends on it (docs/DESIGN.md "Persistence").
 
 use std::sync::Arc;
 

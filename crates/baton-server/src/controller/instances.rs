@@ -1,5 +1,5 @@
 //! Instances: starting, watching, restarting after a crash, draining and stopping, and
-//! re-adopting them after Baton itself restarted (DESIGN.md I2, I4).
+//! re-adopting them after Baton itself restarted (docs/DESIGN.md I2, I4).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -297,7 +297,7 @@ pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) 
 }
 
 /// After a (re)start of Baton: re-adopts every recorded instance whose process still runs
-/// (same pid and start time), so none is orphaned or duplicated (DESIGN.md I4).
+/// (same pid and start time), so none is orphaned or duplicated (docs/DESIGN.md I4).
 pub fn adopt_all(
     shared: &Arc<Shared>,
     exits: &mpsc::UnboundedSender<Exited>,

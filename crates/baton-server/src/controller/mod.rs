@@ -1,4 +1,4 @@
-//! The controller: the only actor (DESIGN.md rule 1). Each tick it observes every app's
+//! The controller: the only actor (docs/DESIGN.md rule 1). Each tick it observes every app's
 //! instances, asks the pure planner what to do, records the decision, acts, and publishes the
 //! split. It also restarts instances that die and re-adopts instances after a restart.
 
