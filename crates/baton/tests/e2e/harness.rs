@@ -18,6 +18,11 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Holds the machine for one scenario that does not start a [`Baton`] of its own.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A config with the ports filled in later: `@API@`, `@WEB@`, `@OTHER@`.
 pub const THREE_WEB: &str = r#"
 [api]
@@ -65,7 +70,7 @@ pub struct Baton {
 impl Baton {
     /// Writes `template` with free ports and starts `baton up`.
     pub fn start(template: &str) -> Baton {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = serial();
         let dir = tempfile::Builder::new()
             .prefix("baton-e2e-")
             .tempdir()

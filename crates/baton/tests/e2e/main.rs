@@ -11,4 +11,6 @@ mod failures;
 mod input;
 mod ledger;
 mod migrations;
+mod readme;
+mod readme_config;
 mod webhooks;
