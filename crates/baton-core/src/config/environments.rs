@@ -63,6 +63,14 @@ pub struct MigrateConfig {
     /// Longest a migration step may run.
     #[serde(default = "default_migrate_timeout")]
     pub timeout: Duration,
+    /// How long the release must have served after its deployment succeeded before its
+    /// contract step runs: until then a rollback (warm with blue-green) stays allowed.
+    #[serde(default = "default_contract_delay")]
+    pub contract_delay: Duration,
+}
+
+fn default_contract_delay() -> Duration {
+    super::defaults::CONTRACT_DELAY
 }
 
 fn default_migrate_timeout() -> Duration {

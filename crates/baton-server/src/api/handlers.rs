@@ -336,6 +336,22 @@ fn create(
             "{app} in {env} ran the contract migration of {contracted}: {version} is older and may not work with the contracted schema; deploy {contracted} or newer, or pass --force (recorded)"
         )));
     }
+    // A contract that started may finish at any moment: going below it now would race it.
+    if let Some(running) = shared
+        .store
+        .open_contracts(key)?
+        .into_iter()
+        .find(|c| c.state == baton_store::ContractState::Running)
+        && running.release != version
+        && let Some(c) = shared.store.release(app, &running.release)?
+        && target.created_at < c.created_at
+        && !force
+    {
+        return Err(ApiError::conflict(format!(
+            "{app} in {env} is running the contract migration of {}: {version} is older and may not work with the contracted schema; wait for it (`baton status {app} --env {env}`), or pass --force (recorded)",
+            running.release
+        )));
+    }
     let now = clock::now();
     let from = shared.store.current_release(key)?;
     let msg = format!(
