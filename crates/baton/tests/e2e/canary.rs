@@ -406,10 +406,12 @@ async fn sticky_users_stay_on_one_release_and_targeted_requests_always_get_the_c
             .status
             .success()
     );
+    // The split as published (the deployment's weight is recorded just before the publish).
     assert!(wait_until(Duration::from_secs(30), || baton
         .status("web")
-        .deployment
-        .is_some_and(|d| d.weight == 50)));
+        .split
+        .iter()
+        .any(|r| r.release == "1.1.0" && r.weight == 50)));
     let web = baton.web();
 
     // Every user gets one release, every time; about half the users are on the canary.
