@@ -146,3 +146,18 @@ pub fn units(environments: &[String], apps: &BTreeMap<String, AppConfig>) -> Vec
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_delay_defaults_to_the_named_default_and_can_be_set() {
+        let m: MigrateConfig = toml::from_str(r#"command = ["m"]"#).unwrap();
+        assert_eq!(m.contract_delay, super::super::defaults::CONTRACT_DELAY);
+        assert_eq!(m.contract_delay.as_millis(), 3_600_000);
+        let m: MigrateConfig =
+            toml::from_str("command = [\"m\"]\ncontract_delay = \"0s\"").unwrap();
+        assert_eq!(m.contract_delay.as_millis(), 0);
+    }
+}
