@@ -352,8 +352,10 @@ pub enum EventKind {
     DeploymentPromoted,
     /// An analysis verdict failed.
     VerdictFailed,
-    /// A migration step ran.
+    /// A migration step ran (or a contract was scheduled, started or cancelled).
     Migration,
+    /// A migration step failed.
+    MigrationFailed,
     /// An instance was taken out of the split to be stopped.
     InstanceDraining,
     /// An instance's drain timed out with requests still in flight.
@@ -385,6 +387,7 @@ impl EventKind {
             EventKind::DeploymentPromoted => "deployment_promoted",
             EventKind::VerdictFailed => "verdict_failed",
             EventKind::Migration => "deployment_migration",
+            EventKind::MigrationFailed => "deployment_migration_failed",
             EventKind::InstanceDraining => "instance_draining",
             EventKind::DrainTimedOut => "drain_timed_out",
             EventKind::InstanceStopped => "instance_stopped",

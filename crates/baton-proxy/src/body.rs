@@ -20,9 +20,8 @@ pub enum RequestBody {
     /// A body read whole before the request is sent (Baton's HTTP/1.1 server side buffers
     /// small ones): it goes out with the head, in one write.
     Inline(Bytes),
-    /// No body: requests the proxy makes itself (tests; hyper's `Incoming` has no public
-    /// constructor).
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// No body: a bodyless request on Baton's own HTTP/1.1 path (`h1.rs`), and what a body
+    /// handed to the writer task leaves behind (`upstream.rs`).
     Empty,
     /// A body a test feeds piece by piece.
     #[cfg(test)]

@@ -48,8 +48,27 @@ async fn checker_follows_the_backend_with_thresholds() {
 #[tokio::test]
 async fn unreachable_backend_never_becomes_healthy() {
     let backend = Backend::new("gone".into(), "1.0".into(), refused_addr().await, 3);
-    backend.set_health(Health::Healthy);
+    assert_eq!(
+        backend.health(),
+        Health::Starting,
+        "a new backend starts unproven"
+    );
     let checker = spawn_health_checker(backend.clone(), check());
-    eventually("unhealthy", || backend.health() == Health::Unhealthy).await;
+    let mut seen = vec![backend.health()];
+    eventually("unhealthy", || {
+        seen.push(backend.health());
+        backend.health() == Health::Unhealthy
+    })
+    .await;
+    // Sampled over many more check intervals (10 ms each): it stays out.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        seen.push(backend.health());
+    }
     checker.abort();
+    assert!(
+        !seen.contains(&Health::Healthy),
+        "a refused connection never counts as a pass: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&Health::Unhealthy));
 }

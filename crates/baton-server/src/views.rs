@@ -35,6 +35,10 @@ pub struct AppStatus {
     /// The active deployment's latest analysis verdict (canary).
     #[serde(default)]
     pub verdict: Option<baton_store::StoredVerdict>,
+    /// The newest contract migration scheduled here (`migrate.after`): pending until its due
+    /// time, then running, done, failed (held) or cancelled.
+    #[serde(default)]
+    pub contract: Option<baton_store::Contract>,
 }
 
 /// Requests the proxy served for one release (over its running instances).

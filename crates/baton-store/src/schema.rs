@@ -105,6 +105,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deployments ADD COLUMN migration TEXT NOT NULL DEFAULT '{"state":"pending"}';
     "#,
+    // 5: contract migrations as scheduled steps with a due time (restart-safe timers).
+    r#"
+    CREATE TABLE contracts (
+        deployment INTEGER PRIMARY KEY REFERENCES deployments (id),
+        app        TEXT    NOT NULL,
+        release    TEXT    NOT NULL,
+        due_at     INTEGER NOT NULL,
+        state      TEXT    NOT NULL,
+        detail     TEXT,
+        attempts   INTEGER NOT NULL DEFAULT 0,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX contracts_by_app ON contracts (app, deployment);
+    "#,
 ];
 
 /// The schema version this code writes.

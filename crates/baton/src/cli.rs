@@ -79,7 +79,8 @@ pub enum Command {
         /// The release to go back to.
         #[arg(long)]
         to: Option<String>,
-        /// Go below a contracted release anyway; who forced it is recorded.
+        /// Go past the promotion gate (a release that never served here) or below a
+        /// contracted release anyway; who forced it is recorded.
         #[arg(long)]
         force: bool,
         /// rolling or blue-green (default: the app's `strategy`).

@@ -59,6 +59,17 @@ pub fn status(s: &AppStatus) {
     if let Some(v) = &s.verdict {
         println!("  verdict step {} {}: {}", v.step, v.outcome, v.summary);
     }
+    if let Some(c) = &s.contract {
+        let when = match c.state {
+            baton_store::ContractState::Pending => format!(" (due {} UTC)", clock(c.due_at)),
+            _ => c
+                .detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default(),
+        };
+        println!("  contract {} {}{when}", c.release, c.state.as_str());
+    }
     println!("  split  {}", split(s));
     for t in &s.traffic {
         let errors = t.status[4] + t.connect_errors + t.timeouts;

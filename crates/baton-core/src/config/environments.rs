@@ -63,6 +63,14 @@ pub struct MigrateConfig {
     /// Longest a migration step may run.
     #[serde(default = "default_migrate_timeout")]
     pub timeout: Duration,
+    /// How long the release must have served after its deployment succeeded before its
+    /// contract step runs: until then a rollback (warm with blue-green) stays allowed.
+    #[serde(default = "default_contract_delay")]
+    pub contract_delay: Duration,
+}
+
+fn default_contract_delay() -> Duration {
+    super::defaults::CONTRACT_DELAY
 }
 
 fn default_migrate_timeout() -> Duration {
@@ -137,4 +145,19 @@ pub fn units(environments: &[String], apps: &BTreeMap<String, AppConfig>) -> Vec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_delay_defaults_to_the_named_default_and_can_be_set() {
+        let m: MigrateConfig = toml::from_str(r#"command = ["m"]"#).unwrap();
+        assert_eq!(m.contract_delay, super::super::defaults::CONTRACT_DELAY);
+        assert_eq!(m.contract_delay.as_millis(), 3_600_000);
+        let m: MigrateConfig =
+            toml::from_str("command = [\"m\"]\ncontract_delay = \"0s\"").unwrap();
+        assert_eq!(m.contract_delay.as_millis(), 0);
+    }
 }

@@ -57,6 +57,9 @@ pub mod defaults {
     pub const MAX_UNAVAILABLE: u32 = 0;
     /// Blue-green: how long the previous set stays warm.
     pub const KEEP_PREVIOUS: Duration = Duration::from_secs(300);
+    /// How long a release serves after its deployment succeeded before its contract
+    /// migration runs (`migrate.contract_delay`); a rollback is allowed until then.
+    pub const CONTRACT_DELAY: Duration = Duration::from_secs(3600);
     /// Longest wait for an instance's response head (504 after it; bodies may stream longer).
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// Largest request head (request line + headers) accepted, in bytes.

@@ -217,6 +217,7 @@ fn the_expand_migration_runs_before_any_new_instance_and_its_failure_goes_back()
         command: vec!["m".into()],
         after: Some(vec!["c".into()]),
         timeout: crate::Duration::from_secs(60),
+        contract_delay: crate::Duration::from_secs(60),
     });
     let mut d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Pending);
     let p = run(&app, &d, &old_set(), NOW, None);

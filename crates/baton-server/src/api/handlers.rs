@@ -183,30 +183,57 @@ pub async fn deploy(
             ));
         }
     };
-    let unit = shared.unit(&key).expect("resolved");
-    let mut trigger = "deploy".to_string();
-    let mut forced = None;
-    if let Some(previous) = &unit.previous {
-        let previous_key = baton_core::config::unit_key(&app, previous);
-        let history = shared.store.deployments(Some(&previous_key), 10_000)?;
-        let gate = baton_core::promotion::check(
-            &app,
-            &version,
-            &unit.env,
-            previous,
-            &history,
-            shared.config.promotion.soak,
-            clock::now(),
+    let (trigger, forced) = promotion_gate(&shared, &app, &key, &version, &req, "deploy")?;
+    let created = create(
+        &shared,
+        &key,
+        version,
+        req.strategy.as_deref(),
+        &trigger,
+        req.force,
+    )?;
+    record_forced(&shared, &key, created.1.id, forced)?;
+    Ok(created)
+}
+
+/// Records a deployment back to the previous release (or to `release`).
+///
+/// A release that already served in this environment goes back without the promotion gate:
+/// that is what a rollback is. One that never did (`--to` a release that skipped the previous
+/// environment) passes the same gate as a deploy, and `force` past it is recorded the same way.
+/// `from_env` is refused: a rollback goes back to what served *here*; promoting what serves in
+/// another environment is `deploy --from`.
+pub async fn rollback(
+    State(shared): S,
+    Path(app): Path<String>,
+    body: Result<Json<DeployRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let req = parse_body(body)?;
+    let key = unit_key(&shared, &app, req.env.as_deref())?;
+    if let Some(from) = &req.from_env {
+        return Err(ApiError::bad_request(format!(
+            "rollback does not take \"from_env\" ({from:?}): it goes back to a release that served in this environment; to deploy what serves in another environment use `baton deploy {app} --from ENV`"
+        )));
+    }
+    let version = match &req.release {
+        Some(v) => v.clone(),
+        None => shared.store.previous_release(&key)?.ok_or_else(|| {
+            ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
+        })?,
+    };
+    let here = shared.store.deployments(Some(&key), 10_000)?;
+    let (mut trigger, forced) =
+        if baton_core::promotion::served_for(&here, &version, clock::now()).is_some() {
+            ("rollback".to_string(), None)
+        } else {
+            promotion_gate(&shared, &app, &key, &version, &req, "rollback")?
+        };
+    if req.force && forced.is_none() {
+        // Past the contract mark (checked in `create`).
+        trigger = format!(
+            "rollback --force by {}",
+            req.actor.as_deref().unwrap_or("an operator")
         );
-        match gate {
-            Ok(()) => {}
-            Err(refusal) if req.force => {
-                let who = req.actor.clone().unwrap_or_else(|| "an operator".into());
-                trigger = format!("deploy --force by {who}");
-                forced = Some(format!("promotion gate forced by {who}: {refusal}"));
-            }
-            Err(refusal) => return Err(ApiError::conflict(refusal.to_string())),
-        }
     }
     let created = create(
         &shared,
@@ -216,48 +243,66 @@ pub async fn deploy(
         &trigger,
         req.force,
     )?;
+    record_forced(&shared, &key, created.1.id, forced)?;
+    Ok(created)
+}
+
+/// The promotion gate of unit `key` for `version` (docs/DESIGN.md I5; pure check in
+/// crates/baton-core/src/promotion.rs): the trigger to record (`{verb}` or `{verb} --force by
+/// WHO`) and, when forced, the note saying what was skipped. A 409 when refused without force.
+fn promotion_gate(
+    shared: &Shared,
+    app: &str,
+    key: &str,
+    version: &str,
+    req: &DeployRequest,
+    verb: &str,
+) -> Result<(String, Option<String>), ApiError> {
+    let unit = shared.unit(key).expect("resolved");
+    let Some(previous) = &unit.previous else {
+        return Ok((verb.to_string(), None));
+    };
+    let previous_key = baton_core::config::unit_key(app, previous);
+    let history = shared.store.deployments(Some(&previous_key), 10_000)?;
+    let gate = baton_core::promotion::check(
+        app,
+        version,
+        &unit.env,
+        previous,
+        &history,
+        shared.config.promotion.soak,
+        clock::now(),
+    );
+    match gate {
+        Ok(()) => Ok((verb.to_string(), None)),
+        Err(refusal) if req.force => {
+            let who = req.actor.clone().unwrap_or_else(|| "an operator".into());
+            Ok((
+                format!("{verb} --force by {who}"),
+                Some(format!("promotion gate forced by {who}: {refusal}")),
+            ))
+        }
+        Err(refusal) => Err(ApiError::conflict(refusal.to_string())),
+    }
+}
+
+/// Records what a forced deployment skipped, as an event of that deployment.
+fn record_forced(
+    shared: &Shared,
+    key: &str,
+    id: i64,
+    forced: Option<String>,
+) -> Result<(), ApiError> {
     if let Some(note) = forced {
         shared.event(
             clock::now(),
-            &key,
-            Some(created.1.id),
+            key,
+            Some(id),
             EventKind::DeploymentCreated,
             &note,
         )?;
     }
-    Ok(created)
-}
-
-/// Records a deployment back to the previous release (or to `release`).
-pub async fn rollback(
-    State(shared): S,
-    Path(app): Path<String>,
-    body: Result<Json<DeployRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
-    let req = parse_body(body)?;
-    let key = unit_key(&shared, &app, req.env.as_deref())?;
-    let version = match req.release {
-        Some(v) => v,
-        None => shared.store.previous_release(&key)?.ok_or_else(|| {
-            ApiError::conflict(format!("{app} has no earlier successful release to roll back to; name one with --to VERSION"))
-        })?,
-    };
-    let trigger = if req.force {
-        format!(
-            "rollback --force by {}",
-            req.actor.as_deref().unwrap_or("an operator")
-        )
-    } else {
-        "rollback".to_string()
-    };
-    create(
-        &shared,
-        &key,
-        version,
-        req.strategy.as_deref(),
-        &trigger,
-        req.force,
-    )
+    Ok(())
 }
 
 /// Records a deployment of `version` to the unit `key` (`app@env`).
@@ -289,6 +334,22 @@ fn create(
     {
         return Err(ApiError::conflict(format!(
             "{app} in {env} ran the contract migration of {contracted}: {version} is older and may not work with the contracted schema; deploy {contracted} or newer, or pass --force (recorded)"
+        )));
+    }
+    // A contract that started may finish at any moment: going below it now would race it.
+    if let Some(running) = shared
+        .store
+        .open_contracts(key)?
+        .into_iter()
+        .find(|c| c.state == baton_store::ContractState::Running)
+        && running.release != version
+        && let Some(c) = shared.store.release(app, &running.release)?
+        && target.created_at < c.created_at
+        && !force
+    {
+        return Err(ApiError::conflict(format!(
+            "{app} in {env} is running the contract migration of {}: {version} is older and may not work with the contracted schema; wait for it (`baton status {app} --env {env}`), or pass --force (recorded)",
+            running.release
         )));
     }
     let now = clock::now();

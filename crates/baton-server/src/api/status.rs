@@ -129,6 +129,7 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
             Some(d) => shared.store.verdicts(d.id, 1)?.pop(),
             None => None,
         },
+        contract: shared.store.latest_contract(app)?,
     })
 }
 

@@ -117,13 +117,7 @@ pub fn apply(
             }
             Action::Contract { release } => {
                 if let Some(d) = &plan.deployment {
-                    super::migrate::start(
-                        shared,
-                        app,
-                        d.id,
-                        release,
-                        super::migrate::Step::Contract,
-                    );
+                    super::contracts::schedule(shared, app, d.id, release, now)?;
                 }
             }
             Action::SetCurrent { release } => {

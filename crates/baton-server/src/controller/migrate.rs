@@ -1,5 +1,5 @@
 //! Running an app's migration steps: the expand step before a deployment's new instances start
-//! (the old release keeps serving), the contract step after it succeeded. Each runs as a real
+//! (the old release keeps serving), the contract step when it is due (see `contracts.rs`). Each runs as a real
 //! process from the release's stored artifact with the environment's config, bounded by
 //! `migrate.timeout`, its output appended to `logs/<app@env>/migrate.log`.
 
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use baton_core::config::{CommandVars, render_command, split_key};
 use baton_core::model::{EventKind, MigrationState};
 use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome};
+use baton_store::ContractState;
 
 use crate::clock;
 use crate::shared::Shared;
@@ -18,7 +19,7 @@ use crate::shared::Shared;
 pub enum Step {
     /// `migrate.command`, before the new instances.
     Expand,
-    /// `migrate.after`, after success.
+    /// `migrate.after`, once due after success.
     Contract,
 }
 
@@ -55,17 +56,22 @@ pub fn start(shared: &Arc<Shared>, key: &str, id: i64, release: &str, step: Step
                     now,
                     &key,
                     Some(id),
-                    EventKind::Migration,
+                    EventKind::MigrationFailed,
                     &format!("expand migration of {release} failed: {why}"),
                 );
             }
             (Step::Contract, Ok(())) => {
                 let _ = shared.store.set_contracted_release(&key, &release);
+                let _ = shared
+                    .store
+                    .set_contract_state(id, ContractState::Done, None, now);
                 let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("contract migration of {release} succeeded: older releases may no longer run here"));
             }
             (Step::Contract, Err(why)) => {
-                tracing::warn!(unit = %key, release = %release, "contract migration failed: {why}");
-                let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("contract migration of {release} failed: {why}; the deployment stands, the schema is not contracted"));
+                let _ = shared
+                    .store
+                    .set_contract_state(id, ContractState::Failed, Some(&why), now);
+                let _ = shared.event(now, &key, Some(id), EventKind::MigrationFailed, &format!("contract migration of {release} failed: {why}; it is held, not retried: the schema is not contracted and older releases may still run; fix the cause, then deploy {release} again to schedule it anew"));
             }
         }
         shared.migrations().remove(&(id, step == Step::Contract));

@@ -4,6 +4,7 @@
 
 mod act;
 mod analysis;
+mod contracts;
 mod instances;
 mod migrate;
 mod routing;
@@ -115,6 +116,7 @@ async fn tick(
     for (inst, live) in drains {
         tokio::spawn(instances::drain(shared.clone(), inst, live));
     }
+    contracts::run_due(shared, app, now)?;
     Ok(())
 }
 

@@ -249,12 +249,15 @@ async fn pause_resume_promote_and_abort_are_obeyed_also_across_a_restart() {
         baton.status("web")
     );
 
-    // Pause, then restart Baton: still paused, promote is refused to move while paused.
+    // Pause, then promote and restart Baton: still paused, and the promote is recorded but
+    // does not move the deployment while it is paused; it applies on resume.
     assert!(baton.cli(&["pause", "web"]).status.success());
     assert!(wait_until(Duration::from_secs(10), || baton
         .status("web")
         .phase
         == "paused"));
+    let o = baton.cli(&["promote", "web"]);
+    assert!(o.status.success(), "{}", text(&o));
     baton.stop();
     baton.up();
     assert!(
@@ -263,17 +266,24 @@ async fn pause_resume_promote_and_abort_are_obeyed_also_across_a_restart() {
         "{:?}",
         baton.status("web")
     );
-    // Resume: waits at the `forever` pause for a promote.
+    let d = baton.status("web").deployment.expect("still running");
+    assert_eq!(
+        (d.phase.as_str(), d.step, d.weight, d.intents.promote),
+        ("paused", 1, 10, Some(baton_core::model::Promote::Step)),
+        "paused: the promote waits, recorded, and nothing moved: {d:?}"
+    );
+    // Resume: the recorded promote takes it to the next step (its pause is also `forever`).
     assert!(baton.cli(&["resume", "web"]).status.success());
-    assert!(wait_until(Duration::from_secs(10), || baton
-        .status("web")
-        .phase
-        == "progressing"));
-    assert!(baton.cli(&["promote", "web"]).status.success());
     assert!(
         wait_until(Duration::from_secs(30), || at(2, 50)(&baton)),
         "{:?}",
         baton.status("web")
+    );
+    let d = baton.status("web").deployment.expect("still running");
+    assert_eq!(
+        (d.phase.as_str(), d.intents.promote),
+        ("progressing", None),
+        "{d:?}"
     );
     assert!(baton.cli(&["promote", "web", "--full"]).status.success());
     assert!(wait_until(Duration::from_secs(30), || baton
@@ -396,10 +406,12 @@ async fn sticky_users_stay_on_one_release_and_targeted_requests_always_get_the_c
             .status
             .success()
     );
+    // The split as published (the deployment's weight is recorded just before the publish).
     assert!(wait_until(Duration::from_secs(30), || baton
         .status("web")
-        .deployment
-        .is_some_and(|d| d.weight == 50)));
+        .split
+        .iter()
+        .any(|r| r.release == "1.1.0" && r.weight == 50)));
     let web = baton.web();
 
     // Every user gets one release, every time; about half the users are on the canary.

@@ -117,24 +117,58 @@ async fn rolling_blue_green_and_rollback_under_load_lose_no_request() {
         (s.split[0].release.as_str(), s.split[0].weight),
         ("1.2.0", 100)
     );
-    let warm = s
+    let mut warm: Vec<String> = s
         .instances
         .iter()
-        .filter(|i| i.release == "1.1.0" && !i.in_split)
-        .count();
+        .filter(|i| i.release == "1.1.0" && !i.in_split && i.state == "healthy")
+        .map(|i| i.id.clone())
+        .collect();
+    warm.sort();
     assert_eq!(
-        warm, 3,
+        warm.len(),
+        3,
         "the previous set stays warm for keep_previous: {s:?}"
     );
 
     // Rollback (blue-green, within keep_previous: the warm set takes over at once).
     let l = load(&baton);
-    let o = baton.cli_async(&["rollback", "web", "--wait"]).await;
+    let o = baton
+        .cli_async(&["rollback", "web", "--strategy", "blue-green", "--wait"])
+        .await;
     assert!(o.status.success(), "rollback: {}", text(&o));
     let report = l.stop().await;
     assert_no_failures(&report, "rollback");
     assert!(report.served_old_after_new("1.1.0").is_empty());
     assert_only(&baton, "1.1.0").await;
+    let o = baton.cli(&["history", "web", "--json", "--limit", "1"]);
+    let last: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (last[0].to.as_str(), last[0].strategy.as_str()),
+        ("1.1.0", "blue-green"),
+        "{:?}",
+        last[0]
+    );
+    // The warm switch: the very instances kept warm serve again; none was started.
+    let s = baton.status("web");
+    let mut serving: Vec<String> = s
+        .instances
+        .iter()
+        .filter(|i| i.in_split)
+        .map(|i| i.id.clone())
+        .collect();
+    serving.sort();
+    assert_eq!(serving, warm, "{s:?}");
+    let (code, detail) = baton
+        .api_get(&format!("/v1/deployments/{}", last[0].id))
+        .await;
+    assert_eq!(code, 200);
+    let started: Vec<&serde_json::Value> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "instance_started")
+        .collect();
+    assert!(started.is_empty(), "no instance started: {started:?}");
 
     // Rolling rollback to an older release by name.
     let l = load(&baton);

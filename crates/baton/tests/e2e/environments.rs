@@ -10,7 +10,7 @@ const TWO_ENVS: &str = r#"
 environments = ["staging", "production"]
 
 [promotion]
-soak = "3s"
+soak = "1h"
 
 [api]
 listen = "127.0.0.1:@API@"
@@ -54,7 +54,7 @@ async fn whoami(addr: SocketAddr) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_artifact_goes_from_staging_to_production_with_each_environments_config() {
-    let baton = Baton::start(TWO_ENVS);
+    let mut baton = Baton::start(TWO_ENVS);
     let (staging, production) = (baton.apps["other"], baton.apps["web"]);
     baton.release("web", "1.0.0", &[]);
     baton.release("web", "1.1.0", &[]);
@@ -69,18 +69,29 @@ async fn one_artifact_goes_from_staging_to_production_with_each_environments_con
     );
 
     baton.deploy_ok("web", "1.0.0", &["--env", "staging"]).await;
-    // Too early: the soak is not over (unless the machine was slower than 3 s already).
+    // Too early: an hour's soak cannot pass during the test.
     let o = baton.cli(&["deploy", "web", "1.0.0", "--env", "production"]);
-    if o.status.success() {
-        eprintln!("the soak had already passed: the early refusal could not be observed this run");
-    } else {
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("of the 3s soak"),
-            "{}",
-            text(&o)
-        );
-    }
-    // After the soak it is accepted.
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("has run in staging for") && err.contains("of the 1h soak"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        baton.status_env("web", "production").release.is_none(),
+        "the refusal changed nothing"
+    );
+
+    // A shorter soak (Baton restarted with it) has passed once staging served that long.
+    baton.stop();
+    let config = std::fs::read_to_string(&baton.config).unwrap();
+    std::fs::write(
+        &baton.config,
+        config.replace("soak = \"1h\"", "soak = \"1s\""),
+    )
+    .unwrap();
+    baton.up();
     let accepted = wait_until(Duration::from_secs(30), || {
         let s = baton.status_env("web", "production");
         s.release.as_deref() == Some("1.0.0")
@@ -183,6 +194,68 @@ async fn one_artifact_goes_from_staging_to_production_with_each_environments_con
             ("production".to_string(), "succeeded".to_string())
         ]
     );
+    // A rollback --to a release that never ran in staging meets the same gate as a deploy.
+    baton.release("web", "1.2.0", &[]);
+    let o = baton.cli(&["rollback", "web", "--to", "1.2.0", "--env", "production"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has not run in staging yet"),
+        "{}",
+        text(&o)
+    );
+    let o = baton.cli(&[
+        "rollback",
+        "web",
+        "--to",
+        "1.2.0",
+        "--env",
+        "production",
+        "--force",
+        "--wait",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = baton.cli(&["history", "web", "--env", "production", "--json"]);
+    let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(h[0].to, "1.2.0");
+    assert!(
+        h[0].trigger.starts_with("rollback --force by "),
+        "{:?}",
+        h[0]
+    );
+    let (code, detail) = baton.api_get(&format!("/v1/deployments/{}", h[0].id)).await;
+    assert_eq!(code, 200);
+    assert!(
+        detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .contains("promotion gate forced by")),
+        "the skipped gate is recorded: {detail}"
+    );
+    // A rollback goes back to what served here: from_env is refused, not ignored.
+    let (code, body) = baton
+        .api_post(
+            "/v1/apps/web/rollback",
+            r#"{"env": "production", "from_env": "staging"}"#,
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("baton deploy web --from ENV"),
+        "{body}"
+    );
+    assert_eq!(
+        baton.status_env("web", "production").release.as_deref(),
+        Some("1.2.0"),
+        "the refused rollback changed nothing"
+    );
+
     let o = baton.cli(&["env", "web"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(

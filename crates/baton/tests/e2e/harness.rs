@@ -228,6 +228,44 @@ impl Baton {
         );
     }
 
+    /// GETs `path` from the API with the token: the status and the JSON answer.
+    pub async fn api_get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.api_call(hyper::Method::GET, path, "").await
+    }
+
+    /// POSTs `body` (JSON) to the API with the token: the status and the JSON answer.
+    pub async fn api_post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        self.api_call(hyper::Method::POST, path, body).await
+    }
+
+    async fn api_call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let token = std::fs::read_to_string(self.data_dir().join("token")).unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.api))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", token.trim()))
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
     pub fn status_env(&self, app: &str, env: &str) -> AppStatus {
         let o = self.cli(&["status", app, "--env", env, "--json"]);
         assert!(o.status.success(), "status: {}", text(&o));

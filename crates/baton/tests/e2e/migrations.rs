@@ -1,9 +1,13 @@
 //! Migrations that travel with the release: expand before the new instances start, contract
-//! only after success, and no rollback below a contracted release without --force.
+//! only once the release has served for `contract_delay` (a stored, restart-safe step that a
+//! rollback within the window cancels), and no rollback below a contracted release without
+//! --force.
 
 use std::time::Duration;
 
 use baton_demo::load::{Load, LoadConfig};
+
+use baton_store::ContractState;
 
 use crate::harness::{Baton, THREE_WEB, text, wait_until};
 
@@ -14,6 +18,7 @@ async fn expand_runs_first_contract_only_on_success_and_rollback_below_a_contrac
 command = ["/bin/sh", "-c", "echo expand {version} $DATABASE_URL >> @DIR@/migrations.log; test {version} != 1.2.0"]
 after = ["/bin/sh", "-c", "echo contract {version} >> @DIR@/migrations.log"]
 timeout = "30s"
+contract_delay = "0s"
 "#;
     let config = format!(
         "{}{migrate}",
@@ -34,8 +39,24 @@ timeout = "30s"
     for v in ["1.0.0", "1.1.0", "1.2.0"] {
         baton.release("web", v, &[]);
     }
+    let contract_done = |v: &str| {
+        baton
+            .status("web")
+            .contract
+            .is_some_and(|c| c.release == v && c.state == ContractState::Done)
+    };
     baton.deploy_ok("web", "1.0.0", &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || contract_done("1.0.0")),
+        "{:?}",
+        baton.status("web").contract
+    );
     baton.deploy_ok("web", "1.1.0", &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || contract_done("1.1.0")),
+        "{:?}",
+        baton.status("web").contract
+    );
     assert!(
         wait_until(Duration::from_secs(20), || lines().len() == 4),
         "{:?}",
@@ -110,11 +131,189 @@ timeout = "30s"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_waits_its_delay_so_a_warm_rollback_within_it_is_allowed_and_cancels_it() {
+    let migrate = r#"
+[apps.web.migrate]
+command = ["/bin/sh", "-c", "exit 0"]
+after = ["/bin/sh", "-c", "echo contract {version} >> @DIR@/contracts.log"]
+contract_delay = "1h"
+"#;
+    let baton = Baton::start(&format!("{THREE_WEB}{migrate}"));
+    baton.release("web", "1.0.0", &[]);
+    baton.release("web", "1.1.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    baton
+        .deploy_ok("web", "1.1.0", &["--strategy", "blue-green"])
+        .await;
+
+    // Scheduled as data with its due time, not run at the success.
+    let o = baton.cli(&["history", "web", "--json"]);
+    let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
+    let succeeded_at = h[0].finished_at.expect("ended");
+    let s = baton.status("web");
+    let c = s.contract.clone().expect("a contract is scheduled");
+    assert_eq!(
+        (c.release.as_str(), c.state),
+        ("1.1.0", ContractState::Pending)
+    );
+    assert!(
+        c.due_at >= succeeded_at + 3_600_000,
+        "due an hour after the success: {c:?}, succeeded at {succeeded_at}"
+    );
+    let o = baton.cli(&["status", "web"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("contract 1.1.0 pending (due "),
+        "{}",
+        text(&o)
+    );
+    let mut warm: Vec<String> = s
+        .instances
+        .iter()
+        .filter(|i| i.release == "1.0.0" && !i.in_split)
+        .map(|i| i.id.clone())
+        .collect();
+    warm.sort();
+    assert_eq!(warm.len(), 3, "{s:?}");
+
+    // Within the window, the warm rollback needs no --force: nothing was contracted.
+    let o = baton.cli(&["rollback", "web", "--strategy", "blue-green", "--wait"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = baton.status("web");
+    let mut serving: Vec<String> = s
+        .instances
+        .iter()
+        .filter(|i| i.in_split)
+        .map(|i| i.id.clone())
+        .collect();
+    serving.sort();
+    assert_eq!(serving, warm, "the warm set took over: {s:?}");
+    let o = baton.cli(&["history", "web", "--json"]);
+    let h2: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (h2[0].trigger.as_str(), h2[0].phase.as_str()),
+        ("rollback", "succeeded")
+    );
+    // 1.1.0's contract is cancelled, visibly, and never ran.
+    let (_, detail) = baton.api_get(&format!("/v1/deployments/{}", h[0].id)).await;
+    let messages: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("contract migration of 1.1.0 scheduled"))
+            && messages
+                .iter()
+                .any(|m| m.contains("contract migration of 1.1.0 cancelled before it ran")),
+        "{messages:?}"
+    );
+    assert!(
+        !baton.dir.path().join("contracts.log").exists(),
+        "no contract ran"
+    );
+    let c = baton.status("web").contract.expect("the rollback's own");
+    assert_eq!(
+        (c.release.as_str(), c.state),
+        ("1.0.0", ContractState::Pending)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_cut_by_a_crash_runs_again_and_its_failure_is_held_and_notified() {
+    let (port, got) = crate::webhooks::receiver().await;
+    let migrate = r#"
+[apps.web.migrate]
+command = ["/bin/sh", "-c", "exit 0"]
+after = ["/bin/sh", "-c", "echo contract {version} >> @DIR@/contracts.log; while [ ! -e @DIR@/go ]; do sleep 0.1; done; test -e @DIR@/ok"]
+contract_delay = "0s"
+timeout = "2m"
+"#;
+    let mut baton = Baton::start(&format!(
+        "[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hooks\"\n{THREE_WEB}{migrate}"
+    ));
+    // Whatever happens, the contract processes (which outlive a killed Baton) end.
+    struct Go(std::path::PathBuf);
+    impl Drop for Go {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let go = Go(baton.dir.path().join("go"));
+    let log = baton.dir.path().join("contracts.log");
+    let runs = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let running = |b: &Baton, attempts: u32| {
+        b.status("web")
+            .contract
+            .is_some_and(|c| c.state == ContractState::Running && c.attempts == attempts)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || running(&baton, 1)
+            && runs() == 1),
+        "{:?}",
+        baton.status("web").contract
+    );
+
+    baton.kill9();
+    baton.up();
+    assert!(
+        wait_until(Duration::from_secs(30), || running(&baton, 2)
+            && runs() == 2),
+        "the interrupted contract runs again after the restart: {:?}\n{}",
+        baton.status("web").contract,
+        baton.log()
+    );
+
+    // It fails: held with its reason, an event and a webhook; the schema is not contracted.
+    drop(go);
+    assert!(
+        wait_until(Duration::from_secs(20), || baton
+            .status("web")
+            .contract
+            .is_some_and(|c| c.state == ContractState::Failed)),
+        "{:?}",
+        baton.status("web").contract
+    );
+    let c = baton.status("web").contract.unwrap();
+    assert!(
+        c.detail.as_deref().is_some_and(|d| d.contains("exit")),
+        "{c:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || got.lock().unwrap().iter().any(
+            |e| e["kind"] == "deployment_migration_failed"
+                && e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("contract migration of 1.0.0 failed")
+        )),
+        "{:?}",
+        got.lock().unwrap()
+    );
+    let o = baton.cli(&["status", "web"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("contract 1.0.0 failed: "),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_services_own_migration_creates_its_signup_table_and_contracts_the_legacy_one() {
     let migrate = r#"
 [apps.web.migrate]
 command = ["{artifact}/baton-demo", "migrate"]
 after = ["{artifact}/baton-demo", "migrate", "--contract"]
+contract_delay = "0s"
 "#;
     let config = format!(
         "{}{migrate}",

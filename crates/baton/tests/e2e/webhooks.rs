@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use crate::harness::{Baton, THREE_WEB, free_port, wait_until};
 
 /// A webhook receiver that records every JSON body it gets.
-async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
+pub(crate) async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
