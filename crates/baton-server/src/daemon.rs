@@ -64,6 +64,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<Daemon>>,
 ) -> anyhow::Result<()> {
+    let fd_limit = raise_fd_limit();
     let data_dir = config.data_dir(config_path);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -145,9 +146,20 @@ pub async fn run(
             stop,
         )));
     }
-    let api = axum::serve(api_listener, api::router(shared.clone(), token))
-        .with_graceful_shutdown(wait_true(stop_rx.clone()));
-    let api = tokio::spawn(async move { api.await });
+    let limits = api::Limits::new(&shared.config.api, fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "API limits"
+    );
+    let api = tokio::spawn(api::serve(
+        api_listener,
+        api::router(shared.clone(), token),
+        limits,
+        wait_true(stop_rx.clone()),
+    ));
     let ctl = tokio::spawn(controller::run(
         shared.clone(),
         exits_rx,
@@ -183,6 +195,26 @@ pub async fn run(
         .await;
     tracing::info!("baton stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as nginx's `worker_rlimit_nofile`):
+/// every client connection of the proxies takes a descriptor, and a backend one more.
+/// Returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(error) => {
+            tracing::warn!(soft, hard, %error, "cannot raise the open file limit");
+            soft
+        }
+    }
 }
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
