@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod api_load;
 mod canary;
 mod crash;
 mod deploys;
