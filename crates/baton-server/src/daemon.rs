@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -66,7 +67,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let fd_limit = raise_fd_limit();
     let data_dir = config.data_dir(config_path);
-    std::fs::create_dir_all(&data_dir)
+    // Only its owner may enter it: it holds the token, the database and the instance logs.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     // Instances run with their working directory inside the artifact, so every path handed to
     // them must be absolute.
@@ -74,7 +79,9 @@ pub async fn run(
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
     let _lock = lock_data_dir(&data_dir)?;
-    let store = Store::open(&data_dir.join("baton.db")).context("cannot open the store")?;
+    let db = data_dir.join("baton.db");
+    private_db_files(&db)?;
+    let store = Store::open(&db).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
@@ -215,6 +222,33 @@ fn raise_fd_limit() -> u64 {
             soft
         }
     }
+}
+
+/// Makes the database and its WAL and shared-memory files readable by their owner only:
+/// created empty with mode 0600 before SQLite opens it (SQLite gives `-wal` and `-shm` the
+/// database's mode), and narrowed to 0600 where an older Baton left them wider.
+fn private_db_files(db: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {

@@ -23,7 +23,11 @@ struct Api {
 
 impl Api {
     async fn start(api_settings: &str) -> Api {
-        let dir = tempfile::tempdir().unwrap();
+        Api::start_in(tempfile::tempdir().unwrap(), api_settings).await
+    }
+
+    /// [`Api::start`] with the config in `dir` (data directory `dir/.baton`).
+    async fn start_in(dir: tempfile::TempDir, api_settings: &str) -> Api {
         let web = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let web_port = web.local_addr().unwrap().port();
         drop(web);
@@ -299,4 +303,34 @@ fn the_connection_cap_is_kept_to_a_quarter_of_the_fd_limit() {
     );
     assert_eq!(super::Limits::new(&api, 256).max_connections, 64);
     assert_eq!(super::Limits::new(&api, 2).max_connections, 1);
+}
+
+#[tokio::test]
+async fn the_data_dir_is_0700_and_the_database_files_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start_in(dir, "").await;
+    let data = api.daemon.data_dir.clone();
+    assert_eq!(mode(&data), 0o700, "{}", data.display());
+    for file in ["baton.db", "baton.db-wal", "baton.db-shm", "token"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    api.stop().await;
+
+    // A database an older Baton left readable by everyone is narrowed at the next start.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join(".baton");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("baton.db"), b"").unwrap();
+    std::fs::set_permissions(
+        data.join("baton.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let api = Api::start_in(dir, "").await;
+    for file in ["baton.db", "baton.db-wal", "baton.db-shm"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    api.stop().await;
 }
