@@ -110,7 +110,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, "{}", self.message);
+            tracing::error!(code = self.code, "{:?}", self.message);
         }
         let body = ErrorBody {
             error: ErrorDetail {

@@ -8,6 +8,7 @@ mod canary;
 mod crash;
 mod deploys;
 mod environments;
+mod escaping;
 mod failures;
 mod input;
 mod ledger;
