@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -64,8 +65,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<Daemon>>,
 ) -> anyhow::Result<()> {
+    let fd_limit = raise_fd_limit();
     let data_dir = config.data_dir(config_path);
-    std::fs::create_dir_all(&data_dir)
+    // Only its owner may enter it: it holds the token, the database and the instance logs.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     // Instances run with their working directory inside the artifact, so every path handed to
     // them must be absolute.
@@ -73,7 +79,9 @@ pub async fn run(
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
     let _lock = lock_data_dir(&data_dir)?;
-    let store = Store::open(&data_dir.join("baton.db")).context("cannot open the store")?;
+    let db = data_dir.join("baton.db");
+    private_db_files(&db)?;
+    let store = Store::open(&db).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
@@ -145,9 +153,20 @@ pub async fn run(
             stop,
         )));
     }
-    let api = axum::serve(api_listener, api::router(shared.clone(), token))
-        .with_graceful_shutdown(wait_true(stop_rx.clone()));
-    let api = tokio::spawn(async move { api.await });
+    let limits = api::Limits::new(&shared.config.api, fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        "API limits"
+    );
+    let api = tokio::spawn(api::serve(
+        api_listener,
+        api::router(shared.clone(), token),
+        limits,
+        wait_true(stop_rx.clone()),
+    ));
     let ctl = tokio::spawn(controller::run(
         shared.clone(),
         exits_rx,
@@ -182,6 +201,53 @@ pub async fn run(
         .flush(std::time::Duration::from_secs(2))
         .await;
     tracing::info!("baton stopped");
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as nginx's `worker_rlimit_nofile`):
+/// every client connection of the proxies takes a descriptor, and a backend one more.
+/// Returns the limit in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft >= hard {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => hard,
+        Err(error) => {
+            tracing::warn!(soft, hard, %error, "cannot raise the open file limit");
+            soft
+        }
+    }
+}
+
+/// Makes the database and its WAL and shared-memory files readable by their owner only:
+/// created empty with mode 0600 before SQLite opens it (SQLite gives `-wal` and `-shm` the
+/// database's mode), and narrowed to 0600 where an older Baton left them wider.
+fn private_db_files(db: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+        }
+    }
     Ok(())
 }
 

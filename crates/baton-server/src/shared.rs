@@ -93,7 +93,7 @@ impl Shared {
 
     /// Logs an event already in the store and posts it to the webhooks.
     pub fn published(&self, e: &Event) {
-        tracing::info!(app = %e.app, deployment = ?e.deployment, event = %e.kind, "{}", e.message);
+        tracing::info!(app = %e.app, deployment = ?e.deployment, event = %e.kind, "{:?}", e.message);
         // Webhooks get the deployment's story (started, steps, verdicts, outcome), not every
         // instance's health flap.
         if crate::notify::is_deployment_event(&e.kind) {

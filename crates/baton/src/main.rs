@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            eprintln!("error: {}", output::esc_lines(&e.message));
             ExitCode::from(e.code)
         }
     }

@@ -1,6 +1,49 @@
-//! Printing state for people: short, aligned lines.
+//! Printing state for people: short, aligned lines, with every text someone sent escaped.
+
+use std::borrow::Cow;
+use std::fmt::Write;
 
 use baton_server::views::{AppStatus, DeploymentView};
+
+/// Text someone sent (an actor, notes, a trigger, an event or error message), safe to print
+/// on one line: control characters (newlines, escape codes, C1 codes), bidirectional overrides
+/// and backslashes are written as Rust escapes (`\n`, `\u{1b}`, `\\`), so that nothing sent
+/// can move the cursor, colour the terminal or forge a line. The stored text is unchanged.
+pub fn esc(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(needs_escape) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if needs_escape(c) {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Multi-line text someone sent (a changelog, release notes): each line through [`esc`], the
+/// line breaks kept.
+pub fn esc_lines(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.split_inclusive('\n') {
+        let (text, newline) = match line.strip_suffix('\n') {
+            Some(text) => (text, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&esc(text));
+        out.push_str(newline);
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || c == '\\'
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+}
 
 /// Formats a unix-ms time as `HH:MM:SS` UTC.
 pub fn clock(ms: i64) -> String {
@@ -25,7 +68,7 @@ pub fn split(s: &AppStatus) -> String {
     }
     s.split
         .iter()
-        .map(|r| format!("{} {}%", r.release, r.weight))
+        .map(|r| format!("{} {}%", esc(&r.release), r.weight))
         .collect::<Vec<_>>()
         .join(" · ")
 }
@@ -34,11 +77,11 @@ pub fn split(s: &AppStatus) -> String {
 pub fn status(s: &AppStatus) {
     println!(
         "{} ({})  {}  release {}  listen {}",
-        s.app,
-        s.env,
-        s.phase,
-        s.release.as_deref().unwrap_or("-"),
-        s.listen
+        esc(&s.app),
+        esc(&s.env),
+        esc(&s.phase),
+        esc(s.release.as_deref().unwrap_or("-")),
+        esc(&s.listen)
     );
     if let Some(d) = &s.deployment {
         let weight = if d.strategy == "canary" {
@@ -49,15 +92,20 @@ pub fn status(s: &AppStatus) {
         println!(
             "  deployment #{} {} -> {} ({}) {} step {}{weight}",
             d.id,
-            d.from.as_deref().unwrap_or("-"),
-            d.to,
-            d.strategy,
-            d.phase,
+            esc(d.from.as_deref().unwrap_or("-")),
+            esc(&d.to),
+            esc(&d.strategy),
+            esc(&d.phase),
             d.step
         );
     }
     if let Some(v) = &s.verdict {
-        println!("  verdict step {} {}: {}", v.step, v.outcome, v.summary);
+        println!(
+            "  verdict step {} {}: {}",
+            v.step,
+            esc(&v.outcome),
+            esc(&v.summary)
+        );
     }
     if let Some(c) = &s.contract {
         let when = match c.state {
@@ -76,7 +124,7 @@ pub fn status(s: &AppStatus) {
         let p = |v: Option<f64>| v.map(|v| format!("{v:.1}ms")).unwrap_or_else(|| "-".into());
         println!(
             "  traffic {:<10} {:>9} requests  {:>6} errors  p50 {}  p99 {}",
-            t.release,
+            esc(&t.release),
             t.requests,
             errors,
             p(t.p50_ms),
@@ -86,10 +134,10 @@ pub fn status(s: &AppStatus) {
     for i in &s.instances {
         println!(
             "  {:<22} {:<10} {:<22} {:<10} {}{}",
-            i.id,
-            i.release,
-            i.address,
-            i.state,
+            esc(&i.id),
+            esc(&i.release),
+            esc(&i.address),
+            esc(&i.state),
             if i.in_split { "in split" } else { "-" },
             if i.restarts > 0 {
                 format!("  restarts {}", i.restarts)
@@ -106,15 +154,45 @@ pub fn history_line(d: &DeploymentView) {
         "#{:<4} {}  {:<8} -> {:<8} {:<10} {:<11} {:>7}  {}{}",
         d.id,
         clock(d.created_at),
-        d.from.as_deref().unwrap_or("-"),
-        d.to,
-        d.strategy,
-        d.phase,
+        esc(d.from.as_deref().unwrap_or("-")),
+        esc(&d.to),
+        esc(&d.strategy),
+        esc(&d.phase),
         duration(d.duration_ms),
-        d.trigger,
+        esc(&d.trigger),
         d.reason
             .as_deref()
-            .map(|r| format!("  ({r})"))
+            .map(|r| format!("  ({})", esc(r)))
             .unwrap_or_default()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_codes_newlines_and_bidi_overrides_are_written_as_escapes() {
+        let sent = "mallory\x1b[2K\r\n#999 forged\u{9b}31m \u{202e}txt.exe \\n";
+        let shown = esc(sent);
+        assert_eq!(
+            shown,
+            "mallory\\u{1b}[2K\\r\\n#999 forged\\u{9b}31m \\u{202e}txt.exe \\\\n"
+        );
+        assert!(!shown.chars().any(needs_escape_in_output));
+        // Plain text, also beyond ASCII, is printed as it is.
+        assert!(matches!(esc("Zoë deployed 1.4.0"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn multi_line_text_keeps_its_line_breaks_and_nothing_else() {
+        assert_eq!(
+            esc_lines("# 1.4.0\n- fix \x1b[31mred\r\n- last"),
+            "# 1.4.0\n- fix \\u{1b}[31mred\\r\n- last"
+        );
+    }
+
+    fn needs_escape_in_output(c: char) -> bool {
+        c.is_control()
+    }
 }

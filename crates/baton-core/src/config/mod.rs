@@ -64,6 +64,12 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// Largest request head (request line + headers) accepted, in bytes.
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// API: longest wait for a request head, also between two requests on one connection.
+    pub const API_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// API: longest a request body may send nothing, or an answer may wait for the client.
+    pub const API_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// API: most connections served at once (also at most a quarter of the fd limit).
+    pub const API_MAX_CONNECTIONS: usize = 128;
 }
 
 /// The whole `baton.toml`.
@@ -102,14 +108,38 @@ pub struct ApiConfig {
     /// Listen address; loopback unless you put it elsewhere on purpose.
     #[serde(default = "default_api_listen")]
     pub listen: SocketAddr,
+    /// Longest wait for a request head (and between two requests of one connection).
+    #[serde(default = "default_api_header_timeout")]
+    pub header_timeout: Duration,
+    /// Longest a request body may send nothing, or an answer may wait for the client to read.
+    #[serde(default = "default_api_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most connections served at once; more are closed at once.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             listen: default_api_listen(),
+            header_timeout: default_api_header_timeout(),
+            idle_timeout: default_api_idle_timeout(),
+            max_connections: default_api_max_connections(),
         }
     }
+}
+
+fn default_api_header_timeout() -> Duration {
+    defaults::API_HEADER_TIMEOUT
+}
+
+fn default_api_idle_timeout() -> Duration {
+    defaults::API_IDLE_TIMEOUT
+}
+
+fn default_api_max_connections() -> usize {
+    defaults::API_MAX_CONNECTIONS
 }
 
 fn default_api_listen() -> SocketAddr {
@@ -351,6 +381,17 @@ impl Config {
                 message,
             })
         };
+        for (key, d) in [
+            ("header_timeout", self.api.header_timeout),
+            ("idle_timeout", self.api.idle_timeout),
+        ] {
+            if d.as_millis() == 0 {
+                return fail(&["api", key], "must be more than 0, e.g. \"10s\"".into());
+            }
+        }
+        if self.api.max_connections == 0 {
+            return fail(&["api", "max_connections"], "must be at least 1".into());
+        }
         let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
         listeners.insert(self.api.listen, "api".to_string());
         if self.environments.is_empty() {
@@ -750,6 +791,23 @@ keep_previous = "5m"
             c.data_dir(Path::new("/srv/app/baton.toml")),
             PathBuf::from("/srv/app/.baton")
         );
+    }
+
+    #[test]
+    fn api_limits_have_named_defaults_and_zero_is_refused() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.api.header_timeout, defaults::API_HEADER_TIMEOUT);
+        assert_eq!(c.api.idle_timeout, defaults::API_IDLE_TIMEOUT);
+        assert_eq!(c.api.max_connections, defaults::API_MAX_CONNECTIONS);
+        let text = GOOD.replace(
+            "listen = \"127.0.0.1:7070\"",
+            "listen = \"127.0.0.1:7070\"\nheader_timeout = \"2s\"\nmax_connections = 0",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("api.max_connections"), "{e}");
+        let c = parse(&text.replace("max_connections = 0", "idle_timeout = \"5s\"")).unwrap();
+        assert_eq!(c.api.header_timeout.as_millis(), 2000);
+        assert_eq!(c.api.idle_timeout.as_millis(), 5000);
     }
 
     #[test]

@@ -1,11 +1,58 @@
-//! API errors: a status, a stable code and a message that says what to do.
+//! API errors: a status, a stable code and a message that says what to do; every error the
+//! API answers, its own or axum's, has this one JSON shape and a bounded size.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use baton_store::StoreError;
 
 use crate::views::{ErrorBody, ErrorDetail};
+
+/// The longest message an error carries, in bytes: a message never grows with what was sent.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+/// How much of a string a client sent is quoted back in a message, in characters.
+const QUOTE_CHARS: usize = 64;
+
+/// A string a client sent, for a message: escaped (as a Rust string literal) and cut to
+/// [`QUOTE_CHARS`] characters, with what was left out said.
+pub fn quote(s: &str) -> String {
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(QUOTE_CHARS).collect();
+    let rest = chars.as_str().len();
+    if rest == 0 {
+        format!("{head:?}")
+    } else {
+        format!("{head:?}… ({rest} more bytes)")
+    }
+}
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+    message
+}
+
+/// The stable code of an error status.
+pub fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    }
+}
 
 /// An error returned by the API.
 #[derive(Debug)]
@@ -20,8 +67,23 @@ impl ApiError {
         Self {
             status,
             code,
-            message: message.into(),
+            message: bounded(message.into()),
         }
+    }
+
+    /// The error for a body axum could not read as JSON; `expected` shows a good one.
+    pub fn json_body(e: &JsonRejection, expected: &str) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the JSON body is larger than {} bytes; expected {expected}",
+                    super::MAX_JSON_BYTES
+                ),
+            );
+        }
+        Self::bad_request(format!("invalid JSON body: {e}; expected {expected}"))
     }
 
     pub fn unauthorized() -> Self {
@@ -48,7 +110,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, "{}", self.message);
+            tracing::error!(code = self.code, "{:?}", self.message);
         }
         let body = ErrorBody {
             error: ErrorDetail {

@@ -12,6 +12,7 @@ use baton_store::{NewDeployment, ReleaseOutcome};
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
+use super::error::quote;
 use super::status::{EnvQuery, app_status, unit_key, unknown_app};
 use crate::clock;
 use crate::shared::Shared;
@@ -129,7 +130,8 @@ fn valid_version(v: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid version {v:?}: use letters, digits and . _ - + (e.g. 1.4.0)"
+            "invalid version {}: use at most 128 letters, digits and . _ - + (e.g. 1.4.0)",
+            quote(v)
         )))
     }
 }
@@ -148,9 +150,10 @@ fn parse_body(body: Result<Json<DeployRequest>, JsonRejection>) -> Result<Deploy
     match body {
         Ok(Json(b)) => Ok(b),
         Err(JsonRejection::MissingJsonContentType(_)) => Ok(DeployRequest::default()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "invalid JSON body: {e}; expected {{\"release\": \"1.4.0\", \"strategy\": \"rolling\"}}"
-        ))),
+        Err(e) => Err(ApiError::json_body(
+            &e,
+            r#"{"release": "1.4.0", "strategy": "rolling"}"#,
+        )),
     }
 }
 
@@ -317,12 +320,24 @@ fn create(
     let config = shared.app(key).ok_or_else(|| unknown_app(shared, key))?;
     let (app, env) = baton_core::config::split_key(key);
     let strategy: Strategy = match strategy {
-        Some(s) => s.parse().map_err(ApiError::bad_request)?,
+        Some(s) => s.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "unknown strategy {}: expected rolling, blue-green or canary",
+                quote(s)
+            ))
+        })?,
         None => config.strategy,
     };
     let Some(target) = shared.store.release(app, &version)? else {
+        // Only a valid version is worth repeating in the command to run.
+        let hint = if valid_version(&version).is_ok() {
+            version.as_str()
+        } else {
+            "VERSION"
+        };
         return Err(ApiError::not_found(format!(
-            "{app} has no release {version}; create it with `baton release create {app} {version} --artifact PATH`"
+            "{app} has no release {}; create it with `baton release create {app} {hint} --artifact PATH`",
+            quote(&version)
         )));
     };
     // A release older than the one that contracted the schema may not run against it.
@@ -401,8 +416,14 @@ pub async fn history(
 
 pub async fn deployment(
     State(shared): S,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<DeploymentDetail>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "deployment id {} is not a number: use the #N that `baton history APP` shows",
+            quote(&id)
+        ))
+    })?;
     let d = shared
         .store
         .deployment(id)?

@@ -62,11 +62,7 @@ pub async fn promote(
     let full = match body {
         Ok(Json(b)) => b.full,
         Err(JsonRejection::MissingJsonContentType(_)) => false,
-        Err(e) => {
-            return Err(ApiError::bad_request(format!(
-                "invalid JSON body: {e}; expected {{\"full\": true|false}}"
-            )));
-        }
+        Err(e) => return Err(ApiError::json_body(&e, r#"{"full": true|false}"#)),
     };
     let promote = if full { Promote::Full } else { Promote::Step };
     record(

@@ -6,24 +6,33 @@ mod error;
 mod handlers;
 mod intents;
 mod ledger;
+mod listener;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
 pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
+pub use listener::{Limits, serve};
 
 use crate::shared::Shared;
 
 /// The largest artifact upload accepted.
 const MAX_ARTIFACT_BYTES: usize = 2 << 30;
+/// The largest body of every other route: they take a few fields of JSON.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+/// How much of a non-JSON error body (axum's rejections) is read to make its message.
+const MAX_REJECTION_BYTES: usize = 4096;
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
@@ -32,7 +41,9 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}", get(handlers::get_app))
         .route(
             "/v1/apps/{app}/releases",
-            post(handlers::create_release).get(handlers::list_releases),
+            post(handlers::create_release)
+                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+                .get(handlers::list_releases),
         )
         .route(
             "/v1/apps/{app}/deployments",
@@ -46,9 +57,45 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/deployments/{id}", get(handlers::deployment))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))
+        .layer(middleware::from_fn(json_errors))
         .with_state(shared)
+}
+
+async fn no_route(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {} {}: the routes are listed in the README's \"HTTP API\" section",
+        req.method(),
+        error::quote(req.uri().path())
+    ))
+}
+
+/// Gives axum's own answers (a path or query that does not parse, a wrong method, a body too
+/// large) the API's error shape, with their text cut to a bounded message.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), MAX_REJECTION_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let message = match text.trim() {
+        "" => status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase(),
+        text => text.to_string(),
+    };
+    ApiError::new(status, error::code_of(status), message).into_response()
 }
 
 async fn authorize(
@@ -58,13 +105,22 @@ async fn authorize(
 ) -> Result<Response, ApiError> {
     let presented = req
         .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()));
     match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => Ok(next.run(req).await),
+        Some(p) if constant_time_eq(p, token.as_bytes()) => Ok(next.run(req).await),
         _ => Err(ApiError::unauthorized()),
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive
+/// (RFC 9110 11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.starts_with(b" ") {
+        return None;
+    }
+    Some(rest.trim_ascii())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

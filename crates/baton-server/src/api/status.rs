@@ -10,6 +10,7 @@ use crate::shared::Shared;
 use crate::views::{AppStatus, DeploymentView, InstanceView, SplitView, TrafficView};
 
 use super::ApiError;
+use super::error::quote;
 
 /// Which environment: `?env=` on app routes.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -42,7 +43,8 @@ pub fn unit_key(shared: &Shared, app: &str, env: Option<&str>) -> Result<String,
     };
     if !envs.contains(&env) {
         return Err(ApiError::not_found(format!(
-            "{app} does not run in {env:?}: it runs in {}",
+            "{app} does not run in {}: it runs in {}",
+            quote(env),
             envs.join(", ")
         )));
     }
@@ -137,7 +139,8 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
 pub fn unknown_app(shared: &Shared, app: &str) -> ApiError {
     let known: Vec<&str> = shared.config.apps.keys().map(String::as_str).collect();
     ApiError::not_found(format!(
-        "no app named {app:?} in the config; apps: {}",
+        "no app named {} in the config; apps: {}",
+        quote(app),
         if known.is_empty() {
             "none".to_string()
         } else {

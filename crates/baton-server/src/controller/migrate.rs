@@ -68,6 +68,7 @@ pub fn start(shared: &Arc<Shared>, key: &str, id: i64, release: &str, step: Step
                 let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("contract migration of {release} succeeded: older releases may no longer run here"));
             }
             (Step::Contract, Err(why)) => {
+                tracing::warn!(unit = %key, release = %release, "contract migration failed: {why:?}");
                 let _ = shared
                     .store
                     .set_contract_state(id, ContractState::Failed, Some(&why), now);

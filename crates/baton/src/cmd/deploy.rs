@@ -7,7 +7,7 @@ use baton_server::views::{AppStatus, DeployRequest, DeploymentDetail, Deployment
 
 use crate::client::{Client, encode};
 use crate::exit::{Failure, Result};
-use crate::output;
+use crate::output::{self, esc};
 
 /// Where a deploy goes and how it passes the promotion gate.
 pub struct Target {
@@ -82,11 +82,11 @@ fn announce(d: &DeploymentView) {
     println!(
         "deployment #{}: {} in {}: {} -> {} ({}) recorded",
         d.id,
-        d.app,
-        d.env,
-        d.from.as_deref().unwrap_or("nothing"),
-        d.to,
-        d.strategy
+        esc(&d.app),
+        esc(&d.env),
+        esc(d.from.as_deref().unwrap_or("nothing")),
+        esc(&d.to),
+        esc(&d.strategy)
     );
 }
 
@@ -99,7 +99,12 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
         let since = seen;
         for e in detail.events.iter().filter(|e| e.id > since) {
             if print {
-                println!("  {}  {:<22} {}", output::clock(e.at), e.kind, e.message);
+                println!(
+                    "  {}  {:<22} {}",
+                    output::clock(e.at),
+                    esc(&e.kind.to_string()),
+                    esc(&e.message)
+                );
             }
             seen = e.id;
         }
@@ -119,10 +124,10 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
                 .count();
             let progress = format!(
                 "{} step {} · {} healthy on {} · split {}",
-                d.phase,
+                esc(&d.phase),
                 d.step,
                 healthy,
-                d.to,
+                esc(&d.to),
                 output::split(&s)
             );
             if print && progress != last_progress {
@@ -137,7 +142,7 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
                         "deployment #{} succeeded in {}: {} serves 100 %",
                         d.id,
                         output::duration(d.duration_ms),
-                        d.to
+                        esc(&d.to)
                     );
                 }
                 return Ok(());
@@ -147,7 +152,7 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
                     "deployment #{} {}: {}",
                     d.id,
                     d.phase.replace('_', " "),
-                    d.reason.as_deref().unwrap_or("no reason recorded"),
+                    esc(d.reason.as_deref().unwrap_or("no reason recorded")),
                 )));
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,

@@ -8,7 +8,7 @@ use baton_server::{AnalysisView, PromoteRequest};
 use crate::client::{Client, encode, env_query};
 use crate::cmd::deploy::follow;
 use crate::exit::Result;
-use crate::output;
+use crate::output::{self, esc};
 
 pub async fn promote(config: &Path, app: &str, env: Option<&str>, full: bool) -> Result<()> {
     let client = Client::from_config(config)?;
@@ -26,8 +26,8 @@ pub async fn promote(config: &Path, app: &str, env: Option<&str>, full: bool) ->
     println!(
         "deployment #{} ({} -> {}): promotion {how} recorded",
         d.id,
-        d.from.as_deref().unwrap_or("-"),
-        d.to
+        esc(d.from.as_deref().unwrap_or("-")),
+        esc(&d.to)
     );
     Ok(())
 }
@@ -43,8 +43,8 @@ pub async fn simple(config: &Path, app: &str, env: Option<&str>, what: &str) -> 
     println!(
         "deployment #{} ({} -> {}) at step {}: {what} recorded",
         d.id,
-        d.from.as_deref().unwrap_or("-"),
-        d.to,
+        esc(d.from.as_deref().unwrap_or("-")),
+        esc(&d.to),
         d.step
     );
     Ok(())
@@ -61,9 +61,9 @@ pub async fn abort(config: &Path, app: &str, env: Option<&str>, wait: bool) -> R
     println!(
         "deployment #{} ({} -> {}): abort recorded; new requests go to {}",
         d.id,
-        d.from.as_deref().unwrap_or("-"),
-        d.to,
-        d.from.as_deref().unwrap_or("nothing")
+        esc(d.from.as_deref().unwrap_or("-")),
+        esc(&d.to),
+        esc(d.from.as_deref().unwrap_or("nothing"))
     );
     if !wait {
         return Ok(());
@@ -72,7 +72,7 @@ pub async fn abort(config: &Path, app: &str, env: Option<&str>, wait: bool) -> R
     match follow(&client, d.id, true).await {
         Ok(()) => Ok(()),
         Err(e) if e.message.contains("rolled back") || e.message.contains("failed") => {
-            println!("{}", e.message);
+            println!("{}", esc(&e.message));
             Ok(())
         }
         Err(e) => Err(e),
@@ -99,10 +99,10 @@ pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -
     println!(
         "deployment #{} {} -> {} ({}) {} step {}",
         d.id,
-        d.from.as_deref().unwrap_or("-"),
-        d.to,
-        d.strategy,
-        d.phase,
+        esc(d.from.as_deref().unwrap_or("-")),
+        esc(&d.to),
+        esc(&d.strategy),
+        esc(&d.phase),
         d.step
     );
     if a.verdicts.is_empty() {
@@ -119,8 +119,8 @@ pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -
             "  {}  step {:<2} {:<12} {}",
             output::clock(v.at),
             v.step,
-            v.outcome,
-            v.summary
+            esc(&v.outcome),
+            esc(&v.summary)
         );
         last = Some(key);
     }
@@ -130,9 +130,9 @@ pub async fn analysis(config: &Path, app: &str, env: Option<&str>, json: bool) -
             for c in checks {
                 println!(
                     "    {:<18} {:<12} {}",
-                    c["name"].as_str().unwrap_or("?"),
-                    c["outcome"].as_str().unwrap_or("?"),
-                    c["detail"].as_str().unwrap_or("")
+                    esc(c["name"].as_str().unwrap_or("?")),
+                    esc(c["outcome"].as_str().unwrap_or("?")),
+                    esc(c["detail"].as_str().unwrap_or(""))
                 );
             }
         }

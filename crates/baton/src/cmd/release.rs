@@ -8,7 +8,7 @@ use baton_server::views::ReleaseCreated;
 
 use crate::client::{Client, encode};
 use crate::exit::{Failure, Result};
-use crate::output;
+use crate::output::{self, esc, esc_lines};
 
 pub async fn create(
     config: &Path,
@@ -76,14 +76,16 @@ pub async fn create(
         println!(
             "created {} {} {} ({}){summary}",
             app,
-            r.release.version,
+            esc(&r.release.version),
             short,
             human_size(size)
         );
     } else {
         println!(
             "{} {} already exists with the same content {} (nothing changed)",
-            app, r.release.version, short
+            app,
+            esc(&r.release.version),
+            short
         );
     }
     Ok(())
@@ -118,39 +120,46 @@ pub async fn show(
     if changelog {
         print!(
             "{}",
-            r.changelog
-                .as_deref()
-                .unwrap_or("(no changelog: the release was created without --git)\n")
+            esc_lines(
+                r.changelog
+                    .as_deref()
+                    .unwrap_or("(no changelog: the release was created without --git)\n")
+            )
         );
         return Ok(());
     }
     if notes {
         print!(
             "{}",
-            r.release_notes
-                .as_deref()
-                .unwrap_or("(no release notes: the release was created without --git)\n")
+            esc_lines(
+                r.release_notes
+                    .as_deref()
+                    .unwrap_or("(no release notes: the release was created without --git)\n")
+            )
         );
         return Ok(());
     }
-    println!("{} {}", app, r.version);
-    println!("  digest   {}", r.digest);
+    println!("{} {}", app, esc(&r.version));
+    println!("  digest   {}", esc(&r.digest));
     println!("  created  {}", output::clock(r.created_at));
     if let Some(c) = &r.commit {
-        println!("  commit   {c}");
+        println!("  commit   {}", esc(c));
     }
     if let Some(n) = &r.notes {
-        println!("  notes    {n}");
+        println!("  notes    {}", esc(n));
     }
     for run in &e.runs {
         println!(
             "  ran in {:<12} #{:<4} {:<12} {}",
-            run.env, run.deployment, run.phase, run.trigger
+            esc(&run.env),
+            run.deployment,
+            esc(&run.phase),
+            esc(&run.trigger)
         );
     }
     if let Some(n) = &r.release_notes {
         println!();
-        print!("{n}");
+        print!("{}", esc_lines(n));
     }
     Ok(())
 }
@@ -170,10 +179,10 @@ pub async fn list(config: &Path, app: &str, json: bool) -> Result<()> {
     for r in &list {
         println!(
             "{:<12} {}  {}  {}",
-            r.version,
-            short_digest(&r.digest),
+            esc(&r.version),
+            esc(short_digest(&r.digest)),
             output::clock(r.created_at),
-            r.notes.as_deref().unwrap_or("")
+            esc(r.notes.as_deref().unwrap_or(""))
         );
     }
     Ok(())
@@ -211,10 +220,10 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
         let r = &e.release;
         println!(
             "{:<12} {}  created {}  {}",
-            r.version,
-            short_digest(&r.digest),
+            esc(&r.version),
+            esc(short_digest(&r.digest)),
             output::clock(r.created_at),
-            r.notes.as_deref().unwrap_or("")
+            esc(r.notes.as_deref().unwrap_or(""))
         );
         if e.runs.is_empty() {
             println!("    never deployed");
@@ -222,11 +231,11 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
         for run in &e.runs {
             println!(
                 "    {:<12} #{:<4} {:<12} {}  {}",
-                run.env,
+                esc(&run.env),
                 run.deployment,
-                run.phase,
+                esc(&run.phase),
                 output::clock(run.created_at),
-                run.trigger
+                esc(&run.trigger)
             );
         }
     }

@@ -6,7 +6,7 @@ use baton_server::views::{AppStatus, DeploymentView};
 
 use crate::client::{Client, encode, env_query};
 use crate::exit::Result;
-use crate::output;
+use crate::output::{self, esc};
 
 pub async fn status(config: &Path, app: Option<&str>, env: Option<&str>, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
@@ -102,12 +102,12 @@ pub async fn environments(config: &Path, app: &str, json: bool) -> Result<()> {
         let since = s.since.map(output::clock).unwrap_or_else(|| "-".into());
         println!(
             "{:<12} {:<10} {:<10} {:<8} {:<10} {}",
-            s.env,
-            s.release.as_deref().unwrap_or("-"),
+            esc(&s.env),
+            esc(s.release.as_deref().unwrap_or("-")),
             since,
             format!("{healthy}/{}", s.instances_wanted),
-            s.phase,
-            s.listen
+            esc(&s.phase),
+            esc(&s.listen)
         );
     }
     Ok(())

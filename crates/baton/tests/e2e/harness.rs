@@ -63,6 +63,8 @@ pub struct Baton {
     pub config: PathBuf,
     pub api: SocketAddr,
     pub apps: BTreeMap<String, SocketAddr>,
+    /// The open-file limit (soft and hard) `baton up` runs under, if not the test's own.
+    pub nofile: Option<u64>,
     child: Option<Child>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -70,6 +72,22 @@ pub struct Baton {
 impl Baton {
     /// Writes `template` with free ports and starts `baton up`.
     pub fn start(template: &str) -> Baton {
+        let mut b = Baton::prepare(template);
+        b.up();
+        b
+    }
+
+    /// [`Baton::start`] with `baton up` under an open-file limit of `nofile` (soft and hard,
+    /// so that Baton cannot raise it).
+    pub fn start_with_nofile(template: &str, nofile: u64) -> Baton {
+        let mut b = Baton::prepare(template);
+        b.nofile = Some(nofile);
+        b.up();
+        b
+    }
+
+    /// Writes `template` with free ports; nothing runs yet.
+    fn prepare(template: &str) -> Baton {
         let serial = serial();
         let dir = tempfile::Builder::new()
             .prefix("baton-e2e-")
@@ -88,16 +106,15 @@ impl Baton {
         text = text.replace("@DIR@", dir.path().to_str().unwrap());
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
-        let mut b = Baton {
+        Baton {
             dir,
             config,
             api: SocketAddr::from(([127, 0, 0, 1], api)),
             apps,
+            nofile: None,
             child: None,
             _serial: serial,
-        };
-        b.up();
-        b
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -116,7 +133,16 @@ impl Baton {
             .append(true)
             .open(self.dir.path().join("baton.log"))
             .unwrap();
-        let child = Command::new(BATON)
+        let mut command = match self.nofile {
+            // The shell sets the limit and becomes `baton up` (exec): the pid stays Baton's.
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BATON]);
+                c
+            }
+            None => Command::new(BATON),
+        };
+        let child = command
             .args(["up", "--config"])
             .arg(&self.config)
             .env("BATON_LOG", "info")
@@ -156,6 +182,11 @@ impl Baton {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The pid of the running `baton up`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("baton running").id()
     }
 
     pub fn log(&self) -> String {

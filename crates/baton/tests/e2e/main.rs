@@ -3,10 +3,12 @@
 
 mod harness;
 
+mod api_load;
 mod canary;
 mod crash;
 mod deploys;
 mod environments;
+mod escaping;
 mod failures;
 mod input;
 mod ledger;
