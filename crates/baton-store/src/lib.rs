@@ -19,6 +19,7 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod instances;
+mod limits;
 mod releases;
 mod schema;
 mod untar;
@@ -27,10 +28,11 @@ mod walk;
 
 pub use artifact::ArtifactStore;
 pub use artifact_error::ArtifactError;
-pub use canonical::{digest, pack};
+pub use canonical::{digest, pack, pack_to};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;
+pub use limits::ImportLimits;
 pub use releases::ReleaseOutcome;
 pub use schema::SCHEMA_VERSION;
 pub use verdicts::StoredVerdict;

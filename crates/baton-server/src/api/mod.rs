@@ -7,6 +7,7 @@ mod handlers;
 mod intents;
 mod ledger;
 mod status;
+mod upload;
 
 use std::sync::Arc;
 
@@ -21,9 +22,6 @@ pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
 
 use crate::shared::Shared;
-
-/// The largest artifact upload accepted.
-const MAX_ARTIFACT_BYTES: usize = 2 << 30;
 
 /// The API's routes.
 pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
@@ -46,7 +44,6 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/deployments/{id}", get(handlers::deployment))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))
         .with_state(shared)
 }

@@ -95,6 +95,11 @@ impl Baton {
         b
     }
 
+    /// The pid of the running `baton up`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("baton running").id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join(".baton")
     }

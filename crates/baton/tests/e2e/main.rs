@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod artifacts;
 mod canary;
 mod crash;
 mod deploys;
