@@ -104,14 +104,10 @@ impl ArtifactStore {
         digest_hex(digest).is_ok() && self.path(digest).is_dir()
     }
 
-    /// Reads back a stored canonical archive (e.g. to send it to another Baton).
-    pub fn read_archive(&self, digest: &str) -> Result<Vec<u8>, ArtifactError> {
+    /// Opens a stored canonical archive to stream it (e.g. to another Baton).
+    pub fn open_archive(&self, digest: &str) -> Result<File, ArtifactError> {
         let path = self.archive_path(digest)?;
-        let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(ArtifactError::io("read", &path))?;
-        Ok(data)
+        File::open(&path).map_err(ArtifactError::io("open", &path))
     }
 
     /// Deletes temporary files and directories left by imports that a crash interrupted.
@@ -247,6 +243,16 @@ mod tests {
         }
     }
 
+    fn read_archive(store: &ArtifactStore, digest: &str) -> Vec<u8> {
+        let mut data = Vec::new();
+        store
+            .open_archive(digest)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        data
+    }
+
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
     }
@@ -281,7 +287,7 @@ mod tests {
             fs::read_link(root.join("site.css")).unwrap(),
             Path::new("static/css/site.css")
         );
-        assert_eq!(f.store.read_archive(&d).unwrap(), canonical);
+        assert_eq!(read_archive(&f.store, &d), canonical);
 
         // Again, and from the tar.gz form: same digest, no error, nothing left behind.
         assert_eq!(
@@ -330,7 +336,7 @@ mod tests {
             .import(tar_gz_of(&src).as_slice(), &ImportLimits::NONE)
             .unwrap();
         assert_eq!(d, GOLDEN, "imported from a tar.gz");
-        assert_eq!(f.store.read_archive(&d).unwrap(), streamed);
+        assert_eq!(read_archive(&f.store, &d), streamed);
         let long = "x".repeat(150);
         let stored = f.store.path(&d).join("deep").join(&long).join(&long);
         assert_eq!(fs::read(stored).unwrap(), vec![7u8; 70_000]);

@@ -195,3 +195,53 @@ fn default_limits_refuse_bombs_and_cut_archives(bomb: &Path, dir: &Path) {
         "no release was recorded"
     );
 }
+
+/// The largest address space `baton release create` gets in the test below: well under the
+/// artifact's size, so packing or sending it from memory fails.
+const CLI_ADDRESS_SPACE_KB: u64 = 450 * 1024;
+
+#[test]
+fn release_create_packs_and_sends_an_artifact_larger_than_its_memory() {
+    let raised = format!(
+        "{THREE_WEB}\n[artifacts]\nmax_unpacked_bytes = {}\n",
+        300 << 20
+    );
+    let baton = Baton::start(&raised);
+    let src = baton.dir.path().join("big");
+    std::fs::create_dir_all(&src).unwrap();
+    // Sparse on disk, 256 MiB when read: bigger than the CLI's address space allows twice.
+    std::fs::File::create(src.join("zeros"))
+        .unwrap()
+        .set_len(BOMB_BYTES)
+        .unwrap();
+    std::fs::write(src.join("README"), b"big\n").unwrap();
+    let tmp = baton.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {CLI_ADDRESS_SPACE_KB} && exec \"$0\" release create web 9.0.0 --artifact \"$1\" --config \"$2\""
+        ))
+        .arg(crate::harness::BATON)
+        .arg(&src)
+        .arg(&baton.config)
+        .env("TMPDIR", &tmp)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "release create: {}",
+        crate::harness::text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("created web 9.0.0"),
+        "{}",
+        crate::harness::text(&o)
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the packed archive is a temporary file, gone once sent"
+    );
+}
