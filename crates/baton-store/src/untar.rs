@@ -137,12 +137,29 @@ fn read_tar<R: Read>(
         if meter.over.get() { too_large(tree) } else { e }
     };
     let mut archive = tar::Archive::new(stream);
+    // Raw: GNU long names and pax headers come to us, so their size is checked before they
+    // are read into memory (the tar crate would read any size).
     let entries = archive
         .entries()
-        .map_err(|e| fail(tree, corrupt(tree.label(), e)))?;
+        .map_err(|e| fail(tree, corrupt(tree.label(), e)))?
+        .raw(true);
+    let mut ext = Extensions::default();
     let mut count = 0u64;
     for entry in entries {
-        let entry = entry.map_err(|e| fail(tree, corrupt(tree.label(), e)))?;
+        let mut entry = entry.map_err(|e| fail(tree, corrupt(tree.label(), e)))?;
+        let kind = entry.header().entry_type();
+        let slot = match kind {
+            tar::EntryType::GNULongName => Some((&mut ext.name, MAX_NAME_BYTES)),
+            tar::EntryType::GNULongLink => Some((&mut ext.link, MAX_NAME_BYTES)),
+            tar::EntryType::XHeader => Some((&mut ext.pax, MAX_PAX_BYTES)),
+            // Archive-wide metadata says nothing about content; its data is skipped.
+            tar::EntryType::XGlobalHeader => continue,
+            _ => None,
+        };
+        if let Some((slot, cap)) = slot {
+            *slot = Some(read_extension(&mut entry, cap, tree).map_err(|e| fail(tree, e))?);
+            continue;
+        }
         count += 1;
         if count > limits.max_entries {
             return Err(ArtifactError::TooLarge {
@@ -152,7 +169,8 @@ fn read_tar<R: Read>(
                 key: "max_entries",
             });
         }
-        if let Err(e) = read_entry(entry, tree, spool, limits, meter) {
+        let names = std::mem::take(&mut ext).resolve(&entry, tree)?;
+        if let Err(e) = read_entry(entry, names, tree, spool, limits, meter) {
             return Err(fail(tree, e));
         }
     }
@@ -190,18 +208,19 @@ fn read_tar<R: Read>(
 /// refused; paths are checked by [`Tree::insert`].
 fn read_entry<R: Read>(
     mut entry: tar::Entry<'_, R>,
+    (raw, link): (Vec<u8>, Option<Vec<u8>>),
     tree: &mut Tree,
     spool: &Spool,
     limits: &ImportLimits,
     meter: &Meter,
 ) -> Result<(), ArtifactError> {
     // Raw bytes, not `entry.path()`: we do our own checks rather than trust a sanitizer.
-    let raw = entry.path_bytes().into_owned();
-    let Ok(name) = String::from_utf8(raw) else {
-        return Err(tree.refuse(
-            String::from_utf8_lossy(&entry.path_bytes()),
-            "has a name that is not UTF-8",
-        ));
+    let name = match String::from_utf8(raw) {
+        Ok(name) => name,
+        Err(e) => {
+            let shown = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            return Err(tree.refuse(shown, "has a name that is not UTF-8"));
+        }
     };
     let path = PathBuf::from(&name);
     let node = match entry.header().entry_type() {
@@ -229,10 +248,10 @@ fn read_entry<R: Read>(
             }
         }
         tar::EntryType::Symlink => Node::Symlink {
-            target: link_name(&entry, tree, &name)?,
+            target: link_name(link, tree, &name)?,
         },
         tar::EntryType::Link => {
-            let target = link_name(&entry, tree, &name)?;
+            let target = link_name(link, tree, &name)?;
             let Some(Node::File { source, size, exec }) =
                 tree.file(std::path::Path::new(&target))?.cloned()
             else {
@@ -260,8 +279,6 @@ fn read_entry<R: Read>(
                 exec,
             }
         }
-        // Archive-wide metadata (pax global headers) says nothing about content.
-        tar::EntryType::XGlobalHeader => return Ok(()),
         tar::EntryType::Char | tar::EntryType::Block => {
             return Err(tree.refuse(name, "is a device file"));
         }
@@ -309,17 +326,99 @@ fn truncated(label: &str, detail: &str) -> ArtifactError {
     }
 }
 
-fn link_name<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    tree: &Tree,
-    name: &str,
-) -> Result<String, ArtifactError> {
-    match entry.link_name_bytes() {
-        Some(bytes) => String::from_utf8(bytes.into_owned())
+fn link_name(link: Option<Vec<u8>>, tree: &Tree, name: &str) -> Result<String, ArtifactError> {
+    match link {
+        Some(bytes) => String::from_utf8(bytes)
             .map_err(|_| tree.refuse(name, "is a link whose target is not UTF-8")),
         None => Err(tree.refuse(name, "is a link without a target")),
     }
 }
+
+/// The longest path or link target accepted (Linux's `PATH_MAX`).
+const MAX_NAME_BYTES: u64 = 4096;
+/// The largest pax header accepted: names and a few numbers need far less.
+const MAX_PAX_BYTES: u64 = 1 << 20;
+
+/// GNU long names and pax records read before the entry they describe.
+#[derive(Default)]
+struct Extensions {
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+impl Extensions {
+    /// The entry's path and link target: pax records first, then GNU long names, then the
+    /// header. A pax `size` other than the header's is refused: in raw mode the reader
+    /// frames the data by the header's size.
+    fn resolve<R: Read>(
+        self,
+        entry: &tar::Entry<'_, R>,
+        tree: &Tree,
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>), ArtifactError> {
+        let strip = |mut v: Vec<u8>| {
+            while v.last() == Some(&0) {
+                v.pop();
+            }
+            v
+        };
+        let mut name = self
+            .name
+            .map(strip)
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let mut link = self
+            .link
+            .map(strip)
+            .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
+        for record in tar::PaxExtensions::new(self.pax.as_deref().unwrap_or_default()) {
+            let record = record.map_err(|e| corrupt(tree.label(), e))?;
+            match record.key_bytes() {
+                b"path" => name = record.value_bytes().to_vec(),
+                b"linkpath" => link = Some(record.value_bytes().to_vec()),
+                b"size" => {
+                    let header = entry.header().size().ok();
+                    let pax = std::str::from_utf8(record.value_bytes()).ok();
+                    if pax.and_then(|v| v.parse::<u64>().ok()) != header {
+                        return Err(tree.refuse(
+                            String::from_utf8_lossy(&name),
+                            "has a pax size unlike its header's (a file over 8 GiB): \
+                             split it, or re-create the archive in GNU format (`tar --format=gnu`)",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if name.len() as u64 > MAX_NAME_BYTES {
+            return Err(tree.refuse(
+                String::from_utf8_lossy(&name[..64]) + "...",
+                format!("has a path longer than {MAX_NAME_BYTES} bytes"),
+            ));
+        }
+        Ok((name, link))
+    }
+}
+
+/// Reads a GNU long name or a pax header, refusing one over `cap` bytes before reading it.
+fn read_extension<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    cap: u64,
+    tree: &Tree,
+) -> Result<Vec<u8>, ArtifactError> {
+    let size = entry.size();
+    if size > cap {
+        return Err(tree.refuse(
+            String::from_utf8_lossy(&entry.header().path_bytes()),
+            format!("is an extension header (long name or pax) of {size} bytes, more than {cap}"),
+        ));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    entry
+        .read_to_end(&mut data)
+        .map_err(|e| corrupt(tree.label(), e))?;
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -450,6 +549,48 @@ mod tests {
                 e,
                 ArtifactError::Truncated { .. } | ArtifactError::Corrupt { .. }
             ),
+            "{e}"
+        );
+    }
+
+    /// A tar whose one file is named by a pax `path` record (as Go and Python write them).
+    fn tar_with_pax_path(path: &str) -> Vec<u8> {
+        let body = format!(" path={path}\n");
+        let mut len = body.len();
+        len += len.to_string().len();
+        let record = format!("{len}{body}");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x = tar::Header::new_ustar();
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(record.len() as u64);
+        b.append_data(&mut x, "PaxHeaders/f", record.as_bytes())
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(2);
+        b.append_data(&mut h, "short", &b"hi"[..]).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn pax_and_gnu_long_names_are_read_and_bounded() {
+        let long = format!("{}/f", "d".repeat(300));
+        let tree = read(&tar_with_pax_path(&long), ImportLimits::NONE).unwrap();
+        let paths: Vec<_> = tree.finish().unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, ["d".repeat(300), long]);
+
+        // A 2 MiB long-name header is refused before it is read into memory.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(2 << 20);
+        b.append_data(&mut h, "././@LongLink", std::io::repeat(b'a').take(2 << 20))
+            .unwrap();
+        let e = read(&b.into_inner().unwrap(), ImportLimits::NONE).unwrap_err();
+        assert!(
+            matches!(e, ArtifactError::Refused { .. })
+                && e.to_string().contains("extension header")
+                && e.to_string().contains("more than 4096"),
             "{e}"
         );
     }
