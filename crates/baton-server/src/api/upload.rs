@@ -168,3 +168,57 @@ async fn pump(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use axum::body::Body;
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    async fn status_and_message(e: ApiError) -> (StatusCode, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_upload_limit_is_413_naming_the_key() {
+        let upload = Upload::start(Body::from(vec![7u8; 100]), 10);
+        let (read, upload) = tokio::task::spawn_blocking(move || {
+            let mut upload = upload;
+            let mut all = Vec::new();
+            let read = upload.read_to_end(&mut all);
+            (read, upload)
+        })
+        .await
+        .unwrap();
+        assert!(read.is_err(), "the reader sees the cut");
+        let refused = upload.refusal(ArtifactError::InvalidDigest("x".into()));
+        let (status, message) = status_and_message(refused).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(
+            message.contains("larger than 10 bytes")
+                && message.contains("[artifacts] max_upload_bytes"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_reads_whole_after_its_metadata_line() {
+        let mut upload = Upload::start(Body::from(&b"{\"version\":\"1\"}\nTAR"[..]), 100);
+        let (line, rest) = tokio::task::spawn_blocking(move || {
+            let line = upload.metadata_line().unwrap();
+            let mut rest = Vec::new();
+            upload.read_to_end(&mut rest).unwrap();
+            (line, rest)
+        })
+        .await
+        .unwrap();
+        assert_eq!(line, b"{\"version\":\"1\"}");
+        assert_eq!(rest, b"TAR");
+    }
+}
