@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::ImportLimits;
 use crate::artifact_error::ArtifactError;
 use crate::canonical::{Hashing, Node, Tree, digest_hex, write_tar};
-use crate::untar::Spool;
+use crate::spool::Spool;
 
 /// The label of an archive that did not come from a path.
 const UPLOADED: &str = "uploaded archive";

@@ -366,7 +366,7 @@ pub fn pack_to(path: &Path, out: impl Write) -> Result<String, ArtifactError> {
             });
         }
         let file = std::fs::File::open(path).map_err(ArtifactError::io("open", path))?;
-        let spool = crate::untar::Spool::new(spool_dir.path());
+        let spool = crate::spool::Spool::new(spool_dir.path());
         crate::untar::read_archive(
             std::io::BufReader::new(file),
             &mut tree,

@@ -22,6 +22,8 @@ mod instances;
 mod limits;
 mod releases;
 mod schema;
+mod spool;
+mod tar_ext;
 mod untar;
 mod verdicts;
 mod walk;

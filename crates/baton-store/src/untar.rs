@@ -14,34 +14,11 @@ use std::rc::Rc;
 use crate::ImportLimits;
 use crate::artifact_error::ArtifactError;
 use crate::canonical::{Node, Tree};
+use crate::spool::Spool;
+use crate::tar_ext::{Extensions, MAX_NAME_BYTES, MAX_PAX_BYTES, read_extension};
 
 /// The tar block size; the end-of-archive marker is two zero blocks.
 const BLOCK: usize = 512;
-
-/// A directory receiving the content of an archive's files, one numbered file each.
-pub(crate) struct Spool {
-    dir: PathBuf,
-    next: Cell<u64>,
-}
-
-impl Spool {
-    /// Spools into `dir`, which must exist and be private to this import.
-    pub(crate) fn new(dir: &Path) -> Spool {
-        Spool {
-            dir: dir.to_owned(),
-            next: Cell::new(0),
-        }
-    }
-
-    /// A new, empty spool file.
-    fn create(&self) -> Result<(PathBuf, File), ArtifactError> {
-        let n = self.next.get();
-        self.next.set(n + 1);
-        let path = self.dir.join(n.to_string());
-        let file = File::create_new(&path).map_err(ArtifactError::io("create", &path))?;
-        Ok((path, file))
-    }
-}
 
 /// Reads a plain or gzipped tar stream into `tree`, spooling files into `spool`, within
 /// `limits`. An empty stream, or one without the end-of-archive marker, is refused.
@@ -86,6 +63,21 @@ struct Meter {
     eof: Cell<bool>,
 }
 
+impl Meter {
+    /// Any failure once the meter tripped is the limit's doing, whatever the tar reader says.
+    fn blame(&self, tree: &Tree, limits: &ImportLimits, e: ArtifactError) -> ArtifactError {
+        if !self.over.get() {
+            return e;
+        }
+        ArtifactError::TooLarge {
+            artifact: tree.label().to_owned(),
+            what: format!("more than {} bytes unpacked", limits.max_unpacked_bytes),
+            limit: format!("{} bytes", limits.max_unpacked_bytes),
+            key: "max_unpacked_bytes",
+        }
+    }
+}
+
 /// The uncompressed stream, counted against the unpacked-size limit.
 struct Metered<R> {
     inner: R,
@@ -126,16 +118,7 @@ fn read_tar<R: Read>(
     limits: &ImportLimits,
     meter: &Meter,
 ) -> Result<(), ArtifactError> {
-    let too_large = |tree: &Tree| ArtifactError::TooLarge {
-        artifact: tree.label().to_owned(),
-        what: format!("more than {} bytes unpacked", limits.max_unpacked_bytes),
-        limit: format!("{} bytes", limits.max_unpacked_bytes),
-        key: "max_unpacked_bytes",
-    };
-    // Any failure once the meter tripped is the limit's doing, whatever the tar reader says.
-    let fail = |tree: &Tree, e: ArtifactError| {
-        if meter.over.get() { too_large(tree) } else { e }
-    };
+    let fail = |tree: &Tree, e| meter.blame(tree, limits, e);
     let mut archive = tar::Archive::new(stream);
     // Raw: GNU long names and pax headers come to us, so their size is checked before they
     // are read into memory (the tar crate would read any size).
@@ -174,6 +157,17 @@ fn read_tar<R: Read>(
             return Err(fail(tree, e));
         }
     }
+    end_of_archive(archive.into_inner(), tree, limits, meter)
+}
+
+/// Checks the end-of-archive marker after the last entry and reads the stream to its end.
+fn end_of_archive<R: Read>(
+    mut rest: Metered<R>,
+    tree: &Tree,
+    limits: &ImportLimits,
+    meter: &Meter,
+) -> Result<(), ArtifactError> {
+    let fail = |tree: &Tree, e| meter.blame(tree, limits, e);
     // The reader stops at the first zero block, or quietly at the end of the stream: only
     // the first is a complete archive.
     if meter.eof.get() {
@@ -182,7 +176,6 @@ fn read_tar<R: Read>(
             "ends without the end-of-archive marker (two zero blocks)",
         ));
     }
-    let mut rest = archive.into_inner();
     let mut second = [0u8; BLOCK];
     let got =
         read_up_to(&mut rest, &mut second).map_err(|e| fail(tree, corrupt(tree.label(), e)))?;
@@ -312,7 +305,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-fn corrupt(label: &str, e: std::io::Error) -> ArtifactError {
+pub(crate) fn corrupt(label: &str, e: std::io::Error) -> ArtifactError {
     ArtifactError::Corrupt {
         artifact: label.to_owned(),
         detail: e.to_string(),
@@ -332,91 +325,6 @@ fn link_name(link: Option<Vec<u8>>, tree: &Tree, name: &str) -> Result<String, A
             .map_err(|_| tree.refuse(name, "is a link whose target is not UTF-8")),
         None => Err(tree.refuse(name, "is a link without a target")),
     }
-}
-
-/// The longest path or link target accepted (Linux's `PATH_MAX`).
-const MAX_NAME_BYTES: u64 = 4096;
-/// The largest pax header accepted: names and a few numbers need far less.
-const MAX_PAX_BYTES: u64 = 1 << 20;
-
-/// GNU long names and pax records read before the entry they describe.
-#[derive(Default)]
-struct Extensions {
-    name: Option<Vec<u8>>,
-    link: Option<Vec<u8>>,
-    pax: Option<Vec<u8>>,
-}
-
-impl Extensions {
-    /// The entry's path and link target: pax records first, then GNU long names, then the
-    /// header. A pax `size` other than the header's is refused: in raw mode the reader
-    /// frames the data by the header's size.
-    fn resolve<R: Read>(
-        self,
-        entry: &tar::Entry<'_, R>,
-        tree: &Tree,
-    ) -> Result<(Vec<u8>, Option<Vec<u8>>), ArtifactError> {
-        let strip = |mut v: Vec<u8>| {
-            while v.last() == Some(&0) {
-                v.pop();
-            }
-            v
-        };
-        let mut name = self
-            .name
-            .map(strip)
-            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
-        let mut link = self
-            .link
-            .map(strip)
-            .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
-        for record in tar::PaxExtensions::new(self.pax.as_deref().unwrap_or_default()) {
-            let record = record.map_err(|e| corrupt(tree.label(), e))?;
-            match record.key_bytes() {
-                b"path" => name = record.value_bytes().to_vec(),
-                b"linkpath" => link = Some(record.value_bytes().to_vec()),
-                b"size" => {
-                    let header = entry.header().size().ok();
-                    let pax = std::str::from_utf8(record.value_bytes()).ok();
-                    if pax.and_then(|v| v.parse::<u64>().ok()) != header {
-                        return Err(tree.refuse(
-                            String::from_utf8_lossy(&name),
-                            "has a pax size unlike its header's (a file over 8 GiB): \
-                             split it, or re-create the archive in GNU format (`tar --format=gnu`)",
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        if name.len() as u64 > MAX_NAME_BYTES {
-            return Err(tree.refuse(
-                String::from_utf8_lossy(&name[..64]) + "...",
-                format!("has a path longer than {MAX_NAME_BYTES} bytes"),
-            ));
-        }
-        Ok((name, link))
-    }
-}
-
-/// Reads a GNU long name or a pax header, refusing one over `cap` bytes before reading it.
-fn read_extension<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    cap: u64,
-    tree: &Tree,
-) -> Result<Vec<u8>, ArtifactError> {
-    let size = entry.size();
-    if size > cap {
-        return Err(tree.refuse(
-            String::from_utf8_lossy(&entry.header().path_bytes()),
-            format!("is an extension header (long name or pax) of {size} bytes, more than {cap}"),
-        ));
-    }
-    let mut data = Vec::with_capacity(size as usize);
-    entry
-        .read_to_end(&mut data)
-        .map_err(|e| corrupt(tree.label(), e))?;
-    Ok(data)
 }
 
 #[cfg(test)]
