@@ -349,10 +349,8 @@ pub fn pack_to(path: &Path, out: impl Write) -> Result<String, ArtifactError> {
         Err(e) => return Err(ArtifactError::io("read", path)(e)),
     };
     let mut tree = Tree::new(path.display().to_string());
-    let spool_dir = tempfile::tempdir().map_err(ArtifactError::io(
-        "create a temporary directory in",
-        std::env::temp_dir(),
-    ))?;
+    // Holds a tarball's spooled files until the canonical tar is written from them.
+    let spool_dir: tempfile::TempDir;
     if meta.is_dir() {
         crate::walk::walk(path, &mut tree)?;
     } else {
@@ -366,6 +364,10 @@ pub fn pack_to(path: &Path, out: impl Write) -> Result<String, ArtifactError> {
             });
         }
         let file = std::fs::File::open(path).map_err(ArtifactError::io("open", path))?;
+        spool_dir = tempfile::tempdir().map_err(ArtifactError::io(
+            "create a temporary directory in",
+            std::env::temp_dir(),
+        ))?;
         let spool = crate::spool::Spool::new(spool_dir.path());
         crate::untar::read_archive(
             std::io::BufReader::new(file),
