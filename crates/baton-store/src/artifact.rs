@@ -4,12 +4,14 @@
 //! The directory appears by one atomic rename once complete, so its presence means "stored".
 
 use std::fs::{self, File, Permissions};
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::ImportLimits;
 use crate::artifact_error::ArtifactError;
-use crate::canonical::{Node, Tree, digest, digest_hex, write_tar};
+use crate::canonical::{Hashing, Node, Tree, digest_hex, write_tar};
+use crate::spool::Spool;
 
 /// The label of an archive that did not come from a path.
 const UPLOADED: &str = "uploaded archive";
@@ -31,49 +33,53 @@ impl ArtifactStore {
         &self.root
     }
 
-    /// Stores an archive (normally from [`crate::pack`]; plain or gzipped tar) and returns its
-    /// digest. The archive is checked and re-canonicalized, so the digest is always that of
-    /// the canonical form. Storing an artifact already present is a no-op.
-    pub fn import(&self, archive: &[u8]) -> Result<String, ArtifactError> {
+    /// Stores an archive (normally from [`crate::pack`]; plain or gzipped tar) read from
+    /// `archive` and returns its digest. The archive is checked and re-canonicalized, so the
+    /// digest is always that of the canonical form. It streams: files are spooled to disk
+    /// under the root, never held in memory, and `limits` are checked as it comes in. Storing
+    /// an artifact already present is a no-op.
+    pub fn import(
+        &self,
+        archive: impl Read,
+        limits: &ImportLimits,
+    ) -> Result<String, ArtifactError> {
+        fs::create_dir_all(&self.root).map_err(ArtifactError::io("create", &self.root))?;
+        let staging = Staging::new(&self.root)?;
+        let spool_dir = staging.0.join("spool");
+        fs::create_dir(&spool_dir).map_err(ArtifactError::io("create", &spool_dir))?;
         let mut tree = Tree::new(UPLOADED);
-        if archive.starts_with(&[0x1f, 0x8b]) {
-            crate::untar::read(flate2::read::GzDecoder::new(archive), &mut tree)?;
-        } else {
-            crate::untar::read(archive, &mut tree)?;
-        }
+        crate::untar::read_archive(archive, &mut tree, &Spool::new(&spool_dir), limits)?;
         let entries = tree.finish()?;
-        let canonical = write_tar(&entries);
-        let digest = digest(&canonical);
+
+        let tar = staging.0.join("canonical.tar");
+        let file = File::create_new(&tar).map_err(ArtifactError::io("create", &tar))?;
+        let mut hashing = Hashing::new(BufWriter::new(file));
+        write_tar(&entries, &mut hashing, UPLOADED)?;
+        let (digest, out) = hashing.finish();
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| {
+                f.set_permissions(Permissions::from_mode(0o444))?;
+                f.sync_all()
+            })
+            .map_err(ArtifactError::io("write", &tar))?;
         let hex = digest_hex(&digest)?;
         let dest = self.root.join(hex);
         if dest.is_dir() {
             return Ok(digest);
         }
-        fs::create_dir_all(&self.root).map_err(ArtifactError::io("create", &self.root))?;
-        self.write_archive(hex, &canonical)?;
+        let archive_dest = self.root.join(format!("{hex}.tar"));
+        fs::rename(&tar, &archive_dest)
+            .map_err(ArtifactError::io("move into place", &archive_dest))?;
 
-        let tmp = tempfile::Builder::new()
-            .prefix(".import-")
-            .tempdir_in(&self.root)
-            .map_err(ArtifactError::io(
-                "create a temporary directory in",
-                &self.root,
-            ))?;
-        unpack(&entries, tmp.path())?;
-        match fs::rename(tmp.path(), &dest) {
-            Ok(()) => {
-                // Now at `dest`: the temporary handle must not delete it.
-                let _ = tmp.keep();
-            }
-            Err(_) if dest.is_dir() => {
-                // Another import of the same content won the race; theirs is identical.
-                let _ = remove_tree(&tmp.keep());
-                return Ok(digest);
-            }
-            Err(e) => {
-                let _ = remove_tree(&tmp.keep());
-                return Err(ArtifactError::io("move into place", &dest)(e));
-            }
+        let tree_dir = staging.0.join("tree");
+        fs::create_dir(&tree_dir).map_err(ArtifactError::io("create", &tree_dir))?;
+        unpack(&entries, &tree_dir)?;
+        match fs::rename(&tree_dir, &dest) {
+            Ok(()) => {}
+            // Another import of the same content won the race; theirs is identical.
+            Err(_) if dest.is_dir() => return Ok(digest),
+            Err(e) => return Err(ArtifactError::io("move into place", &dest)(e)),
         }
         sync_dir(&self.root)?;
         Ok(digest)
@@ -98,14 +104,10 @@ impl ArtifactStore {
         digest_hex(digest).is_ok() && self.path(digest).is_dir()
     }
 
-    /// Reads back a stored canonical archive (e.g. to send it to another Baton).
-    pub fn read_archive(&self, digest: &str) -> Result<Vec<u8>, ArtifactError> {
+    /// Opens a stored canonical archive to stream it (e.g. to another Baton).
+    pub fn open_archive(&self, digest: &str) -> Result<File, ArtifactError> {
         let path = self.archive_path(digest)?;
-        let mut data = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut data))
-            .map_err(ArtifactError::io("read", &path))?;
-        Ok(data)
+        File::open(&path).map_err(ArtifactError::io("open", &path))
     }
 
     /// Deletes temporary files and directories left by imports that a crash interrupted.
@@ -134,21 +136,26 @@ impl ArtifactStore {
         }
         Ok(removed)
     }
+}
 
-    /// Writes `<hex>.tar` through a temporary file so a crash never leaves half of it.
-    fn write_archive(&self, hex: &str, canonical: &[u8]) -> Result<(), ArtifactError> {
-        let dest = self.root.join(format!("{hex}.tar"));
-        let mut tmp = tempfile::Builder::new()
+/// A private `.import-*` directory under the root for one import (spooled files, the
+/// canonical tar, the tree), removed when dropped; one left by a crash is swept at startup
+/// by [`ArtifactStore::remove_stale_imports`].
+struct Staging(PathBuf);
+
+impl Staging {
+    fn new(root: &Path) -> Result<Staging, ArtifactError> {
+        let dir = tempfile::Builder::new()
             .prefix(".import-")
-            .tempfile_in(&self.root)
-            .map_err(ArtifactError::io("create a temporary file in", &self.root))?;
-        tmp.write_all(canonical)
-            .and_then(|()| tmp.as_file().sync_all())
-            .and_then(|()| tmp.as_file().set_permissions(Permissions::from_mode(0o444)))
-            .map_err(ArtifactError::io("write", tmp.path()))?;
-        tmp.persist(&dest)
-            .map_err(|e| ArtifactError::io("write", &dest)(e.error))?;
-        Ok(())
+            .tempdir_in(root)
+            .map_err(ArtifactError::io("create a temporary directory in", root))?;
+        Ok(Staging(dir.keep()))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.0);
     }
 }
 
@@ -160,15 +167,12 @@ fn unpack(entries: &[(String, Node)], dir: &Path) -> Result<(), ArtifactError> {
         let dest = dir.join(path);
         match node {
             Node::Dir => fs::create_dir(&dest).map_err(ArtifactError::io("create", &dest))?,
-            Node::File { data, exec } => {
+            Node::File { source, exec, .. } => {
                 let mode = if *exec { 0o555 } else { 0o444 };
-                // create_new refuses an existing path, link or not.
-                File::create_new(&dest)
-                    .and_then(|mut f| {
-                        f.write_all(data)?;
-                        f.set_permissions(Permissions::from_mode(mode))?;
-                        f.sync_all()
-                    })
+                // Each spooled file (synced when spooled) belongs to one entry: move it. The
+                // tree is fresh and its paths unique, so nothing is replaced or linked through.
+                fs::rename(source, &dest)
+                    .and_then(|()| fs::set_permissions(&dest, Permissions::from_mode(mode)))
                     .map_err(ArtifactError::io("write", &dest))?;
             }
             Node::Symlink { target } => {
@@ -215,6 +219,7 @@ fn make_writable(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::canonical::digest;
     use crate::fixtures::{sample_dir, tar_gz_of, tar_gz_with_raw_name};
     use crate::pack;
 
@@ -238,6 +243,16 @@ mod tests {
         }
     }
 
+    fn read_archive(store: &ArtifactStore, digest: &str) -> Vec<u8> {
+        let mut data = Vec::new();
+        store
+            .open_archive(digest)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        data
+    }
+
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777
     }
@@ -249,7 +264,10 @@ mod tests {
         sample_dir(&src);
         let canonical = pack(&src).unwrap();
 
-        let d = f.store.import(&canonical).unwrap();
+        let d = f
+            .store
+            .import(canonical.as_slice(), &ImportLimits::NONE)
+            .unwrap();
         assert_eq!(d, digest(&canonical));
         assert!(f.store.contains(&d));
         let root = f.store.path(&d);
@@ -269,16 +287,79 @@ mod tests {
             fs::read_link(root.join("site.css")).unwrap(),
             Path::new("static/css/site.css")
         );
-        assert_eq!(f.store.read_archive(&d).unwrap(), canonical);
+        assert_eq!(read_archive(&f.store, &d), canonical);
 
         // Again, and from the tar.gz form: same digest, no error, nothing left behind.
-        assert_eq!(f.store.import(&canonical).unwrap(), d);
-        assert_eq!(f.store.import(&tar_gz_of(&src)).unwrap(), d);
+        assert_eq!(
+            f.store
+                .import(canonical.as_slice(), &ImportLimits::NONE)
+                .unwrap(),
+            d
+        );
+        assert_eq!(
+            f.store
+                .import(tar_gz_of(&src).as_slice(), &ImportLimits::NONE)
+                .unwrap(),
+            d
+        );
         let names: Vec<_> = fs::read_dir(f.store.root())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names.len(), 2, "only <hex>/ and <hex>.tar: {names:?}");
+    }
+
+    /// A release with a long (GNU long-name) path, an empty file and a 70 kB file.
+    fn golden_dir(dir: &Path) {
+        sample_dir(dir);
+        let long = "x".repeat(150);
+        fs::create_dir_all(dir.join("deep").join(&long)).unwrap();
+        fs::write(dir.join("deep").join(&long).join(&long), vec![7u8; 70_000]).unwrap();
+        fs::write(dir.join("empty"), b"").unwrap();
+    }
+
+    #[test]
+    fn streaming_keeps_the_digests_of_stored_artifacts() {
+        // Computed by the in-memory implementation this streaming one replaced: a digest
+        // already recorded in a database must name the same content forever.
+        const GOLDEN: &str =
+            "sha256:6f93d9e897fb4fa3c129dcd851da527f1d5de6625160969c5aeb5073aec0858e";
+        let f = Fixture::new();
+        let src = f.tmp.path().join("src");
+        golden_dir(&src);
+        assert_eq!(digest(&pack(&src).unwrap()), GOLDEN, "packed in memory");
+        let mut streamed = Vec::new();
+        assert_eq!(crate::pack_to(&src, &mut streamed).unwrap(), GOLDEN);
+        assert_eq!(digest(&streamed), GOLDEN, "packed as a stream");
+        let d = f
+            .store
+            .import(tar_gz_of(&src).as_slice(), &ImportLimits::NONE)
+            .unwrap();
+        assert_eq!(d, GOLDEN, "imported from a tar.gz");
+        assert_eq!(read_archive(&f.store, &d), streamed);
+        let long = "x".repeat(150);
+        let stored = f.store.path(&d).join("deep").join(&long).join(&long);
+        assert_eq!(fs::read(stored).unwrap(), vec![7u8; 70_000]);
+    }
+
+    #[test]
+    fn a_refused_upload_leaves_nothing_behind() {
+        let f = Fixture::new();
+        let limits = ImportLimits {
+            max_entries: 1,
+            ..ImportLimits::NONE
+        };
+        let src = f.tmp.path().join("src");
+        sample_dir(&src);
+        let e = f
+            .store
+            .import(pack(&src).unwrap().as_slice(), &limits)
+            .unwrap_err();
+        assert!(matches!(e, ArtifactError::TooLarge { .. }), "{e}");
+        assert_eq!(fs::read_dir(f.store.root()).unwrap().count(), 0);
+        let e = f.store.import(&b""[..], &ImportLimits::NONE).unwrap_err();
+        assert!(matches!(e, ArtifactError::Truncated { .. }), "{e}");
+        assert_eq!(fs::read_dir(f.store.root()).unwrap().count(), 0);
     }
 
     #[test]
@@ -296,13 +377,20 @@ mod tests {
     #[test]
     fn import_refuses_traversal_and_stores_nothing() {
         let f = Fixture::new();
-        let e = f.store.import(&tar_gz_with_raw_name("../x")).unwrap_err();
+        let e = f
+            .store
+            .import(tar_gz_with_raw_name("../x").as_slice(), &ImportLimits::NONE)
+            .unwrap_err();
         assert!(
             e.to_string().contains("uploaded archive") && e.to_string().contains("`..`"),
             "{e}"
         );
         assert!(!f.tmp.path().join("x").exists());
-        assert!(!f.store.root().exists(), "a refused import creates nothing");
+        assert_eq!(
+            fs::read_dir(f.store.root()).unwrap().count(),
+            0,
+            "a refused import leaves nothing behind"
+        );
     }
 
     #[test]
@@ -311,7 +399,10 @@ mod tests {
         assert_eq!(f.store.remove_stale_imports().unwrap(), 0, "no root yet");
         let src = f.tmp.path().join("src");
         sample_dir(&src);
-        let d = f.store.import(&pack(&src).unwrap()).unwrap();
+        let d = f
+            .store
+            .import(pack(&src).unwrap().as_slice(), &ImportLimits::NONE)
+            .unwrap();
         let stale = f.store.root().join(".import-crashed");
         fs::create_dir_all(stale.join("sub")).unwrap();
         fs::set_permissions(stale.join("sub"), Permissions::from_mode(0o555)).unwrap();
@@ -326,7 +417,10 @@ mod tests {
         let f = Fixture::new();
         let src = f.tmp.path().join("src");
         sample_dir(&src);
-        let d = f.store.import(&pack(&src).unwrap()).unwrap();
+        let d = f
+            .store
+            .import(pack(&src).unwrap().as_slice(), &ImportLimits::NONE)
+            .unwrap();
         remove_tree(&f.store.path(&d)).unwrap();
         assert!(!f.store.contains(&d));
     }

@@ -51,6 +51,46 @@ pub enum ArtifactError {
         /// Why it is refused.
         reason: String,
     },
+    /// The archive was cut short: no end-of-archive marker, or nothing at all.
+    #[error(
+        "artifact {artifact} {detail}: it was cut short or is not an archive; send the whole \
+         archive, e.g. `baton release create --artifact <dir>` or `tar czf app.tar.gz -C <dir> .`"
+    )]
+    Truncated {
+        /// The archive (its path, or `uploaded archive`).
+        artifact: String,
+        /// What is missing, e.g. `is empty`.
+        detail: String,
+    },
+    /// The archive passes one of the import limits.
+    #[error(
+        "artifact {artifact} has {what} (the limit is {limit}, `[artifacts] {key}` in baton.toml): \
+         make the artifact smaller, or raise the limit"
+    )]
+    TooLarge {
+        /// The archive (its path, or `uploaded archive`).
+        artifact: String,
+        /// What passed the limit, e.g. `more than 262144000 bytes unpacked`.
+        what: String,
+        /// The limit, as written in errors (e.g. `262144000 bytes`).
+        limit: String,
+        /// The config key under `[artifacts]`.
+        key: &'static str,
+    },
+    /// A file changed size while it was being packed.
+    #[error("{} changed while it was being packed: pack it again once nothing writes to it", .path.display())]
+    Changed {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Writing the canonical archive failed (disk full, closed pipe...).
+    #[error("cannot write the canonical archive of artifact {artifact}: {source}")]
+    Write {
+        /// The artifact (its path, or `uploaded archive`).
+        artifact: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A digest string is malformed.
     #[error("{0:?} is not an artifact digest: expected \"sha256:\" and 64 lowercase hex digits")]
     InvalidDigest(String),

@@ -5,7 +5,8 @@
 //! executables, 0644 otherwise. Same content -> same bytes -> same [`digest`].
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -19,8 +20,14 @@ const MAX_LINK_HOPS: u32 = 40;
 pub(crate) enum Node {
     /// A directory.
     Dir,
-    /// A regular file and whether any execute bit was set.
-    File { data: Vec<u8>, exec: bool },
+    /// A regular file: where its content is on disk (the walked file, or a spooled copy of
+    /// an archive's entry), its size, and whether any execute bit was set. Content is never
+    /// held in memory, so an artifact of any size packs in constant memory.
+    File {
+        source: PathBuf,
+        size: u64,
+        exec: bool,
+    },
     /// A symbolic link with its (relative) target, as written.
     Symlink { target: String },
 }
@@ -188,15 +195,23 @@ fn resolve<'a>(
     Some(dir)
 }
 
-/// Writes the canonical tar of checked entries (from [`Tree::finish`]).
-pub(crate) fn write_tar(entries: &[(String, Node)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+/// Streams the canonical tar of checked entries (from [`Tree::finish`]) into `out`, reading
+/// each file from its source; returns `out`. `label` names the artifact in errors.
+pub(crate) fn write_tar<W: Write>(
+    entries: &[(String, Node)],
+    out: W,
+    label: &str,
+) -> Result<W, ArtifactError> {
+    let write_err = |e: std::io::Error| ArtifactError::Write {
+        artifact: label.to_owned(),
+        source: e,
+    };
+    let mut b = tar::Builder::new(out);
     for (path, node) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
-        // Writing to a Vec only fails on paths the tree never holds (checked on insert).
         let written = match node {
             Node::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
@@ -204,11 +219,26 @@ pub(crate) fn write_tar(entries: &[(String, Node)]) -> Vec<u8> {
                 h.set_size(0);
                 b.append_data(&mut h, path, std::io::empty())
             }
-            Node::File { data, exec } => {
+            Node::File { source, size, exec } => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_mode(if *exec { 0o755 } else { 0o644 });
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, path, data.as_slice())
+                h.set_size(*size);
+                let file =
+                    std::fs::File::open(source).map_err(ArtifactError::io("read", source))?;
+                let mut exact = Exact {
+                    inner: file.take(*size),
+                    left: *size,
+                    short: false,
+                };
+                let appended = b.append_data(&mut h, path, &mut exact);
+                // The builder pads after what it read: a short read must never pass.
+                if exact.short || exact.left > 0 {
+                    return Err(ArtifactError::Changed {
+                        path: source.clone(),
+                    });
+                }
+                appended.map_err(write_err)?;
+                continue;
             }
             Node::Symlink { target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -217,15 +247,68 @@ pub(crate) fn write_tar(entries: &[(String, Node)]) -> Vec<u8> {
                 b.append_link(&mut h, path, target)
             }
         };
-        written.expect("a checked tree always writes to memory");
+        written.map_err(write_err)?;
     }
-    b.into_inner()
-        .expect("finishing a tar in memory cannot fail")
+    b.into_inner().map_err(write_err)
+}
+
+/// A file's first `size` bytes; reading fewer (the file shrank while packed) fails.
+struct Exact<R> {
+    inner: std::io::Take<R>,
+    left: u64,
+    short: bool,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && self.left > 0 && !buf.is_empty() {
+            self.short = true;
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes what passes through it, for the digest of a streamed archive.
+pub(crate) struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Hashing<W> {
+    pub(crate) fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    /// The digest of everything written, and the writer.
+    pub(crate) fn finish(self) -> (String, W) {
+        (format_digest(&self.hash.finalize()), self.inner)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `sha256:<64 hex>` of a canonical archive.
 pub fn digest(canonical: &[u8]) -> String {
-    let hash = Sha256::digest(canonical);
+    format_digest(&Sha256::digest(canonical))
+}
+
+fn format_digest(hash: &[u8]) -> String {
     let mut s = String::with_capacity(7 + 64);
     s.push_str("sha256:");
     for byte in hash {
@@ -242,8 +325,19 @@ pub(crate) fn digest_hex(digest: &str) -> Result<&str, ArtifactError> {
         .ok_or_else(|| ArtifactError::InvalidDigest(digest.to_owned()))
 }
 
-/// Builds the canonical archive of a directory or a `.tar.gz`/`.tgz`/`.tar` file.
+/// Builds the canonical archive of a directory or a `.tar.gz`/`.tgz`/`.tar` file in memory.
+/// For artifacts of any size, use [`pack_to`].
 pub fn pack(path: &Path) -> Result<Vec<u8>, ArtifactError> {
+    let mut out = Vec::new();
+    pack_to(path, &mut out)?;
+    Ok(out)
+}
+
+/// Streams the canonical archive of a directory or a `.tar.gz`/`.tgz`/`.tar` file into `out`
+/// and returns its digest. Memory stays bounded whatever the size: files are read as they
+/// are written, and a tarball's files are spooled to a temporary directory first (the
+/// canonical order is sorted, the tarball's is not).
+pub fn pack_to(path: &Path, out: impl Write) -> Result<String, ArtifactError> {
     // Follow a link given as the artifact itself (e.g. `current`); links inside are kept.
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -255,6 +349,8 @@ pub fn pack(path: &Path) -> Result<Vec<u8>, ArtifactError> {
         Err(e) => return Err(ArtifactError::io("read", path)(e)),
     };
     let mut tree = Tree::new(path.display().to_string());
+    // Holds a tarball's spooled files until the canonical tar is written from them.
+    let spool_dir: tempfile::TempDir;
     if meta.is_dir() {
         crate::walk::walk(path, &mut tree)?;
     } else {
@@ -262,28 +358,43 @@ pub fn pack(path: &Path) -> Result<Vec<u8>, ArtifactError> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let file = std::fs::File::open(path).map_err(ArtifactError::io("open", path))?;
-        let reader = std::io::BufReader::new(file);
-        if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            crate::untar::read(flate2::read::GzDecoder::new(reader), &mut tree)?;
-        } else if name.ends_with(".tar") {
-            crate::untar::read(reader, &mut tree)?;
-        } else {
+        if !(name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar")) {
             return Err(ArtifactError::Unsupported {
                 path: path.to_owned(),
             });
         }
+        let file = std::fs::File::open(path).map_err(ArtifactError::io("open", path))?;
+        spool_dir = tempfile::tempdir().map_err(ArtifactError::io(
+            "create a temporary directory in",
+            std::env::temp_dir(),
+        ))?;
+        let spool = crate::spool::Spool::new(spool_dir.path());
+        crate::untar::read_archive(
+            std::io::BufReader::new(file),
+            &mut tree,
+            &spool,
+            &crate::ImportLimits::NONE,
+        )?;
     }
-    Ok(write_tar(&tree.finish()?))
+    let label = tree.label().to_owned();
+    let mut hashing = Hashing::new(out);
+    write_tar(&tree.finish()?, &mut hashing, &label)?;
+    hashing.flush().map_err(|e| ArtifactError::Write {
+        artifact: label,
+        source: e,
+    })?;
+    Ok(hashing.finish().0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn file(data: &str) -> Node {
+    /// A file node whose content is not read (the tree's checks never read it).
+    fn file(name: &str) -> Node {
         Node::File {
-            data: data.as_bytes().to_vec(),
+            source: PathBuf::from(name),
+            size: 0,
             exec: false,
         }
     }
@@ -359,18 +470,33 @@ mod tests {
 
     #[test]
     fn write_tar_is_sorted_and_normalized() {
+        let tmp = tempfile::tempdir().unwrap();
+        let source = |name: &str, data: &[u8]| {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            (p, data.len() as u64)
+        };
         let mut t = Tree::new("t");
+        let (s, size) = source("z", b"#!");
         t.insert(
             Path::new("z"),
             Node::File {
-                data: b"#!".to_vec(),
+                source: s,
+                size,
                 exec: true,
             },
         )
         .unwrap();
-        t.insert(Path::new("a-b"), file("1")).unwrap();
-        t.insert(Path::new("a/b"), file("2")).unwrap();
-        let bytes = write_tar(&t.finish().unwrap());
+        for (path, data) in [("a-b", "1"), ("a/b", "2")] {
+            let (source, size) = source(&path.replace('/', "_"), data.as_bytes());
+            let node = Node::File {
+                source,
+                size,
+                exec: false,
+            };
+            t.insert(Path::new(path), node).unwrap();
+        }
+        let bytes = write_tar(&t.finish().unwrap(), Vec::new(), "t").unwrap();
         let mut ar = tar::Archive::new(bytes.as_slice());
         let seen: Vec<(String, u32, u64, u64)> = ar
             .entries()

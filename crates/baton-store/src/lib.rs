@@ -20,19 +20,23 @@ mod events;
 #[cfg(test)]
 mod fixtures;
 mod instances;
+mod limits;
 mod releases;
 mod schema;
+mod spool;
+mod tar_ext;
 mod untar;
 mod verdicts;
 mod walk;
 
 pub use artifact::ArtifactStore;
 pub use artifact_error::ArtifactError;
-pub use canonical::{digest, pack};
+pub use canonical::{digest, pack, pack_to};
 pub use contracts::{Contract, ContractState};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;
+pub use limits::ImportLimits;
 pub use releases::ReleaseOutcome;
 pub use schema::SCHEMA_VERSION;
 pub use verdicts::StoredVerdict;

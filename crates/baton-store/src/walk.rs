@@ -24,9 +24,10 @@ fn walk_dir(root: &Path, rel: &Path, tree: &mut Tree) -> Result<(), ArtifactErro
             tree.insert(&rel, Node::Dir)?;
             walk_dir(root, &rel, tree)?;
         } else if ft.is_file() {
-            let data = std::fs::read(&full).map_err(ArtifactError::io("read", &full))?;
+            // Read when the canonical tar is written, never held in memory.
             let exec = meta.permissions().mode() & 0o111 != 0;
-            tree.insert(&rel, Node::File { data, exec })?;
+            let (source, size) = (full, meta.len());
+            tree.insert(&rel, Node::File { source, size, exec })?;
         } else if ft.is_symlink() {
             let target =
                 std::fs::read_link(&full).map_err(ArtifactError::io("read link", &full))?;

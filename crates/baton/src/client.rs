@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use baton_server::views::ErrorBody;
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client as HyperClient;
@@ -22,7 +23,7 @@ use crate::exit::{Failure, Result};
 pub struct Client {
     api: SocketAddr,
     token: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpConnector, BoxBody<Bytes, std::io::Error>>,
 }
 
 /// An API answer that was not a success.
@@ -120,6 +121,21 @@ impl Client {
             .await
     }
 
+    /// POST `head` then the rest of `file`, streamed from disk (an artifact of any size).
+    pub async fn post_file<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        head: Vec<u8>,
+        file: std::fs::File,
+        content_type: &str,
+    ) -> std::result::Result<T, ApiFailure> {
+        let body = crate::upload::file_body(head, file).map_err(|e| ApiFailure {
+            usage: false,
+            message: format!("reading the packed artifact: {e}"),
+        })?;
+        self.request(Method::POST, path, body, content_type).await
+    }
+
     async fn send<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -127,12 +143,25 @@ impl Client {
         body: Option<Bytes>,
         content_type: &str,
     ) -> std::result::Result<T, ApiFailure> {
+        let body = Full::new(body.unwrap_or_default())
+            .map_err(|never| match never {})
+            .boxed();
+        self.request(method, path, body, content_type).await
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: BoxBody<Bytes, std::io::Error>,
+        content_type: &str,
+    ) -> std::result::Result<T, ApiFailure> {
         let req = Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.api, path))
             .header("authorization", format!("Bearer {}", self.token))
             .header("content-type", content_type)
-            .body(Full::new(body.unwrap_or_default()))
+            .body(body)
             .expect("valid request");
         let unreachable = |e: String| ApiFailure {
             usage: false,

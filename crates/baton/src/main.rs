@@ -6,6 +6,7 @@ mod client;
 mod cmd;
 mod exit;
 mod output;
+mod upload;
 
 use std::process::ExitCode;
 

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Duration;
 use crate::model::Strategy;
 
+mod artifacts;
 mod canary;
 mod environments;
+
+pub use artifacts::ArtifactsConfig;
 
 pub use environments::{
     DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
@@ -95,6 +98,9 @@ pub struct Config {
     /// `[promotion]`
     #[serde(default)]
     pub promotion: PromotionConfig,
+    /// `[artifacts]`: size limits of release artifacts.
+    #[serde(default)]
+    pub artifacts: ArtifactsConfig,
 }
 
 fn default_environments() -> Vec<String> {
@@ -595,6 +601,9 @@ impl Config {
                     "must be at least 8192 (HTTP/1 needs that much)".into(),
                 );
             }
+        }
+        if let Err((key, message)) = self.artifacts.validate() {
+            return fail(&["artifacts", key], message);
         }
         for (i, n) in self.notify.iter().enumerate() {
             if !n.webhook.starts_with("http://") {

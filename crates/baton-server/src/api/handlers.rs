@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,9 +10,9 @@ use baton_core::model::{EventKind, Release, Strategy};
 use baton_store::{NewDeployment, ReleaseOutcome};
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
 use super::error::quote;
 use super::status::{EnvQuery, app_status, unit_key, unknown_app};
+use super::{ApiError, upload};
 use crate::clock;
 use crate::shared::Shared;
 use crate::views::{AppStatus, DeployRequest, DeploymentDetail, DeploymentView, ReleaseCreated};
@@ -62,42 +61,64 @@ pub struct ReleaseQuery {
 /// `?version=` works too (curl-friendly).
 pub const RELEASE_ENVELOPE: &str = "application/vnd.baton.release";
 
-/// Stores an artifact and records the release.
+/// Stores an artifact, streamed from the body within `[artifacts]`, and records the release.
 pub async fn create_release(
     State(shared): S,
     Path(app): Path<String>,
     query: Result<Query<ReleaseQuery>, axum::extract::rejection::QueryRejection>,
     headers: axum::http::HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
     if !shared.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
+    }
+    let limits = shared.config.artifacts;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_upload_bytes) {
+        return Err(upload::too_large_upload(limits.max_upload_bytes));
     }
     let envelope = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         == Some(RELEASE_ENVELOPE);
-    let (q, body) = if envelope {
-        let nl = body.iter().position(|b| *b == b'\n').ok_or_else(|| {
-            ApiError::bad_request("a release envelope starts with one line of JSON metadata")
-        })?;
-        let q: ReleaseQuery = serde_json::from_slice(&body[..nl])
-            .map_err(|e| ApiError::bad_request(format!("invalid release metadata: {e}")))?;
-        (q, body.slice(nl + 1..))
-    } else {
-        let Ok(Query(q)) = query else {
+    let query = match (envelope, query) {
+        (true, _) => None,
+        (false, Ok(Query(q))) => Some(q),
+        (false, Err(_)) => {
             return Err(ApiError::bad_request(
                 "missing ?version=: the release's version",
             ));
-        };
-        (q, body)
+        }
     };
-    valid_version(&q.version)?;
+    if let Some(q) = &query {
+        valid_version(&q.version)?;
+    }
+    let mut upload = upload::Upload::start(body, limits.max_upload_bytes);
     let s = shared.clone();
-    let digest = tokio::task::spawn_blocking(move || s.artifacts.import(&body))
-        .await
-        .map_err(|e| anyhow::anyhow!("artifact import task failed: {e}"))?
-        .map_err(|e| ApiError::bad_request(format!("the artifact could not be stored: {e}")))?;
+    let (q, digest) = tokio::task::spawn_blocking(move || {
+        let q = match query {
+            Some(q) => q,
+            None => {
+                let line = upload.metadata_line()?;
+                let q: ReleaseQuery = serde_json::from_slice(&line)
+                    .map_err(|e| ApiError::bad_request(format!("invalid release metadata: {e}")))?;
+                valid_version(&q.version)?;
+                q
+            }
+        };
+        let store_limits = baton_store::ImportLimits {
+            max_unpacked_bytes: limits.max_unpacked_bytes,
+            max_entries: limits.max_entries,
+        };
+        match s.artifacts.import(&mut upload, &store_limits) {
+            Ok(digest) => Ok((q, digest)),
+            Err(e) => Err(upload.refusal(e)),
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("artifact import task failed: {e}"))??;
     let release = Release {
         app: app.clone(),
         version: q.version.clone(),

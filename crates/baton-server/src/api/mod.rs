@@ -10,6 +10,7 @@ mod listener;
 mod status;
 #[cfg(test)]
 mod tests;
+mod upload;
 
 use std::sync::Arc;
 
@@ -27,8 +28,6 @@ pub use listener::{Limits, serve};
 
 use crate::shared::Shared;
 
-/// The largest artifact upload accepted.
-const MAX_ARTIFACT_BYTES: usize = 2 << 30;
 /// The largest body of every other route: they take a few fields of JSON.
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 /// How much of a non-JSON error body (axum's rejections) is read to make its message.
@@ -41,8 +40,9 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}", get(handlers::get_app))
         .route(
             "/v1/apps/{app}/releases",
+            // The upload streams its body within `[artifacts]` limits of its own.
             post(handlers::create_release)
-                .layer(DefaultBodyLimit::max(MAX_ARTIFACT_BYTES))
+                .layer(DefaultBodyLimit::disable())
                 .get(handlers::list_releases),
         )
         .route(

@@ -24,11 +24,14 @@ pub async fn create(
         ));
     }
     let path = artifact.to_path_buf();
-    let archive = tokio::task::spawn_blocking(move || baton_store::pack(&path))
+    // Packed to an unnamed temporary file and sent from it: never whole in memory.
+    let archive = tokio::task::spawn_blocking(move || pack_to_temp(&path))
         .await
-        .map_err(|e| Failure::failed(e.to_string()))?
-        .map_err(|e| Failure::usage(format!("artifact {}: {e}", artifact.display())))?;
-    let size = archive.len();
+        .map_err(|e| Failure::failed(e.to_string()))??;
+    let size = archive
+        .metadata()
+        .map_err(|e| Failure::failed(format!("reading the packed artifact: {e}")))?
+        .len();
     let client = Client::from_config(config)?;
     let mut meta = ReleaseQuery {
         version: version.to_string(),
@@ -64,12 +67,11 @@ pub async fn create(
         );
         meta.commit = Some(head);
     }
-    let mut body = serde_json::to_vec(&meta).expect("serializable");
-    body.push(b'\n');
-    body.extend_from_slice(&archive);
+    let mut head = serde_json::to_vec(&meta).expect("serializable");
+    head.push(b'\n');
     let url = format!("/v1/apps/{}/releases", encode(app));
     let r: ReleaseCreated = client
-        .post_bytes(&url, body, baton_server::RELEASE_ENVELOPE)
+        .post_file(&url, head, archive, baton_server::RELEASE_ENVELOPE)
         .await?;
     let short = short_digest(&r.release.digest);
     if r.created {
@@ -188,7 +190,21 @@ pub async fn list(config: &Path, app: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn human_size(bytes: usize) -> String {
+/// The canonical archive of `path` in an unnamed temporary file, rewound.
+fn pack_to_temp(path: &Path) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let failed = |e: std::io::Error| Failure::failed(format!("packing the artifact: {e}"));
+    let mut file = tempfile::tempfile().map_err(failed)?;
+    let mut out = std::io::BufWriter::new(&mut file);
+    baton_store::pack_to(path, &mut out)
+        .map_err(|e| Failure::usage(format!("artifact {}: {e}", path.display())))?;
+    out.flush().map_err(failed)?;
+    drop(out);
+    file.rewind().map_err(failed)?;
+    Ok(file)
+}
+
+fn human_size(bytes: u64) -> String {
     match bytes {
         b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
         b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),

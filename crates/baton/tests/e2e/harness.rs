@@ -117,6 +117,11 @@ impl Baton {
         }
     }
 
+    /// The pid of the running `baton up`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("baton running").id()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join(".baton")
     }
@@ -182,11 +187,6 @@ impl Baton {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-
-    /// The pid of the running `baton up`.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("baton running").id()
     }
 
     pub fn log(&self) -> String {

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api_load;
+mod artifacts;
 mod canary;
 mod crash;
 mod deploys;
