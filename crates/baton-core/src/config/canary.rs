@@ -346,6 +346,15 @@ pub fn validate_analysis(a: &AnalysisConfig) -> Result<(), (&'static str, String
         if m.name.is_empty() {
             return Err(("metric", "a metric needs a name".into()));
         }
+        if m.name.chars().any(char::is_control) {
+            return Err((
+                "metric",
+                format!(
+                    "{:?}: no metric name holds a control character, so it could never be found; remove it",
+                    m.name
+                ),
+            ));
+        }
         if m.min.is_none() && m.max.is_none() {
             return Err(("metric", format!("{}: give min, max or both", m.name)));
         }

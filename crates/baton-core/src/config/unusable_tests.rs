@@ -284,6 +284,15 @@ fn numbers_that_could_never_work_are_refused() {
 }
 
 #[test]
+fn a_metric_name_with_a_control_character_is_refused() {
+    refused(
+        "metrics_path = \"/metrics\"",
+        "metric = [{ name = \"signups\\ntotal\", min = 1.0 }]",
+        "apps.web.analysis.metric",
+    );
+}
+
+#[test]
 fn a_webhook_with_a_space_or_newline_is_refused() {
     let text = format!("{BASE}\n[[notify]]\nwebhook = \"http://x\"\n");
     refused_in(
