@@ -85,7 +85,7 @@ pub fn check(
             release: release.to_string(),
             previous: previous.to_string(),
         })?;
-    let soak_ms = soak.as_millis() as i64;
+    let soak_ms = soak.as_millis_i64();
     if served >= soak_ms {
         return Ok(());
     }

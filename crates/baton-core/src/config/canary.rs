@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::duration::Duration;
+use crate::duration::{Duration, DurationError};
 
 /// `[apps.<name>.canary]`
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -98,10 +98,11 @@ impl<'de> Deserialize<'de> for Pause {
                 if v == "forever" {
                     return Ok(Pause::Forever);
                 }
-                v.parse().map(Pause::For).map_err(|_| {
-                    E::custom(format!(
+                v.parse().map(Pause::For).map_err(|e| match e {
+                    DurationError::TooLong { .. } => E::custom(e),
+                    DurationError::Syntax { .. } => E::custom(format!(
                         "invalid pause {v:?}: expected a duration like \"30s\" or \"forever\""
-                    ))
+                    )),
                 })
             }
         }
@@ -325,8 +326,18 @@ pub fn validate_analysis(a: &AnalysisConfig) -> Result<(), (&'static str, String
             ),
         ));
     }
-    if a.min_latency_ratio < 1.0 {
-        return Err(("min_latency_ratio", "must be at least 1.0".into()));
+    // NaN compares false with everything: every range below is written so that it fails.
+    if !(a.min_latency_ratio >= 1.0 && a.min_latency_ratio.is_finite()) {
+        return Err((
+            "min_latency_ratio",
+            format!("{} must be a number of at least 1.0", a.min_latency_ratio),
+        ));
+    }
+    if !(0.0..=1.0).contains(&a.min_error_diff) {
+        return Err((
+            "min_error_diff",
+            format!("{} is not a fraction between 0 and 1", a.min_error_diff),
+        ));
     }
     if !a.metrics_path.starts_with('/') {
         return Err(("metrics_path", "must start with '/'".into()));
@@ -335,8 +346,34 @@ pub fn validate_analysis(a: &AnalysisConfig) -> Result<(), (&'static str, String
         if m.name.is_empty() {
             return Err(("metric", "a metric needs a name".into()));
         }
+        if m.name.chars().any(char::is_control) {
+            return Err((
+                "metric",
+                format!(
+                    "{:?}: no metric name holds a control character, so it could never be found; remove it",
+                    m.name
+                ),
+            ));
+        }
         if m.min.is_none() && m.max.is_none() {
             return Err(("metric", format!("{}: give min, max or both", m.name)));
+        }
+        if m.min.iter().chain(&m.max).any(|v| !v.is_finite()) {
+            return Err((
+                "metric",
+                format!("{:?}: min and max must be finite numbers", m.name),
+            ));
+        }
+        if let (Some(min), Some(max)) = (m.min, m.max)
+            && min > max
+        {
+            return Err((
+                "metric",
+                format!(
+                    "{:?}: min {min} is above max {max}, so no value could pass",
+                    m.name
+                ),
+            ));
         }
     }
     Ok(())

@@ -11,10 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::Duration;
 use crate::model::Strategy;
+use span::{key_at, line_col, locate};
 
 mod artifacts;
 mod canary;
 mod environments;
+mod listeners;
+mod span;
+mod text;
+#[cfg(test)]
+mod unusable_tests;
 
 pub use artifacts::ArtifactsConfig;
 
@@ -22,6 +28,8 @@ pub use environments::{
     DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
     split_key, unit_key, units,
 };
+
+pub use listeners::clash;
 
 pub use canary::{
     AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig,
@@ -333,6 +341,9 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// The largest `[apps.<name>.proxy] max_header_bytes`: a connection may buffer this much.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
 /// The placeholders allowed in `command`.
 pub const PLACEHOLDERS: [&str; 4] = ["artifact", "port", "version", "instance"];
 
@@ -398,8 +409,9 @@ impl Config {
         if self.api.max_connections == 0 {
             return fail(&["api", "max_connections"], "must be at least 1".into());
         }
-        let mut listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
-        listeners.insert(self.api.listen, "api".to_string());
+        if let Err((key, message)) = text::check_data_dir(self.data_dir.as_deref()) {
+            return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
+        }
         if self.environments.is_empty() {
             return fail(
                 &["environments"],
@@ -421,28 +433,30 @@ impl Config {
                 return fail(&["environments"], format!("{env:?} appears twice"));
             }
         }
+        let mut listeners = vec![listeners::Listener {
+            addr: self.api.listen,
+            owner: "api".into(),
+            key: vec!["api".into(), "listen".into()],
+        }];
         for unit in units(&self.environments, &self.apps) {
-            let listen = unit.config.listen.expect("units have a listen address");
-            // Port 0 asks the OS for a free port: never a clash.
-            if listen.port() == 0 {
-                continue;
-            }
-            if let Some(other) = listeners.insert(listen, unit.key.clone()) {
-                let (app, env) = (unit.app.as_str(), unit.env.as_str());
-                let at: Vec<&str> = if self.apps[app]
-                    .environments
-                    .get(env)
-                    .is_some_and(|o| o.listen.is_some())
-                {
-                    vec!["apps", app, "environments", env, "listen"]
-                } else {
-                    vec!["apps", app, "listen"]
-                };
-                return fail(
-                    &at,
-                    format!("{listen} is already used by {other}; give each listener its own port"),
-                );
-            }
+            let (app, env) = (unit.app.as_str(), unit.env.as_str());
+            let own = self.apps[app]
+                .environments
+                .get(env)
+                .is_some_and(|o| o.listen.is_some());
+            let key: Vec<&str> = if own {
+                vec!["apps", app, "environments", env, "listen"]
+            } else {
+                vec!["apps", app, "listen"]
+            };
+            listeners.push(listeners::Listener {
+                addr: unit.config.listen.expect("units have a listen address"),
+                key: key.into_iter().map(String::from).collect(),
+                owner: unit.key,
+            });
+        }
+        if let Err((key, message)) = listeners::check(&listeners) {
+            return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
         }
         for (name, app) in &self.apps {
             let valid_name = !name.is_empty()
@@ -535,14 +549,6 @@ impl Config {
                     );
                 }
             }
-            for key in app.env.keys() {
-                if key.is_empty() || key.contains('=') || key.contains('\0') {
-                    return fail(
-                        &["apps", name, "env"],
-                        format!("{key:?} is not a valid environment variable name"),
-                    );
-                }
-            }
             let h = &app.health;
             let health = |key: &'static str| ["apps", name.as_str(), "health", key];
             if !h.path.starts_with('/') {
@@ -575,6 +581,18 @@ impl Config {
                     ),
                 );
             }
+            // The first check runs at once, the next ones `interval` apart.
+            let to_healthy =
+                u128::from(h.healthy_threshold - 1) * u128::from(h.interval.as_millis());
+            if to_healthy > u128::from(h.deadline.as_millis()) {
+                return fail(
+                    &health("healthy_threshold"),
+                    format!(
+                        "{} passes {} apart take longer than the deadline {}: a new instance could never become healthy in time; lower healthy_threshold or interval, or raise deadline",
+                        h.healthy_threshold, h.interval, h.deadline
+                    ),
+                );
+            }
             let r = &app.rolling;
             if r.max_surge == 0 && r.max_unavailable == 0 {
                 return fail(&["apps", name, "rolling", "max_surge"], "max_surge and max_unavailable cannot both be 0: a rollout could never make progress".into());
@@ -595,18 +613,28 @@ impl Config {
             if let Err((key, message)) = canary::validate_analysis(&app.analysis) {
                 return fail(&["apps", name, "analysis", key], message);
             }
-            if app.proxy.max_header_bytes < 8192 {
+            if !(8192..=MAX_HEADER_BYTES).contains(&app.proxy.max_header_bytes) {
                 return fail(
                     &["apps", name, "proxy", "max_header_bytes"],
-                    "must be at least 8192 (HTTP/1 needs that much)".into(),
+                    format!(
+                        "{} is out of range: use 8192 (HTTP/1 needs that much) to {MAX_HEADER_BYTES} (each connection may buffer that much)",
+                        app.proxy.max_header_bytes
+                    ),
                 );
+            }
+            if let Err((key, message)) = text::check_app(name, app) {
+                return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
             }
         }
         if let Err((key, message)) = self.artifacts.validate() {
             return fail(&["artifacts", key], message);
         }
         for (i, n) in self.notify.iter().enumerate() {
-            if !n.webhook.starts_with("http://") {
+            let spaces = n
+                .webhook
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+            if !n.webhook.starts_with("http://") || spaces {
                 let (line, col) = locate(text, &["notify", "webhook"]);
                 return Err(ConfigError {
                     file: file.to_path_buf(),
@@ -614,7 +642,7 @@ impl Config {
                     col,
                     key: Some(format!("notify[{i}].webhook")),
                     message: format!(
-                        "{:?} must be an http:// URL (https webhooks are not supported yet)",
+                        "{:?} must be an http:// URL without spaces or control characters (percent-encode them; https webhooks are not supported yet)",
                         n.webhook
                     ),
                 });
@@ -664,87 +692,6 @@ fn check_placeholders(word: &str) -> Result<(), String> {
         rest = &after[close + 1..];
     }
     Ok(())
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
-    (line, col)
-}
-
-/// The dotted key written on the line holding `offset`, prefixed by the enclosing `[table]`.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_end = text[offset..]
-        .find('\n')
-        .map(|i| offset + i)
-        .unwrap_or(text.len());
-    let line = text[line_start..line_end].trim();
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    if line.starts_with('[') {
-        return Some(
-            line.trim_matches(|c| c == '[' || c == ']')
-                .trim()
-                .to_string(),
-        );
-    }
-    let key = line.split('=').next()?.trim();
-    if key.is_empty() || key.starts_with('#') {
-        return table;
-    }
-    Some(match table {
-        Some(t) => format!("{t}.{key}"),
-        None => key.to_string(),
-    })
-}
-
-/// Finds the line and column where the dotted `path` is written; falls back to its table.
-fn locate(text: &str, path: &[&str]) -> (usize, usize) {
-    let mut best = (1, 1);
-    let mut table: Vec<String> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let indent = raw.len() - raw.trim_start().len();
-        if line.starts_with('[') {
-            let line = line.split('#').next().unwrap_or("").trim();
-            table = line
-                .trim_matches(|c| c == '[' || c == ']')
-                .split('.')
-                .map(|s| s.trim().trim_matches('"').to_string())
-                .collect();
-            if table.len() <= path.len() && table.iter().zip(path).all(|(a, b)| a == b) {
-                best = (i + 1, indent + 1);
-            }
-            continue;
-        }
-        let Some((key, _)) = line.split_once('=') else {
-            continue;
-        };
-        let mut full = table.clone();
-        full.extend(
-            key.split('.')
-                .map(|s| s.trim().trim_matches('"').to_string()),
-        );
-        if full.len() == path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
-            return (i + 1, indent + 1);
-        }
-        // an inline table holding the key: `health = { path = "x" }`
-        if full.len() < path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
-            let leaf = path[path.len() - 1];
-            if let Some(pos) = raw.find(leaf) {
-                return (i + 1, pos + 1);
-            }
-        }
-    }
-    best
 }
 
 #[cfg(test)]

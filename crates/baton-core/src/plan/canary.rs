@@ -115,7 +115,7 @@ pub fn progress(
         d.exposed |= w > 0;
         d.deadline = None;
         d.pause_until = match steps[idx].pause {
-            Some(Pause::For(p)) => Some(now + p.as_millis() as i64),
+            Some(Pause::For(p)) => Some(now.saturating_add(p.as_millis_i64())),
             Some(Pause::Forever) => None,
             None => Some(now),
         };
@@ -166,7 +166,7 @@ pub fn progress(
     if go_on {
         d.step += 1;
         d.pause_until = None;
-        d.deadline = Some(now + app.health.deadline.as_millis() as i64);
+        d.deadline = Some(now.saturating_add(app.health.deadline.as_millis_i64()));
     }
     Next::Continue
 }

@@ -170,7 +170,11 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
         Phase::Pending => {
             d.phase = Phase::Progressing;
-            d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
+            d.deadline = Some(
+                input
+                    .now
+                    .saturating_add(input.app.health.deadline.as_millis_i64()),
+            );
             let from = d.from.as_deref().unwrap_or("nothing");
             out.events.push((
                 EventKind::DeploymentStarted,
@@ -271,7 +275,9 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
             converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live)
         }
         Strategy::BlueGreen | Strategy::Canary => {
-            let until = input.now + input.app.blue_green.keep_previous.as_millis() as i64;
+            let until = input
+                .now
+                .saturating_add(input.app.blue_green.keep_previous.as_millis_i64());
             blue_green::converge(&d.to, n, until, live)
         }
     };
@@ -281,7 +287,11 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
     out.actions.append(&mut c.actions);
     if c.step != d.step {
         d.step = c.step;
-        d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
+        d.deadline = Some(
+            input
+                .now
+                .saturating_add(input.app.health.deadline.as_millis_i64()),
+        );
         out.events
             .push((EventKind::DeploymentStep, step_message(d, &c, n)));
     }

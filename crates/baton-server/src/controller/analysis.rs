@@ -70,7 +70,7 @@ pub async fn run(
     };
     let stable = d.from.clone().unwrap_or_default();
     let key = (d.id, d.step, d.weight);
-    let warmup = config.analysis.warmup.as_millis() as i64;
+    let warmup = config.analysis.warmup.as_millis_i64();
     // The controller ticks every 100 ms; the counters are summed only when a window starts,
     // warms up or is judged.
     let idle = windows.0.get(app).is_some_and(|w| {
@@ -97,7 +97,7 @@ pub async fn run(
     if w.warm.is_none() && now >= w.started + warmup {
         w.warm = Some(per_release.clone());
     }
-    let interval = config.analysis.interval.as_millis() as i64;
+    let interval = config.analysis.interval.as_millis_i64();
     if now < w.next_at {
         return Ok(());
     }

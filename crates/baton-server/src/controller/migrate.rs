@@ -34,7 +34,7 @@ pub fn start(shared: &Arc<Shared>, key: &str, id: i64, release: &str, step: Step
         let now = clock::now();
         let deadline = shared
             .app(&key)
-            .map(|a| now + a.health.deadline.as_millis() as i64);
+            .map(|a| now.saturating_add(a.health.deadline.as_millis_i64()));
         match (step, result) {
             (Step::Expand, Ok(())) => {
                 let _ = shared

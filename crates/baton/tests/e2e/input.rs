@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::{BATON, Baton, THREE_WEB, text};
+use crate::harness::{BATON, Baton, THREE_WEB, free_port, text, wait_until};
 
 #[test]
 fn a_config_typo_exits_2_naming_file_line_and_column() {
@@ -48,6 +48,80 @@ fn a_config_typo_exits_2_naming_file_line_and_column() {
             && err.contains("ms, s, m or h"),
         "{err}"
     );
+}
+
+/// `baton up` on `config`; killed if it is still running after 30 s (a config that was
+/// accepted). Returns its exit code and stderr.
+fn up_exit(dir: &std::path::Path, config: &str) -> (Option<i32>, String) {
+    let path = dir.join("baton.toml");
+    std::fs::write(&path, config).unwrap();
+    let stderr = dir.join("stderr");
+    let mut child = Command::new(BATON)
+        .args(["up", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    wait_until(Duration::from_secs(30), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let err = std::fs::read_to_string(&stderr).unwrap();
+    (status.and_then(|s| s.code()), err)
+}
+
+#[test]
+fn configs_that_validate_but_could_never_work_exit_2_at_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baton.toml");
+    let (api, web) = (free_port().to_string(), free_port().to_string());
+    let config = THREE_WEB.replace("@API@", &api).replace("@WEB@", &web);
+    let cases = [
+        (
+            config.replace(
+                "deadline = \"30s\"",
+                "deadline = \"18446744073709551615ms\"",
+            ),
+            ":16:",
+            "apps.web.health.deadline",
+        ),
+        (
+            config.replace(
+                &format!("\"127.0.0.1:{web}\""),
+                &format!("\"0.0.0.0:{api}\""),
+            ),
+            ":6:1:",
+            "apps.web.listen",
+        ),
+        (
+            config.replace("\"hello\"", "\"hel\\u0000lo\""),
+            ":9:",
+            "apps.web.env.GREETING",
+        ),
+        (
+            config.replace(
+                "interval = \"200ms\"",
+                "path = \"/health\\r\\n\"\ninterval = \"200ms\"",
+            ),
+            ":12:",
+            "apps.web.health.path",
+        ),
+    ];
+    for (text, at, key) in cases {
+        assert_ne!(text, config);
+        let (code, err) = up_exit(dir.path(), &text);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(
+            err.contains(&format!("{}{at}", path.display())) && err.contains(key),
+            "{key}: {err}"
+        );
+    }
 }
 
 #[test]
