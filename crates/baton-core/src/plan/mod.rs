@@ -155,6 +155,12 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
         Phase::Paused if !d.intents.pause => {
             d.phase = Phase::Progressing;
+            // A pause stops the progress clock: the step gets a whole deadline again, as a
+            // resumed Kubernetes Deployment does (docs/design-notes.md). A canary's hold is not
+            // extended: its weight was served and judged all along.
+            if d.deadline.is_some() {
+                d.deadline = Some(input.now + input.app.health.deadline.as_millis() as i64);
+            }
             out.events.push((
                 EventKind::DeploymentResumed,
                 format!("{} {} resumed at step {}", d.app, d.to, d.step),

@@ -372,3 +372,33 @@ fn a_failed_first_deployment_stops_its_instances() {
     assert_eq!(drains(&p).len(), 3);
     assert_eq!(p.deployment.unwrap().phase, Phase::Failed);
 }
+
+#[test]
+fn a_pause_stops_the_progress_clock_and_resume_gives_a_fresh_deadline() {
+    for strategy in [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary] {
+        let app = app(&strategy.to_string());
+        let mut d = deployment(Some("1.0.0"), "1.1.0", strategy, Phase::Progressing);
+        d.step = 1;
+        d.intents.pause = true;
+        let mut set = old_set();
+        set.push(inst(4, "1.1.0", Starting, false));
+        let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
+        let paused = p.deployment.unwrap();
+        assert_eq!(paused.phase, Phase::Paused, "{strategy}");
+
+        // Long past the deadline: a paused deployment does not move, nor fail.
+        let p = run(&app, Some("1.0.0"), Some(&paused), &set, NOW + 600_000);
+        assert!(p.deployment.is_none() && p.actions.is_empty(), "{strategy}");
+
+        let mut resumed = paused;
+        resumed.intents.pause = false;
+        let p = run(&app, Some("1.0.0"), Some(&resumed), &set, NOW + 600_000);
+        let d = p.deployment.unwrap();
+        assert_eq!(
+            (d.phase, d.deadline),
+            (Phase::Progressing, Some(NOW + 600_000 + 60_000)),
+            "{strategy}: the step gets a whole deadline again"
+        );
+        assert_eq!(p.wake_at, Some(NOW + 660_000), "{strategy}");
+    }
+}
