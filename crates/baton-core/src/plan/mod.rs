@@ -13,6 +13,8 @@ mod converge;
 mod tests;
 #[cfg(test)]
 mod tests_canary;
+#[cfg(test)]
+mod tests_rolling;
 
 use crate::config::AppConfig;
 use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phase, Strategy};
