@@ -63,3 +63,88 @@ fn warm_instances_of_another_release_are_outside_the_surge_count() {
     assert!(drains(&p).is_empty(), "the warm set leaves at its own time");
     assert_eq!(p.wake_at, Some(NOW + 1000));
 }
+
+#[test]
+fn the_floor_counts_serving_instances_and_allows_exactly_down_to_it() {
+    let app = app("rolling");
+    let d = rolling_to("1.1.0", "1.0.0");
+    // One old instance unhealthy in the split, two healthy; one new healthy: only the
+    // unhealthy one may go (1 new + 2 old serving = 3 = the floor).
+    let mut set = old_set();
+    set[0].state = Unhealthy;
+    set.push(inst(4, "1.1.0", Healthy, true));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), vec!["web-1"]);
+    assert_eq!(starts(&p), 0, "4 running = 3 + max_surge 1");
+    // A second healthy new instance: one healthy old one may go as well, not two.
+    set.push(inst(5, "1.1.0", Healthy, true));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), vec!["web-1", "web-2"]);
+}
+
+#[test]
+fn old_instances_serving_nobody_go_first_then_the_oldest_serving_one() {
+    let mut app = app("rolling");
+    (app.rolling.max_surge, app.rolling.max_unavailable) = (0, 1);
+    let d = rolling_to("1.1.0", "1.0.0");
+    let mut set = old_set();
+    (set[0].started_at, set[1].started_at, set[2].started_at) = (5, 1, 3);
+    let mut idle = inst(7, "1.0.0", Healthy, false);
+    idle.started_at = 9;
+    set.push(idle);
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), vec!["web-7", "web-2"]);
+    assert_eq!(starts(&p), 0, "4 already run, max_surge 0");
+}
+
+#[test]
+fn max_surge_bounds_the_starts() {
+    let mut app = app("rolling");
+    app.rolling.max_surge = 2;
+    let d = rolling_to("1.1.0", "1.0.0");
+    let p = run(&app, "1.0.0", &d, &old_set());
+    assert_eq!(starts(&p), 2);
+    let mut set = old_set();
+    set.push(inst(4, "1.1.0", Starting, false));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(starts(&p), 1, "3 old + 1 new + 1 = 3 + max_surge 2");
+    // Never more new instances than `instances`, however large the surge.
+    app.rolling.max_surge = 5;
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(starts(&p), 2);
+}
+
+#[test]
+fn a_lowered_instance_count_drops_the_least_useful_target_instances_first() {
+    let mut app = app("rolling");
+    app.instances = 2;
+    let d = rolling_to("1.1.0", "1.0.0");
+    let set = vec![
+        inst(4, "1.1.0", Healthy, true),
+        inst(5, "1.1.0", Starting, false),
+        inst(6, "1.1.0", Healthy, false),
+    ];
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), vec!["web-5"]);
+    assert_eq!(admits(&p), vec!["web-6"]);
+    assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
+
+    // Blue-green (and a canary's last step) too.
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::BlueGreen,
+        Phase::Progressing,
+    );
+    let set = vec![
+        inst(1, "1.0.0", Healthy, true),
+        inst(2, "1.0.0", Healthy, true),
+        inst(4, "1.1.0", Healthy, false),
+        inst(5, "1.1.0", Starting, false),
+        inst(6, "1.1.0", Healthy, false),
+    ];
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), vec!["web-5"]);
+    assert_eq!(admits(&p), vec!["web-4", "web-6"]);
+    assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
+}
