@@ -402,3 +402,32 @@ fn a_pause_stops_the_progress_clock_and_resume_gives_a_fresh_deadline() {
         assert_eq!(p.wake_at, Some(NOW + 660_000), "{strategy}");
     }
 }
+
+#[test]
+fn draining_instances_are_no_capacity_and_are_not_drained_again() {
+    let app = app("rolling");
+    let mut set = old_set();
+    set[0].state = Draining;
+    set[0].in_split = false;
+    let p = run(&app, Some("1.0.0"), None, &set, NOW);
+    assert_eq!(starts(&p), 1, "the draining one is replaced");
+    assert!(drains(&p).is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn going_back_reuses_warm_instances_of_the_previous_release_even_past_their_time() {
+    let app = app("rolling");
+    let mut d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Aborting);
+    d.exposed = true;
+    let mut set: Vec<Instance> = old_set();
+    for i in &mut set {
+        i.in_split = false;
+        i.retire_at = Some(NOW - 1);
+    }
+    set.extend((4..=6).map(|n| inst(n, "1.1.0", Healthy, true)));
+    let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
+    assert_eq!(admits(&p), vec!["web-1", "web-2", "web-3"]);
+    assert_eq!(drains(&p), vec!["web-4", "web-5", "web-6"]);
+    assert_eq!(starts(&p), 0);
+    assert_eq!(p.deployment.unwrap().phase, Phase::RolledBack);
+}

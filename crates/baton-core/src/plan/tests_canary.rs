@@ -349,3 +349,84 @@ fn promote_starts_the_next_step_with_a_progress_deadline() {
             .contains("did not become healthy within 1m at step 4")
     );
 }
+
+#[test]
+fn the_weight_in_force_is_the_last_one_set_and_stays_past_the_last_step() {
+    let mut app = app("canary");
+    app.canary.steps = vec![
+        step(Some(10), Some(30)),
+        step(None, Some(30)),
+        step(Some(100), None),
+    ];
+    let weights: Vec<u32> = (0..5).map(|i| weight_at(&app, i)).collect();
+    assert_eq!(weights, vec![10, 10, 100, 100, 100]);
+    app.canary.steps[0].weight = None;
+    assert_eq!(weight_at(&app, 0), 0, "no weight yet: the canary runs dark");
+}
+
+#[test]
+fn promote_at_the_last_step_is_cleared_and_changes_nothing_else() {
+    let app = app("canary");
+    for promote in [Promote::Step, Promote::Full] {
+        let mut d = canary(Phase::Progressing);
+        (d.step, d.weight) = (4, 50);
+        d.intents.promote = Some(promote);
+        let set = old_set();
+        let p = run(&app, &d, &set, NOW, None);
+        assert_eq!(
+            starts(&p),
+            3,
+            "{promote:?}: the last step brings the canary to size"
+        );
+        assert!(p.events.is_empty(), "{promote:?}: {:?}", p.events);
+        let d = p.deployment.unwrap();
+        assert_eq!((d.step, d.intents.promote), (4, None), "{promote:?}");
+    }
+}
+
+#[test]
+fn on_inconclusive_fail_says_why_and_pass_goes_on() {
+    let mut app = app("canary");
+    app.analysis.on_inconclusive = crate::config::OnInconclusive::Fail;
+    let d = holding(2, 25, Some(NOW));
+    let inconclusive = Judgement::Inconclusive("12 of 50 requests".into());
+    let p = run(&app, &d, &with_canary(), NOW, Some(&inconclusive));
+    let reason = p.deployment.unwrap().reason.unwrap();
+    assert!(
+        reason.starts_with(
+            "step 2 ended without a verdict (12 of 50 requests) and on_inconclusive = \"fail\""
+        ),
+        "{reason}"
+    );
+    let p = run(&app, &d, &with_canary(), NOW, None);
+    let reason = p.deployment.unwrap().reason.unwrap();
+    assert!(reason.contains("(no verdict yet)"), "{reason}");
+
+    app.analysis.on_inconclusive = crate::config::OnInconclusive::Pass;
+    let p = run(&app, &d, &with_canary(), NOW, Some(&inconclusive));
+    let d = p.deployment.unwrap();
+    assert_eq!((d.phase, d.step), (Phase::Progressing, 3));
+}
+
+#[test]
+fn a_canary_that_never_gets_healthy_goes_back_at_its_deadline() {
+    let app = app("canary");
+    let mut d = canary(Phase::Progressing);
+    d.step = 1;
+    let mut set = old_set();
+    set.push(inst(4, "1.1.0", Unhealthy, false));
+    let p = run(&app, &d, &set, NOW + 59_999, None);
+    assert!(p.deployment.is_none() && p.actions.is_empty());
+    assert_eq!(p.wake_at, Some(NOW + 60_000));
+    let p = run(&app, &d, &set, NOW + 60_000, None);
+    assert_eq!(drains(&p), vec!["web-4"]);
+    let d = p.deployment.unwrap();
+    assert_eq!(d.phase, Phase::Failed, "it never had a weight");
+    let reason = d.reason.unwrap();
+    assert!(
+        reason.starts_with(
+            "1.1.0 did not become healthy within 1m at step 1 (0 instances healthy); users stay on 1.0.0"
+        ),
+        "{reason}"
+    );
+}
