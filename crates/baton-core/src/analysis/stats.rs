@@ -348,6 +348,34 @@ mod tests {
     }
 
     #[test]
+    fn hypergeometric_tail_matches_exact_sums_on_both_branches() {
+        // Exact sums of C(K, i) C(N - K, n - i) / C(N, n) over i >= a, from Python's
+        // math.comb with fractions (what scipy.stats.hypergeom.sf(a - 1, N, K, n) computes).
+        // (a, draws n, marked K, total N): below the mode the code sums the lower tail.
+        let cases = [
+            ((5, 50, 200, 1000), 0.983_605_817_544_345_7),
+            ((3, 50, 60, 1000), 0.589_334_032_404_647_2),
+            ((2, 10, 5, 30), 0.551_218_896_046_482_2),
+            ((15, 50, 200, 1000), 0.055_951_948_338_164_64),
+            ((7, 20, 9, 40), 0.063_693_063_693_063_7),
+            ((4, 50, 7, 1000), 1.738_482_333_707_095_8e-4),
+            ((12, 100, 40, 1000), 2.688_377_121_373_222e-4),
+        ];
+        for ((a, n, k, t), want) in cases {
+            close(hypergeometric_sf(a, n, k, t), want, 1e-9);
+        }
+        // As the canary's error test: 4 of 50 against 3 of 950, 3 of 50 against 57 of 950.
+        let (p, test) = proportion_greater(4, 50, 3, 950);
+        assert_eq!(test, ProportionTest::FisherExact);
+        close(p, 1.738_482_333_707_095_8e-4, 1e-9);
+        close(
+            proportion_greater(3, 50, 57, 950).0,
+            0.589_334_032_404_647_2,
+            1e-9,
+        );
+    }
+
+    #[test]
     fn proportions_use_fisher_for_small_counts_and_z_for_large() {
         let (p, test) = proportion_greater(15, 50, 5, 950);
         assert_eq!(test, ProportionTest::FisherExact);

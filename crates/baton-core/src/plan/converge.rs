@@ -42,6 +42,8 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
         }
     }
     // Too many of the target (the instance count was lowered): drop the least useful first.
+    // `>=` would be equivalent (no excess: nothing drained, the stable sort keeps the order
+    // of the instances admitted below).
     if new.len() > n as usize {
         new.sort_by_key(|i| (healthy(i), i.in_split));
         let excess = new.len() - n as usize;

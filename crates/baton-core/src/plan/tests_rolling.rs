@@ -123,10 +123,12 @@ fn a_lowered_instance_count_drops_the_least_useful_target_instances_first() {
         inst(4, "1.1.0", Healthy, true),
         inst(5, "1.1.0", Starting, false),
         inst(6, "1.1.0", Healthy, false),
+        inst(8, "1.1.0", Unhealthy, false),
+        inst(9, "1.1.0", Healthy, true),
     ];
     let p = run(&app, "1.0.0", &d, &set);
-    assert_eq!(drains(&p), vec!["web-5"]);
-    assert_eq!(admits(&p), vec!["web-6"]);
+    assert_eq!(drains(&p), vec!["web-5", "web-8", "web-6"]);
+    assert!(admits(&p).is_empty());
     assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
 
     // Blue-green (and a canary's last step) too.
@@ -142,9 +144,47 @@ fn a_lowered_instance_count_drops_the_least_useful_target_instances_first() {
         inst(4, "1.1.0", Healthy, false),
         inst(5, "1.1.0", Starting, false),
         inst(6, "1.1.0", Healthy, false),
+        inst(8, "1.1.0", Unhealthy, false),
+        inst(9, "1.1.0", Starting, false),
     ];
     let p = run(&app, "1.0.0", &d, &set);
-    assert_eq!(drains(&p), vec!["web-5"]);
+    assert_eq!(drains(&p), vec!["web-5", "web-8", "web-9"]);
     assert_eq!(admits(&p), vec!["web-4", "web-6"]);
     assert_eq!(p.deployment.unwrap().phase, Phase::Succeeded);
+}
+
+#[test]
+fn the_blue_green_switch_drains_idle_old_instances_and_leaves_warm_ones_to_their_time() {
+    let app = app("blue-green");
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::BlueGreen,
+        Phase::Progressing,
+    );
+    let mut set = old_set();
+    set[2].state = Unhealthy;
+    set[2].in_split = false;
+    set.push(warm(inst(7, "0.9.0", Healthy, false)));
+    set.extend((4..=6).map(|n| inst(n, "1.1.0", Healthy, false)));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(admits(&p), vec!["web-4", "web-5", "web-6"]);
+    let kept: Vec<_> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::KeepWarm { instance, .. } => Some(instance.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        vec!["web-1", "web-2"],
+        "only serving ones are kept warm"
+    );
+    assert_eq!(
+        drains(&p),
+        vec!["web-3"],
+        "the warm 0.9.0 one leaves at its time"
+    );
 }
