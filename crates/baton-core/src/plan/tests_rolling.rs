@@ -49,6 +49,20 @@ fn rolling_onto_warm_instances_of_the_target_switches_them_in_at_once() {
 }
 
 #[test]
+fn a_deploy_reuses_warm_instances_of_its_release_even_past_their_time() {
+    let app = app("rolling");
+    let d = rolling_to("1.0.0", "1.1.0");
+    let mut set: Vec<Instance> = old_set().into_iter().map(warm).collect();
+    for i in &mut set {
+        i.retire_at = Some(NOW - 1);
+    }
+    set.extend((4..=6).map(|n| inst(n, "1.1.0", Healthy, true)));
+    let p = run(&app, "1.1.0", &d, &set);
+    assert_eq!(admits(&p), vec!["web-1", "web-2", "web-3"]);
+    assert_eq!(drains(&p), vec!["web-4", "web-5", "web-6"]);
+}
+
+#[test]
 fn warm_instances_of_another_release_are_outside_the_surge_count() {
     let app = app("rolling");
     let d = rolling_to("1.2.0", "1.1.0");
