@@ -202,3 +202,36 @@ fn the_blue_green_switch_drains_idle_old_instances_and_leaves_warm_ones_to_their
         "the warm 0.9.0 one leaves at its time"
     );
 }
+
+#[test]
+fn step_events_say_how_far_the_move_is() {
+    let app = app("rolling");
+    let d = rolling_to("1.1.0", "1.0.0");
+    let mut set = old_set();
+    set.push(inst(4, "1.1.0", Healthy, false));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(
+        p.events,
+        vec![(
+            EventKind::DeploymentStep,
+            "1 of 3 instances on 1.1.0 serving".to_string()
+        )]
+    );
+
+    let d = deployment(
+        Some("1.0.0"),
+        "1.1.0",
+        Strategy::BlueGreen,
+        Phase::Progressing,
+    );
+    let mut set = old_set();
+    set.extend((4..=6).map(|n| inst(n, "1.1.0", Healthy, false)));
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(
+        p.events[0],
+        (
+            EventKind::DeploymentStep,
+            "switched 100 % to 1.1.0 (3 instances)".to_string()
+        )
+    );
+}
