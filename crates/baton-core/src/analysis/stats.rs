@@ -129,12 +129,17 @@ pub fn hypergeometric_sf(a: u64, draws: u64, marked: u64, total: u64) -> f64 {
     let ln_pmf = |i: u64| {
         ln_choose(marked, i) + ln_choose(total - marked, draws - i) - ln_choose(total, draws)
     };
+    // The mode only picks which of two equal sums is added up: the upper tail itself, or one
+    // minus the lower tail, as exact where the tail is large. Mutants that move the mode a
+    // little, or send `a == mode` the other way, are equivalent; a far tail (tested down to
+    // 1e-17) needs the direct sum.
     let mode = ((n + 1.0) * (k + 1.0) / (t + 2.0)).floor();
     if a as f64 > mode {
         let ratio = |s: u64| {
             let i = (a + s) as f64;
             (k - i) * (n - i) / ((i + 1.0) * (t - k - n + i + 1.0))
         };
+        // More terms than `hi - a` would add zeros (the ratio is 0 at `i = hi`).
         sum_shrinking(ln_pmf(a).exp(), hi - a, ratio).min(1.0)
     } else {
         let ratio = |s: u64| {
@@ -360,6 +365,8 @@ mod tests {
             ((7, 20, 9, 40), 0.063_693_063_693_063_7),
             ((4, 50, 7, 1000), 1.738_482_333_707_095_8e-4),
             ((12, 100, 40, 1000), 2.688_377_121_373_222e-4),
+            ((8, 50, 10, 1000), 9.278_399_285_063_367e-10),
+            ((15, 50, 20, 1000), 4.279_740_733_328_539e-17),
         ];
         for ((a, n, k, t), want) in cases {
             close(hypergeometric_sf(a, n, k, t), want, 1e-9);
