@@ -146,6 +146,7 @@ pub fn hypergeometric_sf(a: u64, draws: u64, marked: u64, total: u64) -> f64 {
             let i = (a - 1 - s) as f64;
             i * (t - k - n + i) / ((k - i + 1.0) * (n - i + 1.0))
         };
+        // More terms than `a - 1 - lo` would add zeros (the ratio is 0 at `i = lo`).
         (1.0 - sum_shrinking(ln_pmf(a - 1).exp(), a - 1 - lo, ratio)).clamp(0.0, 1.0)
     }
 }
