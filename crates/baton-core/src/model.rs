@@ -215,7 +215,9 @@ pub struct Deployment {
     /// Whether users were ever served by `to` during this deployment.
     pub exposed: bool,
     /// Progress deadline: if the next step is not reached by then, the deployment goes back.
-    /// Stored as data so that it survives a restart of Baton (docs/DESIGN.md I4).
+    /// Stored as data so that it survives a restart of Baton (docs/DESIGN.md I4). A resume
+    /// sets a fresh one (a pause stops the clock). Canary: set while a step's instances come
+    /// up, none while the step holds.
     pub deadline: Option<Millis>,
     /// Canary: the percent of requests the new release gets now (0 before the first step is
     /// ready and after an abort).

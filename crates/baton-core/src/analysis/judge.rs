@@ -86,6 +86,8 @@ fn error_rate(criteria: &Criteria, canary: &Window, max: f64) -> Check {
     let p = binomial_sf(k, n, max);
     let alpha = criteria.alpha();
     c.p_value = Some(p);
+    // Here and below, `p < alpha` -> `<=` is an equivalent mutant in practice: a p-value equal
+    // to `1 - confidence` to the last bit happens only by floating-point coincidence.
     c.outcome = fail_if(p < alpha, Outcome::Inconclusive);
     c.detail = if p < alpha {
         format!(
@@ -128,6 +130,9 @@ fn p99(criteria: &Criteria, canary: &Window, max_us: u64) -> Check {
     let above = canary.samples_at_or_above(max_us);
     let p = binomial_sf(above, n, P99_ALLOWED_EXCEEDANCE);
     let alpha = criteria.alpha();
+    // The share gate is implied by `p < alpha` (its mutants are equivalent): at or below
+    // the allowed share, `above <= floor(n * 1 %)` <= the binomial median, so p >= 1/2 > alpha
+    // (`confidence` > 0.5). It stays to say the rule plainly.
     let fail = above as f64 > P99_ALLOWED_EXCEEDANCE * n as f64 && p < alpha;
     c.p_value = Some(p);
     c.outcome = fail_if(fail, Outcome::Inconclusive);

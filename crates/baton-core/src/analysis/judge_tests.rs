@@ -366,3 +366,70 @@ fn checks_come_in_criteria_order_and_a_verdict_stores_as_json() {
     let v = judge(&none, &Window::default(), &Window::default(), &[]);
     assert_eq!((v.outcome, v.checks.len()), (Outcome::Pass, 0));
 }
+
+#[test]
+fn comparisons_wait_for_min_requests_of_the_stable_release_too() {
+    let latency = |n: u64| hist(&[(90, n / 2), (100, n - n / 2)]);
+    let canary = window(950, 60, latency(950));
+    let v = judge(
+        &Criteria::default(),
+        &canary,
+        &window(49, 0, latency(49)),
+        &[],
+    );
+    assert_eq!(v.outcome, Outcome::Inconclusive);
+    let errors = the(&v, "compare.errors");
+    assert_eq!(
+        (errors.outcome, errors.detail.as_str()),
+        (
+            Outcome::Inconclusive,
+            "canary 950, stable 49 of 50 requests"
+        )
+    );
+    let slow = the(&v, "compare.latency");
+    assert_eq!(
+        (slow.outcome, slow.detail.as_str()),
+        (
+            Outcome::Inconclusive,
+            "canary 950, stable 49 of 50 latency samples"
+        )
+    );
+    // Exactly min_requests on both sides is enough to judge.
+    let v = judge(
+        &Criteria::default(),
+        &window(50, 0, latency(50)),
+        &window(50, 0, latency(50)),
+        &[],
+    );
+    assert_eq!(the(&v, "compare.errors").outcome, Outcome::Pass);
+    assert_eq!(the(&v, "compare.latency").outcome, Outcome::Pass);
+}
+
+#[test]
+fn a_metric_exactly_at_its_min_or_max_is_within_range() {
+    let criteria = Criteria {
+        compare: false,
+        metrics: vec![
+            rule("queue_depth", MetricKind::Gauge, None, Some(100.0)),
+            rule("cache_hits", MetricKind::Rate, Some(0.5), Some(1.0)),
+        ],
+        ..Criteria::default()
+    };
+    let readings = [
+        reading("queue_depth", Some(100.0)),
+        reading("cache_hits", Some(0.5)),
+    ];
+    let v = judge(&criteria, &window(50, 0, vec![]), &stable(), &readings);
+    assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+    assert_eq!(
+        the(&v, "metric.queue_depth").detail,
+        "queue_depth = 100 within <= 100"
+    );
+    assert_eq!(
+        the(&v, "metric.cache_hits").detail,
+        "cache_hits = 0.5 within [0.5, 1]"
+    );
+    // One request short of min_requests: the reading waits.
+    let v = judge(&criteria, &window(49, 0, vec![]), &stable(), &readings);
+    assert_eq!(the(&v, "metric.queue_depth").outcome, Outcome::Inconclusive);
+}

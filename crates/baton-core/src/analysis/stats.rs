@@ -129,18 +129,24 @@ pub fn hypergeometric_sf(a: u64, draws: u64, marked: u64, total: u64) -> f64 {
     let ln_pmf = |i: u64| {
         ln_choose(marked, i) + ln_choose(total - marked, draws - i) - ln_choose(total, draws)
     };
+    // The mode only picks which of two equal sums is added up: the upper tail itself, or one
+    // minus the lower tail, as exact where the tail is large. Mutants that move the mode a
+    // little, or send `a == mode` the other way, are equivalent; a far tail (tested down to
+    // 1e-17) needs the direct sum.
     let mode = ((n + 1.0) * (k + 1.0) / (t + 2.0)).floor();
     if a as f64 > mode {
         let ratio = |s: u64| {
             let i = (a + s) as f64;
             (k - i) * (n - i) / ((i + 1.0) * (t - k - n + i + 1.0))
         };
+        // More terms than `hi - a` would add zeros (the ratio is 0 at `i = hi`).
         sum_shrinking(ln_pmf(a).exp(), hi - a, ratio).min(1.0)
     } else {
         let ratio = |s: u64| {
             let i = (a - 1 - s) as f64;
             i * (t - k - n + i) / ((k - i + 1.0) * (n - i + 1.0))
         };
+        // More terms than `a - 1 - lo` would add zeros (the ratio is 0 at `i = lo`).
         (1.0 - sum_shrinking(ln_pmf(a - 1).exp(), a - 1 - lo, ratio)).clamp(0.0, 1.0)
     }
 }
@@ -345,6 +351,36 @@ mod tests {
         close(hypergeometric_sf(1, 4, 4, 8), 69.0 / 70.0, 1e-12);
         assert_eq!(hypergeometric_sf(0, 4, 4, 8), 1.0);
         assert_eq!(hypergeometric_sf(5, 4, 4, 8), 0.0);
+    }
+
+    #[test]
+    fn hypergeometric_tail_matches_exact_sums_on_both_branches() {
+        // Exact sums of C(K, i) C(N - K, n - i) / C(N, n) over i >= a, from Python's
+        // math.comb with fractions (what scipy.stats.hypergeom.sf(a - 1, N, K, n) computes).
+        // (a, draws n, marked K, total N): below the mode the code sums the lower tail.
+        let cases = [
+            ((5, 50, 200, 1000), 0.983_605_817_544_345_7),
+            ((3, 50, 60, 1000), 0.589_334_032_404_647_2),
+            ((2, 10, 5, 30), 0.551_218_896_046_482_2),
+            ((15, 50, 200, 1000), 0.055_951_948_338_164_64),
+            ((7, 20, 9, 40), 0.063_693_063_693_063_7),
+            ((4, 50, 7, 1000), 1.738_482_333_707_095_8e-4),
+            ((12, 100, 40, 1000), 2.688_377_121_373_222e-4),
+            ((8, 50, 10, 1000), 9.278_399_285_063_367e-10),
+            ((15, 50, 20, 1000), 4.279_740_733_328_539e-17),
+        ];
+        for ((a, n, k, t), want) in cases {
+            close(hypergeometric_sf(a, n, k, t), want, 1e-9);
+        }
+        // As the canary's error test: 4 of 50 against 3 of 950, 3 of 50 against 57 of 950.
+        let (p, test) = proportion_greater(4, 50, 3, 950);
+        assert_eq!(test, ProportionTest::FisherExact);
+        close(p, 1.738_482_333_707_095_8e-4, 1e-9);
+        close(
+            proportion_greater(3, 50, 57, 950).0,
+            0.589_334_032_404_647_2,
+            1e-9,
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub fn converge(target: &str, n: u32, warm_until: Millis, live: &[&Instance]) ->
             });
         }
     }
+    // `>=` would be equivalent (no excess: nothing drained, the stable sort keeps the order
+    // of the instances admitted below).
     if new.len() > n as usize {
         new.sort_by_key(|i| (i.state == InstanceState::Healthy, i.in_split));
         let excess = new.len() - n as usize;

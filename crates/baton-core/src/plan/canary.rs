@@ -56,14 +56,14 @@ pub fn progress(
                     d.app, d.to
                 ),
             ));
-            d.step = steps.len() as u32;
+            enter_step(app, d, steps.len() as u32, now);
         }
         Some(Promote::Step) if (d.step as usize) < steps.len() => {
             out.events.push((
                 EventKind::DeploymentPromoted,
                 format!("{} {} promoted past step {}", d.app, d.to, d.step),
             ));
-            d.step += 1;
+            enter_step(app, d, d.step + 1, now);
         }
         _ => {}
     }
@@ -110,7 +110,7 @@ pub fn progress(
     if !ready {
         return Next::Continue;
     }
-    if d.weight != w {
+    if coming_up(d) {
         d.weight = w;
         d.exposed |= w > 0;
         d.deadline = None;
@@ -164,9 +164,23 @@ pub fn progress(
         },
     };
     if go_on {
-        d.step += 1;
-        d.pause_until = None;
-        d.deadline = Some(now.saturating_add(app.health.deadline.as_millis_i64()));
+        enter_step(app, d, d.step + 1, now);
     }
     Next::Continue
+}
+
+/// Whether the current step is still bringing its instances up (under the progress deadline)
+/// rather than holding: a step's hold begins when its instances are ready, and that is when its
+/// deadline goes. Read from the deadline, not from the weight, because a step may keep the
+/// previous weight (no `weight`, or the same one).
+fn coming_up(d: &Deployment) -> bool {
+    d.deadline.is_some()
+}
+
+/// Moves to step `step`: its instances must be ready within `health.deadline`; its hold starts
+/// once they are.
+fn enter_step(app: &AppConfig, d: &mut Deployment, step: u32, now: Millis) {
+    d.step = step;
+    d.pause_until = None;
+    d.deadline = Some(now.saturating_add(app.health.deadline.as_millis_i64()));
 }

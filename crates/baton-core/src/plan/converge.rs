@@ -42,6 +42,8 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
         }
     }
     // Too many of the target (the instance count was lowered): drop the least useful first.
+    // `>=` would be equivalent (no excess: nothing drained, the stable sort keeps the order
+    // of the instances admitted below).
     if new.len() > n as usize {
         new.sort_by_key(|i| (healthy(i), i.in_split));
         let excess = new.len() - n as usize;
@@ -71,19 +73,19 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
         });
     }
 
+    // Kubernetes also bounds the drains by `total - min_available - new_unavailable`; here that
+    // bound is implied by the availability check below (it adds the old instances that serve
+    // nobody, which drain without counting), so it is not kept.
     let min_available = (n - unavailable).max(0);
-    let new_unavailable = new.len() as i64 - new_available;
-    let mut budget = total - min_available - new_unavailable;
     // Old instances that serve nobody go first; then the oldest serving ones.
     old.sort_by_key(|i| (healthy(i) && i.in_split, i.started_at));
     for i in &old {
         let serving = healthy(i) && i.in_split;
         if serving {
-            if budget <= 0 || new_available + old_available - 1 < min_available {
+            if new_available + old_available - 1 < min_available {
                 break;
             }
             old_available -= 1;
-            budget -= 1;
         }
         // One that serves nobody costs no capacity, so it may always go.
         c.actions.push(Action::Drain {

@@ -13,6 +13,8 @@ mod converge;
 mod tests;
 #[cfg(test)]
 mod tests_canary;
+#[cfg(test)]
+mod tests_rolling;
 
 use crate::config::AppConfig;
 use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phase, Strategy};
@@ -155,6 +157,16 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         }
         Phase::Paused if !d.intents.pause => {
             d.phase = Phase::Progressing;
+            // A pause stops the progress clock: the step gets a whole deadline again, as a
+            // resumed Kubernetes Deployment does (docs/design-notes.md). A canary's hold is not
+            // extended: its weight was served and judged all along.
+            if d.deadline.is_some() {
+                d.deadline = Some(
+                    input
+                        .now
+                        .saturating_add(input.app.health.deadline.as_millis_i64()),
+                );
+            }
             out.events.push((
                 EventKind::DeploymentResumed,
                 format!("{} {} resumed at step {}", d.app, d.to, d.step),

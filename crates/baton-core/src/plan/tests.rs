@@ -372,3 +372,62 @@ fn a_failed_first_deployment_stops_its_instances() {
     assert_eq!(drains(&p).len(), 3);
     assert_eq!(p.deployment.unwrap().phase, Phase::Failed);
 }
+
+#[test]
+fn a_pause_stops_the_progress_clock_and_resume_gives_a_fresh_deadline() {
+    for strategy in [Strategy::Rolling, Strategy::BlueGreen, Strategy::Canary] {
+        let app = app(&strategy.to_string());
+        let mut d = deployment(Some("1.0.0"), "1.1.0", strategy, Phase::Progressing);
+        d.step = 1;
+        d.intents.pause = true;
+        let mut set = old_set();
+        set.push(inst(4, "1.1.0", Starting, false));
+        let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
+        let paused = p.deployment.unwrap();
+        assert_eq!(paused.phase, Phase::Paused, "{strategy}");
+
+        // Long past the deadline: a paused deployment does not move, nor fail.
+        let p = run(&app, Some("1.0.0"), Some(&paused), &set, NOW + 600_000);
+        assert!(p.deployment.is_none() && p.actions.is_empty(), "{strategy}");
+
+        let mut resumed = paused;
+        resumed.intents.pause = false;
+        let p = run(&app, Some("1.0.0"), Some(&resumed), &set, NOW + 600_000);
+        let d = p.deployment.unwrap();
+        assert_eq!(
+            (d.phase, d.deadline),
+            (Phase::Progressing, Some(NOW + 600_000 + 60_000)),
+            "{strategy}: the step gets a whole deadline again"
+        );
+        assert_eq!(p.wake_at, Some(NOW + 660_000), "{strategy}");
+    }
+}
+
+#[test]
+fn draining_instances_are_no_capacity_and_are_not_drained_again() {
+    let app = app("rolling");
+    let mut set = old_set();
+    set[0].state = Draining;
+    set[0].in_split = false;
+    let p = run(&app, Some("1.0.0"), None, &set, NOW);
+    assert_eq!(starts(&p), 1, "the draining one is replaced");
+    assert!(drains(&p).is_empty(), "{:?}", p.actions);
+}
+
+#[test]
+fn going_back_reuses_warm_instances_of_the_previous_release_even_past_their_time() {
+    let app = app("rolling");
+    let mut d = deployment(Some("1.0.0"), "1.1.0", Strategy::Rolling, Phase::Aborting);
+    d.exposed = true;
+    let mut set: Vec<Instance> = old_set();
+    for i in &mut set {
+        i.in_split = false;
+        i.retire_at = Some(NOW - 1);
+    }
+    set.extend((4..=6).map(|n| inst(n, "1.1.0", Healthy, true)));
+    let p = run(&app, Some("1.0.0"), Some(&d), &set, NOW);
+    assert_eq!(admits(&p), vec!["web-1", "web-2", "web-3"]);
+    assert_eq!(drains(&p), vec!["web-4", "web-5", "web-6"]);
+    assert_eq!(starts(&p), 0);
+    assert_eq!(p.deployment.unwrap().phase, Phase::RolledBack);
+}
