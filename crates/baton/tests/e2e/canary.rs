@@ -107,7 +107,7 @@ async fn a_healthy_canary_walks_every_step_without_a_failed_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_answering_30_percent_errors_is_rolled_back_within_10_seconds() {
+async fn a_canary_answering_30_percent_errors_is_rolled_back_by_its_analysis() {
     let steps = r#"[ { weight = 5, pause = "5m" }, { weight = 100 } ]"#;
     let baton = Baton::start(&canary_config(
         steps,
@@ -139,11 +139,9 @@ async fn a_canary_answering_30_percent_errors_is_rolled_back_within_10_seconds()
         .map(|s| s.started)
         .max()
         .unwrap();
+    // How fast is measured by bench/canary.sh, not asserted here (no timing thresholds in
+    // `cargo test`): the step's 5 m pause shows that the analysis, not a timer, ended it.
     let detection = last_canary.saturating_sub(first_failure);
-    assert!(
-        detection < Duration::from_secs(10),
-        "from the first failed response to the last request on the canary: {detection:?}"
-    );
     let after: Vec<_> = report
         .samples
         .iter()
