@@ -56,6 +56,11 @@ pub enum ProxyError {
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     Client(&'static str),
+    /// The request breaks a rule of HTTP the proxy enforces (its framing, host or target):
+    /// answered with the status, and the connection closes after it, since what follows on it
+    /// cannot be trusted to start a request.
+    #[error("refused ({0}): {1}")]
+    Refused(StatusCode, &'static str),
     /// No eligible backend for the app.
     #[error("no eligible backend for app {app:?}")]
     NoBackend {
@@ -128,7 +133,7 @@ impl ProxyError {
     /// Whom it blames.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::Client(_) => ErrorKind::Client,
+            ProxyError::Client(_) | ProxyError::Refused(..) => ErrorKind::Client,
             ProxyError::NoBackend { .. } => ErrorKind::Unavailable,
             ProxyError::Connect { .. } => ErrorKind::UpstreamConnect,
             ProxyError::Upstream { .. } => ErrorKind::UpstreamOther,
@@ -148,15 +153,42 @@ impl ProxyError {
         }
     }
 
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Refused(status, _) => *status,
+            _ => self.kind().status(),
+        }
+    }
+
+    /// The text of the response the client gets.
+    pub(crate) fn body(&self) -> &'static [u8] {
+        match self {
+            ProxyError::Refused(status, _) if *status == StatusCode::NOT_IMPLEMENTED => {
+                b"not implemented\n"
+            }
+            _ => self.kind().body(),
+        }
+    }
+
+    /// Whether the client connection closes after the answer.
+    pub(crate) fn closes(&self) -> bool {
+        matches!(self, ProxyError::Refused(..))
+    }
+
     /// The response the client gets.
     pub(crate) fn to_response(&self) -> Response<ResponseBody> {
-        let kind = self.kind();
-        let mut response = Response::new(ResponseBody::full(Bytes::from_static(kind.body())));
-        *response.status_mut() = kind.status();
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(self.body())));
+        *response.status_mut() = self.status();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if self.closes() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

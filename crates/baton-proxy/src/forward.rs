@@ -26,6 +26,7 @@ use crate::router::{AppRoute, Router};
 use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
 use crate::upstream::{self, BodyFraming, Outgoing};
+use crate::validate;
 
 /// What every request of one listener shares.
 #[derive(Debug)]
@@ -76,16 +77,12 @@ async fn forward(
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host = validate::check(&parts)?;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, &conn.client_ip, host.clone());
-    if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
-        // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
+    if let Some(host) = host {
+        // HTTP/2 carries the host in :authority, an absolute-form target in the target; the
+        // HTTP/1.1 backend needs it as the Host header.
         parts.headers.insert(header::HOST, host);
     }
     let path = parts

@@ -22,7 +22,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -34,6 +34,7 @@ use crate::forward::{ClientConn, exchange, fresh_key};
 use crate::headers::{X_REQUEST_ID, add_forwarded, is_hop_by_hop, new_request_id_bytes};
 use crate::listener::{Stage, Watch};
 use crate::upstream::{self, Outgoing, UpstreamBody, parse_length};
+use crate::validate::is_valid_host;
 
 /// Most headers a request served here may have; one with more goes to hyper (which answers
 /// 431 above its own limit of the same number).
@@ -65,6 +66,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
         out: BytesMut::with_capacity(READ_CHUNK),
         watch,
         finishing: false,
+        client_sent_more: false,
     };
     // Two timers for the connection's life, each only ever moved later (which, for a
     // registered timer, costs no more than a store): the wait for a head, and for an answer.
@@ -94,9 +96,13 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
                         }
                         awaiting_body = Some(request);
                     }
+                    // RFC 9112 2.3: a higher 1.x minor version is served as 1.1.
+                    Parsed::NewerMinor if as_http_1_1(&mut buf) => continue,
                     Parsed::Partial if buf.len() < proxy.max_header_bytes => {}
                     // hyper answers what it cannot accept either (400, 431) and serves the rest.
-                    Parsed::Partial | Parsed::Other => return Served::Handoff(wire.stream, buf),
+                    Parsed::Partial | Parsed::NewerMinor | Parsed::Other => {
+                        return Served::Handoff(wire.stream, buf);
+                    }
                 }
             } else if buf.is_empty() && wire.finishing {
                 return Served::Closed;
@@ -163,6 +169,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
                 Ok(answer) => wire.send_response(answer, &method, close, http10).await,
                 Err(error) => {
                     tracing::debug!(app = %proxy.app, %error, "request not proxied");
+                    let close = close || error.closes();
                     encode_error(&error, &method, close, http10, &mut wire.out);
                     wire.flush().await.map(|()| close)
                 }
@@ -209,6 +216,9 @@ struct Wire<'a, 'w> {
     watch: &'a mut Watch<'w>,
     /// The listener is shutting down: close after the response in flight.
     finishing: bool,
+    /// The client sent bytes while the proxy waited on the instance (see
+    /// [`Wire::poll_client_gone`]).
+    client_sent_more: bool,
 }
 
 impl Wire<'_, '_> {
@@ -223,15 +233,42 @@ impl Wire<'_, '_> {
         Poll::Pending
     }
 
-    /// Waits for `fut`, or `None` if the listener says to close now.
+    /// Waits for `fut` (the instance's answer), or `None` if the listener says to close now or
+    /// the client has gone.
     async fn until<F: Future>(&mut self, mut fut: Pin<&mut F>) -> Option<F::Output> {
+        self.client_sent_more = false;
         std::future::poll_fn(|cx| {
             if self.poll_close(cx).is_ready() {
                 return Poll::Ready(None);
             }
-            fut.as_mut().poll(cx).map(Some)
+            if let Poll::Ready(output) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            self.poll_client_gone(cx).map(|()| None)
         })
         .await
+    }
+
+    /// Ready once the client has closed its side of the connection (or reset it) while the
+    /// proxy waits on the instance: the request is abandoned then, as hyper's server side and
+    /// nginx do, so that it holds neither the instance's in-flight count (which drains and
+    /// shutdowns wait for) nor a socket in CLOSE-WAIT. Bytes the client sends meanwhile (a
+    /// pipelined request) are left unread and end the watch for this exchange: a close after
+    /// them shows as a failed write.
+    fn poll_client_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.client_sent_more {
+            return Poll::Pending;
+        }
+        let mut byte = [MaybeUninit::uninit(); 1];
+        let mut probe = ReadBuf::uninit(&mut byte);
+        match self.stream.poll_peek(cx, &mut probe) {
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {
+                self.client_sent_more = true;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// Writes what `out` holds.
@@ -317,7 +354,7 @@ enum Role {
     ForwardedFor,
     /// Replaced by the proxy's.
     ForwardedProto,
-    /// Replaced by the proxy's when the request has a host.
+    /// Replaced by the proxy's when the request has a host, else dropped.
     ForwardedHost,
     RequestId,
 }
@@ -325,6 +362,8 @@ enum Role {
 enum Parsed {
     Request(Request),
     Partial,
+    /// The request line names a version httparse does not know (perhaps `HTTP/1.2`).
+    NewerMinor,
     /// Not a request this server takes: hyper's.
     Other,
 }
@@ -336,6 +375,7 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(len)) if len <= max_len => len,
+        Err(httparse::Error::Version) => return Parsed::NewerMinor,
         // Over the limit (hyper answers 431), malformed (400): hyper's.
         Ok(httparse::Status::Complete(_)) | Err(_) => return Parsed::Other,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
@@ -416,6 +456,10 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         };
         if role == Role::Host {
             hosts += 1;
+            // hyper's path answers an invalid one (400).
+            if !is_valid_host(h.value) {
+                return Parsed::Other;
+            }
         }
         headers.push(Header {
             name: at(name),
@@ -423,7 +467,8 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
             role,
         });
     }
-    if hosts > 1 {
+    // Two Hosts, or none in HTTP/1.1 (RFC 9112 3.2): hyper's path answers 400.
+    if hosts > 1 || (hosts == 0 && !http10) {
         return Parsed::Other;
     }
     Parsed::Request(Request {
@@ -437,6 +482,39 @@ fn parse(buf: &[u8], max_len: usize) -> Parsed {
         http10,
         expect_continue,
     })
+}
+
+/// Rewrites a request line ending in `HTTP/1.2` to `HTTP/1.9` as `HTTP/1.1` in place, which is
+/// how RFC 9112 2.3 says to treat it; `false` if the line is not one of those.
+fn as_http_1_1(buf: &mut [u8]) -> bool {
+    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+        return false;
+    };
+    let line = &mut buf[..end];
+    let line = match line.split_last_mut() {
+        Some((b'\r', rest)) => rest,
+        _ => line,
+    };
+    match line.len().checked_sub(9).map(|at| line.split_at_mut(at)) {
+        Some((
+            _,
+            [
+                b' ',
+                b'H',
+                b'T',
+                b'T',
+                b'P',
+                b'/',
+                b'1',
+                b'.',
+                minor @ b'2'..=b'9',
+            ],
+        )) => {
+            *minor = b'1';
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Whether `target` is an origin-form path and query with only the characters `http::Uri`
@@ -461,6 +539,9 @@ fn role(name: &[u8]) -> Option<Role> {
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
     Some(match name.len() {
         4 if is("host") => Role::Host,
+        // httpoxy; a client's claims the proxy cannot check, replaced by its own.
+        5 if is("proxy") => Role::Drop,
+        9 if is("forwarded") || is("x-real-ip") => Role::Drop,
         12 if is("x-request-id") => Role::RequestId,
         15 if is("x-forwarded-for") => Role::ForwardedFor,
         16 if is("x-forwarded-host") => Role::ForwardedHost,
@@ -520,7 +601,7 @@ async fn forward(
                 for h in headers {
                     match h.role {
                         Role::Drop | Role::ForwardedProto => continue,
-                        Role::ForwardedHost if host.is_some() => continue,
+                        Role::ForwardedHost => continue,
                         Role::ForwardedFor => {
                             // Several lines are one list (RFC 9110 5.3): joined, then ours.
                             let value = text(h.value).trim_ascii();
@@ -534,7 +615,7 @@ async fn forward(
                             continue;
                         }
                         Role::RequestId => request_id = true,
-                        Role::Pass | Role::Host | Role::ForwardedHost => {}
+                        Role::Pass | Role::Host => {}
                     }
                     put_header(&mut dst, text(h.name), text(h.value));
                 }
@@ -546,6 +627,8 @@ async fn forward(
                     dst.extend_from_slice(&list);
                     dst.extend_from_slice(b", ");
                 }
+                dst.extend_from_slice(conn.client_ip.as_bytes());
+                dst.extend_from_slice(b"\r\nx-real-ip: ");
                 dst.extend_from_slice(conn.client_ip.as_bytes());
                 dst.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
                 if let Some(host) = host {
@@ -717,7 +800,10 @@ impl Wire<'_, '_> {
                     if self.poll_close(cx).is_ready() {
                         return Poll::Ready(None);
                     }
-                    body.poll_data(cx).map(Some)
+                    if let Poll::Ready(data) = body.poll_data(cx) {
+                        return Poll::Ready(Some(data));
+                    }
+                    self.poll_client_gone(cx).map(|()| None)
                 })
                 .await;
                 let Some(waited) = waited else {
@@ -805,9 +891,8 @@ fn encode_error(
     http10: bool,
     out: &mut BytesMut,
 ) {
-    let kind = error.kind();
-    let body = kind.body();
-    encode_status(kind.status(), out);
+    let body = error.body();
+    encode_status(error.status(), out);
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
     put_header(
         out,

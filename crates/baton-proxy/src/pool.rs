@@ -32,6 +32,8 @@ pub(crate) struct Pool {
     slot: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Most connections parked at once; past it the one idle the longest is closed.
+    max_idle: usize,
     idle: Mutex<Idle>,
 }
 
@@ -205,12 +207,14 @@ impl Pool {
         slot: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        max_idle: usize,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
             slot,
             connect_timeout,
             idle_timeout,
+            max_idle,
             idle: Mutex::new(Idle::default()),
         })
     }
@@ -271,6 +275,13 @@ impl Pool {
     pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.lock();
         if conn.generation != idle.generation {
+            return;
+        }
+        if idle.parked.len() >= self.max_idle {
+            // As nginx's `keepalive`: the least recently used goes.
+            idle.parked.remove(0);
+        }
+        if self.max_idle == 0 {
             return;
         }
         idle.parked.push((conn, Instant::now()));
@@ -373,7 +384,7 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<Pool> {
-        Pool::new(addr, 0, Duration::from_secs(2), idle_timeout)
+        Pool::new(addr, 0, Duration::from_secs(2), idle_timeout, 64)
     }
 
     /// Waits until the server has accepted `n` connections (the accept may trail the connect).
@@ -398,6 +409,30 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    // An instance must not be left with an unbounded number of idle connections from Baton
+    // after a burst (file descriptors on both sides).
+    #[tokio::test]
+    async fn parked_connections_are_capped_and_the_oldest_goes() {
+        let (addr, accepted) = server(false).await;
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60), 2);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(pool.checkout().await.unwrap());
+        }
+        wait_accepted(&accepted, 3).await;
+        let local = |conn: &Conn| match &conn.io {
+            Io::Whole(stream) => stream.local_addr().unwrap(),
+            Io::Split { .. } => unreachable!("not split: no body was sent"),
+        };
+        let newest = local(&conns[2]);
+        for conn in conns {
+            pool.put(conn);
+        }
+        assert_eq!(pool.parked(), 2);
+        // Taken newest first: the last two parked are the ones kept.
+        assert_eq!(local(&pool.checkout().await.unwrap()), newest);
     }
 
     #[tokio::test]

@@ -468,10 +468,25 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
 /// Decides how the body is delimited and whether the connection may carry another exchange.
 fn finish_head(conn: Conn, mut head: Head, method: &Method) -> Result<Incoming, UpstreamError> {
     // Chunked must be the last coding; anything else is read to the connection's end.
-    let last_coding = head.values("transfer-encoding").last().map(|codings| {
-        let last = codings.rsplit(|b| *b == b',').next().unwrap_or(b"");
-        last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-    });
+    // A Transfer-Encoding with no coding in it counts as one that is not chunked, as before:
+    // its Content-Length is void all the same.
+    let mut last_coding = None;
+    let mut chunked = 0;
+    for value in head.values("transfer-encoding") {
+        last_coding = last_coding.or(Some(false));
+        for coding in crate::validate::codings(std::iter::once(value)) {
+            let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+            chunked += usize::from(is_chunked);
+            last_coding = Some(is_chunked);
+        }
+    }
+    // Chunked at most once and only last (RFC 9112 6.1, 7): anything else cannot be passed on
+    // in a framing of the proxy's own without naming chunked twice.
+    if chunked > 1 || (chunked == 1 && last_coding == Some(false)) {
+        return Err(UpstreamError::Protocol(
+            "response with chunked twice or not as its last transfer coding".into(),
+        ));
+    }
     head.transfer_coded = last_coding.is_some();
     let framing = if *method == Method::HEAD
         || head.status.is_informational()
@@ -743,7 +758,7 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr) -> Arc<Pool> {
-        Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60))
+        Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60), 64)
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
