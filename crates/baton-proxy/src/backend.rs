@@ -14,7 +14,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pool::{Conn, Pool};
+use baton_h1::{Conn, Pool};
 
 /// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
 /// the instance is in trouble and another one should take the request.

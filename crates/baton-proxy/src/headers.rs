@@ -1,6 +1,7 @@
 //! Header rewriting between client and backend: hop-by-hop stripping, `X-Forwarded-*`,
 //! `X-Request-Id`.
 
+use baton_h1::rules::is_hop_by_hop;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`.
@@ -93,21 +94,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
-}
-
-/// Whether `name` (any case) is a header that belongs to one connection (RFC 9110 7.6.1):
-/// the ones [`strip_hop_by_hop`] removes, besides those a `Connection` header names.
-pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-    let proxy = name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-");
-    proxy
-        || match name.len() {
-            2 => is("te"),
-            7 => is("trailer") || is("upgrade"),
-            10 => is("connection") || is("keep-alive"),
-            17 => is("transfer-encoding"),
-            _ => false,
-        }
 }
 
 /// Adds `X-Forwarded-For` (appending `client_ip` to any list the client sent),
@@ -266,33 +252,5 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_request_id(), new_request_id());
-    }
-
-    #[test]
-    fn hop_by_hop_names_of_every_length() {
-        for name in [
-            "TE",
-            "trailer",
-            "Upgrade",
-            "connection",
-            "Keep-Alive",
-            "transfer-encoding",
-            "proxy-a",
-            "Proxy-Auth",
-            "proxy-connection",
-            "proxy-authorization",
-        ] {
-            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
-        }
-        for name in [
-            "host",
-            "proxy",
-            "proxy-",
-            "x-proxy-a",
-            "content-length",
-            "tee",
-        ] {
-            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
-        }
     }
 }

@@ -7,7 +7,6 @@
 mod affinity;
 mod backend;
 mod body;
-mod chunked;
 mod date;
 mod error;
 mod forward;
@@ -16,12 +15,10 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
-mod pool;
 mod router;
 mod select;
+mod signals;
 mod upgrade;
-mod upstream;
-mod validate;
 mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};

@@ -1,19 +1,35 @@
-//! What a request must satisfy before the proxy forwards it, on either server side: one valid
-//! `Host` (RFC 9112 3.2, RFC 9113 8.3.1), a target form its method allows (RFC 9112 3.2), and
-//! transfer codings the proxy can pass on (RFC 9112 6.1). Pure functions over the head.
+//! The rules of HTTP a request must satisfy before the proxy forwards it, on either server
+//! side: one valid `Host` (RFC 9112 3.2, RFC 9113 8.3.1), a target form its method allows
+//! (RFC 9112 3.2), transfer codings the proxy can pass on (RFC 9112 6.1); and which headers
+//! belong to one connection (RFC 9110 7.6.1). Pure functions over the head.
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, StatusCode, Version};
 
-use crate::error::ProxyError;
+/// Why a request is refused: the status to answer and a short reason (for logs). The
+/// connection closes after the answer: what follows on it cannot be trusted to start a
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} ({status})")]
+pub struct Refusal {
+    /// 400 or 501.
+    pub status: StatusCode,
+    /// What rule the request breaks.
+    pub reason: &'static str,
+}
+
+/// A [`Refusal`].
+const fn refuse(status: StatusCode, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
 
 /// Checks a request hyper parsed and returns the host to forward: the target's authority
 /// (absolute-form, or HTTP/2's `:authority`), else the `Host` header, else none.
-pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
+pub fn check(parts: &Parts) -> Result<Option<HeaderValue>, Refusal> {
     if parts.method == Method::CONNECT {
         // A reverse proxy opens no tunnels (RFC 9110 9.3.6).
-        return Err(ProxyError::Refused(
+        return Err(refuse(
             StatusCode::NOT_IMPLEMENTED,
             "CONNECT is not supported",
         ));
@@ -22,27 +38,21 @@ pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err(ProxyError::Refused(
-            StatusCode::BAD_REQUEST,
-            "more than one Host",
-        ));
+        return Err(refuse(StatusCode::BAD_REQUEST, "more than one Host"));
     }
     if let Some(host) = host
         && !is_valid_host(host.as_bytes())
     {
-        return Err(ProxyError::Refused(StatusCode::BAD_REQUEST, "invalid Host"));
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid Host"));
     }
     let uri = &parts.uri;
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
     if !target.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ProxyError::Refused(
-            StatusCode::BAD_REQUEST,
-            "invalid request target",
-        ));
+        return Err(refuse(StatusCode::BAD_REQUEST, "invalid request target"));
     }
     if target == "*" && parts.method != Method::OPTIONS {
         // The asterisk-form is OPTIONS's only (RFC 9112 3.2.4).
-        return Err(ProxyError::Refused(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "the target * is for OPTIONS only",
         ));
@@ -50,7 +60,7 @@ pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
     let authority = match (uri.scheme(), uri.authority()) {
         // Authority-form is CONNECT's only (RFC 9112 3.2.3).
         (None, Some(_)) if parts.version != Version::HTTP_2 => {
-            return Err(ProxyError::Refused(
+            return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "an authority-form target is for CONNECT only",
             ));
@@ -62,13 +72,13 @@ pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
         // RFC 9112 3.2: an HTTP/1.1 request without a Host is refused; HTTP/1.0 and HTTP/2
         // need not carry one.
         if host.is_none() && parts.version == Version::HTTP_11 {
-            return Err(ProxyError::Refused(StatusCode::BAD_REQUEST, "no Host"));
+            return Err(refuse(StatusCode::BAD_REQUEST, "no Host"));
         }
         return Ok(host.cloned());
     };
     // userinfo is deprecated and an error here (RFC 9110 4.2.4, RFC 9113 8.3.1).
     if authority.contains('@') || !is_valid_host(authority.as_bytes()) {
-        return Err(ProxyError::Refused(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "invalid authority in the target",
         ));
@@ -78,7 +88,7 @@ pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
         && !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes())
     {
         // RFC 9113 8.3.1: a Host naming another entity than :authority is malformed.
-        return Err(ProxyError::Refused(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "Host differs from :authority",
         ));
@@ -86,13 +96,13 @@ pub(crate) fn check(parts: &Parts) -> Result<Option<HeaderValue>, ProxyError> {
     // An absolute-form target's authority replaces any Host (RFC 9112 3.2.2).
     HeaderValue::from_str(authority)
         .map(Some)
-        .map_err(|_| ProxyError::Refused(StatusCode::BAD_REQUEST, "invalid authority"))
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "invalid authority"))
 }
 
 /// The request's transfer codings: `chunked` alone (hyper decodes it and the proxy frames the
 /// body itself), or none. Another coding would reach the instance undecoded and unlabelled, so
 /// it is refused with 501 (RFC 9112 6.1); `chunked` twice is invalid framing (400).
-fn check_codings(headers: &HeaderMap) -> Result<(), ProxyError> {
+fn check_codings(headers: &HeaderMap) -> Result<(), Refusal> {
     let mut chunked = 0;
     for coding in codings(
         headers
@@ -101,7 +111,7 @@ fn check_codings(headers: &HeaderMap) -> Result<(), ProxyError> {
             .map(|v| v.as_bytes()),
     ) {
         if !coding.eq_ignore_ascii_case(b"chunked") {
-            return Err(ProxyError::Refused(
+            return Err(refuse(
                 StatusCode::NOT_IMPLEMENTED,
                 "a transfer coding other than chunked",
             ));
@@ -109,7 +119,7 @@ fn check_codings(headers: &HeaderMap) -> Result<(), ProxyError> {
         chunked += 1;
     }
     if chunked > 1 {
-        return Err(ProxyError::Refused(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "chunked applied more than once",
         ));
@@ -119,9 +129,7 @@ fn check_codings(headers: &HeaderMap) -> Result<(), ProxyError> {
 
 /// The codings of `Transfer-Encoding` values, in order, empty list elements skipped (RFC 9110
 /// 5.6.1).
-pub(crate) fn codings<'a>(
-    values: impl Iterator<Item = &'a [u8]>,
-) -> impl Iterator<Item = &'a [u8]> {
+pub fn codings<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
     values
         .flat_map(|v| v.split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
@@ -130,7 +138,7 @@ pub(crate) fn codings<'a>(
 
 /// Whether `value` is a `Host` value: `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2);
 /// empty is allowed (a target without authority).
-pub(crate) fn is_valid_host(value: &[u8]) -> bool {
+pub fn is_valid_host(value: &[u8]) -> bool {
     // unreserved, pct-encoded and sub-delims: a reg-name's characters.
     let reg_name = |b: &u8| {
         b.is_ascii_alphanumeric()
@@ -174,6 +182,21 @@ pub(crate) fn is_valid_host(value: &[u8]) -> bool {
     host_ok && port_ok
 }
 
+/// Whether `name` (any case) is a header that belongs to one connection (RFC 9110 7.6.1):
+/// the ones the proxy removes, besides those a `Connection` header names.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
+    let proxy = name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-");
+    proxy
+        || match name.len() {
+            2 => is("te"),
+            7 => is("trailer") || is("upgrade"),
+            10 => is("connection") || is("keep-alive"),
+            17 => is("transfer-encoding"),
+            _ => false,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,7 +206,7 @@ mod tests {
     }
 
     fn status(request: http::request::Builder) -> Option<u16> {
-        check(&parts(request)).err().map(|e| e.status().as_u16())
+        check(&parts(request)).err().map(|e| e.status.as_u16())
     }
 
     #[test]
@@ -253,7 +276,7 @@ mod tests {
             if let Some(host) = host {
                 request = request.header("host", host);
             }
-            check(&parts(request)).map_err(|e| e.status().as_u16())
+            check(&parts(request)).map_err(|e| e.status.as_u16())
         };
         assert_eq!(h2(None).unwrap().unwrap(), "a.example");
         assert_eq!(h2(Some("A.example")).unwrap().unwrap(), "a.example");
@@ -277,5 +300,33 @@ mod tests {
         assert_eq!(te(&["identity", "chunked"]), Some(501));
         assert_eq!(te(&["chunked, chunked"]), Some(400));
         assert_eq!(te(&["chunked", "chunked"]), Some(400));
+    }
+
+    #[test]
+    fn hop_by_hop_names_of_every_length() {
+        for name in [
+            "TE",
+            "trailer",
+            "Upgrade",
+            "connection",
+            "Keep-Alive",
+            "transfer-encoding",
+            "proxy-a",
+            "Proxy-Auth",
+            "proxy-connection",
+            "proxy-authorization",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "host",
+            "proxy",
+            "proxy-",
+            "x-proxy-a",
+            "content-length",
+            "tee",
+        ] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 }

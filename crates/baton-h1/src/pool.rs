@@ -1,6 +1,6 @@
 //! The keep-alive connections to one backend (one pool per data plane worker): TCP streams
 //! parked while idle, taken one per exchange, and parked again once the response has been read
-//! to its end. The exchange itself is [`crate::upstream`].
+//! to its end. The exchange itself is [`crate::client`].
 //!
 //! One uncontended lock per checkout and per return; a parked connection that the backend has
 //! closed meanwhile is noticed from the reactor's readiness, without a syscall in the common
@@ -26,9 +26,9 @@ const READ_BUF: usize = 8 * 1024;
 
 /// The idle connections of one backend.
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     addr: SocketAddr,
-    /// Which worker's pool this is (see [`crate::workers`]).
+    /// Which of the caller's pools this is (the proxy keeps one per data plane worker).
     slot: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -50,7 +50,7 @@ struct Idle {
 
 /// A connection taken from the pool (or just opened) for one exchange.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub struct Conn {
     pub(crate) io: Io,
     /// Bytes read from the backend and not yet consumed.
     pub(crate) read_buf: BytesMut,
@@ -139,7 +139,7 @@ impl Io {
 
 impl Conn {
     /// The slot of the pool it came from, and goes back to.
-    pub(crate) fn slot(&self) -> usize {
+    pub fn slot(&self) -> usize {
         self.slot
     }
 
@@ -202,7 +202,10 @@ impl Conn {
 }
 
 impl Pool {
-    pub(crate) fn new(
+    /// A pool of connections to `addr`: each connect bounded by `connect_timeout`, each idle
+    /// connection closed after `idle_timeout`, at most `max_idle` of them kept (the least
+    /// recently used goes first). `slot` tells the caller's pools apart (see [`Conn::slot`]).
+    pub fn new(
         addr: SocketAddr,
         slot: usize,
         connect_timeout: Duration,
@@ -227,7 +230,7 @@ impl Pool {
     }
 
     /// The most recently parked connection that is still open, or a new one.
-    pub(crate) async fn checkout(&self) -> Result<Conn, UpstreamError> {
+    pub async fn checkout(&self) -> Result<Conn, UpstreamError> {
         match self.take() {
             Some(conn) => Ok(conn),
             None => self.connect().await,
@@ -251,7 +254,7 @@ impl Pool {
     }
 
     /// A new connection.
-    pub(crate) async fn connect(&self) -> Result<Conn, UpstreamError> {
+    pub async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
@@ -272,7 +275,7 @@ impl Pool {
 
     /// Parks `conn` after a complete exchange, unless [`Pool::close_idle`] ran since it was
     /// taken.
-    pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
+    pub fn put(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.lock();
         if conn.generation != idle.generation {
             return;
@@ -294,7 +297,7 @@ impl Pool {
     }
 
     /// Closes every parked connection; connections in use are closed after their exchange.
-    pub(crate) fn close_idle(&self) {
+    pub fn close_idle(&self) {
         let mut idle = self.lock();
         idle.generation += 1;
         idle.parked.clear();
