@@ -1,4 +1,4 @@
-//! Parity between the proxy's two HTTP/1.1 server sides: Baton's own (`h1.rs`: HTTP/1.1
+//! Parity between the proxy's two HTTP/1.1 server sides: Baton's own (`src/h1/`: HTTP/1.1
 //! requests without a body or with a small one) and hyper's (everything else, for the rest of
 //! the connection). A request
 //! carrying `Connection: keep-alive, x-hyper` names another header in `Connection`, which always
@@ -26,7 +26,7 @@ use support::*;
 /// Which HTTP/1.1 server side serves a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
-    /// Baton's own (`h1.rs`).
+    /// Baton's own (`src/h1/`).
     Baton,
     /// hyper's, for the rest of the connection.
     Hyper,
