@@ -14,13 +14,17 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pool::{Conn, Pool};
+use baton_h1::{Conn, Pool};
 
 /// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
 /// the instance is in trouble and another one should take the request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long an idle keep-alive connection to a backend is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle keep-alive connections kept to one backend by each data plane worker (as nginx's
+/// `keepalive`); past it the one idle the longest is closed. Well above the connections a
+/// worker keeps busy at once under the benchmarks' load, so it only bounds what a burst leaves.
+pub const POOL_MAX_IDLE: usize = 128;
 
 /// Whether a backend passes its health checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,7 +134,13 @@ impl Backend {
             shards: (0..crate::workers::slots())
                 .map(|slot| Shard {
                     in_flight: AtomicU64::new(0),
-                    pool: Pool::new(addr, slot, CONNECT_TIMEOUT, POOL_IDLE_TIMEOUT),
+                    pool: Pool::new(
+                        addr,
+                        slot,
+                        CONNECT_TIMEOUT,
+                        POOL_IDLE_TIMEOUT,
+                        POOL_MAX_IDLE,
+                    ),
                     metrics: Metrics::new(),
                 })
                 .collect(),

@@ -1,75 +1,14 @@
-//! The bodies the proxy moves: requests to backends, and responses to clients that hold the
-//! backend's in-flight count (and its connection) until they are fully sent or dropped.
+//! The response bodies the proxy sends to clients: they hold the backend's in-flight count (and
+//! its connection) until they are fully sent or dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::backend::InFlight;
-use crate::upstream::UpstreamBody;
-
-/// A request body sent to a backend: the client's own (a retry on another backend sends the
-/// same one, untouched while nothing was sent), or nothing.
-#[derive(Debug)]
-pub enum RequestBody {
-    /// The body the client sent, streamed through.
-    Incoming(Incoming),
-    /// A body read whole before the request is sent (Baton's HTTP/1.1 server side buffers
-    /// small ones): it goes out with the head, in one write.
-    Inline(Bytes),
-    /// No body: a bodyless request on Baton's own HTTP/1.1 path (`h1.rs`), and what a body
-    /// handed to the writer task leaves behind (`upstream.rs`).
-    Empty,
-    /// A body a test feeds piece by piece.
-    #[cfg(test)]
-    Test(http_body_util::channel::Channel<Bytes, std::io::Error>),
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            RequestBody::Incoming(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-            RequestBody::Inline(bytes) if bytes.is_empty() => Poll::Ready(None),
-            RequestBody::Inline(bytes) => Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes))))),
-            RequestBody::Empty => Poll::Ready(None),
-            #[cfg(test)]
-            RequestBody::Test(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Incoming(body) => body.is_end_stream(),
-            RequestBody::Inline(bytes) => bytes.is_empty(),
-            RequestBody::Empty => true,
-            #[cfg(test)]
-            RequestBody::Test(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Incoming(body) => body.size_hint(),
-            RequestBody::Inline(bytes) => SizeHint::with_exact(bytes.len() as u64),
-            RequestBody::Empty => SizeHint::with_exact(0),
-            #[cfg(test)]
-            RequestBody::Test(body) => body.size_hint(),
-        }
-    }
-}
+use baton_h1::UpstreamBody;
 
 /// A response body sent to a client.
 #[derive(Debug)]

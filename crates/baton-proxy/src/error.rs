@@ -7,6 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
+use baton_h1::Refusal;
+pub use baton_h1::UpstreamError;
+
 use crate::body::ResponseBody;
 
 /// Whom an error blames.
@@ -56,6 +59,11 @@ pub enum ProxyError {
     /// The request cannot be forwarded as it is.
     #[error("bad request: {0}")]
     Client(&'static str),
+    /// The request breaks a rule of HTTP the proxy enforces (its framing, host or target):
+    /// answered with the status, and the connection closes after it, since what follows on it
+    /// cannot be trusted to start a request.
+    #[error("refused ({0}): {1}")]
+    Refused(StatusCode, &'static str),
     /// No eligible backend for the app.
     #[error("no eligible backend for app {app:?}")]
     NoBackend {
@@ -91,36 +99,9 @@ pub enum ProxyError {
     Internal(String),
 }
 
-/// What went wrong between the proxy and a backend.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The TCP connect failed (refused, unreachable).
-    #[error("connect failed: {0}")]
-    Connect(#[source] std::io::Error),
-    /// The TCP connect did not finish in time.
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    /// The connection closed before the request was sent.
-    #[error("connection closed before the request was sent: {0}")]
-    Closed(#[source] std::io::Error),
-    /// The exchange failed after the request was (maybe partly) sent.
-    #[error("exchange failed: {0}")]
-    Exchange(#[source] std::io::Error),
-    /// The backend's response is not valid HTTP/1.1.
-    #[error("{0}")]
-    Protocol(String),
-    /// The client's request body failed while it was being forwarded.
-    #[error("the client's request body failed: {0}")]
-    ClientBody(String),
-}
-
-impl UpstreamError {
-    /// Whether the request certainly did not reach the backend.
-    pub fn is_not_sent(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_) | UpstreamError::Closed(_)
-        )
+impl From<Refusal> for ProxyError {
+    fn from(refusal: Refusal) -> Self {
+        ProxyError::Refused(refusal.status, refusal.reason)
     }
 }
 
@@ -128,7 +109,7 @@ impl ProxyError {
     /// Whom it blames.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::Client(_) => ErrorKind::Client,
+            ProxyError::Client(_) | ProxyError::Refused(..) => ErrorKind::Client,
             ProxyError::NoBackend { .. } => ErrorKind::Unavailable,
             ProxyError::Connect { .. } => ErrorKind::UpstreamConnect,
             ProxyError::Upstream { .. } => ErrorKind::UpstreamOther,
@@ -148,15 +129,42 @@ impl ProxyError {
         }
     }
 
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Refused(status, _) => *status,
+            _ => self.kind().status(),
+        }
+    }
+
+    /// The text of the response the client gets.
+    pub(crate) fn body(&self) -> &'static [u8] {
+        match self {
+            ProxyError::Refused(status, _) if *status == StatusCode::NOT_IMPLEMENTED => {
+                b"not implemented\n"
+            }
+            _ => self.kind().body(),
+        }
+    }
+
+    /// Whether the client connection closes after the answer.
+    pub(crate) fn closes(&self) -> bool {
+        matches!(self, ProxyError::Refused(..))
+    }
+
     /// The response the client gets.
     pub(crate) fn to_response(&self) -> Response<ResponseBody> {
-        let kind = self.kind();
-        let mut response = Response::new(ResponseBody::full(Bytes::from_static(kind.body())));
-        *response.status_mut() = kind.status();
+        let mut response = Response::new(ResponseBody::full(Bytes::from_static(self.body())));
+        *response.status_mut() = self.status();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if self.closes() {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use baton_h1::client::{self as upstream, BodyFraming, Outgoing};
+use baton_h1::{RequestBody, rules};
 use bytes::Bytes;
 
 use http::header::{self, HeaderValue};
@@ -19,13 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::affinity::Target;
 use crate::backend::{Backend, InFlight};
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::error::{ProxyError, UpstreamError};
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::router::{AppRoute, Router};
 use crate::select::{select, select_retry, select_target};
 use crate::upgrade::spawn_tunnel;
-use crate::upstream::{self, BodyFraming, Outgoing};
 
 /// What every request of one listener shares.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub(crate) struct Proxy {
     pub(crate) app: String,
     pub(crate) router: Arc<Router>,
     pub(crate) request_timeout: Duration,
+    /// Longest wait for a client's request head.
+    pub(crate) head_timeout: Duration,
     /// Largest request head accepted.
     pub(crate) max_header_bytes: usize,
     /// Cancelled when the listener has shut down: closes upgraded tunnels.
@@ -76,16 +79,12 @@ async fn forward(
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let host = rules::check(&parts)?;
     strip_hop_by_hop(&mut parts.headers, upgrade);
     add_forwarded(&mut parts.headers, &conn.client_ip, host.clone());
-    if let (false, Some(host)) = (parts.headers.contains_key(header::HOST), host) {
-        // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs a Host header.
+    if let Some(host) = host {
+        // HTTP/2 carries the host in :authority, an absolute-form target in the target; the
+        // HTTP/1.1 backend needs it as the Host header.
         parts.headers.insert(header::HOST, host);
     }
     let path = parts

@@ -7,7 +7,6 @@
 mod affinity;
 mod backend;
 mod body;
-mod chunked;
 mod date;
 mod error;
 mod forward;
@@ -16,17 +15,16 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
-mod pool;
 mod router;
 mod select;
+mod signals;
 mod upgrade;
-mod upstream;
 mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
-pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT};
+pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
 pub use error::{ErrorKind, ProxyError, UpstreamError};
-pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 pub use health::{HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
 pub use metrics::{BUCKETS, MetricsSnapshot};

@@ -15,20 +15,20 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Ends a chunk's data.
-pub(crate) const CRLF: &[u8] = b"\r\n";
+pub const CRLF: &[u8] = b"\r\n";
 
 /// The last chunk with an empty trailer section.
-pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The longest a chunk size line may be, counting its line ending.
-pub(crate) const MAX_SIZE_LINE: usize = 4096;
+pub const MAX_SIZE_LINE: usize = 4096;
 
 /// The largest a trailer section may be, counting every line ending and the final empty line.
-pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
+pub const MAX_TRAILERS: usize = 16 * 1024;
 
 /// What [`ChunkedDecoder::decode`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// Payload bytes (never empty).
     Data(Bytes),
     /// `buf` holds no complete element: read more into it and call again.
@@ -39,7 +39,7 @@ pub(crate) enum Decoded {
 
 /// Why a chunked body could not be decoded. The body's framing is lost: close the connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum ChunkedError {
+pub enum ChunkedError {
     /// The size line is not hex digits, optional extensions, then the line ending.
     #[error("invalid chunk size line: expected hex digits, optional extensions, then CRLF")]
     BadSize,
@@ -81,14 +81,14 @@ enum State {
 
 /// Incremental decoder of a chunked message body.
 #[derive(Debug, Default)]
-pub(crate) struct ChunkedDecoder {
+pub struct ChunkedDecoder {
     /// Where the decoder is; kept between calls so input may be split anywhere.
     state: State,
 }
 
 impl ChunkedDecoder {
     /// A decoder at the start of a body.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
@@ -98,7 +98,7 @@ impl ChunkedDecoder {
     /// Payload is split off `buf` without copying. When `buf` ends inside a chunk's data, the part
     /// that is there is returned and the rest of the chunk is expected next. Calling again after
     /// Done returns Done and leaves `buf` alone. After an error the body cannot be resumed.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkedError> {
         loop {
             match self.state {
                 State::Size => {
@@ -155,14 +155,14 @@ impl ChunkedDecoder {
     }
 
     /// Whether Done has been reached.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 }
 
 /// Appends one chunk's size line, `{len:x}\r\n`, to `dst` (the caller then writes the data and
 /// [`CRLF`]). `len` must not be 0 (that is [`LAST_CHUNK`]).
-pub(crate) fn encode_chunk_header(len: usize, dst: &mut BytesMut) {
+pub fn encode_chunk_header(len: usize, dst: &mut BytesMut) {
     debug_assert_ne!(len, 0, "a zero-length chunk is the last chunk");
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 2 * size_of::<usize>()];

@@ -1,6 +1,6 @@
 //! The keep-alive connections to one backend (one pool per data plane worker): TCP streams
 //! parked while idle, taken one per exchange, and parked again once the response has been read
-//! to its end. The exchange itself is [`crate::upstream`].
+//! to its end. The exchange itself is [`crate::client`].
 //!
 //! One uncontended lock per checkout and per return; a parked connection that the backend has
 //! closed meanwhile is noticed from the reactor's readiness, without a syscall in the common
@@ -26,12 +26,14 @@ const READ_BUF: usize = 8 * 1024;
 
 /// The idle connections of one backend.
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     addr: SocketAddr,
-    /// Which worker's pool this is (see [`crate::workers`]).
+    /// Which of the caller's pools this is (the proxy keeps one per data plane worker).
     slot: usize,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Most connections parked at once; past it the one idle the longest is closed.
+    max_idle: usize,
     idle: Mutex<Idle>,
 }
 
@@ -48,7 +50,7 @@ struct Idle {
 
 /// A connection taken from the pool (or just opened) for one exchange.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub struct Conn {
     pub(crate) io: Io,
     /// Bytes read from the backend and not yet consumed.
     pub(crate) read_buf: BytesMut,
@@ -137,7 +139,7 @@ impl Io {
 
 impl Conn {
     /// The slot of the pool it came from, and goes back to.
-    pub(crate) fn slot(&self) -> usize {
+    pub fn slot(&self) -> usize {
         self.slot
     }
 
@@ -200,17 +202,22 @@ impl Conn {
 }
 
 impl Pool {
-    pub(crate) fn new(
+    /// A pool of connections to `addr`: each connect bounded by `connect_timeout`, each idle
+    /// connection closed after `idle_timeout`, at most `max_idle` of them kept (the least
+    /// recently used goes first). `slot` tells the caller's pools apart (see [`Conn::slot`]).
+    pub fn new(
         addr: SocketAddr,
         slot: usize,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        max_idle: usize,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
             slot,
             connect_timeout,
             idle_timeout,
+            max_idle,
             idle: Mutex::new(Idle::default()),
         })
     }
@@ -223,7 +230,7 @@ impl Pool {
     }
 
     /// The most recently parked connection that is still open, or a new one.
-    pub(crate) async fn checkout(&self) -> Result<Conn, UpstreamError> {
+    pub async fn checkout(&self) -> Result<Conn, UpstreamError> {
         match self.take() {
             Some(conn) => Ok(conn),
             None => self.connect().await,
@@ -247,7 +254,7 @@ impl Pool {
     }
 
     /// A new connection.
-    pub(crate) async fn connect(&self) -> Result<Conn, UpstreamError> {
+    pub async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
@@ -268,9 +275,16 @@ impl Pool {
 
     /// Parks `conn` after a complete exchange, unless [`Pool::close_idle`] ran since it was
     /// taken.
-    pub(crate) fn put(self: &Arc<Self>, conn: Conn) {
+    pub fn put(self: &Arc<Self>, conn: Conn) {
         let mut idle = self.lock();
         if conn.generation != idle.generation {
+            return;
+        }
+        if idle.parked.len() >= self.max_idle {
+            // As nginx's `keepalive`: the least recently used goes.
+            idle.parked.remove(0);
+        }
+        if self.max_idle == 0 {
             return;
         }
         idle.parked.push((conn, Instant::now()));
@@ -283,7 +297,7 @@ impl Pool {
     }
 
     /// Closes every parked connection; connections in use are closed after their exchange.
-    pub(crate) fn close_idle(&self) {
+    pub fn close_idle(&self) {
         let mut idle = self.lock();
         idle.generation += 1;
         idle.parked.clear();
@@ -373,7 +387,7 @@ mod tests {
     }
 
     fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<Pool> {
-        Pool::new(addr, 0, Duration::from_secs(2), idle_timeout)
+        Pool::new(addr, 0, Duration::from_secs(2), idle_timeout, 64)
     }
 
     /// Waits until the server has accepted `n` connections (the accept may trail the connect).
@@ -398,6 +412,30 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    // An instance must not be left with an unbounded number of idle connections from Baton
+    // after a burst (file descriptors on both sides).
+    #[tokio::test]
+    async fn parked_connections_are_capped_and_the_oldest_goes() {
+        let (addr, accepted) = server(false).await;
+        let pool = Pool::new(addr, 0, Duration::from_secs(2), Duration::from_secs(60), 2);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(pool.checkout().await.unwrap());
+        }
+        wait_accepted(&accepted, 3).await;
+        let local = |conn: &Conn| match &conn.io {
+            Io::Whole(stream) => stream.local_addr().unwrap(),
+            Io::Split { .. } => unreachable!("not split: no body was sent"),
+        };
+        let newest = local(&conns[2]);
+        for conn in conns {
+            pool.put(conn);
+        }
+        assert_eq!(pool.parked(), 2);
+        // Taken newest first: the last two parked are the ones kept.
+        assert_eq!(local(&pool.checkout().await.unwrap()), newest);
     }
 
     #[tokio::test]
