@@ -25,6 +25,19 @@ pub enum ContractState {
 }
 
 impl ContractState {
+    /// Whether a contract may move from `self` to `to`: pending -> running or cancelled,
+    /// running -> running (started again after a crash), done or failed. A running contract is
+    /// never cancelled, and a final state never changes.
+    pub fn may_move_to(self, to: ContractState) -> bool {
+        use ContractState::*;
+        matches!(
+            (self, to),
+            (Pending, Running | Cancelled) | (Running, Running | Done | Failed)
+        )
+    }
+}
+
+impl ContractState {
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -104,8 +117,9 @@ fn read(conn: &Connection, sql: &str, app: &str) -> Result<Vec<Contract>, StoreE
 
 impl Store {
     /// Schedules the contract migration of `release` for `deployment` of unit `app`, due at
-    /// `due_at`, and cancels the unit's older open contracts (superseded: the newer release's
-    /// contract runs instead). Returns the new contract and the ones it cancelled, or `None`
+    /// `due_at`, and cancels the unit's older pending contracts (superseded: the newer release's
+    /// contract runs instead). A running one is never cancelled: it keeps running and the new
+    /// one waits for it (the controller starts one contract per unit at a time). Returns the new contract and the ones it cancelled, or `None`
     /// when this deployment's contract was already scheduled (a repeat changes nothing).
     pub fn schedule_contract(
         &self,
@@ -132,7 +146,7 @@ impl Store {
         let superseded = read(
             &tx,
             &format!(
-                "SELECT {COLUMNS} FROM contracts WHERE app = ?1 AND state IN ('pending', 'running') ORDER BY deployment"
+                "SELECT {COLUMNS} FROM contracts WHERE app = ?1 AND state = 'pending' ORDER BY deployment"
             ),
             app,
         )?
@@ -142,7 +156,8 @@ impl Store {
         let why = format!("{release} succeeded before it was due; its own contract runs instead");
         for c in &superseded {
             tx.execute(
-                "UPDATE contracts SET state = 'cancelled', detail = ?2, updated_at = ?3 WHERE deployment = ?1",
+                "UPDATE contracts SET state = 'cancelled', detail = ?2, updated_at = ?3 \
+                 WHERE deployment = ?1 AND state = 'pending'",
                 params![c.deployment, why, now],
             )
             .op("cancel contract")?;
@@ -183,23 +198,49 @@ impl Store {
             .op("read latest contract")
     }
 
-    /// Moves the contract of `deployment` to `state` (counting an attempt when it starts).
+    /// Moves the contract of `deployment` from `from` to `to` (counting an attempt when it
+    /// starts), only if it is still in `from` (compare-and-set): returns whether it moved. A
+    /// contract that reaches `done` records its release as the unit's contracted release in the
+    /// same transaction. A move [`ContractState::may_move_to`] forbids is an error.
     pub fn set_contract_state(
         &self,
         deployment: i64,
-        state: ContractState,
+        from: ContractState,
+        to: ContractState,
         detail: Option<&str>,
         now: Millis,
-    ) -> Result<(), StoreError> {
-        let started = i64::from(state == ContractState::Running);
-        self.conn()
+    ) -> Result<bool, StoreError> {
+        if !from.may_move_to(to) {
+            return Err(StoreError::ContractTransition {
+                deployment,
+                from: from.as_str(),
+                to: to.as_str(),
+            });
+        }
+        let started = i64::from(to == ContractState::Running);
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .op("begin set contract state")?;
+        let moved = tx
             .execute(
-                "UPDATE contracts SET state = ?2, detail = ?3, attempts = attempts + ?4, updated_at = ?5 \
-                 WHERE deployment = ?1",
-                params![deployment, state.as_str(), detail, started, now],
+                "UPDATE contracts SET state = ?3, detail = ?4, attempts = attempts + ?5, updated_at = ?6 \
+                 WHERE deployment = ?1 AND state = ?2",
+                params![deployment, from.as_str(), to.as_str(), detail, started, now],
             )
-            .op("set contract state")?;
-        Ok(())
+            .op("set contract state")?
+            == 1;
+        if moved && to == ContractState::Done {
+            tx.execute(
+                "INSERT INTO apps (app, contracted_release) \
+                 SELECT app, release FROM contracts WHERE deployment = ?1 \
+                 ON CONFLICT (app) DO UPDATE SET contracted_release = excluded.contracted_release",
+                [deployment],
+            )
+            .op("set contracted release")?;
+        }
+        tx.commit().op("commit set contract state")?;
+        Ok(moved)
     }
 }
 
@@ -243,8 +284,10 @@ mod tests {
                 (ContractState::Pending, 3_600_010, 0)
             );
             assert!(cancelled.is_empty());
-            s.set_contract_state(id, ContractState::Running, None, 20)
-                .unwrap();
+            assert!(
+                s.set_contract_state(id, ContractState::Pending, ContractState::Running, None, 20)
+                    .unwrap()
+            );
             id
         };
         let s = Store::open(&path).unwrap();
@@ -288,8 +331,16 @@ mod tests {
             (latest.release.as_str(), latest.state),
             ("1.2.0", ContractState::Pending)
         );
-        s.set_contract_state(b, ContractState::Failed, Some("exit code 3"), 300)
+        s.set_contract_state(b, ContractState::Pending, ContractState::Running, None, 250)
             .unwrap();
+        s.set_contract_state(
+            b,
+            ContractState::Running,
+            ContractState::Failed,
+            Some("exit code 3"),
+            300,
+        )
+        .unwrap();
         assert!(s.open_contracts("web@production").unwrap().is_empty());
         let latest = s.latest_contract("web@production").unwrap().unwrap();
         assert_eq!(latest.detail.as_deref(), Some("exit code 3"));
@@ -298,5 +349,83 @@ mod tests {
             None,
             "contracts are per unit"
         );
+    }
+
+    #[test]
+    fn a_newer_contract_scheduled_while_one_runs_leaves_it_running_and_waits_pending() {
+        let s = Store::open_in_memory().unwrap();
+        let a = deployment(&s, "1.1.0", 10);
+        s.schedule_contract("web@production", a, "1.1.0", 10, 10)
+            .unwrap();
+        s.set_contract_state(a, ContractState::Pending, ContractState::Running, None, 11)
+            .unwrap();
+        let b = deployment(&s, "1.2.0", 20);
+        let (new, cancelled) = s
+            .schedule_contract("web@production", b, "1.2.0", 20, 20)
+            .unwrap()
+            .unwrap();
+        assert!(
+            cancelled.is_empty(),
+            "a running contract is never cancelled"
+        );
+        assert_eq!(new.state, ContractState::Pending);
+        let open = s.open_contracts("web@production").unwrap();
+        assert_eq!(
+            open.iter()
+                .map(|c| (c.release.as_str(), c.state))
+                .collect::<Vec<_>>(),
+            [
+                ("1.1.0", ContractState::Running),
+                ("1.2.0", ContractState::Pending)
+            ]
+        );
+        // The running one ends as done and marks the unit contracted; the newer one still waits.
+        assert!(
+            s.set_contract_state(a, ContractState::Running, ContractState::Done, None, 30)
+                .unwrap()
+        );
+        assert_eq!(
+            s.contracted_release("web@production").unwrap().as_deref(),
+            Some("1.1.0")
+        );
+        let open = s.open_contracts("web@production").unwrap();
+        assert_eq!(
+            (open.len(), open[0].release.as_str(), open[0].state),
+            (1, "1.2.0", ContractState::Pending)
+        );
+    }
+
+    #[test]
+    fn contract_states_move_only_from_the_state_the_caller_saw() {
+        let s = Store::open_in_memory().unwrap();
+        let a = deployment(&s, "1.1.0", 10);
+        s.schedule_contract("web@production", a, "1.1.0", 10, 10)
+            .unwrap();
+        use ContractState::*;
+        // Not running yet: it cannot be done or failed, and cancelling a running one is refused.
+        assert!(!s.set_contract_state(a, Running, Done, None, 11).unwrap());
+        assert!(
+            s.set_contract_state(a, Running, Cancelled, None, 11)
+                .is_err()
+        );
+        assert!(s.set_contract_state(a, Pending, Running, None, 12).unwrap());
+        assert!(
+            !s.set_contract_state(a, Pending, Cancelled, Some("late"), 13)
+                .unwrap(),
+            "a running contract is never cancelled"
+        );
+        assert!(
+            s.set_contract_state(a, Running, Running, None, 14).unwrap(),
+            "started again after a crash"
+        );
+        assert!(s.set_contract_state(a, Running, Done, None, 15).unwrap());
+        assert!(
+            !s.set_contract_state(a, Running, Failed, Some("x"), 16)
+                .unwrap(),
+            "a final state never changes"
+        );
+        assert!(s.set_contract_state(a, Done, Running, None, 17).is_err());
+        let c = s.latest_contract("web@production").unwrap().unwrap();
+        assert_eq!((c.state, c.attempts, c.detail), (Done, 2, None));
     }
 }

@@ -45,6 +45,16 @@ pub enum StoreError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A contract migration was asked to make a move its states do not allow.
+    #[error("contract of deployment #{deployment} may not move from {from} to {to}")]
+    ContractTransition {
+        /// The deployment whose contract it is.
+        deployment: i64,
+        /// The state it was asked to leave.
+        from: &'static str,
+        /// The state it was asked to reach.
+        to: &'static str,
+    },
     /// A stored value could not be read back (e.g. an unknown phase name).
     #[error("store: corrupt value: {0}")]
     Corrupt(String),

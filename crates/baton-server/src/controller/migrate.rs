@@ -61,18 +61,30 @@ pub fn start(shared: &Arc<Shared>, key: &str, id: i64, release: &str, step: Step
                 );
             }
             (Step::Contract, Ok(())) => {
-                let _ = shared.store.set_contracted_release(&key, &release);
-                let _ = shared
-                    .store
-                    .set_contract_state(id, ContractState::Done, None, now);
-                let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("contract migration of {release} succeeded: older releases may no longer run here"));
+                // Done also records the contract mark, in one transaction.
+                let done = shared.store.set_contract_state(
+                    id,
+                    ContractState::Running,
+                    ContractState::Done,
+                    None,
+                    now,
+                );
+                if matches!(done, Ok(true)) {
+                    let _ = shared.event(now, &key, Some(id), EventKind::Migration, &format!("contract migration of {release} succeeded: older releases may no longer run here"));
+                }
             }
             (Step::Contract, Err(why)) => {
                 tracing::warn!(unit = %key, release = %release, "contract migration failed: {why:?}");
-                let _ = shared
-                    .store
-                    .set_contract_state(id, ContractState::Failed, Some(&why), now);
-                let _ = shared.event(now, &key, Some(id), EventKind::MigrationFailed, &format!("contract migration of {release} failed: {why}; it is held, not retried: the schema is not contracted and older releases may still run; fix the cause, then deploy {release} again to schedule it anew"));
+                let failed = shared.store.set_contract_state(
+                    id,
+                    ContractState::Running,
+                    ContractState::Failed,
+                    Some(&why),
+                    now,
+                );
+                if matches!(failed, Ok(true)) {
+                    let _ = shared.event(now, &key, Some(id), EventKind::MigrationFailed, &format!("contract migration of {release} failed: {why}; it is held, not retried: the schema is not contracted and older releases may still run; fix the cause, then deploy {release} again to schedule it anew"));
+                }
             }
         }
         shared.migrations().remove(&(id, step == Step::Contract));

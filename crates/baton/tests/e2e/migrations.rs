@@ -354,3 +354,121 @@ contract_delay = "0s"
         .unwrap();
     assert_eq!(n, 5, "signups are stored in the migrated table");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_contract_waits_for_the_running_one_which_is_never_cancelled_and_survives_a_crash()
+{
+    // 1.1.0's contract blocks until `go` exists; 1.2.0's would finish at once if it started.
+    let migrate = r#"
+[apps.web.migrate]
+command = ["/bin/true"]
+after = ["/bin/sh", "-c", "echo start {version} >> @DIR@/c.log; while [ {version} = 1.1.0 ] && [ ! -e @DIR@/go ]; do sleep 0.1; done; echo end {version} >> @DIR@/c.log"]
+contract_delay = "0s"
+timeout = "2m"
+"#;
+    let mut baton = Baton::start(&format!("{THREE_WEB}{migrate}"));
+    // Whatever happens, the contract processes (which outlive a killed Baton) end.
+    struct Go(std::path::PathBuf);
+    impl Drop for Go {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.0, "");
+        }
+    }
+    let go = Go(baton.dir.path().join("go"));
+    let log = baton.dir.path().join("c.log");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let contract = |b: &Baton, v: &str, state: ContractState| {
+        b.status("web")
+            .contract
+            .is_some_and(|c| c.release == v && c.state == state)
+    };
+    baton.release("web", "1.1.0", &[]);
+    baton.release("web", "1.2.0", &[]);
+    baton.deploy_ok("web", "1.1.0", &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || contract(
+            &baton,
+            "1.1.0",
+            ContractState::Running
+        ) && lines() == ["start 1.1.0"]),
+        "{:?} {:?}",
+        baton.status("web").contract,
+        lines()
+    );
+    let o = baton.cli(&["history", "web", "--json"]);
+    let h: Vec<baton_server::views::DeploymentView> = serde_json::from_slice(&o.stdout).unwrap();
+    let first = h[0].id;
+
+    baton.deploy_ok("web", "1.2.0", &[]).await;
+    assert!(
+        wait_until(Duration::from_secs(20), || contract(
+            &baton,
+            "1.2.0",
+            ContractState::Pending
+        )),
+        "1.2.0's contract waits for the running one: {:?} {:?}",
+        baton.status("web").contract,
+        lines()
+    );
+    let seen = deployment_events(&baton, first).await;
+    assert!(
+        !seen.iter().any(|m| m.contains("cancelled")),
+        "a running contract is never cancelled: {seen:?}"
+    );
+
+    // Baton dies while 1.1.0's contract runs: it runs again after the restart, and 1.2.0's
+    // still waits for it.
+    baton.kill9();
+    baton.up();
+    assert!(
+        wait_until(Duration::from_secs(30), || lines()
+            == ["start 1.1.0", "start 1.1.0"]),
+        "the interrupted contract runs again after the restart: {:?}\n{}",
+        lines(),
+        baton.log()
+    );
+    drop(go);
+    assert!(
+        wait_until(Duration::from_secs(30), || contract(
+            &baton,
+            "1.2.0",
+            ContractState::Done
+        )),
+        "{:?} {:?}",
+        baton.status("web").contract,
+        lines()
+    );
+    let l = lines();
+    let started = l.iter().position(|x| x == "start 1.2.0").unwrap();
+    assert!(
+        l[..started].iter().filter(|x| *x == "start 1.1.0").count() == 2
+            && l[..started].contains(&"end 1.1.0".to_string())
+            && l[started..].contains(&"end 1.2.0".to_string()),
+        "one contract at a time: 1.2.0's started once 1.1.0's ended (the killed Baton's own \
+         1.1.0 process may end at any point after `go`): {l:?}"
+    );
+    let seen = deployment_events(&baton, first).await;
+    assert!(
+        seen.iter()
+            .any(|m| m.contains("contract migration of 1.1.0 succeeded"))
+            && !seen.iter().any(|m| m.contains("cancelled")),
+        "{seen:?}"
+    );
+}
+
+/// The messages of deployment `id`'s events.
+async fn deployment_events(baton: &Baton, id: i64) -> Vec<String> {
+    let (_, detail) = baton.api_get(&format!("/v1/deployments/{id}")).await;
+    detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
