@@ -167,9 +167,21 @@ pub async fn list_releases(
     Ok(Json(shared.store.releases(&app)?))
 }
 
+/// The longest `actor` a deployment request may name, in characters: it is stored in the
+/// deployment's trigger and printed by `history`.
+pub const MAX_ACTOR_CHARS: usize = 256;
+
 fn parse_body(body: Result<Json<DeployRequest>, JsonRejection>) -> Result<DeployRequest, ApiError> {
     match body {
-        Ok(Json(b)) => Ok(b),
+        Ok(Json(b)) => {
+            let n = b.actor.as_deref().map_or(0, |a| a.chars().count());
+            if n > MAX_ACTOR_CHARS {
+                return Err(ApiError::bad_request(format!(
+                    "\"actor\" is {n} characters long; at most {MAX_ACTOR_CHARS} are allowed: send a shorter name (e.g. the user's login)"
+                )));
+            }
+            Ok(b)
+        }
         Err(JsonRejection::MissingJsonContentType(_)) => Ok(DeployRequest::default()),
         Err(e) => Err(ApiError::json_body(
             &e,

@@ -209,6 +209,33 @@ async fn a_huge_string_sent_is_not_echoed_and_a_large_json_body_gets_a_json_413(
 }
 
 #[tokio::test]
+async fn an_actor_longer_than_the_limit_is_refused_naming_the_field_and_limit() {
+    let api = Api::start("").await;
+    let body = format!(
+        r#"{{"release": "1.0.0", "force": true, "actor": "{}"}}"#,
+        "a".repeat(3_000)
+    );
+    for path in ["/v1/apps/web/deployments", "/v1/apps/web/rollback"] {
+        let (s, ct, answer) = api.call(&post_json(path), body.as_bytes()).await;
+        let (code, message) = error_of(s, &ct, &answer);
+        assert_eq!(
+            (s, code.as_str()),
+            (400, "bad_request"),
+            "{path}: {message}"
+        );
+        assert!(
+            message.contains("\"actor\" is 3000 characters long; at most 256"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("aaaa"),
+            "the actor is not echoed: {message}"
+        );
+    }
+    api.stop().await;
+}
+
+#[tokio::test]
 async fn the_bearer_scheme_is_case_insensitive() {
     let api = Api::start("").await;
     let token = api.daemon.token.clone();
