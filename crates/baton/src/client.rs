@@ -170,10 +170,26 @@ impl Client {
                 self.api
             ),
         };
+        // Accepted, then closed (reset or EOF) before any answer: what the API does to a
+        // connection over its cap (crates/baton-server/src/api/listener.rs).
+        let closed = |e: String| ApiFailure {
+            usage: false,
+            message: format!(
+                "the Baton API at {} refused the connection: it closed it before answering ({e}), \
+                 perhaps because it is at its `[api] max_connections` cap; retry in a moment",
+                self.api
+            ),
+        };
         let resp = tokio::time::timeout(Duration::from_secs(300), self.http.request(req))
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| {
+                if e.is_connect() {
+                    unreachable(e.to_string())
+                } else {
+                    closed(e.to_string())
+                }
+            })?;
         let status = resp.status();
         let bytes = resp
             .into_body()
@@ -230,4 +246,36 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_answer_says_the_api_refused_it_and_to_retry() {
+        // An API at its connection cap accepts and closes at once.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                drop(stream);
+            }
+        });
+        let client = Client::new(addr, "t".into());
+        let err = client
+            .get::<serde_json::Value>("/v1/apps")
+            .await
+            .unwrap_err();
+        server.abort();
+        assert!(
+            err.message.contains("refused the connection")
+                && err.message.contains("max_connections")
+                && err.message.contains("retry")
+                && !err.message.contains("is `baton up` running"),
+            "{}",
+            err.message
+        );
+    }
 }
