@@ -196,8 +196,8 @@ fn pack_to_temp(path: &Path) -> Result<std::fs::File> {
     let failed = |e: std::io::Error| Failure::failed(format!("packing the artifact: {e}"));
     let mut file = tempfile::tempfile().map_err(failed)?;
     let mut out = std::io::BufWriter::new(&mut file);
-    baton_store::pack_to(path, &mut out)
-        .map_err(|e| Failure::usage(format!("artifact {}: {e}", path.display())))?;
+    // An ArtifactError names the artifact (or the file in it) itself.
+    baton_store::pack_to(path, &mut out).map_err(|e| Failure::usage(e.to_string()))?;
     out.flush().map_err(failed)?;
     drop(out);
     file.rewind().map_err(failed)?;
@@ -256,4 +256,20 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packing_error_names_the_artifact_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w1");
+        let err = pack_to_temp(&path).unwrap_err();
+        let named = format!("artifact {}", path.display());
+        assert_eq!(err.code, 2);
+        assert_eq!(err.message.matches(&named).count(), 1, "{}", err.message);
+        assert!(err.message.contains("does not exist"), "{}", err.message);
+    }
 }
