@@ -14,6 +14,12 @@ use crate::artifact_error::ArtifactError;
 
 /// Symlink hops followed before a link is judged a loop (the same bound Linux uses).
 const MAX_LINK_HOPS: u32 = 40;
+/// The longest name of one path component (Linux's `NAME_MAX`): a longer one could never be
+/// unpacked, so it is refused as the uploader's error, not failed on as the server's.
+pub(crate) const MAX_COMPONENT_BYTES: usize = 255;
+/// The most components in one path: every one is a directory of the tree, so this bounds
+/// what one short entry can make (a 4096-byte `a/a/a/...` would be 2048 directories).
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// One entry of an artifact tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,8 @@ pub(crate) struct Tree {
     /// Names the artifact in errors.
     label: String,
     nodes: BTreeMap<String, Node>,
+    /// Most nodes, implied parent directories included: `[artifacts] max_entries`.
+    max_entries: u64,
 }
 
 impl Tree {
@@ -47,7 +55,36 @@ impl Tree {
         Tree {
             label: label.into(),
             nodes: BTreeMap::new(),
+            max_entries: u64::MAX,
         }
+    }
+
+    /// Bounds the nodes of the tree, counting the directories a deep path implies: a
+    /// one-entry archive `a/b/c/f` makes four.
+    pub(crate) fn set_max_entries(&mut self, max: u64) {
+        self.max_entries = max;
+    }
+
+    /// The error for one entry too many.
+    pub(crate) fn too_many_entries(&self) -> ArtifactError {
+        ArtifactError::TooLarge {
+            artifact: self.label.clone(),
+            what: format!(
+                "more than {} entries (directories implied by paths count)",
+                self.max_entries
+            ),
+            limit: format!("{} entries", self.max_entries),
+            key: "max_entries",
+        }
+    }
+
+    /// Adds a node not yet in the tree, within `max_entries`.
+    fn add(&mut self, path: String, node: Node) -> Result<(), ArtifactError> {
+        if self.nodes.len() as u64 >= self.max_entries {
+            return Err(self.too_many_entries());
+        }
+        self.nodes.insert(path, node);
+        Ok(())
     }
 
     /// The error for an entry that cannot be accepted.
@@ -75,6 +112,12 @@ impl Tree {
         for c in raw.components() {
             match c {
                 Component::Normal(s) => match s.to_str() {
+                    Some(s) if s.len() > MAX_COMPONENT_BYTES => {
+                        return Err(self.refuse(
+                            shown(),
+                            format!("has a name longer than {MAX_COMPONENT_BYTES} bytes"),
+                        ));
+                    }
                     Some(s) => parts.push(s),
                     None => return Err(self.refuse(shown(), "has a name that is not UTF-8")),
                 },
@@ -88,6 +131,12 @@ impl Tree {
                     return Err(self.refuse(shown(), "is an absolute path"));
                 }
             }
+        }
+        if parts.len() > MAX_DEPTH {
+            return Err(self.refuse(
+                shown(),
+                format!("is more than {MAX_DEPTH} directories deep"),
+            ));
         }
         Ok((!parts.is_empty()).then(|| parts.join("/")))
     }
@@ -108,9 +157,7 @@ impl Tree {
         while let Some(i) = path[at..].find('/') {
             let parent = &path[..at + i];
             match self.nodes.get(parent) {
-                None => {
-                    self.nodes.insert(parent.to_owned(), Node::Dir);
-                }
+                None => self.add(parent.to_owned(), Node::Dir)?,
                 Some(Node::Dir) => {}
                 // A child under a link would be written through the link when unpacked.
                 Some(_) => {
@@ -123,10 +170,7 @@ impl Tree {
             at += i + 1;
         }
         match (self.nodes.get(&path), &node) {
-            (None, _) => {
-                self.nodes.insert(path, node);
-                Ok(())
-            }
+            (None, _) => self.add(path, node),
             (Some(Node::Dir), Node::Dir) => Ok(()),
             (Some(Node::Dir), _) => {
                 Err(self.refuse(path, "is both a directory and a file or link"))
@@ -425,6 +469,15 @@ mod tests {
                 .to_string()
                 .contains("absolute")
         );
+        let e = t.normalize(Path::new(&"x".repeat(256))).unwrap_err();
+        assert!(e.to_string().contains("longer than 255 bytes"), "{e}");
+        assert!(t.normalize(Path::new(&"x".repeat(255))).is_ok());
+        let e = t.normalize(Path::new(&"a/".repeat(257))).unwrap_err();
+        assert!(
+            e.to_string().contains("more than 256 directories deep"),
+            "{e}"
+        );
+        assert!(t.normalize(Path::new(&"a/".repeat(256))).is_ok());
     }
 
     #[test]
