@@ -127,3 +127,22 @@ fn a_name_the_file_system_refuses_is_a_refusal_and_leaves_nothing() {
         "a bad name is the uploader's error (400), not an internal one (500): {e}"
     );
 }
+/// Defect: the 4096-byte bound on names is not applied to link targets: a pax `linkpath`
+/// of up to 1 MiB is accepted into the tree (and its resolution in `Tree::finish` is
+/// quadratic in its length: 40 KB took 31 s in the daemon, 160 KB 459 s).
+#[test]
+fn a_link_target_longer_than_path_max_is_refused() {
+    let f = Fixture::new();
+    let target = "a/".repeat(2100) + "x";
+    let e = f
+        .store
+        .import(
+            tar_with_pax_linkpath(&target).as_slice(),
+            &ImportLimits::NONE,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, ArtifactError::Refused { .. }),
+        "a 4201-byte link target should be refused like a 4201-byte path: {e}"
+    );
+}
