@@ -4,7 +4,7 @@
 //! The directory appears by one atomic rename once complete, so its presence means "stored".
 
 use std::fs::{self, File, Permissions};
-use std::io::{BufWriter, Read};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -53,9 +53,19 @@ impl ArtifactStore {
 
         let tar = staging.0.join("canonical.tar");
         let file = File::create_new(&tar).map_err(ArtifactError::io("create", &tar))?;
-        let mut hashing = Hashing::new(BufWriter::new(file));
-        write_tar(&entries, &mut hashing, UPLOADED)?;
-        let (digest, out) = hashing.finish();
+        let mut capped = Capped {
+            inner: Hashing::new(BufWriter::new(file)),
+            left: limits.max_unpacked_bytes,
+            over: false,
+        };
+        if let Err(e) = write_tar(&entries, &mut capped, UPLOADED) {
+            return Err(if capped.over {
+                canonical_too_large(limits)
+            } else {
+                e
+            });
+        }
+        let (digest, out) = capped.inner.finish();
         out.into_inner()
             .map_err(|e| e.into_error())
             .and_then(|f| {
@@ -68,18 +78,21 @@ impl ArtifactStore {
         if dest.is_dir() {
             return Ok(digest);
         }
-        let archive_dest = self.root.join(format!("{hex}.tar"));
-        fs::rename(&tar, &archive_dest)
-            .map_err(ArtifactError::io("move into place", &archive_dest))?;
-
+        // Unpacked in staging first: a tree that cannot be made leaves nothing in the store.
         let tree_dir = staging.0.join("tree");
         fs::create_dir(&tree_dir).map_err(ArtifactError::io("create", &tree_dir))?;
         unpack(&entries, &tree_dir)?;
+        let archive_dest = self.root.join(format!("{hex}.tar"));
+        fs::rename(&tar, &archive_dest)
+            .map_err(ArtifactError::io("move into place", &archive_dest))?;
         match fs::rename(&tree_dir, &dest) {
             Ok(()) => {}
             // Another import of the same content won the race; theirs is identical.
             Err(_) if dest.is_dir() => return Ok(digest),
-            Err(e) => return Err(ArtifactError::io("move into place", &dest)(e)),
+            Err(e) => {
+                let _ = fs::remove_file(&archive_dest);
+                return Err(ArtifactError::io("move into place", &dest)(e));
+            }
         }
         sync_dir(&self.root)?;
         Ok(digest)
@@ -135,6 +148,44 @@ impl ArtifactStore {
             removed += 1;
         }
         Ok(removed)
+    }
+}
+
+/// The canonical tar as it is written, within `[artifacts] max_unpacked_bytes`: it holds a
+/// header (two for a long path) for every directory a path implies, bytes the upload itself
+/// never contained, so the upload's own size does not bound it.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+    over: bool,
+}
+
+impl<W: Write> Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() as u64 > self.left {
+            self.over = true;
+            return Err(std::io::Error::other("the unpacked-size limit is reached"));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn canonical_too_large(limits: &ImportLimits) -> ArtifactError {
+    ArtifactError::TooLarge {
+        artifact: UPLOADED.to_owned(),
+        what: format!(
+            "a canonical archive of more than {} bytes (every directory, even one only \
+             implied by a path, takes a header)",
+            limits.max_unpacked_bytes
+        ),
+        limit: format!("{} bytes", limits.max_unpacked_bytes),
+        key: "max_unpacked_bytes",
     }
 }
 

@@ -105,6 +105,44 @@ fn implied_parent_directories_count_against_max_entries() {
     );
 }
 
+/// Defect: the canonical archive holds one header (two for a long path) per implied
+/// directory, bytes the upload never contained: a 10 KB tar of one deep file stored a
+/// canonical tar of hundreds of KB under a 64 KiB `max_unpacked_bytes`.
+#[test]
+fn the_canonical_archive_counts_against_max_unpacked_bytes() {
+    let f = Fixture::new();
+    let limits = ImportLimits {
+        max_unpacked_bytes: 64 << 10,
+        ..ImportLimits::NONE
+    };
+    let deep = "d/".repeat(200) + "f";
+    let tar = tar_of(&[(&deep, tar::EntryType::Regular, b"x", None)]);
+    assert!(
+        tar.len() < 16 << 10,
+        "the upload itself is small: {}",
+        tar.len()
+    );
+    let got = f.store.import(tar.as_slice(), &limits);
+    assert!(
+        matches!(
+            got,
+            Err(ArtifactError::TooLarge {
+                key: "max_unpacked_bytes",
+                ..
+            })
+        ),
+        "a {}-byte tar stored over 64 KiB: {got:?}",
+        tar.len()
+    );
+    assert_eq!(f.left_in_root(), Vec::<String>::new());
+    // Under a roomier limit the same archive is accepted: the limit is what refused it.
+    let roomy = ImportLimits {
+        max_unpacked_bytes: 1 << 20,
+        ..ImportLimits::NONE
+    };
+    assert!(f.store.import(tar.as_slice(), &roomy).is_ok());
+}
+
 /// Defect: a name the tree accepts but the file system cannot create (a component over
 /// NAME_MAX, 255 bytes) fails at unpack as an internal I/O error, after the canonical
 /// `<hex>.tar` was already moved into the store: it stays there with no tree, forever.
