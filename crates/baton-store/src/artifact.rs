@@ -7,6 +7,7 @@ use std::fs::{self, File, Permissions};
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::ImportLimits;
 use crate::artifact_error::ArtifactError;
@@ -20,12 +21,41 @@ const UPLOADED: &str = "uploaded archive";
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
+    /// Held while an import publishes and while an artifact is removed (see [`Self::hold`]).
+    publish: Arc<Mutex<()>>,
 }
 
 impl ArtifactStore {
     /// A store under `root` (created on the first import).
     pub fn new(root: PathBuf) -> ArtifactStore {
-        ArtifactStore { root }
+        ArtifactStore {
+            root,
+            publish: Arc::default(),
+        }
+    }
+
+    /// Holds off imports' publishing and removals: while held, whether an artifact is
+    /// stored and whether a release needs it can be decided together with recording it.
+    pub fn hold(&self) -> MutexGuard<'_, ()> {
+        self.publish.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Removes a stored artifact, its tree and its archive; call it holding [`Self::hold`],
+    /// once no release names it (e.g. its upload was refused as a version conflict).
+    pub fn remove(&self, _held: &MutexGuard<'_, ()>, digest: &str) -> Result<(), ArtifactError> {
+        let archive = self.archive_path(digest)?;
+        let tree = self.path(digest);
+        match remove_tree(&tree) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ArtifactError::io("remove", &tree)(e)),
+        }
+        match fs::remove_file(&archive) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ArtifactError::io("remove", &archive)(e)),
+        }
+        sync_dir(&self.root)
     }
 
     /// The directory holding every artifact.
@@ -82,6 +112,10 @@ impl ArtifactStore {
         let tree_dir = staging.0.join("tree");
         fs::create_dir(&tree_dir).map_err(ArtifactError::io("create", &tree_dir))?;
         unpack(&entries, &tree_dir)?;
+        let _held = self.hold();
+        if dest.is_dir() {
+            return Ok(digest);
+        }
         let archive_dest = self.root.join(format!("{hex}.tar"));
         fs::rename(&tar, &archive_dest)
             .map_err(ArtifactError::io("move into place", &archive_dest))?;
