@@ -280,12 +280,12 @@ fn read_entry<R: Read>(
     tree.insert(&path, node)
 }
 
-/// Flushes and syncs a spooled file: it is renamed into the stored tree as it is.
+/// Flushes a spooled file: it is renamed into the stored tree as it is. Not synced one by
+/// one: the import syncs the whole file system once, before the tree is published.
 fn finish_spooled(out: BufWriter<File>, path: &Path) -> Result<(), ArtifactError> {
     out.into_inner()
-        .map_err(|e| e.into_error())
-        .and_then(|f| f.sync_all())
-        .map_err(ArtifactError::io("write", path))
+        .map(drop)
+        .map_err(|e| ArtifactError::io("write", path)(e.into_error()))
 }
 
 /// Reads until `buf` is full or the stream ends; returns how many bytes were read.
