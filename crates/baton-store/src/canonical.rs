@@ -14,6 +14,12 @@ use crate::artifact_error::ArtifactError;
 
 /// Symlink hops followed before a link is judged a loop (the same bound Linux uses).
 const MAX_LINK_HOPS: u32 = 40;
+/// The longest name of one path component (Linux's `NAME_MAX`): a longer one could never be
+/// unpacked, so it is refused as the uploader's error, not failed on as the server's.
+pub(crate) const MAX_COMPONENT_BYTES: usize = 255;
+/// The most components in one path: every one is a directory of the tree, so this bounds
+/// what one short entry can make (a 4096-byte `a/a/a/...` would be 2048 directories).
+pub(crate) const MAX_DEPTH: usize = 256;
 
 /// One entry of an artifact tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +45,8 @@ pub(crate) struct Tree {
     /// Names the artifact in errors.
     label: String,
     nodes: BTreeMap<String, Node>,
+    /// Most nodes, implied parent directories included: `[artifacts] max_entries`.
+    max_entries: u64,
 }
 
 impl Tree {
@@ -47,7 +55,36 @@ impl Tree {
         Tree {
             label: label.into(),
             nodes: BTreeMap::new(),
+            max_entries: u64::MAX,
         }
+    }
+
+    /// Bounds the nodes of the tree, counting the directories a deep path implies: a
+    /// one-entry archive `a/b/c/f` makes four.
+    pub(crate) fn set_max_entries(&mut self, max: u64) {
+        self.max_entries = max;
+    }
+
+    /// The error for one entry too many.
+    pub(crate) fn too_many_entries(&self) -> ArtifactError {
+        ArtifactError::TooLarge {
+            artifact: self.label.clone(),
+            what: format!(
+                "more than {} entries (directories implied by paths count)",
+                self.max_entries
+            ),
+            limit: format!("{} entries", self.max_entries),
+            key: "max_entries",
+        }
+    }
+
+    /// Adds a node not yet in the tree, within `max_entries`.
+    fn add(&mut self, path: String, node: Node) -> Result<(), ArtifactError> {
+        if self.nodes.len() as u64 >= self.max_entries {
+            return Err(self.too_many_entries());
+        }
+        self.nodes.insert(path, node);
+        Ok(())
     }
 
     /// The error for an entry that cannot be accepted.
@@ -75,6 +112,12 @@ impl Tree {
         for c in raw.components() {
             match c {
                 Component::Normal(s) => match s.to_str() {
+                    Some(s) if s.len() > MAX_COMPONENT_BYTES => {
+                        return Err(self.refuse(
+                            shown(),
+                            format!("has a name longer than {MAX_COMPONENT_BYTES} bytes"),
+                        ));
+                    }
                     Some(s) => parts.push(s),
                     None => return Err(self.refuse(shown(), "has a name that is not UTF-8")),
                 },
@@ -88,6 +131,12 @@ impl Tree {
                     return Err(self.refuse(shown(), "is an absolute path"));
                 }
             }
+        }
+        if parts.len() > MAX_DEPTH {
+            return Err(self.refuse(
+                shown(),
+                format!("is more than {MAX_DEPTH} directories deep"),
+            ));
         }
         Ok((!parts.is_empty()).then(|| parts.join("/")))
     }
@@ -108,9 +157,7 @@ impl Tree {
         while let Some(i) = path[at..].find('/') {
             let parent = &path[..at + i];
             match self.nodes.get(parent) {
-                None => {
-                    self.nodes.insert(parent.to_owned(), Node::Dir);
-                }
+                None => self.add(parent.to_owned(), Node::Dir)?,
                 Some(Node::Dir) => {}
                 // A child under a link would be written through the link when unpacked.
                 Some(_) => {
@@ -123,10 +170,7 @@ impl Tree {
             at += i + 1;
         }
         match (self.nodes.get(&path), &node) {
-            (None, _) => {
-                self.nodes.insert(path, node);
-                Ok(())
-            }
+            (None, _) => self.add(path, node),
             (Some(Node::Dir), Node::Dir) => Ok(()),
             (Some(Node::Dir), _) => {
                 Err(self.refuse(path, "is both a directory and a file or link"))
@@ -145,54 +189,137 @@ impl Tree {
 
     /// Checks that every symlink resolves inside the tree and returns the entries in order.
     pub(crate) fn finish(self) -> Result<Vec<(String, Node)>, ArtifactError> {
-        for (path, node) in &self.nodes {
-            if let Node::Symlink { target } = node {
-                let mut dir: Vec<&str> = path.split('/').collect();
-                dir.pop();
-                let mut hops = 0;
-                if target.is_empty() || resolve(&self.nodes, dir, target, &mut hops).is_none() {
-                    return Err(self.refuse(
-                        path,
-                        format!("is a symlink to {target:?}, which points outside the artifact (or loops)"),
-                    ));
-                }
+        let Tree { label, nodes, .. } = self;
+        let entries: Vec<(String, Node)> = nodes.into_iter().collect();
+        let refuse = |entry: &str, reason: String| ArtifactError::Refused {
+            artifact: label.clone(),
+            entry: entry.to_owned(),
+            reason,
+        };
+        let index = Index::new(&entries);
+        let mut steps = 0u64;
+        for (path, node) in &entries {
+            let Node::Symlink { target } = node else {
+                continue;
+            };
+            let mut dir = index.parent_of(path);
+            let mut hops = 0;
+            let inside =
+                !target.is_empty() && index.resolve(&mut dir, target, &mut hops, &mut steps);
+            if steps > MAX_LINK_STEPS {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "is one of symlinks that take more than {MAX_LINK_STEPS} steps to \
+                         resolve: make them shorter or fewer"
+                    ),
+                ));
+            }
+            if !inside {
+                return Err(refuse(
+                    path,
+                    format!(
+                        "is a symlink to {target:?}, which points outside the artifact (or loops)"
+                    ),
+                ));
             }
         }
-        Ok(self.nodes.into_iter().collect())
+        Ok(entries)
     }
 }
 
-/// Resolves `target` from directory `dir`, following symlinks of the tree; `None` if it
-/// leaves the root, is absolute, or loops. Targets that do not exist are fine: they stay in.
-fn resolve<'a>(
-    nodes: &'a BTreeMap<String, Node>,
-    mut dir: Vec<&'a str>,
-    target: &'a str,
-    hops: &mut u32,
-) -> Option<Vec<&'a str>> {
-    if target.starts_with('/') {
-        return None;
+/// Path components walked, across every symlink and hop of one tree, before the check
+/// gives up: each target is at most 4096 bytes and followed at most [`MAX_LINK_HOPS`]
+/// times, but an archive of many such links would still be slow to check.
+const MAX_LINK_STEPS: u64 = 1 << 26;
+
+/// The tree as numbered nodes with a (directory, name) -> child map, so a link target is
+/// resolved in time linear in its length: one lookup of one name per component.
+struct Index<'a> {
+    entries: &'a [(String, Node)],
+    children: std::collections::HashMap<(usize, &'a str), usize>,
+}
+
+/// The parent number of top-level entries.
+const ROOT: usize = usize::MAX;
+
+impl<'a> Index<'a> {
+    fn new(entries: &'a [(String, Node)]) -> Index<'a> {
+        // Sorted, parents first: a parent is numbered before its children are.
+        let mut ids = std::collections::HashMap::with_capacity(entries.len());
+        let mut children = std::collections::HashMap::with_capacity(entries.len());
+        for (id, (path, _)) in entries.iter().enumerate() {
+            let (parent, name) = match path.rfind('/') {
+                Some(i) => (ids.get(&path[..i]).copied().unwrap_or(ROOT), &path[i + 1..]),
+                None => (ROOT, path.as_str()),
+            };
+            ids.insert(path.as_str(), id);
+            children.insert((parent, name), id);
+        }
+        Index { entries, children }
     }
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                dir.pop()?;
+
+    /// The directories from the root to `path`'s parent: each one's number, `None` for one
+    /// that is not in the tree (a link target may name a path that does not exist).
+    fn parent_of(&self, path: &str) -> Vec<Option<usize>> {
+        let mut dir = Vec::new();
+        let mut parts: Vec<&str> = path.split('/').collect();
+        parts.pop();
+        for part in parts {
+            let child = self.child(&dir, part);
+            dir.push(child);
+        }
+        dir
+    }
+
+    fn child(&self, dir: &[Option<usize>], name: &str) -> Option<usize> {
+        let parent = match dir.last() {
+            None => ROOT,
+            Some(p) => (*p)?,
+        };
+        self.children.get(&(parent, name)).copied()
+    }
+
+    /// Resolves `target` from `dir` (updated in place), following the tree's symlinks;
+    /// `false` if it leaves the root, is absolute or loops. Targets that do not exist are
+    /// fine: they stay in. Counts components walked in `steps`, stopping past the budget.
+    fn resolve(
+        &self,
+        dir: &mut Vec<Option<usize>>,
+        target: &str,
+        hops: &mut u32,
+        steps: &mut u64,
+    ) -> bool {
+        if target.starts_with('/') {
+            return false;
+        }
+        for part in target.split('/') {
+            *steps += 1;
+            if *steps > MAX_LINK_STEPS {
+                return false;
             }
-            name => {
-                dir.push(name);
-                if let Some(Node::Symlink { target }) = nodes.get(&dir.join("/")) {
-                    *hops += 1;
-                    if *hops > MAX_LINK_HOPS {
-                        return None;
+            match part {
+                "" | "." => {}
+                ".." => {
+                    if dir.pop().is_none() {
+                        return false;
                     }
-                    dir.pop();
-                    dir = resolve(nodes, dir, target, hops)?;
+                }
+                name => {
+                    let child = self.child(dir, name);
+                    if let Some(Node::Symlink { target }) = child.map(|c| &self.entries[c].1) {
+                        *hops += 1;
+                        if *hops > MAX_LINK_HOPS || !self.resolve(dir, target, hops, steps) {
+                            return false;
+                        }
+                    } else {
+                        dir.push(child);
+                    }
                 }
             }
         }
+        true
     }
-    Some(dir)
 }
 
 /// Streams the canonical tar of checked entries (from [`Tree::finish`]) into `out`, reading
@@ -425,6 +552,15 @@ mod tests {
                 .to_string()
                 .contains("absolute")
         );
+        let e = t.normalize(Path::new(&"x".repeat(256))).unwrap_err();
+        assert!(e.to_string().contains("longer than 255 bytes"), "{e}");
+        assert!(t.normalize(Path::new(&"x".repeat(255))).is_ok());
+        let e = t.normalize(Path::new(&"a/".repeat(257))).unwrap_err();
+        assert!(
+            e.to_string().contains("more than 256 directories deep"),
+            "{e}"
+        );
+        assert!(t.normalize(Path::new(&"a/".repeat(256))).is_ok());
     }
 
     #[test]

@@ -77,6 +77,19 @@ impl Store {
         Ok(ReleaseOutcome::Created)
     }
 
+    /// Whether any release, of any app, names this artifact digest.
+    pub fn digest_in_use(&self, digest: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM releases WHERE digest = ?1 LIMIT 1",
+                params![digest],
+                |_| Ok(()),
+            )
+            .optional()
+            .op("read releases")
+            .map(|found| found.is_some())
+    }
+
     /// One release of an app, if it exists.
     pub fn release(&self, app: &str, version: &str) -> Result<Option<Release>, StoreError> {
         self.conn()
@@ -145,6 +158,11 @@ mod tests {
             other => panic!("expected a conflict, got {other:?}"),
         }
         assert!(e.to_string().contains("pick a new version"), "{e}");
+        assert!(s.digest_in_use("sha256:aa").unwrap());
+        assert!(
+            !s.digest_in_use("sha256:bb").unwrap(),
+            "a refused release names nothing"
+        );
         // The no-op and the conflict changed nothing.
         assert_eq!(
             s.release("web", "1.0").unwrap(),

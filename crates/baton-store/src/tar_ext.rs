@@ -68,6 +68,15 @@ impl Extensions {
                 format!("has a path longer than {MAX_NAME_BYTES} bytes"),
             ));
         }
+        if let Some(link) = link.as_ref().filter(|l| l.len() as u64 > MAX_NAME_BYTES) {
+            return Err(tree.refuse(
+                String::from_utf8_lossy(&name),
+                format!(
+                    "is a link whose target ({}...) is longer than {MAX_NAME_BYTES} bytes",
+                    String::from_utf8_lossy(&link[..64])
+                ),
+            ));
+        }
         Ok((name, link))
     }
 }

@@ -7,7 +7,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use baton_core::model::{EventKind, Release, Strategy};
-use baton_store::{NewDeployment, ReleaseOutcome};
+use baton_store::{NewDeployment, ReleaseOutcome, StoreError};
 use serde::{Deserialize, Serialize};
 
 use super::error::quote;
@@ -129,10 +129,7 @@ pub async fn create_release(
         changelog: q.changelog,
         release_notes: q.release_notes,
     };
-    let created = matches!(
-        shared.store.create_release(&release)?,
-        ReleaseOutcome::Created
-    );
+    let created = record_release(&shared, &release)?;
     let release = shared.store.release(&app, &q.version)?.unwrap_or(release);
     let status = if created {
         StatusCode::CREATED
@@ -140,6 +137,34 @@ pub async fn create_release(
         StatusCode::OK
     };
     Ok((status, Json(ReleaseCreated { release, created })))
+}
+
+/// Records an uploaded release; whether it is new. Under the artifact store's hold, so an
+/// artifact is removed after a version conflict only if no release names it, and never
+/// while another upload of the same content records its release.
+fn record_release(shared: &Shared, release: &Release) -> Result<bool, ApiError> {
+    let held = shared.artifacts.hold();
+    if !shared.artifacts.contains(&release.digest) {
+        // Removed after a conflicting upload of the same content, once this one was stored.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "retry",
+            "the artifact was removed while it was being stored (another upload of the same \
+             content was refused): send it again",
+        ));
+    }
+    match shared.store.create_release(release) {
+        Ok(outcome) => Ok(matches!(outcome, ReleaseOutcome::Created)),
+        Err(e @ StoreError::VersionConflict { .. }) => {
+            if !shared.store.digest_in_use(&release.digest)?
+                && let Err(error) = shared.artifacts.remove(&held, &release.digest)
+            {
+                tracing::warn!(%error, "could not remove the artifact of a refused release");
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn valid_version(v: &str) -> Result<(), ApiError> {

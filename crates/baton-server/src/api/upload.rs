@@ -55,17 +55,31 @@ impl Upload {
         if self.over.load(Ordering::SeqCst) {
             return too_large_upload(self.max);
         }
+        // The server's own failure: its paths go to the log, not to the client.
+        let internal = match &e {
+            ArtifactError::Io { op, source, .. } => Some(format!(
+                "cannot {op} a file of the artifact store ({source}); the server's log names it"
+            )),
+            ArtifactError::Write { source, .. } => Some(format!(
+                "cannot write the canonical archive ({source}); the server's log names it"
+            )),
+            _ => None,
+        };
+        if let Some(message) = internal {
+            tracing::error!(error = %e, "artifact import failed");
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the artifact could not be stored: {message}"),
+            );
+        }
         let status = match &e {
             ArtifactError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ArtifactError::Io { .. } | ArtifactError::Write { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
             _ => StatusCode::BAD_REQUEST,
         };
         let code = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::BAD_REQUEST => "bad_request",
-            _ => "internal",
+            _ => "bad_request",
         };
         ApiError::new(
             status,
@@ -203,6 +217,22 @@ mod tests {
         assert!(
             message.contains("larger than 10 bytes")
                 && message.contains("[artifacts] max_upload_bytes"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_500_without_the_servers_paths() {
+        let upload = Upload::start(Body::empty(), 10);
+        let refused = upload.refusal(ArtifactError::Io {
+            op: "write",
+            path: "/srv/baton-data/artifacts/.import-x/tree/f".into(),
+            source: std::io::Error::other("No space left on device"),
+        });
+        let (status, message) = status_and_message(refused).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !message.contains("/srv/baton-data") && message.contains("No space left on device"),
             "{message}"
         );
     }

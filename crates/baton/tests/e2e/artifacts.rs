@@ -245,3 +245,48 @@ fn release_create_packs_and_sends_an_artifact_larger_than_its_memory() {
         "the packed archive is a temporary file, gone once sent"
     );
 }
+
+/// A tar of one file `f` holding `content`.
+fn one_file_tar(path: &Path, content: &[u8]) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(content.len() as u64);
+    b.append_data(&mut h, "f", content).unwrap();
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+/// The artifact store's entries (`<hex>/` and `<hex>.tar` per stored artifact).
+fn stored(baton: &Baton) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(baton.data_dir().join("artifacts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_version_conflict_keeps_no_artifact_that_no_release_names() {
+    let baton = Baton::start(THREE_WEB);
+    let dir = baton.dir.path();
+    let (a, b) = (dir.join("a.tar"), dir.join("b.tar"));
+    one_file_tar(&a, b"first");
+    one_file_tar(&b, b"second");
+    let (code, body) = upload(&baton, "5.0.0", &a);
+    assert_eq!(code, 201, "{body}");
+    let before = stored(&baton);
+    assert_eq!(before.len(), 2, "{before:?}");
+    // The same version with other content is refused, and that content is not kept.
+    let (code, body) = upload(&baton, "5.0.0", &b);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(stored(&baton), before, "the refused artifact was kept");
+    // Content another release names is kept through a conflict.
+    let (code, body) = upload(&baton, "6.0.0", &b);
+    assert_eq!(code, 201, "{body}");
+    let both = stored(&baton);
+    assert_eq!(both.len(), 4, "{both:?}");
+    let (code, body) = upload(&baton, "5.0.0", &b);
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(stored(&baton), both, "6.0.0's artifact was removed");
+}
