@@ -49,18 +49,6 @@ impl Store {
         Ok(found.flatten())
     }
 
-    /// Records that `release` ran the app's contract migration in this unit: older releases may
-    /// not run with the contracted schema.
-    pub fn set_contracted_release(&self, app: &str, release: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO apps (app, contracted_release) VALUES (?1, ?2) ON CONFLICT (app) DO UPDATE SET contracted_release = ?2",
-                params![app, release],
-            )
-            .op("set contracted release")?;
-        Ok(())
-    }
-
     /// The release that last ran the contract migration in this unit.
     pub fn contracted_release(&self, app: &str) -> Result<Option<String>, StoreError> {
         let found: Option<Option<String>> = self
