@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{ARTIFACT_CONFIG, DemoOptions, ServiceOptions, serve};
 
-const USAGE: &str = "usage: baton-demo [--port N] [--config PATH]\n\
-    \x20 --port N       port to listen on at 127.0.0.1 (default: env PORT)\n\
+const USAGE: &str = "usage: baton-demo [--host ADDR] [--port N] [--config PATH]\n\
+    \x20 --host ADDR    address to listen on (default: env HOST, else 127.0.0.1)\n\
+    \x20 --port N       port to listen on (default: env PORT)\n\
     \x20 --config PATH  options file (default: demo.toml next to the executable)\n\
     \x20 env BATON_INSTANCE names the instance in responses (default: local)";
 
@@ -37,6 +39,13 @@ pub fn service_main(args: Vec<String>) -> i32 {
             println!("{USAGE}");
             return 0;
         }
+        Err(msg) => {
+            eprintln!("baton-demo: {msg}\n{USAGE}");
+            return 2;
+        }
+    };
+    let host = match cli.host.map(Ok).unwrap_or_else(host_from_env) {
+        Ok(host) => host,
         Err(msg) => {
             eprintln!("baton-demo: {msg}\n{USAGE}");
             return 2;
@@ -71,7 +80,7 @@ pub fn service_main(args: Vec<String>) -> i32 {
         .enable_all()
         .build();
     match runtime {
-        Ok(rt) => rt.block_on(run(port, opts)),
+        Ok(rt) => rt.block_on(run(SocketAddr::new(host, port), opts)),
         Err(e) => {
             eprintln!("baton-demo: cannot start the async runtime: {e}");
             1
@@ -79,7 +88,7 @@ pub fn service_main(args: Vec<String>) -> i32 {
     }
 }
 
-async fn run(port: u16, opts: ServiceOptions) -> i32 {
+async fn run(addr: SocketAddr, opts: ServiceOptions) -> i32 {
     let stop = match stop_signal() {
         Ok(stop) => stop,
         Err(e) => {
@@ -94,19 +103,19 @@ async fn run(port: u16, opts: ServiceOptions) -> i32 {
         // Stopped before it ever listened: nothing in flight, a clean exit.
         () = &mut stop => return 0,
     }
-    let listener = match TcpListener::bind(("127.0.0.1", port)).await {
+    let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("baton-demo: cannot listen on 127.0.0.1:{port}: {e}");
+            eprintln!("baton-demo: cannot listen on {addr}: {e}");
             return 1;
         }
     };
-    let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    let bound = listener.local_addr().unwrap_or(addr);
     let mut stdout = std::io::stdout().lock();
     // Supervisors read this line from a pipe, so it must not sit in a buffer.
     let _ = writeln!(
         stdout,
-        "baton-demo {} listening on 127.0.0.1:{bound}",
+        "baton-demo {} listening on {bound}",
         opts.demo.version
     );
     let _ = stdout.flush();
@@ -125,6 +134,19 @@ fn stop_signal() -> std::io::Result<impl Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+/// `HOST` as most web frameworks read it; unset or empty means 127.0.0.1.
+fn host_from_env() -> Result<IpAddr, String> {
+    match std::env::var("HOST") {
+        Ok(v) if !v.trim().is_empty() => parse_host(v.trim()).map_err(|e| format!("HOST: {e}")),
+        _ => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    }
+}
+
+fn parse_host(v: &str) -> Result<IpAddr, String> {
+    v.parse()
+        .map_err(|_| format!("{v:?} is not an IP address, e.g. 127.0.0.1 or 10.0.0.11"))
 }
 
 fn port_from_env() -> Option<u16> {
@@ -149,6 +171,7 @@ fn default_config_path() -> Result<PathBuf, String> {
 /// The parsed command line.
 #[derive(Debug, Default, PartialEq)]
 struct Cli {
+    host: Option<IpAddr>,
     port: Option<u16>,
     config: Option<PathBuf>,
 }
@@ -180,6 +203,7 @@ impl Cli {
                         .map_err(|_| format!("--port {v:?} is not a port number (0-65535)"))?;
                     cli.port = Some(port);
                 }
+                "--host" => cli.host = Some(parse_host(&value("--host")?)?),
                 "--config" => cli.config = Some(PathBuf::from(value("--config")?)),
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}")),
@@ -198,8 +222,15 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_host() {
+        let got = parse(&["baton-demo", "--host", "127.0.0.3", "--port", "1"]);
+        assert_eq!(got.unwrap().unwrap().host, Some([127, 0, 0, 3].into()));
+    }
+
+    #[test]
     fn parses_flags_with_and_without_program_name() {
         let want = Cli {
+            host: None,
             port: Some(8080),
             config: Some("/a/demo.toml".into()),
         };
@@ -231,6 +262,11 @@ mod tests {
             parse(&["baton-demo", "--bogus"])
                 .unwrap_err()
                 .contains("--bogus")
+        );
+        assert!(
+            parse(&["baton-demo", "--host", "localhost"])
+                .unwrap_err()
+                .contains("not an IP address")
         );
         assert_eq!(parse(&["baton-demo", "--help"]).unwrap(), None);
     }

@@ -171,7 +171,8 @@ pub struct AppConfig {
     /// How many instances serve the app.
     #[serde(default = "default_instances")]
     pub instances: u32,
-    /// The command that starts one instance; placeholders `{artifact}` `{port}` `{version}` `{instance}`.
+    /// The command that starts one instance; placeholders `{artifact}` `{host}` `{port}` `{version}`
+    /// `{instance}`.
     pub command: Vec<String>,
     /// Environment for every instance (config lives here, never in the artifact).
     #[serde(default)]
@@ -345,7 +346,7 @@ impl fmt::Display for ConfigError {
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 /// The placeholders allowed in `command`.
-pub const PLACEHOLDERS: [&str; 4] = ["artifact", "port", "version", "instance"];
+pub const PLACEHOLDERS: [&str; 5] = ["artifact", "host", "port", "version", "instance"];
 
 impl Config {
     /// Parses and validates `text`, read from `file`.
@@ -520,7 +521,7 @@ impl Config {
                         return fail(
                             &["apps", name, "migrate"],
                             format!(
-                                "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"
+                                "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{host}} {{port}} {{version}} {{instance}}"
                             ),
                         );
                     }
@@ -544,7 +545,7 @@ impl Config {
                     return fail(
                         &at("command"),
                         format!(
-                            "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{port}} {{version}} {{instance}}"
+                            "unknown placeholder {{{bad}}}: allowed are {{artifact}} {{host}} {{port}} {{version}} {{instance}}"
                         ),
                     );
                 }
@@ -657,6 +658,9 @@ impl Config {
 pub struct CommandVars<'a> {
     /// Path of the stored artifact.
     pub artifact: &'a str,
+    /// The address the instance listens on: its host's address (docs/design-notes.md, "Many
+    /// hosts and containers").
+    pub host: &'a str,
     /// The instance's port.
     pub port: u16,
     /// The release version.
@@ -671,6 +675,7 @@ pub fn render_command(command: &[String], vars: &CommandVars<'_>) -> Vec<String>
         .iter()
         .map(|word| {
             word.replace("{artifact}", vars.artifact)
+                .replace("{host}", vars.host)
                 .replace("{port}", &vars.port.to_string())
                 .replace("{version}", vars.version)
                 .replace("{instance}", vars.instance)
@@ -824,16 +829,18 @@ keep_previous = "5m"
             "{artifact}/srv".to_string(),
             "--port={port}".into(),
             "{instance}@{version}".into(),
+            "--bind={host}:{port}".into(),
         ];
         let vars = CommandVars {
             artifact: "/a",
+            host: "10.0.0.11",
             port: 81,
             version: "1.0.0",
             instance: "web-1",
         };
         assert_eq!(
             render_command(&cmd, &vars),
-            vec!["/a/srv", "--port=81", "web-1@1.0.0"]
+            vec!["/a/srv", "--port=81", "web-1@1.0.0", "--bind=10.0.0.11:81"]
         );
     }
 }

@@ -18,6 +18,8 @@ use crate::shared::{Live, Shared};
 /// First restart delay after a crash; doubles per restart up to [`RESTART_MAX_MS`].
 const RESTART_BASE_MS: i64 = 250;
 const RESTART_MAX_MS: i64 = 30_000;
+/// The address instances on the controller's own host (`local`) listen on and are reached at.
+const LOCAL_ADDRESS: &str = "127.0.0.1";
 
 /// Records and starts a new instance of `release`.
 pub fn start(
@@ -77,12 +79,14 @@ fn spawn(
         &app.command,
         &CommandVars {
             artifact: &artifact_str,
+            host: LOCAL_ADDRESS,
             port: inst.port,
             version: &inst.release,
             instance: &inst.id,
         },
     );
     let mut env: BTreeMap<String, String> = app.env.clone();
+    env.insert("HOST".into(), LOCAL_ADDRESS.into());
     env.insert("PORT".into(), inst.port.to_string());
     env.insert("BATON_APP".into(), inst.app.clone());
     env.insert("BATON_RELEASE".into(), inst.release.clone());

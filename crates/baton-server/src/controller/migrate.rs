@@ -114,6 +114,7 @@ async fn run(shared: &Shared, key: &str, release: &str, step: Step) -> Result<()
         command,
         &CommandVars {
             artifact: &artifact_str,
+            host: "127.0.0.1",
             port: 0,
             version: release,
             instance: "migrate",
