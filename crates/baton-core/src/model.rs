@@ -272,6 +272,9 @@ pub enum Promote {
     Full,
 }
 
+/// The name of the controller's own host, where every app without `hosts` runs.
+pub const LOCAL_HOST: &str = "local";
+
 /// One running copy of a release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
@@ -281,7 +284,9 @@ pub struct Instance {
     pub app: String,
     /// The release version it runs.
     pub release: String,
-    /// Loopback port it listens on.
+    /// The host it runs on ([`LOCAL_HOST`] for the controller's own).
+    pub host: String,
+    /// The port it listens on at its host's address.
     pub port: u16,
     /// OS process id while running.
     pub pid: Option<u32>,

@@ -25,6 +25,7 @@ fn read_instance(row: &Row<'_>) -> rusqlite::Result<Instance> {
         restarts: row.get(9)?,
         restart_at: row.get(10)?,
         retire_at: row.get(11)?,
+        host: row.get(12)?,
     })
 }
 
@@ -42,11 +43,11 @@ impl Store {
         self.conn()
             .execute(
                 "INSERT INTO instances (id, app, release, port, pid, proc_start, state, in_split, \
-                 started_at, restarts, restart_at, retire_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 started_at, restarts, restart_at, retire_at, host) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
                  ON CONFLICT (id) DO UPDATE SET app = ?2, release = ?3, port = ?4, pid = ?5, \
                  proc_start = ?6, state = ?7, in_split = ?8, started_at = ?9, restarts = ?10, \
-                 restart_at = ?11, retire_at = ?12",
+                 restart_at = ?11, retire_at = ?12, host = ?13",
                 params![
                     i.id,
                     i.app,
@@ -59,7 +60,8 @@ impl Store {
                     i.started_at,
                     i.restarts,
                     i.restart_at,
-                    i.retire_at
+                    i.retire_at,
+                    i.host
                 ],
             )
             .op("save instance")?;
@@ -77,7 +79,7 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, app, release, port, pid, proc_start, state, in_split, started_at, \
-                 restarts, restart_at, retire_at FROM instances \
+                 restarts, restart_at, retire_at, host FROM instances \
                  WHERE (?1 IS NULL OR app = ?1) AND (?2 OR state <> 'stopped') \
                  ORDER BY app, seq",
             )
@@ -98,6 +100,7 @@ mod tests {
             id: format!("{app}-{n}"),
             app: app.into(),
             release: "1.0".into(),
+            host: if n.is_multiple_of(2) { "web-2" } else { "local" }.into(),
             port: 9000 + n as u16,
             pid: Some(100 + n),
             proc_start: Some(123_456_789),

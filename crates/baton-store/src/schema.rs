@@ -119,6 +119,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX contracts_by_app ON contracts (app, deployment);
     "#,
+    // 6: the host an instance runs on (docs/design-notes.md, "Many hosts and containers").
+    r#"
+    ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT 'local';
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -32,6 +32,7 @@ pub fn converge(target: &str, n: u32, warm_until: Millis, live: &[&Instance]) ->
     for _ in new.len()..n as usize {
         c.actions.push(Action::Start {
             release: target.to_string(),
+            host: String::new(),
         });
     }
     let healthy = new

@@ -88,6 +88,7 @@ pub fn progress(
     for _ in canary.len()..want {
         out.actions.push(Action::Start {
             release: d.to.clone(),
+            host: String::new(),
         });
     }
     for i in &canary {

@@ -70,6 +70,7 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
     for _ in 0..can_start {
         c.actions.push(Action::Start {
             release: target.to_string(),
+            host: String::new(),
         });
     }
 

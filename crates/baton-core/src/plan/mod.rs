@@ -8,6 +8,7 @@
 mod blue_green;
 mod canary;
 mod converge;
+mod placement;
 
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phas
 
 pub use canary::{instances_for, weight_at};
 pub use converge::Converge;
+pub use placement::PlanHost;
 
 /// The analysis verdict for the current step, as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +39,12 @@ pub enum Judgement {
 /// publishes the resulting split once, so a plan's split changes are atomic (docs/DESIGN.md I6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Start one new instance of `release` (out of the split until admitted).
+    /// Start one new instance of `release` on `host` (out of the split until admitted).
     Start {
         /// The release to run.
         release: String,
+        /// The host to run it on, chosen by the placement stage (`placement.rs`).
+        host: String,
     },
     /// Put a healthy instance in the split.
     Admit {
@@ -111,10 +115,21 @@ pub struct PlanInput<'a> {
     pub now: Millis,
     /// The latest analysis verdict for the deployment's current step (canary).
     pub verdict: Option<&'a Judgement>,
+    /// The app's hosts in `hosts` order, with whether each can take new instances.
+    pub hosts: &'a [PlanHost],
 }
 
 /// Decides what to do next. Pure: same input, same plan.
+///
+/// The rollout decides how many instances of which release to start and which to drain; the
+/// placement stage then picks a host for each start (docs/design-notes.md, "Many hosts").
 pub fn plan(input: PlanInput<'_>) -> Plan {
+    let mut out = decide(input);
+    placement::place(&input, &mut out);
+    out
+}
+
+fn decide(input: PlanInput<'_>) -> Plan {
     let mut out = Plan::default();
     let live: Vec<&Instance> = input
         .instances

@@ -33,6 +33,7 @@ pub(super) fn inst(n: u32, release: &str, state: InstanceState, in_split: bool) 
         id: format!("web-{n}"),
         app: "web".into(),
         release: release.into(),
+        host: crate::model::LOCAL_HOST.into(),
         port: 10_000 + n as u16,
         pid: Some(100 + n),
         proc_start: Some(1),
@@ -80,6 +81,7 @@ fn run(
     instances: &[Instance],
     now: Millis,
 ) -> Plan {
+    let hosts = [PlanHost::up(crate::model::LOCAL_HOST)];
     plan(PlanInput {
         app,
         current,
@@ -87,6 +89,7 @@ fn run(
         instances,
         now,
         verdict: None,
+        hosts: &hosts,
     })
 }
 

@@ -13,6 +13,7 @@ fn run(
     now: Millis,
     verdict: Option<&Judgement>,
 ) -> Plan {
+    let hosts = [PlanHost::up(crate::model::LOCAL_HOST)];
     plan(PlanInput {
         app,
         current: Some("1.0.0"),
@@ -20,6 +21,7 @@ fn run(
         instances: set,
         now,
         verdict,
+        hosts: &hosts,
     })
 }
 

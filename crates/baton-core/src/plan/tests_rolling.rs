@@ -10,6 +10,7 @@ fn rolling_to(to: &str, from: &str) -> Deployment {
 }
 
 fn run(app: &AppConfig, current: &str, d: &Deployment, set: &[Instance]) -> Plan {
+    let hosts = [PlanHost::up(crate::model::LOCAL_HOST)];
     plan(PlanInput {
         app,
         current: Some(current),
@@ -17,6 +18,7 @@ fn run(app: &AppConfig, current: &str, d: &Deployment, set: &[Instance]) -> Plan
         instances: set,
         now: NOW,
         verdict: None,
+        hosts: &hosts,
     })
 }
 

@@ -46,7 +46,9 @@ pub fn apply(
     let mut drains = Vec::new();
     for action in &plan.actions {
         match action {
-            Action::Start { release } => instances::start(shared, app, release, now, exits)?,
+            Action::Start { release, host } => {
+                instances::start(shared, app, release, host, now, exits)?;
+            }
             Action::Admit { instance } => {
                 let Some(mut inst) = find(instance) else {
                     continue;

@@ -21,11 +21,12 @@ const RESTART_MAX_MS: i64 = 30_000;
 /// The address instances on the controller's own host (`local`) listen on and are reached at.
 const LOCAL_ADDRESS: &str = "127.0.0.1";
 
-/// Records and starts a new instance of `release`.
+/// Records and starts a new instance of `release` on `host`.
 pub fn start(
     shared: &Arc<Shared>,
     app: &str,
     release: &str,
+    host: &str,
     now: Millis,
     exits: &mpsc::UnboundedSender<Exited>,
 ) -> anyhow::Result<()> {
@@ -34,6 +35,7 @@ pub fn start(
         id: format!("{app}-{n}"),
         app: app.to_string(),
         release: release.to_string(),
+        host: host.to_string(),
         port: 0,
         pid: None,
         proc_start: None,

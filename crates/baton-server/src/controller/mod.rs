@@ -12,8 +12,8 @@ mod routing;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_core::model::{EventKind, Instance, InstanceState, Millis};
-use baton_core::plan::{self, PlanInput};
+use baton_core::model::{EventKind, Instance, InstanceState, LOCAL_HOST, Millis};
+use baton_core::plan::{self, PlanHost, PlanInput};
 use baton_proxy::Health;
 use tokio::sync::mpsc;
 
@@ -89,6 +89,7 @@ async fn tick(
         instances: &all,
         now,
         verdict: verdict.as_ref(),
+        hosts: &[PlanHost::up(LOCAL_HOST)],
     });
     if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
         // One-shot intents the planner acted on are cleared, keeping any recorded since.

@@ -1,0 +1,160 @@
+//! Placement: the last stage of planning picks a host for every instance the rollout starts
+//! (docs/design-notes.md, "Many hosts and containers").
+//!
+//! The rollout stages decide how many instances of which release start; they know nothing of
+//! hosts. Here each start goes to the schedulable host with the fewest live instances of that
+//! release, then the fewest instances of the app, then the first in `hosts` order. So an app's
+//! `instances` spread evenly (at most one apart) and a surge lands where the fleet is thinnest.
+//! A start no host can take is dropped: the rollout asks again next tick, and its progress
+//! deadline decides if no host comes back.
+
+use crate::model::Instance;
+
+use super::{Action, Plan, PlanInput};
+
+/// One of an app's hosts, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanHost {
+    /// The host's name (`local` for the controller's own).
+    pub name: String,
+    /// Whether it may get new instances: connected and not drained.
+    pub schedulable: bool,
+}
+
+impl PlanHost {
+    /// A host that takes new instances.
+    pub fn up(name: &str) -> PlanHost {
+        PlanHost {
+            name: name.to_string(),
+            schedulable: true,
+        }
+    }
+}
+
+/// Fills in the host of every `Start` in `out`, dropping the starts no host can take.
+pub(super) fn place(input: &PlanInput<'_>, out: &mut Plan) {
+    let live: Vec<&Instance> = input
+        .instances
+        .iter()
+        .filter(|i| !i.state.is_leaving())
+        .collect();
+    // (release, host) of every instance counted so far, the starts placed here included.
+    let mut placed: Vec<(String, String)> = live
+        .iter()
+        .map(|i| (i.release.clone(), i.host.clone()))
+        .collect();
+    out.actions.retain_mut(|action| {
+        let Action::Start { release, host } = action else {
+            return true;
+        };
+        let Some(choice) = choose(input.hosts, release, &placed) else {
+            return false;
+        };
+        *host = choice.to_string();
+        placed.push((release.clone(), host.clone()));
+        true
+    });
+}
+
+fn choose<'h>(
+    hosts: &'h [PlanHost],
+    release: &str,
+    placed: &[(String, String)],
+) -> Option<&'h str> {
+    hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.schedulable)
+        .min_by_key(|(order, h)| {
+            let on_host = placed.iter().filter(|(_, host)| *host == h.name);
+            let of_release = on_host.clone().filter(|(r, _)| r == release).count();
+            (of_release, on_host.count(), *order)
+        })
+        .map(|(_, h)| h.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{app, inst, starts};
+    use super::*;
+    use crate::model::InstanceState::*;
+    use crate::plan::plan;
+
+    fn on(host: &str, mut i: Instance) -> Instance {
+        i.host = host.to_string();
+        i
+    }
+
+    fn hosts_of_starts(p: &Plan) -> Vec<&str> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start { host, .. } => Some(host.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn idle(instances: &[Instance], hosts: &[PlanHost], n: u32) -> Plan {
+        let mut app = app("rolling");
+        app.instances = n;
+        plan(PlanInput {
+            app: &app,
+            current: Some("1.0.0"),
+            deployment: None,
+            instances,
+            now: 0,
+            verdict: None,
+            hosts,
+        })
+    }
+
+    #[test]
+    fn instances_spread_evenly_in_hosts_order() {
+        let hosts = [PlanHost::up("web-1"), PlanHost::up("web-2")];
+        assert_eq!(
+            hosts_of_starts(&idle(&[], &hosts, 4)),
+            ["web-1", "web-2", "web-1", "web-2"]
+        );
+        assert_eq!(
+            hosts_of_starts(&idle(&[], &hosts, 3)),
+            ["web-1", "web-2", "web-1"]
+        );
+    }
+
+    #[test]
+    fn a_replacement_goes_to_the_thinnest_host() {
+        let hosts = [PlanHost::up("a"), PlanHost::up("b"), PlanHost::up("c")];
+        let running = [
+            on("a", inst(1, "1.0.0", Healthy, true)),
+            on("a", inst(2, "1.0.0", Healthy, true)),
+            on("b", inst(3, "1.0.0", Healthy, true)),
+        ];
+        assert_eq!(hosts_of_starts(&idle(&running, &hosts, 5)), ["c", "b"]);
+    }
+
+    #[test]
+    fn unschedulable_hosts_get_nothing_and_no_host_means_no_start() {
+        let mut hosts = [PlanHost::up("web-1"), PlanHost::up("web-2")];
+        hosts[0].schedulable = false;
+        assert_eq!(hosts_of_starts(&idle(&[], &hosts, 2)), ["web-2", "web-2"]);
+        hosts[1].schedulable = false;
+        let p = idle(&[], &hosts, 2);
+        assert_eq!(starts(&p), 0);
+    }
+
+    #[test]
+    fn leaving_instances_do_not_count() {
+        let hosts = [PlanHost::up("web-1"), PlanHost::up("web-2")];
+        // web-1 holds two draining instances, web-2 one serving one: web-1 is the thinner.
+        let running = [
+            on("web-1", inst(1, "0.9.0", Draining, false)),
+            on("web-1", inst(2, "0.9.0", Draining, false)),
+            on("web-2", inst(3, "1.0.0", Healthy, true)),
+        ];
+        assert_eq!(
+            hosts_of_starts(&idle(&running, &hosts, 3)),
+            ["web-1", "web-1"]
+        );
+    }
+}
