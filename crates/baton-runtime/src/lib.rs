@@ -5,9 +5,10 @@
 //! process start time (a reused pid is never mistaken for an instance). Linux only: it reads
 //! `/proc`.
 
+pub mod host;
 pub mod process;
 
 pub use process::{
-    DriverError, ExitInfo, ProcessHandle, ProcessSpec, StopOutcome, free_port, kill_pid_files,
-    proc_start_time, read_pid_file,
+    DriverError, ExitInfo, ProcessHandle, ProcessSpec, StopOutcome, free_port, free_port_on,
+    kill_pid_files, proc_start_time, read_pid_file,
 };

@@ -6,6 +6,7 @@ mod api;
 mod clock;
 mod controller;
 mod daemon;
+mod handle;
 pub mod notify;
 pub mod scrape;
 mod shared;

@@ -10,9 +10,9 @@ use baton_core::config::{AppConfig, Config, Unit};
 use baton_core::model::{Event, EventKind, Millis};
 use baton_store::StoreError;
 
+use crate::handle::InstanceHandle;
 use crate::notify::Notifier;
 use baton_proxy::{Backend, Router};
-use baton_runtime::ProcessHandle;
 use baton_store::{ArtifactStore, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ pub struct Shared {
 /// One watched instance: its backend in the proxy, its process and its health checker.
 pub struct Live {
     pub backend: Arc<Backend>,
-    pub process: Option<ProcessHandle>,
+    pub process: Option<InstanceHandle>,
     pub checker: Option<JoinHandle<()>>,
     /// Set when Baton itself is stopping it, so its exit is not taken for a crash.
     pub stopping: bool,

@@ -100,7 +100,12 @@ mod tests {
             id: format!("{app}-{n}"),
             app: app.into(),
             release: "1.0".into(),
-            host: if n.is_multiple_of(2) { "web-2" } else { "local" }.into(),
+            host: if n.is_multiple_of(2) {
+                "web-2"
+            } else {
+                "local"
+            }
+            .into(),
             port: 9000 + n as u16,
             pid: Some(100 + n),
             proc_start: Some(123_456_789),

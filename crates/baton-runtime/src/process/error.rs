@@ -66,4 +66,9 @@ pub enum DriverError {
         #[source]
         source: io::Error,
     },
+    /// No free port could be found on the host's address.
+    #[error(
+        "cannot find a free port on the host's address: {0}; is the address configured on this machine?"
+    )]
+    Port(#[source] io::Error),
 }

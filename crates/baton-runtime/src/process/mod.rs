@@ -13,9 +13,9 @@ pub use error::DriverError;
 pub use exit::{ExitInfo, StopOutcome};
 pub use handle::ProcessHandle;
 pub use pid_file::{kill_pid_files, read_pid_file};
-pub use port::free_port;
+pub use port::{free_port, free_port_on};
 pub use procfs::proc_start_time;
 pub use spec::ProcessSpec;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;

@@ -117,3 +117,8 @@ pub(crate) async fn within<T>(what: &str, future: impl Future<Output = T>) -> T 
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+/// Whether `pid` is a live process (a zombie counts as gone).
+pub(crate) fn alive(pid: u32) -> bool {
+    super::procfs::proc_start_time(pid).is_some_and(|start| super::procfs::is_alive(pid, start))
+}

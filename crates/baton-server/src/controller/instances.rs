@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{Exited, record};
 use crate::clock;
+use crate::handle::InstanceHandle;
 use crate::shared::{Live, Shared};
 
 /// First restart delay after a crash; doubles per restart up to [`RESTART_MAX_MS`].
@@ -100,18 +101,15 @@ fn spawn(
         log_path: shared.log_path(&inst.app, &inst.id),
         pid_file: Some(shared.pid_file(&inst.id)),
     };
-    match ProcessHandle::spawn(&spec) {
+    match ProcessHandle::spawn(&spec).map(InstanceHandle::Process) {
         Ok(handle) => {
             inst.pid = Some(handle.pid());
-            inst.proc_start = Some(handle.start_time());
+            inst.proc_start = handle.start_time();
             inst.state = InstanceState::Starting;
             shared.store.upsert_instance(inst)?;
             let msg = format!(
-                "{} ({}) started as pid {} on port {}",
-                inst.id,
-                inst.release,
-                handle.pid(),
-                inst.port
+                "{} ({}) started as {handle} on port {}",
+                inst.id, inst.release, inst.port
             );
             record(shared, inst, EventKind::InstanceStarted, &msg, now)?;
             watch(shared, inst, app, handle, Health::Starting, exits);
@@ -143,7 +141,7 @@ fn watch(
     shared: &Arc<Shared>,
     inst: &Instance,
     app: &AppConfig,
-    handle: ProcessHandle,
+    handle: InstanceHandle,
     health: Health,
     exits: &mpsc::UnboundedSender<Exited>,
 ) {
@@ -315,7 +313,9 @@ pub fn adopt_all(
             .pid
             .zip(inst.proc_start)
             .or_else(|| read_pid_file(&shared.pid_file(&inst.id)));
-        let handle = recorded.and_then(|(pid, start)| ProcessHandle::adopt(pid, start));
+        let handle = recorded
+            .and_then(|(pid, start)| ProcessHandle::adopt(pid, start))
+            .map(InstanceHandle::Process);
         let Some(app) = shared.app(&inst.app).cloned() else {
             // The app left the config: its instances go too.
             if let Some(h) = handle {
@@ -329,7 +329,7 @@ pub fn adopt_all(
         match handle {
             Some(h) => {
                 inst.pid = Some(h.pid());
-                inst.proc_start = Some(h.start_time());
+                inst.proc_start = h.start_time();
                 shared.store.upsert_instance(&inst)?;
                 // It was serving a moment ago: keep it serving; checks take it out if it is not.
                 let health = if inst.state == InstanceState::Healthy {
@@ -343,10 +343,8 @@ pub fn adopt_all(
                     &inst,
                     EventKind::InstanceAdopted,
                     &format!(
-                        "{} ({}) re-adopted: pid {} still running",
-                        inst.id,
-                        inst.release,
-                        h.pid()
+                        "{} ({}) re-adopted: {h} still running",
+                        inst.id, inst.release
                     ),
                     now,
                 )?;
