@@ -38,11 +38,28 @@ pub struct Shared {
 
 /// One watched instance: its backend in the proxy, its process and its health checker.
 pub struct Live {
+    /// The unit (`app@env`) it serves.
+    pub app: String,
     pub backend: Arc<Backend>,
     pub process: Option<InstanceHandle>,
     pub checker: Option<JoinHandle<()>>,
     /// Set when Baton itself is stopping it, so its exit is not taken for a crash.
     pub stopping: bool,
+}
+
+impl Live {
+    /// Marks it as being stopped by Baton and hands its parts to the drain task, which from
+    /// then on owns the health checker.
+    pub fn take_for_drain(&mut self) -> Live {
+        self.stopping = true;
+        Live {
+            app: self.app.clone(),
+            backend: self.backend.clone(),
+            process: self.process.clone(),
+            checker: self.checker.take(),
+            stopping: true,
+        }
+    }
 }
 
 impl Shared {

@@ -97,15 +97,7 @@ pub fn apply(
                     ),
                     now,
                 )?;
-                let live = shared.live().get_mut(&inst.id).map(|l| {
-                    l.stopping = true;
-                    Live {
-                        backend: l.backend.clone(),
-                        process: l.process.clone(),
-                        checker: l.checker.take(),
-                        stopping: true,
-                    }
-                });
+                let live = shared.live().get_mut(&inst.id).map(Live::take_for_drain);
                 drains.push((inst, live));
             }
             Action::Migrate { release } => {

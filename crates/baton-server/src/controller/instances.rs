@@ -154,10 +154,12 @@ fn watch(
     );
     backend.set_health(health);
     let checker = baton_proxy::spawn_health_checker(backend.clone(), health_check(app));
-    let (id, pid, tx, h) = (inst.id.clone(), handle.pid(), exits.clone(), handle.clone());
+    let (app_name, id, pid) = (inst.app.clone(), inst.id.clone(), handle.pid());
+    let (tx, h) = (exits.clone(), handle.clone());
     tokio::spawn(async move {
         let info = h.exited().await;
         let _ = tx.send(Exited {
+            app: app_name,
             instance: id,
             pid,
             info: info.to_string(),
@@ -166,6 +168,7 @@ fn watch(
     let old = shared.live().insert(
         inst.id.clone(),
         Live {
+            app: inst.app.clone(),
             backend,
             process: Some(handle),
             checker: Some(checker),
@@ -349,15 +352,7 @@ pub fn adopt_all(
                     now,
                 )?;
                 if inst.state == InstanceState::Draining {
-                    let live = shared.live().get_mut(&inst.id).map(|l| {
-                        l.stopping = true;
-                        Live {
-                            backend: l.backend.clone(),
-                            process: l.process.clone(),
-                            checker: l.checker.take(),
-                            stopping: true,
-                        }
-                    });
+                    let live = shared.live().get_mut(&inst.id).map(Live::take_for_drain);
                     drains.push((inst, live));
                 }
             }

@@ -8,6 +8,7 @@ mod contracts;
 mod instances;
 mod migrate;
 mod routing;
+mod schedule;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,18 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// A process exit reported by an instance's watcher.
 pub struct Exited {
+    /// The unit the instance serves.
+    pub app: String,
     pub instance: String,
     pub pid: u32,
     pub info: String,
 }
 
 /// Runs until `shutdown` resolves.
+///
+/// Each round ticks only the apps that are due (`schedule.rs`): a deployment in progress, a
+/// health change, an exit, a deadline, a wake-up from the API, or the idle resync. Then the
+/// split is published once for every app, so a round costs what the busy apps cost.
 pub async fn run(
     shared: Arc<Shared>,
     mut exits: mpsc::UnboundedReceiver<Exited>,
@@ -42,24 +49,61 @@ pub async fn run(
 ) {
     let mut published = routing::Published::default();
     let mut windows = analysis::Windows::default();
+    let mut schedule = schedule::Schedule::default();
+    let mut everyone = true;
     loop {
         let now = clock::now();
+        let health = schedule::health_signatures(&shared);
+        let mut after_publish = Vec::new();
         for app in shared.units.keys() {
-            if let Err(e) = tick(&shared, app, now, &exits_tx, &mut published, &mut windows).await {
-                tracing::error!(app = %app, error = %format!("{e:#}"), "controller tick failed");
+            if !everyone && !schedule.is_due(app, now, &health) {
+                continue;
             }
+            match tick(&shared, app, now, &exits_tx, &mut windows).await {
+                Ok(ticked) => {
+                    schedule.ticked(app, now, &ticked, &health);
+                    after_publish.push(ticked);
+                }
+                Err(e) => {
+                    schedule.failed(app, now);
+                    tracing::error!(app = %app, error = %format!("{e:#}"), "controller tick failed");
+                }
+            }
+        }
+        everyone = false;
+        let published_ok = after_publish.is_empty()
+            || routing::publish(&shared, &mut published)
+                .inspect_err(|e| {
+                    tracing::error!(error = %format!("{e:#}"), "publishing the split failed");
+                })
+                .is_ok();
+        for ticked in after_publish {
+            finish(&shared, ticked, published_ok);
         }
         tokio::select! {
             _ = shutdown.changed() => return,
             Some(exit) = exits.recv() => {
+                schedule.wake(&exit.app);
                 if let Err(e) = instances::on_exit(&shared, exit, clock::now()) {
                     tracing::error!(error = %format!("{e:#}"), "recording an instance exit failed");
                 }
             }
-            _ = shared.wake.notified() => {}
+            _ = shared.wake.notified() => everyone = true,
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+}
+
+/// What a tick leaves for after the split is published.
+pub(crate) struct Ticked {
+    /// The plan's deployment when the plan ends it: recorded only once its split serves.
+    ends: Option<plan::Plan>,
+    /// Instances to drain once the split without them is published.
+    drains: Vec<(Instance, Option<crate::shared::Live>)>,
+    /// A deployment is in progress: tick every round.
+    busy: bool,
+    /// The earliest deadline the app has (planner wake-up, restart backoff).
+    wake_at: Option<Millis>,
 }
 
 async fn tick(
@@ -67,9 +111,8 @@ async fn tick(
     app: &str,
     now: Millis,
     exits: &mpsc::UnboundedSender<Exited>,
-    published: &mut routing::Published,
     windows: &mut analysis::Windows,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Ticked> {
     let config = shared.app(app).expect("apps come from the config");
     observe_health(shared, app, now)?;
     instances::restart_due(shared, app, now, exits)?;
@@ -108,17 +151,35 @@ async fn tick(
         act::record_phase(shared, &p)?;
     }
     let drains = act::apply(shared, app, &all, &p, now, exits)?;
-    routing::publish(shared, published)?;
-    if ends {
-        act::record_phase(shared, &p)?;
+    contracts::run_due(shared, app, now)?;
+    let restart_at = all
+        .iter()
+        .filter(|i| i.pid.is_none() && !i.state.is_leaving())
+        .filter_map(|i| i.restart_at)
+        .min();
+    Ok(Ticked {
+        busy: deployment.is_some() || !p.actions.is_empty(),
+        wake_at: [p.wake_at, restart_at].into_iter().flatten().min(),
+        ends: ends.then_some(p),
+        drains,
+    })
+}
+
+/// After the split is published: a deployment that ended is recorded as ended (unless the
+/// split could not be published: the planner derives the end again next tick), and drains
+/// begin (their own flag covers requests that still hold the previous snapshot).
+fn finish(shared: &Arc<Shared>, ticked: Ticked, published: bool) {
+    if let Some(Err(e)) = ticked
+        .ends
+        .as_ref()
+        .filter(|_| published)
+        .map(|p| act::record_phase(shared, p))
+    {
+        tracing::error!(error = %format!("{e:#}"), "recording a deployment's end failed");
     }
-    // Drains begin after the split without them is published; their own flag covers requests
-    // that still hold the previous snapshot.
-    for (inst, live) in drains {
+    for (inst, live) in ticked.drains {
         tokio::spawn(instances::drain(shared.clone(), inst, live));
     }
-    contracts::run_due(shared, app, now)?;
-    Ok(())
 }
 
 /// Copies the proxy's view of each instance's health into the store, with an event per change.
