@@ -5,9 +5,11 @@
 //! process start time (a reused pid is never mistaken for an instance). Linux only: it reads
 //! `/proc`.
 
+mod exit;
 pub mod process;
 
+pub use exit::{ExitInfo, StopOutcome};
 pub use process::{
-    DriverError, ExitInfo, ProcessHandle, ProcessSpec, StopOutcome, free_port, kill_pid_files,
-    proc_start_time, read_pid_file,
+    DriverError, ProcessHandle, ProcessSpec, free_port, kill_pid_files, proc_start_time,
+    read_pid_file,
 };
