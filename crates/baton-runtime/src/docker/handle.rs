@@ -214,6 +214,11 @@ impl ContainerHandle {
     /// Stops the instance: SIGTERM, up to `stop_timeout` for it to exit, then SIGKILL; then lets
     /// the log follower copy the last lines and removes the container. An error means the engine
     /// could not be told, and the container may still run.
+    ///
+    /// The program runs as PID 1 of its container, and the kernel does not deliver SIGTERM to
+    /// such a process unless it installed a handler: a program that relies on SIGTERM's default
+    /// action is killed after `stop_timeout`. Images of such programs should run them under an
+    /// init (e.g. `tini`).
     pub async fn stop(&self, stop_timeout: Duration) -> Result<StopOutcome, DockerError> {
         let outcome = self.terminate(stop_timeout).await?;
         self.drain_logs().await;

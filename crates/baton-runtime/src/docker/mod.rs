@@ -10,6 +10,13 @@
 //! - Its stdout and stderr are appended to the instance's log file while Baton follows it.
 //! - Images are addressed by ID; [`Docker::save_image`] and [`Docker::load_image`] move them
 //!   through files, so no registry is needed.
+//!
+//! A caller (the controller, or an agent) connects once with [`Docker::connect`] and uses one
+//! owner id for its data directory. It starts instances with [`ContainerHandle::start`] after
+//! recording them; after a restart it calls [`ContainerHandle::adopt`] for each instance it has
+//! a record of (`Ok(None)`: the instance is gone; `Err`: the engine cannot tell, so start
+//! nothing), then removes what [`list_owned`] shows that it has no running record of. It stops
+//! instances with [`ContainerHandle::stop`] once they are drained.
 
 mod client;
 mod create;
