@@ -4,11 +4,18 @@
 //! instances outlive a Baton killed with SIGKILL, and a restarted Baton re-adopts them by pid and
 //! process start time (a reused pid is never mistaken for an instance). Linux only: it reads
 //! `/proc`.
+//!
+//! The `docker` driver runs each instance as a container of the local Docker Engine (unix socket
+//! only), in the host's network namespace, labelled with its owner and instance so that a
+//! restarted Baton re-adopts exactly its own containers.
 
+pub mod docker;
+mod exit;
 pub mod host;
 pub mod process;
 
+pub use exit::{ExitInfo, StopOutcome};
 pub use process::{
-    DriverError, ExitInfo, ProcessHandle, ProcessSpec, StopOutcome, free_port, free_port_on,
-    kill_pid_files, proc_start_time, read_pid_file,
+    DriverError, ProcessHandle, ProcessSpec, free_port, free_port_on, kill_pid_files,
+    proc_start_time, read_pid_file,
 };

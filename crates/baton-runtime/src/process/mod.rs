@@ -1,7 +1,6 @@
 //! The process driver: instances as real child processes, each in its own process group.
 
 mod error;
-mod exit;
 mod handle;
 mod pid_file;
 mod port;
@@ -9,8 +8,8 @@ mod procfs;
 mod spawn;
 mod spec;
 
+pub use crate::exit::{ExitInfo, StopOutcome};
 pub use error::DriverError;
-pub use exit::{ExitInfo, StopOutcome};
 pub use handle::ProcessHandle;
 pub use pid_file::{kill_pid_files, read_pid_file};
 pub use port::{free_port, free_port_on};

@@ -85,13 +85,22 @@ pub(crate) async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<
     }
 }
 
-/// Waits until `path` contains a line equal to `line` (e.g. a script's "ready").
+/// Waits until `path` contains a line equal to `line` (e.g. a script's "ready"); on timeout, the
+/// failure shows what the file holds.
 pub(crate) async fn wait_for_line(path: &Path, line: &str) {
-    eventually(&format!("{line:?} in {}", path.display()), || {
-        let text = std::fs::read_to_string(path).ok()?;
-        text.lines().any(|l| l == line).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.lines().any(|l| l == line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {line:?} in {}, which holds:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Waits until `path` holds the pid of a background `sleep` started by a script, and until that

@@ -1,10 +1,14 @@
-//! How an instance ended: its exit status, and what `stop` had to do to end it.
+//! How an instance ended: its exit status, and what `stop` had to do to end it. Shared by the
+//! `process` and `docker` drivers.
 
 use std::fmt;
 use std::process::ExitStatus;
 
-/// How a process exited. Both fields are `None` when the exit status is unknown, which is the
+/// How an instance exited. Both fields are `None` when the exit status is unknown, which is the
 /// case for adopted processes (they are not Baton's children, so Baton cannot reap them).
+///
+/// The docker driver only ever fills `code`: the engine reports a container killed by signal N
+/// as exit code 128 + N, and cannot tell it from a program that called `exit(128 + N)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExitInfo {
     /// The exit code, if the process called `exit`.
@@ -41,14 +45,15 @@ impl fmt::Display for ExitInfo {
     }
 }
 
-/// What [`ProcessHandle::stop`](super::ProcessHandle::stop) observed.
+/// What [`ProcessHandle::stop`](crate::ProcessHandle::stop) or
+/// [`ContainerHandle::stop`](crate::docker::ContainerHandle::stop) observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopOutcome {
-    /// The process exited within the stop timeout after SIGTERM.
+    /// The instance exited within the stop timeout after SIGTERM.
     Exited(ExitInfo),
-    /// The process ignored SIGTERM for the whole stop timeout and was sent SIGKILL.
+    /// The instance ignored SIGTERM for the whole stop timeout and was sent SIGKILL.
     Killed,
-    /// The process had already exited before `stop` was called.
+    /// The instance had already exited before `stop` was called.
     AlreadyGone,
 }
 
