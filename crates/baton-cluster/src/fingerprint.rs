@@ -47,7 +47,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// The bytes of an even-length hex string, or `None`.
 pub fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if s.len() & 1 == 1 {
         return None;
     }
     let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
