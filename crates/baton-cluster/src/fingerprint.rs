@@ -57,6 +57,14 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// A public key sent as hex (`join`'s `public_key`), as bytes; at most 1 KiB of hex is read.
+pub fn from_hex_key(s: &str) -> Option<Vec<u8>> {
+    if s.len() > 1024 {
+        return None;
+    }
+    from_hex(s)
+}
+
 /// The hex sha256 of `bytes`: how a join token's secret is stored.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
