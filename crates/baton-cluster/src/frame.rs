@@ -70,7 +70,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Ok(Some(serde_json::from_slice(&body)?));
             }
             let mut chunk = [0u8; READ_CHUNK];
-            let n = self.inner.read(&mut chunk).await?;
+            let n = match self.inner.read(&mut chunk).await {
+                Ok(n) => n,
+                // TLS without close_notify: the peer's process died or the network broke.
+                // Between frames nothing is lost (frames carry their length), so it is a close.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(e.into()),
+            };
             if n == 0 {
                 return match self.buf.len() {
                     0 => Ok(None),

@@ -168,8 +168,12 @@ impl Session<'_> {
                             kind(&other)
                         ));
                     }
-                    Ok(None) => return End::Lost("the agent closed the connection".into()),
-                    Err(e) => return End::Lost(format!("connection error: {e}")),
+                    Ok(None) => {
+                        return End::Lost(
+                            "the connection closed (the agent stopped, or the network broke)".into(),
+                        );
+                    }
+                    Err(e) => return End::Lost(e.to_string()),
                 },
                 queued = rx.recv() => match queued {
                     Some(msg) => {
