@@ -93,6 +93,12 @@ impl Agents {
         child.wait().unwrap();
     }
 
+    /// Sends `signal` to a running agent.
+    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let (_, child) = self.children.iter().find(|(n, _)| n == name).unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
@@ -236,6 +242,15 @@ fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
     );
     assert_eq!(host(&b, "web-2").state, "connected");
 
+    // A host that falls silent with its connection open (SIGSTOP) is lost after
+    // `heartbeat_timeout`, and reconnects by itself once it runs again.
+    let before = host(&b, "web-2");
+    agents.signal("web-2", nix::sys::signal::Signal::SIGSTOP);
+    wait_state(&b, &agents, "web-2", "lost");
+    agents.signal("web-2", nix::sys::signal::Signal::SIGCONT);
+    let back = wait_state(&b, &agents, "web-2", "connected");
+    assert!(back.generation > before.generation);
+
     let o = b.cli(&["hosts"]);
     let table = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(o.status.success(), "{}", text(&o));
@@ -257,7 +272,10 @@ fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
         .collect();
     assert_eq!(refusals.len(), 3, "{events:?}");
     assert!(refusals[0].contains("already used"), "{refusals:?}");
-    assert!(refusals[1].contains("wrong join token secret"), "{refusals:?}");
+    assert!(
+        refusals[1].contains("wrong join token secret"),
+        "{refusals:?}"
+    );
     assert!(refusals[2].contains("web-9"), "{refusals:?}");
     assert!(
         events
