@@ -112,6 +112,10 @@ impl ClusterCa {
             path: key_path.clone(),
             what: format!("not a PEM private key ({e})"),
         })?;
+        if !cert_path.exists() {
+            // A crash between the two writes: no token can pin a certificate never stored.
+            write_private(&cert_path, ca_params().self_signed(&key)?.pem().as_bytes())?;
+        }
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(io(&cert_path))?;
         let cert_der = crate::pem::cert(cert_pem.as_bytes()).map_err(|what| CaError::Corrupt {
             path: cert_path.clone(),

@@ -3,6 +3,7 @@
 //! connection with one (verified against the cluster CA during the handshake) is a host's
 //! session, and the host is the one whose last join issued that very certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,18 @@ const MAX_CONNECTIONS: usize = 1024;
 
 pub(super) type Reader = FrameReader<ReadHalf<TlsStream<TcpStream>>>;
 pub(super) type Writer = WriteHalf<TlsStream<TcpStream>>;
+
+/// An accepted connection, past its TLS handshake and first message.
+pub(super) struct Conn {
+    /// Where it comes from.
+    pub peer: SocketAddr,
+    /// Its incoming frames.
+    pub reader: Reader,
+    /// Its outgoing side.
+    pub wr: Writer,
+    /// Turns true when Baton stops.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
 
 /// Accepts agents on `listener` until `stop` resolves.
 pub(crate) async fn serve(
@@ -81,7 +94,7 @@ async fn connection(
     shared: Arc<Shared>,
     cluster: Arc<Cluster>,
     tls: TlsStream<TcpStream>,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let leaf = tls
@@ -115,31 +128,45 @@ async fn connection(
         close(&mut wr, &answer).await;
         return;
     };
-    let host = match shared.store.host_by_cert(&leaf) {
-        Ok(Some(h)) => h,
+    let name = match host_of(&shared, &leaf, peer) {
+        Ok(name) => name,
+        Err(refusal) => {
+            close(&mut wr, &refusal).await;
+            return;
+        }
+    };
+    let conn = Conn {
+        peer,
+        reader,
+        wr,
+        stop,
+    };
+    session::run(shared, cluster, name, first, conn).await;
+}
+
+/// The host whose last join issued the certificate with sha256 `leaf`, or the refusal.
+fn host_of(shared: &Shared, leaf: &str, peer: SocketAddr) -> Result<String, ControllerMsg> {
+    match shared.store.host_by_cert(leaf) {
+        Ok(Some(h)) => Ok(h.name),
         Ok(None) => {
-            let reason = "this host certificate is no longer valid here: the host joined again since, or the controller's data was reset; join again with a new token from `baton host token` (remove the agent's data directory first)";
             record(
-                &shared,
+                shared,
                 EventKind::HostRefused,
                 &format!(
                     "a connection from {peer} was refused: its certificate is not the latest issued to any host"
                 ),
             );
-            close(&mut wr, &refused(reason)).await;
-            return;
+            Err(refused(
+                "this host certificate is no longer valid here: the host joined again since, or the controller's data was reset; join again with a new token from `baton host token` (remove the agent's data directory first)",
+            ))
         }
         Err(e) => {
             tracing::error!(error = %e, "cluster connection: cannot read hosts");
-            close(
-                &mut wr,
-                &refused("the controller cannot read its store; try again later"),
-            )
-            .await;
-            return;
+            Err(refused(
+                "the controller cannot read its store; try again later",
+            ))
         }
-    };
-    session::run(shared, cluster, host.name, first, peer, reader, wr, stop).await;
+    }
 }
 
 /// A refusal message.

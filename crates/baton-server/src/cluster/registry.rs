@@ -71,7 +71,8 @@ impl Registry {
         self.hosts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds host `name`'s new session, closing an older one.
+    /// Adds host `name`'s new session, closing an older one; `None` when a session of a
+    /// higher generation is already registered (two sessions raced, and this one is stale).
     pub fn register(
         &self,
         name: &str,
@@ -79,7 +80,14 @@ impl Registry {
         version: String,
         peer: SocketAddr,
         now: Millis,
-    ) -> Registered {
+    ) -> Option<Registered> {
+        let mut hosts = self.lock();
+        if hosts
+            .get(name)
+            .is_some_and(|e| e.link.generation > generation)
+        {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let (close, closed) = oneshot::channel();
         let link = HostLink {
@@ -94,12 +102,12 @@ impl Registry {
             link,
             close: Some(close),
         };
-        if let Some(mut old) = self.lock().insert(name.to_string(), entry)
+        if let Some(mut old) = hosts.insert(name.to_string(), entry)
             && let Some(close) = old.close.take()
         {
             let _ = close.send(Closed::Replaced);
         }
-        Registered { rx, closed }
+        Some(Registered { rx, closed })
     }
 
     /// Removes host `name`'s session of `generation`, unless a newer one replaced it.
@@ -165,8 +173,10 @@ mod tests {
     #[tokio::test]
     async fn a_newer_session_replaces_and_closes_the_older_one() {
         let r = Registry::default();
-        let old = r.register("web-1", 1, "0.1.0".into(), peer(), 10);
-        let mut new = r.register("web-1", 2, "0.1.0".into(), peer(), 20);
+        let old = r.register("web-1", 1, "0.1.0".into(), peer(), 10).unwrap();
+        let mut new = r.register("web-1", 2, "0.1.0".into(), peer(), 20).unwrap();
+        // A stale session that registers late does not take over.
+        assert!(r.register("web-1", 1, "0.1.0".into(), peer(), 21).is_none());
         assert_eq!(old.closed.await, Ok(Closed::Replaced));
         // The old session's unregister does not remove the new one.
         r.unregister("web-1", 1);
@@ -185,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn a_host_whose_queue_is_full_is_closed_not_waited_for() {
         let r = Registry::default();
-        let s = r.register("web-1", 1, "0.1.0".into(), peer(), 10);
+        let s = r.register("web-1", 1, "0.1.0".into(), peer(), 10).unwrap();
         for _ in 0..QUEUE {
             r.send("web-1", ControllerMsg::Heartbeat).unwrap();
         }

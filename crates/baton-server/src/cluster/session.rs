@@ -3,7 +3,6 @@
 //! the controller's queued messages, until the agent goes away, misses its heartbeats, is
 //! replaced by a newer session of the same host, or Baton stops.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_cluster::{AgentMsg, ControllerMsg, Hello, PROTOCOL_VERSION, Welcome, write_frame};
@@ -12,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Cluster;
-use super::listener::{Reader, Writer, close, record, refused};
+use super::listener::{Conn, Reader, Writer, close, record, refused};
 use super::registry::{Closed, QUEUE, Registered};
 use crate::clock;
 use crate::shared::Shared;
@@ -28,17 +27,19 @@ enum End {
 }
 
 /// Runs host `name`'s session; `first` is the connection's first message.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn run(
     shared: Arc<Shared>,
     cluster: Arc<Cluster>,
     name: String,
     first: AgentMsg,
-    peer: SocketAddr,
-    mut reader: Reader,
-    mut wr: Writer,
-    stop: watch::Receiver<bool>,
+    conn: Conn,
 ) {
+    let Conn {
+        peer,
+        mut reader,
+        mut wr,
+        stop,
+    } = conn;
     let hello = match first {
         AgentMsg::Hello(h) => h,
         _ => {
@@ -69,9 +70,14 @@ pub(super) async fn run(
             return;
         }
     };
-    let registered = cluster
-        .registry
-        .register(&name, generation, hello.version.clone(), peer, now);
+    let Some(registered) =
+        cluster
+            .registry
+            .register(&name, generation, hello.version.clone(), peer, now)
+    else {
+        close(&mut wr, &refused("a newer session of this host is open")).await;
+        return;
+    };
     record(
         &shared,
         EventKind::HostConnected,

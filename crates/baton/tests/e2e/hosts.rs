@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -183,6 +184,10 @@ fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     assert_eq!(web1.address, "127.0.0.2");
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(agents.dir.join("web-1")), 0o700);
+    assert_eq!(mode(agents.dir.join("web-1/key.pem")), 0o600);
+    assert_eq!(mode(b.data_dir().join("cluster/ca.key")), 0o600);
 
     // The same token again: refused, recorded, and the host is not admitted.
     let o = agents.run_to_end(&b, "web-2", "127.0.0.3", &t1);
@@ -311,4 +316,27 @@ fn the_cluster_port_speaks_only_tls() {
     );
     // What came back, if anything, is a TLS alert record (content type 21), never data.
     assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+}
+
+#[test]
+fn tokens_need_a_cluster_and_a_sane_ttl() {
+    let b = Baton::start(CLUSTER);
+    for ttl in ["0s", "169h", "soon"] {
+        let o = b.cli(&["host", "token", "--ttl", ttl]);
+        assert_eq!(o.status.code(), Some(2), "{ttl}: {}", text(&o));
+        assert!(text(&o).contains("ttl"), "{}", text(&o));
+    }
+    drop(b);
+
+    let b = Baton::start("[api]\nlisten = \"127.0.0.1:@API@\"\n");
+    let o = b.cli(&["host", "token"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("add [cluster]"), "{}", text(&o));
+    let o = b.cli(&["hosts"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no hosts"),
+        "{}",
+        text(&o)
+    );
 }
