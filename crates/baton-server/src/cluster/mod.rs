@@ -6,6 +6,9 @@
 //! store's `hosts`), `connected` (a session is in the registry), `lost` (joined, no session:
 //! its agent went away, sent no heartbeat within `[cluster] heartbeat_timeout`, or the
 //! controller restarted and it has not reconnected yet).
+//!
+//! Every session that opens or ends wakes the controller (`Shared::wake`), so that it can
+//! send a newly connected host its desired state at once.
 
 mod join;
 mod listener;

@@ -78,6 +78,8 @@ pub(super) async fn run(
         close(&mut wr, &refused("a newer session of this host is open")).await;
         return;
     };
+    // The controller learns of the new session at once (to send the host its state).
+    shared.wake.notify_one();
     record(
         &shared,
         EventKind::HostConnected,
@@ -102,6 +104,7 @@ pub(super) async fn run(
         Err(e) => End::Lost(format!("cannot send welcome: {e}")),
     };
     cluster.registry.unregister(&name, generation);
+    shared.wake.notify_one();
     if let Err(e) = shared.store.host_seen(&name, clock::now()) {
         tracing::error!(host = %name, error = %e, "cannot record when a host was last seen");
     }
