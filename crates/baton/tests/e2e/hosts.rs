@@ -164,7 +164,7 @@ fn secret_of(token: &str) -> &str {
 
 #[test]
 fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
-    let b = Baton::start(CLUSTER);
+    let mut b = Baton::start(CLUSTER);
     let mut agents = Agents {
         dir: b.dir.path().join("agents"),
         children: Vec::new(),
@@ -265,6 +265,16 @@ fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
             line.contains("connected") && line.contains(env!("CARGO_PKG_VERSION")),
             "{table}"
         );
+    }
+
+    // The controller restarts: the same CA from its data directory, so the hosts trust it
+    // again and reconnect by themselves, each in a new session.
+    let before = hosts(&b);
+    b.stop();
+    b.up();
+    for h in before {
+        let back = wait_state(&b, &agents, &h.name, "connected");
+        assert!(back.generation > h.generation, "{h:?} then {back:?}");
     }
 
     // Every refusal the controller made is in the event log (the agent that did not trust the
