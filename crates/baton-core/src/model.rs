@@ -371,6 +371,16 @@ pub enum EventKind {
     InstanceStopped,
     /// The split changed.
     SplitChanged,
+    /// A host joined the cluster with a join token (or joined again with a new one).
+    HostJoined,
+    /// A join was refused: the token, the name or the address was wrong.
+    HostJoinRefused,
+    /// A joined host's agent opened a session.
+    HostConnected,
+    /// A joined host's agent was refused a session (e.g. its address no longer matches).
+    HostRefused,
+    /// A host's session ended: its agent went away or sent no heartbeat in time.
+    HostLost,
 }
 
 impl EventKind {
@@ -399,6 +409,11 @@ impl EventKind {
             EventKind::DrainTimedOut => "drain_timed_out",
             EventKind::InstanceStopped => "instance_stopped",
             EventKind::SplitChanged => "split_changed",
+            EventKind::HostJoined => "host_joined",
+            EventKind::HostJoinRefused => "host_join_refused",
+            EventKind::HostConnected => "host_connected",
+            EventKind::HostRefused => "host_refused",
+            EventKind::HostLost => "host_lost",
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Daemon {
     pub api: SocketAddr,
     /// Each app's proxy address.
     pub apps: BTreeMap<String, SocketAddr>,
+    /// Where agents connect (`[cluster] listen`), if this Baton has a cluster.
+    pub cluster: Option<SocketAddr>,
     /// The data directory.
     pub data_dir: PathBuf,
     /// The API token.
@@ -100,8 +102,22 @@ pub async fn run(
         .await?;
         app_listeners.push((unit.key.clone(), l));
     }
+    let cluster_listener = match &config.cluster {
+        Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
+        None => None,
+    };
+    let cluster = match &config.cluster {
+        Some(c) => Some(Arc::new(
+            crate::cluster::Cluster::open(&data_dir, c).context("cannot set up the cluster CA")?,
+        )),
+        None => None,
+    };
     let daemon = Daemon {
         api: api_listener.local_addr()?,
+        cluster: match &cluster_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        },
         apps: app_listeners
             .iter()
             .map(|(n, l)| (n.clone(), l.local_addr().expect("bound")))
@@ -129,6 +145,7 @@ pub async fn run(
         live: Mutex::new(Default::default()),
         notifier,
         migrations: Mutex::new(Default::default()),
+        cluster: cluster.clone(),
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -167,6 +184,15 @@ pub async fn run(
         limits,
         wait_true(stop_rx.clone()),
     ));
+    let cluster_task = match (cluster, cluster_listener) {
+        (Some(cluster), Some(listener)) => Some(tokio::spawn(crate::cluster::serve(
+            shared.clone(),
+            cluster,
+            listener,
+            wait_true(stop_rx.clone()),
+        ))),
+        _ => None,
+    };
     let ctl = tokio::spawn(controller::run(
         shared.clone(),
         exits_rx,
@@ -175,6 +201,9 @@ pub async fn run(
     ));
 
     tracing::info!(api = %daemon.api, data_dir = %daemon.data_dir.display(), "baton is up");
+    if let (Some(listen), Some(cluster)) = (daemon.cluster, &shared.cluster) {
+        tracing::info!(%listen, ca = %cluster.fingerprint(), "cluster listening for agents");
+    }
     for (app, addr) in &daemon.apps {
         tracing::info!(app = %app, listen = %addr, "proxy listening");
     }
@@ -194,6 +223,11 @@ pub async fn run(
         }
     }
     let _ = api.await;
+    if let Some(task) = cluster_task
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %format!("{e:#}"), "cluster listener ended with an error");
+    }
     controller::stop_all(&shared).await;
     // Give the webhooks a moment for the last events; never hold shutdown on them.
     shared

@@ -4,6 +4,7 @@
 
 mod api;
 mod clock;
+pub mod cluster;
 mod controller;
 mod daemon;
 mod handle;

@@ -34,6 +34,8 @@ pub struct Shared {
     pub notifier: Notifier,
     /// Migration steps running now: (deployment, contract?).
     pub migrations: Mutex<HashSet<(i64, bool)>>,
+    /// The cluster (`[cluster]`): the hosts connected now and how to reach them.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// One watched instance: its backend in the proxy, its process and its health checker.

@@ -19,6 +19,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fixtures;
+mod hosts;
 mod instances;
 mod limits;
 mod releases;
@@ -36,6 +37,7 @@ pub use contracts::{Contract, ContractState};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;
+pub use hosts::{HostJoin, StoredHost, StoredToken, TokenRefusal, check_token};
 pub use limits::ImportLimits;
 pub use releases::ReleaseOutcome;
 pub use schema::SCHEMA_VERSION;

@@ -123,6 +123,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN host TEXT NOT NULL DEFAULT 'local';
     "#,
+    // 7: join tokens (only the secret's sha256) and joined hosts (hosts.rs).
+    r#"
+    CREATE TABLE join_tokens (
+        id            TEXT    PRIMARY KEY,
+        secret_sha256 TEXT    NOT NULL,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        used_at       INTEGER,
+        used_by       TEXT
+    );
+
+    CREATE TABLE hosts (
+        name          TEXT    PRIMARY KEY,
+        address       TEXT    NOT NULL,
+        joined_at     INTEGER NOT NULL,
+        -- Incremented at every join and every session: fences a host's older sessions.
+        generation    INTEGER NOT NULL,
+        -- The sha256 of the certificate issued at the last join: the only one let in.
+        cert_sha256   TEXT    NOT NULL UNIQUE,
+        agent_version TEXT,
+        last_seen     INTEGER
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -135,6 +135,47 @@ pub enum Command {
     },
     /// Run the demo, or write a demo artifact.
     Demo(DemoArgs),
+    /// Manage the hosts that may join this controller.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Every configured host: address, state, agent version, instances, last seen.
+    Hosts {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run this host's agent: join the controller once with a token, then keep a session
+    /// with it. Listens on no port.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Print a single-use join token for one new host.
+    Token {
+        /// How long the token is valid (at most 168h).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The controller's cluster address (`[cluster] listen`), HOST:PORT.
+    #[arg(long = "join", value_name = "CONTROLLER:PORT")]
+    pub join: String,
+    /// A join token from `baton host token`; needed only until the host has joined.
+    #[arg(long, env = "BATON_JOIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// This host's name, as in `[hosts.NAME]` of the controller's baton.toml.
+    #[arg(long)]
+    pub name: String,
+    /// This host's address, as in `[hosts.NAME] address`: where its instances listen.
+    #[arg(long)]
+    pub address: std::net::IpAddr,
+    /// Where the host's certificate and key are kept (default: ~/.baton-agent).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ use span::{key_at, line_col, locate};
 
 mod artifacts;
 mod canary;
+mod cluster;
 mod environments;
 mod listeners;
 mod span;
@@ -23,6 +24,11 @@ mod text;
 mod unusable_tests;
 
 pub use artifacts::ArtifactsConfig;
+
+pub use cluster::{
+    ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST, MAX_HOST_NAME,
+    valid_host_name,
+};
 
 pub use environments::{
     DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
@@ -109,6 +115,12 @@ pub struct Config {
     /// `[artifacts]`: size limits of release artifacts.
     #[serde(default)]
     pub artifacts: ArtifactsConfig,
+    /// `[cluster]`: where other hosts' agents connect; absent, Baton runs on this host only.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+    /// `[hosts.<name>]`: the hosts that may join, by name.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostConfig>,
 }
 
 fn default_environments() -> Vec<String> {
@@ -439,6 +451,14 @@ impl Config {
             owner: "api".into(),
             key: vec!["api".into(), "listen".into()],
         }];
+        // The cluster listener is only ever the cluster listener (docs/DESIGN.md I9).
+        if let Some(c) = &self.cluster {
+            listeners.push(listeners::Listener {
+                addr: c.listen,
+                owner: "cluster".into(),
+                key: vec!["cluster".into(), "listen".into()],
+            });
+        }
         for unit in units(&self.environments, &self.apps) {
             let (app, env) = (unit.app.as_str(), unit.env.as_str());
             let own = self.apps[app]
@@ -626,6 +646,9 @@ impl Config {
             if let Err((key, message)) = text::check_app(name, app) {
                 return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
             }
+        }
+        if let Err((key, message)) = cluster::validate(self.cluster.as_ref(), &self.hosts) {
+            return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
         }
         if let Err((key, message)) = self.artifacts.validate() {
             return fail(&["artifacts", key], message);

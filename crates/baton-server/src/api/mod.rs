@@ -4,6 +4,7 @@
 
 mod error;
 mod handlers;
+mod hosts;
 mod intents;
 mod ledger;
 mod listener;
@@ -57,6 +58,8 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/deployments/{id}", get(handlers::deployment))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/tokens", post(hosts::create_token))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))

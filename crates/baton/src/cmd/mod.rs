@@ -1,13 +1,15 @@
 //! One module per command; each returns a [`Failure`](crate::exit::Failure) with its exit code.
 
+mod agent;
 mod demo;
 mod deploy;
+mod hosts;
 mod intents;
 mod release;
 mod status;
 mod up;
 
-use crate::cli::{Cli, Command, DemoCmd, ReleaseCmd};
+use crate::cli::{Cli, Command, DemoCmd, HostCmd, ReleaseCmd};
 use crate::exit::{Failure, Result};
 
 /// Runs the parsed command.
@@ -117,6 +119,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Command::Env { app, json } => status::environments(&config, &app, json).await,
             Command::Releases { app, json } => release::ledger(&config, &app, json).await,
+            Command::Host(HostCmd::Token { ttl }) => hosts::token(&config, &ttl).await,
+            Command::Hosts { json } => hosts::list(&config, json).await,
+            Command::Agent(args) => agent::run(args).await,
             Command::Demo(args) => match args.command {
                 Some(DemoCmd::Artifact {
                     out_dir,

@@ -23,7 +23,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A config with the ports filled in later: `@API@`, `@WEB@`, `@OTHER@`.
+/// A config with the ports filled in later: `@API@`, `@WEB@`, `@OTHER@` (and `@CLUSTER@`).
 pub const THREE_WEB: &str = r#"
 [api]
 listen = "127.0.0.1:@API@"
@@ -63,6 +63,8 @@ pub struct Baton {
     pub config: PathBuf,
     pub api: SocketAddr,
     pub apps: BTreeMap<String, SocketAddr>,
+    /// `[cluster] listen`, when the template has `@CLUSTER@`.
+    pub cluster: Option<SocketAddr>,
     /// The open-file limit (soft and hard) `baton up` runs under, if not the test's own.
     pub nofile: Option<u64>,
     child: Option<Child>,
@@ -103,6 +105,12 @@ impl Baton {
                 apps.insert(app.to_string(), SocketAddr::from(([127, 0, 0, 1], p)));
             }
         }
+        let mut cluster = None;
+        if text.contains("@CLUSTER@") {
+            let p = free_port();
+            text = text.replace("@CLUSTER@", &p.to_string());
+            cluster = Some(SocketAddr::from(([127, 0, 0, 1], p)));
+        }
         text = text.replace("@DIR@", dir.path().to_str().unwrap());
         let config = dir.path().join("baton.toml");
         std::fs::write(&config, text).unwrap();
@@ -111,6 +119,7 @@ impl Baton {
             config,
             api: SocketAddr::from(([127, 0, 0, 1], api)),
             apps,
+            cluster,
             nofile: None,
             child: None,
             _serial: serial,

@@ -16,6 +16,11 @@ const TABLES: &[(&str, &str)] = &[
     ("api", "[api]"),
     ("promotion", "[promotion]"),
     ("notify", "[[notify]]\nwebhook = \"http://127.0.0.1:1/\""),
+    ("cluster", "[cluster]\nlisten = \"127.0.0.1:4\""),
+    (
+        "hosts.<name>",
+        "[cluster]\nlisten = \"127.0.0.1:4\"\n[hosts.web-1]\naddress = \"10.0.0.1\"",
+    ),
     (
         "apps.<name>",
         "[apps.other]\nlisten = \"127.0.0.1:2\"\ncommand = [\"x\"]",

@@ -1,0 +1,113 @@
+//! The host side of Baton: `baton agent`. It joins the cluster once with a token (verifying
+//! the controller against the CA the token pins), keeps its certificate and key in its data
+//! directory, and then holds a mutually authenticated session with the controller forever,
+//! reconnecting with backoff. It listens on no port: it only dials out (docs/DESIGN.md I9).
+//!
+//! Reconciling the host's desired state (instances, split) is added to `session.rs`, where
+//! the controller's messages arrive.
+
+mod backoff;
+mod connect;
+mod identity;
+mod join;
+mod session;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub use identity::default_dir;
+
+/// How `baton agent` was started.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The controller's cluster address, `HOST:PORT`.
+    pub controller: String,
+    /// A join token, needed until the host has joined.
+    pub token: Option<String>,
+    /// The host's name, as in `[hosts.NAME]`.
+    pub name: String,
+    /// The host's address, as in `[hosts.NAME] address`; the agent's connections come from it.
+    pub address: IpAddr,
+    /// Where the host's credentials are kept.
+    pub data_dir: PathBuf,
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The options cannot work: what to change.
+    #[error("{0}")]
+    Usage(String),
+    /// The controller refused the join.
+    #[error("the controller refused the join: {0}")]
+    Refused(String),
+    /// The controller could not be trusted or the join could not finish.
+    #[error("{0}")]
+    Join(String),
+    /// A file of the data directory could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A stored credential could not be written.
+    #[error(transparent)]
+    Store(baton_cluster::CaError),
+    /// A stored credential does not parse.
+    #[error("{}: {what}: remove the data directory and join again with a new token", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl AgentError {
+    /// Whether the error comes from how the agent was started (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, AgentError::Usage(_))
+    }
+}
+
+/// Runs the agent until `shutdown` resolves: joins first if the data directory holds no
+/// credentials, then keeps a session with the controller.
+pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    connect::check_local_address(opts.address)?;
+    identity::prepare(&opts.data_dir)?;
+    tokio::pin!(shutdown);
+    let identity = match identity::load(&opts.data_dir)? {
+        Some(id) => {
+            if id.name != opts.name {
+                return Err(AgentError::Usage(format!(
+                    "{} holds the credentials of host {:?}, not {:?}: give each host its own --data-dir",
+                    opts.data_dir.display(),
+                    id.name,
+                    opts.name
+                )));
+            }
+            if opts.token.is_some() {
+                tracing::info!(data_dir = %opts.data_dir.display(), "already joined: --token is not needed (remove the data directory to join again)");
+            }
+            id
+        }
+        None => {
+            let Some(token) = &opts.token else {
+                return Err(AgentError::Usage(format!(
+                    "host {} has not joined yet ({} holds no certificate): pass --token with a token from `baton host token` on the controller",
+                    opts.name,
+                    opts.data_dir.display()
+                )));
+            };
+            tokio::select! {
+                joined = join::join(&opts, token) => joined?,
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+    };
+    session::run_forever(&opts, identity, shutdown).await;
+    Ok(())
+}

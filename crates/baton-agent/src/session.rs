@@ -1,0 +1,120 @@
+//! The session with the controller: connect with the host's certificate, `hello`, then a
+//! heartbeat every second, until the connection fails or the controller falls silent; then
+//! again, with backoff, forever. The controller's messages arrive in [`Session::handle`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_cluster::{
+    AgentMsg, ControllerMsg, FrameReader, HEARTBEAT_INTERVAL_MS, Hello, PROTOCOL_VERSION, VERSION,
+    write_frame,
+};
+use tokio::time::Instant;
+
+use crate::AgentOptions;
+use crate::backoff::Backoff;
+use crate::connect::{CONNECT_TIMEOUT, connect};
+use crate::identity::Identity;
+
+/// Keeps a session with the controller until `shutdown` resolves.
+pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Future<Output = ()>) {
+    let config = match baton_cluster::agent_config(&id.ca, id.chain, id.key) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use the stored credentials");
+            return;
+        }
+    };
+    tokio::pin!(shutdown);
+    let mut backoff = Backoff::default();
+    loop {
+        let mut session = Session {
+            opts,
+            welcomed: false,
+        };
+        tokio::select! {
+            ended = session.run(config.clone()) => {
+                tracing::warn!(controller = %opts.controller, reason = %ended, "session with the controller ended");
+            }
+            _ = &mut shutdown => return,
+        }
+        if session.welcomed {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut shutdown => return,
+        }
+    }
+}
+
+struct Session<'a> {
+    opts: &'a AgentOptions,
+    welcomed: bool,
+}
+
+impl Session<'_> {
+    /// One session; returns why it ended.
+    async fn run(&mut self, config: Arc<rustls::ClientConfig>) -> String {
+        let tls = match connect(&self.opts.controller, self.opts.address, config).await {
+            Ok(tls) => tls,
+            Err(e) => return e.to_string(),
+        };
+        let (rd, mut wr) = tokio::io::split(tls);
+        let mut reader = FrameReader::new(rd);
+        let hello = AgentMsg::Hello(Hello {
+            version: VERSION.to_string(),
+            protocol: PROTOCOL_VERSION,
+            address: self.opts.address,
+        });
+        if let Err(e) = write_frame(&mut wr, &hello).await {
+            return e.to_string();
+        }
+        let timeout = match tokio::time::timeout(CONNECT_TIMEOUT, reader.next::<ControllerMsg>())
+            .await
+        {
+            Ok(Ok(Some(ControllerMsg::Welcome(w)))) => {
+                tracing::info!(host = %self.opts.name, generation = w.generation, "connected to the controller");
+                self.welcomed = true;
+                Duration::from_millis(w.heartbeat_timeout_ms)
+            }
+            Ok(Ok(Some(ControllerMsg::Refused(r)))) => return format!("refused: {}", r.reason),
+            Ok(Ok(Some(other))) => return format!("protocol error: {other:?} before welcome"),
+            Ok(Ok(None)) => return "the controller closed the connection".into(),
+            Ok(Err(e)) => return e.to_string(),
+            Err(_) => return "no welcome from the controller in time".into(),
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
+        let mut silent_until = Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = write_frame(&mut wr, &AgentMsg::Heartbeat).await {
+                        return e.to_string();
+                    }
+                }
+                msg = reader.next::<ControllerMsg>() => match msg {
+                    Ok(Some(msg)) => {
+                        silent_until = Instant::now() + timeout;
+                        self.handle(msg);
+                    }
+                    Ok(None) => return "the controller closed the connection".into(),
+                    Err(e) => return e.to_string(),
+                },
+                _ = tokio::time::sleep_until(silent_until) => {
+                    return format!("no word from the controller for {}ms", timeout.as_millis());
+                }
+            }
+        }
+    }
+
+    /// A message from the controller. Desired state will be handled here.
+    fn handle(&mut self, msg: ControllerMsg) {
+        match msg {
+            ControllerMsg::Heartbeat => {}
+            other => tracing::debug!(?other, "message not expected in a session; ignored"),
+        }
+    }
+}

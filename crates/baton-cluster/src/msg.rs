@@ -1,0 +1,136 @@
+//! The messages of the controller-agent channel, one JSON object per frame (`frame.rs`),
+//! tagged by `"type"`.
+//!
+//! A connection opens with one [`AgentMsg`]: `join` on a connection without a client
+//! certificate (the only message such a connection may send; the controller answers `joined`
+//! or `refused` and closes), or `hello` on a mutually authenticated one (answered `welcome`
+//! or `refused`). After `welcome` the agent sends `heartbeat` every
+//! [`HEARTBEAT_INTERVAL_MS`] and the controller answers each with `heartbeat`.
+//!
+//! Desired and observed state are added here as new variants of [`ControllerMsg`] and
+//! [`AgentMsg`] (e.g. `ControllerMsg::Desired(DesiredHost)` and `AgentMsg::Observed(..)`)
+//! with their own typed structs; bump [`PROTOCOL_VERSION`] when a peer of the previous version
+//! could not understand them (an unknown `type` is a protocol error that closes the
+//! connection).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol, sent in `join` and `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// How often an agent sends a heartbeat, in milliseconds.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
+
+/// A message from an agent to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMsg {
+    /// Asks to join the cluster with a token (only on a connection without a client
+    /// certificate).
+    Join(Join),
+    /// Opens a session on a mutually authenticated connection.
+    Hello(Hello),
+    /// The agent is alive.
+    Heartbeat,
+}
+
+/// A message from the controller to an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControllerMsg {
+    /// The join succeeded: the host's certificate and the cluster CA.
+    Joined(Joined),
+    /// The session is open.
+    Welcome(Welcome),
+    /// The join or the hello was refused; the controller closes the connection.
+    Refused(Refused),
+    /// The answer to an agent's heartbeat: the controller is alive.
+    Heartbeat,
+}
+
+/// `join`: everything the controller needs to admit a new host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The whole join token (`BATON-JOIN-1....`).
+    pub token: String,
+    /// The host's name, as in `[hosts.NAME]`.
+    pub name: String,
+    /// The host's address, as in `[hosts.NAME] address`.
+    pub address: IpAddr,
+    /// The host's new public key: an uncompressed P-256 point, hex. Its private key never
+    /// leaves the host.
+    pub public_key: String,
+    /// The agent's version (`baton --version`).
+    pub version: String,
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub protocol: u32,
+}
+
+/// `hello`: the host is known by its certificate; this says what runs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// The agent's version.
+    pub version: String,
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub protocol: u32,
+    /// The address the agent was started with; it must still match the config.
+    pub address: IpAddr,
+}
+
+/// `joined`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Joined {
+    /// The host's certificate (PEM).
+    pub cert_pem: String,
+    /// The cluster CA certificate (PEM), whose fingerprint the token pinned.
+    pub ca_pem: String,
+}
+
+/// `welcome`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Welcome {
+    /// The host's generation: incremented at every join and every session, so that a
+    /// message of an older session can be told apart and ignored.
+    pub generation: u64,
+    /// The controller closes the session after this long without a heartbeat; the agent
+    /// does the same without an answer.
+    pub heartbeat_timeout_ms: u64,
+}
+
+/// `refused`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refused {
+    /// Why, and what to do about it.
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_tagged_json() {
+        let m = AgentMsg::Heartbeat;
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"heartbeat"}"#
+        );
+        let w = ControllerMsg::Welcome(Welcome {
+            generation: 3,
+            heartbeat_timeout_ms: 5000,
+        });
+        let text = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"welcome","generation":3,"heartbeat_timeout_ms":5000}"#
+        );
+        assert_eq!(serde_json::from_str::<ControllerMsg>(&text).unwrap(), w);
+        assert!(serde_json::from_str::<AgentMsg>(r#"{"type":"desired"}"#).is_err());
+    }
+}

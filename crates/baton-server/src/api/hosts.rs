@@ -1,0 +1,72 @@
+//! `GET /v1/hosts` (every configured host and its state) and `POST /v1/hosts/tokens` (a join
+//! token, shown once: only its secret's sha256 is stored).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use baton_cluster::JoinToken;
+use baton_core::duration::Duration;
+
+use super::ApiError;
+use crate::clock;
+use crate::cluster::view::{HostView, TokenCreated, TokenRequest, host_views};
+use crate::shared::Shared;
+
+/// A token's lifetime unless asked otherwise.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The longest lifetime of a token: a week.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiError> {
+    let stored = shared.store.hosts()?;
+    Ok(Json(host_views(
+        &shared.config,
+        shared.cluster.as_deref(),
+        &stored,
+    )))
+}
+
+pub async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<TokenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => TokenRequest::default(),
+        Err(e) => return Err(ApiError::json_body(&e, r#"{"ttl": "1h"}"#)),
+    };
+    let Some(cluster) = &shared.cluster else {
+        return Err(ApiError::conflict(
+            "this Baton has no [cluster] in its baton.toml: add [cluster] with listen = \"0.0.0.0:7443\" (where agents connect) and restart `baton up`",
+        ));
+    };
+    let ttl = match req.ttl.as_deref() {
+        None => DEFAULT_TOKEN_TTL,
+        Some(text) => text
+            .parse::<Duration>()
+            .map_err(|e| ApiError::bad_request(format!("ttl: {e}")))?,
+    };
+    if ttl.as_millis() == 0 || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError::bad_request(format!(
+            "ttl {ttl} is out of range: use more than 0 and at most {MAX_TOKEN_TTL}"
+        )));
+    }
+    let token = JoinToken::generate(cluster.fingerprint());
+    let now = clock::now();
+    let expires_at = now + ttl.as_millis_i64();
+    shared
+        .store
+        .create_join_token(&token.id, &token.secret_hash(), now, expires_at)?;
+    tracing::info!(token = %token.id, expires_at, "join token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token: token.reveal(),
+            id: token.id.clone(),
+            expires_at,
+        }),
+    ))
+}
