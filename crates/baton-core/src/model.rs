@@ -423,3 +423,20 @@ impl fmt::Display for EventKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The file in an image release's artifact that names the image: the artifact of a release
+/// made with `baton release create --image` holds this beside [`IMAGE_ARCHIVE`].
+pub const IMAGE_MANIFEST: &str = "baton-image.json";
+/// The `docker save` archive of the image, in an image release's artifact: hosts that lack the
+/// image load it from here, so no registry is needed.
+pub const IMAGE_ARCHIVE: &str = "image.tar";
+
+/// What [`IMAGE_MANIFEST`] holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageManifest {
+    /// The image ID (`sha256:` of its config): immutable, the same in every environment.
+    pub id: String,
+    /// The reference it was created from (`myapp:1.2.0`), for people only.
+    pub reference: String,
+}

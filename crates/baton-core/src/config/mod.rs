@@ -172,6 +172,17 @@ fn default_api_listen() -> SocketAddr {
     defaults::API_LISTEN.parse().expect("valid default")
 }
 
+/// How an app's instances run (docs/design-notes.md, "Many hosts and containers").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A child process running the command inside the unpacked artifact.
+    #[default]
+    Process,
+    /// A container of the local Docker Engine, from the image the release recorded.
+    Docker,
+}
+
 /// `[apps.<name>]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -184,8 +195,15 @@ pub struct AppConfig {
     #[serde(default = "default_instances")]
     pub instances: u32,
     /// The command that starts one instance; placeholders `{artifact}` `{host}` `{port}` `{version}`
-    /// `{instance}`.
+    /// `{instance}`. With `driver = "docker"` it replaces the image's `CMD` and may be left out.
+    #[serde(default)]
     pub command: Vec<String>,
+    /// How instances run: `process` (default) or `docker`.
+    #[serde(default)]
+    pub driver: Driver,
+    /// Docker only: the container's root filesystem is read-only (immutable servers).
+    #[serde(default)]
+    pub read_only: bool,
     /// Environment for every instance (config lives here, never in the artifact).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -553,7 +571,14 @@ impl Config {
                     format!("{} is out of range: use 1 to 256", app.instances),
                 );
             }
-            if app.command.is_empty() || app.command[0].trim().is_empty() {
+            if app.read_only && app.driver != Driver::Docker {
+                return fail(
+                    &at("read_only"),
+                    "applies to containers only: set driver = \"docker\" or remove it".into(),
+                );
+            }
+            let image_cmd = app.driver == Driver::Docker && app.command.is_empty();
+            if !image_cmd && (app.command.is_empty() || app.command[0].trim().is_empty()) {
                 return fail(
                     &at("command"),
                     "must name a program, e.g. [\"{artifact}/server\", \"--port\", \"{port}\"]"
@@ -821,6 +846,32 @@ keep_previous = "5m"
             e.message.contains("rolling") && e.message.contains("blue-green"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn docker_apps_may_leave_out_the_command_and_only_they_may_be_read_only() {
+        let docker = GOOD.replace(
+            "command = [\"{artifact}/baton-demo\", \"--port\", \"{port}\"]",
+            "driver = \"docker\"\nread_only = true",
+        );
+        let c = parse(&docker).unwrap();
+        assert_eq!(c.apps["web"].driver, Driver::Docker);
+        assert!(c.apps["web"].command.is_empty() && c.apps["web"].read_only);
+        let process = GOOD.replace(
+            "strategy = \"rolling\"",
+            "strategy = \"rolling\"\nread_only = true",
+        );
+        let e = parse(&process).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("apps.web.read_only: applies to containers only"),
+            "{e}"
+        );
+        let bad = GOOD.replace(
+            "strategy = \"rolling\"",
+            "strategy = \"rolling\"\ndriver = \"podman\"",
+        );
+        assert!(parse(&bad).unwrap_err().to_string().contains("podman"));
     }
 
     #[test]
