@@ -25,12 +25,18 @@ build_baton
 
 dir="$BENCH_TMP/baton"
 mkdir -p "$dir"
-api_port=$(free_port)
+# APPS + 1 distinct free ports: held open together while the kernel picks them.
+mapfile -t ports < <(python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]) + 1)]
+for s in socks: s.bind(("127.0.0.1", 0))
+for s in socks: print(s.getsockname()[1])' "$APPS")
+api_port=${ports[$APPS]}
 BATON_CONFIG_FILE="$dir/baton.toml"
 {
     printf '[api]\nlisten = "127.0.0.1:%s"\n' "$api_port"
     for ((a = 0; a < APPS; a++)); do
-        printf '\n[apps.app%s]\nlisten = "127.0.0.1:%s"\ninstances = %s\n' "$a" "$(free_port)" "$INSTANCES"
+        printf '\n[apps.app%s]\nlisten = "127.0.0.1:%s"\ninstances = %s\n' "$a" "${ports[$a]}" "$INSTANCES"
         printf 'command = ["{artifact}/baton-demo", "--port", "{port}"]\n'
         printf '[apps.app%s.health]\ninterval = "%s"\n' "$a" "$HEALTH_INTERVAL"
     done

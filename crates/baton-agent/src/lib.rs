@@ -3,11 +3,12 @@
 //! directory, and then holds a mutually authenticated session with the controller forever,
 //! reconnecting with backoff. It listens on no port: it only dials out (docs/DESIGN.md I9).
 //!
-//! Reconciling the host's desired state (instances, split) is added to `session.rs`, where
-//! the controller's messages arrive.
+//! The controller's requests (run, stop) arrive in the session and are carried out by
+//! `executor.rs` with the host runtime of `baton-runtime`.
 
 mod backoff;
 mod connect;
+mod executor;
 mod identity;
 mod join;
 mod session;

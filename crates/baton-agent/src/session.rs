@@ -10,11 +10,13 @@ use baton_cluster::{
     AgentMsg, ControllerMsg, FrameReader, HEARTBEAT_INTERVAL_MS, Hello, PROTOCOL_VERSION, VERSION,
     write_frame,
 };
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::AgentOptions;
 use crate::backoff::Backoff;
 use crate::connect::{CONNECT_TIMEOUT, connect};
+use crate::executor::{Executor, forward_exits};
 use crate::identity::Identity;
 
 /// Keeps a session with the controller until `shutdown` resolves.
@@ -27,11 +29,16 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
         }
     };
     tokio::pin!(shutdown);
+    let (executor, exits) = Executor::start(&opts.data_dir, &opts.controller, opts.address);
+    let outbox: Outbox = Arc::default();
+    tokio::spawn(forward_exits(exits, outbox.clone()));
     let mut backoff = Backoff::default();
     loop {
         let mut session = Session {
             opts,
             welcomed: false,
+            executor: &executor,
+            outbox: &outbox,
         };
         tokio::select! {
             ended = session.run(config.clone()) => {
@@ -50,15 +57,33 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
     }
 }
 
+/// The current session's queue of messages to the controller, if a session is open.
+type Outbox = Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>>;
+
 struct Session<'a> {
     opts: &'a AgentOptions,
     welcomed: bool,
+    executor: &'a Arc<Executor>,
+    outbox: &'a Outbox,
 }
 
 impl Session<'_> {
     /// One session; returns why it ended.
     async fn run(&mut self, config: Arc<rustls::ClientConfig>) -> String {
-        let tls = match connect(&self.opts.controller, self.opts.address, config).await {
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(out_tx.clone());
+        let ended = self.serve(config, out_tx, &mut out_rx).await;
+        *self.outbox.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        ended
+    }
+
+    async fn serve(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        out_tx: mpsc::UnboundedSender<AgentMsg>,
+        out_rx: &mut mpsc::UnboundedReceiver<AgentMsg>,
+    ) -> String {
+        let tls = match connect(&self.opts.controller, self.opts.address, config.clone()).await {
             Ok(tls) => tls,
             Err(e) => return e.to_string(),
         };
@@ -68,6 +93,7 @@ impl Session<'_> {
             version: VERSION.to_string(),
             protocol: PROTOCOL_VERSION,
             address: self.opts.address,
+            running: self.executor.running(),
         });
         if let Err(e) = write_frame(&mut wr, &hello).await {
             return e.to_string();
@@ -98,23 +124,22 @@ impl Session<'_> {
                 msg = reader.next::<ControllerMsg>() => match msg {
                     Ok(Some(msg)) => {
                         silent_until = Instant::now() + timeout;
-                        self.handle(msg);
+                        if msg != ControllerMsg::Heartbeat {
+                            self.executor.handle(msg, config.clone(), out_tx.clone());
+                        }
                     }
                     Ok(None) => return "the controller closed the connection".into(),
                     Err(e) => return e.to_string(),
                 },
+                Some(msg) = out_rx.recv() => {
+                    if let Err(e) = write_frame(&mut wr, &msg).await {
+                        return e.to_string();
+                    }
+                }
                 _ = tokio::time::sleep_until(silent_until) => {
                     return format!("no word from the controller for {}ms", timeout.as_millis());
                 }
             }
-        }
-    }
-
-    /// A message from the controller. Desired state will be handled here.
-    fn handle(&mut self, msg: ControllerMsg) {
-        match msg {
-            ControllerMsg::Heartbeat => {}
-            other => tracing::debug!(?other, "message not expected in a session; ignored"),
         }
     }
 }

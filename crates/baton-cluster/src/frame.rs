@@ -63,6 +63,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The reader and the bytes already read past the last frame, to read a raw body that
+    /// follows a frame.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.inner, self.buf)
+    }
+
     /// The next message, or `None` when the peer closed the connection between two frames.
     pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         loop {

@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 
+use baton_core::run::{RunSpec, Running};
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, sent in `join` and `hello`.
@@ -33,6 +34,35 @@ pub enum AgentMsg {
     Hello(Hello),
     /// The agent is alive.
     Heartbeat,
+    /// An instance the controller asked for runs (also the answer to a repeated `run`).
+    Started(Running),
+    /// An instance the controller asked for could not start.
+    StartFailed {
+        /// The instance id.
+        instance: String,
+        /// Why, for the event log.
+        error: String,
+    },
+    /// An instance exited without being asked to (a crash).
+    Exited {
+        /// The instance id.
+        instance: String,
+        /// The pid of the run that ended.
+        pid: u32,
+        /// How it ended.
+        info: String,
+    },
+    /// An instance the controller asked to stop is gone.
+    Stopped {
+        /// The instance id.
+        instance: String,
+    },
+    /// Opens a connection of its own to download an artifact (mutually authenticated): the
+    /// controller answers `artifact` and then the canonical archive's bytes, raw.
+    Fetch {
+        /// The artifact's digest.
+        digest: String,
+    },
 }
 
 /// A message from the controller to an agent.
@@ -47,6 +77,22 @@ pub enum ControllerMsg {
     Refused(Refused),
     /// The answer to an agent's heartbeat: the controller is alive.
     Heartbeat,
+    /// Run this instance (idempotent: one that runs is reported as it is).
+    Run(RunSpec),
+    /// Stop this instance: SIGTERM, SIGKILL after `timeout_ms` (idempotent).
+    Stop {
+        /// The instance id.
+        instance: String,
+        /// How long it gets between SIGTERM and SIGKILL.
+        timeout_ms: u64,
+    },
+    /// The answer to `fetch`: `size` raw bytes of the canonical archive follow the frame.
+    Artifact {
+        /// The digest asked for.
+        digest: String,
+        /// How many bytes follow.
+        size: u64,
+    },
 }
 
 /// `join`: everything the controller needs to admit a new host.
@@ -78,6 +124,10 @@ pub struct Hello {
     pub protocol: u32,
     /// The address the agent was started with; it must still match the config.
     pub address: IpAddr,
+    /// The instances the agent runs (re-adopted after a restart of the agent): the controller
+    /// keeps those it wants and stops the others (a host back after being lost).
+    #[serde(default)]
+    pub running: Vec<Running>,
 }
 
 /// `joined`

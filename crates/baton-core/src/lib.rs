@@ -11,6 +11,7 @@ pub mod model;
 pub mod plan;
 pub mod prom;
 pub mod promotion;
+pub mod run;
 pub mod sticky;
 
 pub use duration::Duration;

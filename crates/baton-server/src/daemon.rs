@@ -138,6 +138,7 @@ pub async fn run(
     let docker = connect_docker(&units).await?;
     let owner = owner_id(&data_dir)?;
     let (started_tx, started_rx) = mpsc::unbounded_channel();
+    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         artifacts,
         config,
@@ -153,6 +154,8 @@ pub async fn run(
         docker,
         owner,
         started: started_tx,
+        agent_events: agent_tx,
+        remote: Default::default(),
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -203,6 +206,7 @@ pub async fn run(
     let ctl = tokio::spawn(controller::run(
         shared.clone(),
         started_rx,
+        agent_rx,
         exits_rx,
         exits_tx,
         stop_rx.clone(),

@@ -8,6 +8,8 @@ use std::time::Duration;
 use baton_runtime::docker::ContainerHandle;
 use baton_runtime::{ExitInfo, ProcessHandle, StopOutcome};
 
+use crate::controller::remote::RemoteHandle;
+
 /// A running (or exited) instance. Cheap to clone; dropping it never stops the instance.
 #[derive(Clone, Debug)]
 pub enum InstanceHandle {
@@ -15,6 +17,8 @@ pub enum InstanceHandle {
     Process(ProcessHandle),
     /// A container of the local Docker Engine (the `docker` driver).
     Container(ContainerHandle),
+    /// An instance on another host, run by its agent.
+    Remote(RemoteHandle),
 }
 
 impl InstanceHandle {
@@ -24,6 +28,7 @@ impl InstanceHandle {
         match self {
             InstanceHandle::Process(p) => p.pid(),
             InstanceHandle::Container(c) => c.pid(),
+            InstanceHandle::Remote(r) => r.pid(),
         }
     }
 
@@ -31,7 +36,7 @@ impl InstanceHandle {
     pub fn start_time(&self) -> Option<u64> {
         match self {
             InstanceHandle::Process(p) => Some(p.start_time()),
-            InstanceHandle::Container(_) => None,
+            InstanceHandle::Container(_) | InstanceHandle::Remote(_) => None,
         }
     }
 
@@ -40,6 +45,7 @@ impl InstanceHandle {
         match self {
             InstanceHandle::Process(p) => p.exited().await,
             InstanceHandle::Container(c) => c.exited().await,
+            InstanceHandle::Remote(r) => r.exited().await,
         }
     }
 
@@ -47,6 +53,7 @@ impl InstanceHandle {
     pub async fn stop(&self, stop_timeout: Duration) -> StopOutcome {
         match self {
             InstanceHandle::Process(p) => p.stop(stop_timeout).await,
+            InstanceHandle::Remote(r) => r.stop(stop_timeout).await,
             InstanceHandle::Container(c) => match c.stop(stop_timeout).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
@@ -66,6 +73,7 @@ impl fmt::Display for InstanceHandle {
             InstanceHandle::Container(c) => {
                 write!(f, "container {} (pid {})", c.name(), c.pid())
             }
+            InstanceHandle::Remote(r) => write!(f, "pid {} on host {}", r.pid(), r.host()),
         }
     }
 }

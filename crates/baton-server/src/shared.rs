@@ -43,6 +43,28 @@ pub struct Shared {
     pub owner: String,
     /// Where instances started in the background (containers) report back.
     pub started: mpsc::UnboundedSender<Started>,
+    /// What agents report about their instances, for the controller loop.
+    pub agent_events: mpsc::UnboundedSender<AgentEvent>,
+    /// The instances on other hosts the controller watches.
+    pub remote: crate::controller::remote::Remote,
+}
+
+/// A report from a host's agent.
+pub enum AgentEvent {
+    /// A session opened: what runs on the host now.
+    Hello {
+        /// The host.
+        host: String,
+        /// Its instances.
+        running: Vec<baton_core::run::Running>,
+    },
+    /// An answer or a report within a session.
+    Msg {
+        /// The host.
+        host: String,
+        /// The message.
+        msg: baton_cluster::AgentMsg,
+    },
 }
 
 /// The result of an instance start that ran in the background.
@@ -84,6 +106,14 @@ impl Live {
 }
 
 impl Shared {
+    /// The address instances on `host` are reached at.
+    pub fn host_address(&self, host: &str) -> std::net::IpAddr {
+        match self.config.hosts.get(host) {
+            Some(h) if host != baton_core::model::LOCAL_HOST => h.address,
+            _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        }
+    }
+
     pub fn migrations(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, bool)>> {
         self.migrations.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -128,7 +128,10 @@ pub struct InstanceView {
     pub id: String,
     /// Release it runs.
     pub release: String,
-    /// `host:port`.
+    /// The host it runs on (`local`: the controller's own).
+    #[serde(default)]
+    pub host: String,
+    /// `address:port`, where it listens on its host.
     pub address: String,
     /// starting | healthy | unhealthy | draining | stopped
     pub state: String,

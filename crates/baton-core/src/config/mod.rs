@@ -172,6 +172,17 @@ fn default_api_listen() -> SocketAddr {
     defaults::API_LISTEN.parse().expect("valid default")
 }
 
+impl AppConfig {
+    /// The hosts its instances run on: `hosts`, or the controller's own.
+    pub fn host_names(&self) -> Vec<String> {
+        if self.hosts.is_empty() {
+            vec![cluster::LOCAL_HOST.to_string()]
+        } else {
+            self.hosts.clone()
+        }
+    }
+}
+
 /// How an app's instances run (docs/design-notes.md, "Many hosts and containers").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +209,9 @@ pub struct AppConfig {
     /// `{instance}`. With `driver = "docker"` it replaces the image's `CMD` and may be left out.
     #[serde(default)]
     pub command: Vec<String>,
+    /// The hosts its instances run on, spread evenly (default: the controller's own, `local`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// How instances run: `process` (default) or `docker`.
     #[serde(default)]
     pub driver: Driver,
@@ -666,6 +680,25 @@ impl Config {
                         "{} is out of range: use 8192 (HTTP/1 needs that much) to {MAX_HEADER_BYTES} (each connection may buffer that much)",
                         app.proxy.max_header_bytes
                     ),
+                );
+            }
+            for (i, host) in app.hosts.iter().enumerate() {
+                if host != cluster::LOCAL_HOST && !self.hosts.contains_key(host) {
+                    return fail(
+                        &at("hosts"),
+                        format!(
+                            "{host:?} is not a host: declare it as [hosts.{host}] with its address, or use \"local\" (this machine)"
+                        ),
+                    );
+                }
+                if app.hosts[..i].contains(host) {
+                    return fail(&at("hosts"), format!("{host:?} is listed twice"));
+                }
+            }
+            if app.driver == Driver::Docker && app.hosts.iter().any(|h| h != cluster::LOCAL_HOST) {
+                return fail(
+                    &at("driver"),
+                    "containers run on the local host only for now: use driver = \"process\" on other hosts".into(),
                 );
             }
             if let Err((key, message)) = text::check_app(name, app) {

@@ -5,7 +5,6 @@
 //! harmless.
 
 mod record;
-mod spec;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -17,8 +16,8 @@ use baton_core::config::{CommandVars, render_command};
 use tokio::sync::mpsc;
 
 use crate::process::{DriverError, ProcessHandle, ProcessSpec, StopOutcome, free_port_on};
+pub use baton_core::run::{RunSpec, Running};
 use record::RunRecord;
-pub use spec::{RunSpec, Running};
 
 /// Something that happened to an instance without being asked.
 #[derive(Debug, Clone, PartialEq, Eq)]

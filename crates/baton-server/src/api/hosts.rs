@@ -22,11 +22,15 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiError> {
     let stored = shared.store.hosts()?;
-    Ok(Json(host_views(
-        &shared.config,
-        shared.cluster.as_deref(),
-        &stored,
-    )))
+    let instances = shared.store.instances(None, false)?;
+    let mut views = host_views(&shared.config, shared.cluster.as_deref(), &stored);
+    for v in &mut views {
+        let on_host = instances
+            .iter()
+            .filter(|i| i.host == v.name && !i.state.is_leaving());
+        v.instances = u32::try_from(on_host.count()).unwrap_or(u32::MAX);
+    }
+    Ok(Json(views))
 }
 
 pub async fn create_token(

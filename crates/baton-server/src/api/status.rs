@@ -64,7 +64,8 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
         .map(|i| InstanceView {
             id: i.id.clone(),
             release: i.release.clone(),
-            address: format!("127.0.0.1:{}", i.port),
+            host: i.host.clone(),
+            address: std::net::SocketAddr::new(shared.host_address(&i.host), i.port).to_string(),
             state: i.state.as_str().to_string(),
             in_split: i.in_split,
             pid: i.pid,

@@ -135,6 +135,10 @@ async fn connection(
             return;
         }
     };
+    if let AgentMsg::Fetch { digest } = &first {
+        send_artifact(&shared, &name, digest, &mut wr).await;
+        return;
+    }
     let conn = Conn {
         peer,
         reader,
@@ -145,6 +149,7 @@ async fn connection(
 }
 
 /// The host whose last join issued the certificate with sha256 `leaf`, or the refusal.
+#[allow(clippy::result_large_err)] // built once per connection, then sent
 fn host_of(shared: &Shared, leaf: &str, peer: SocketAddr) -> Result<String, ControllerMsg> {
     match shared.store.host_by_cert(leaf) {
         Ok(Some(h)) => Ok(h.name),
@@ -189,5 +194,42 @@ pub(super) async fn close(wr: &mut Writer, msg: &ControllerMsg) {
 pub(super) fn record(shared: &Shared, kind: EventKind, message: &str) {
     if let Err(e) = shared.event(clock::now(), EVENT_APP, None, kind, message) {
         tracing::error!(error = %e, "cannot record a cluster event");
+    }
+}
+
+/// Streams a stored artifact's canonical archive to a host that lacks it: an `artifact` frame
+/// with its size, then the bytes. The agent stores it, which checks it and its digest.
+async fn send_artifact(shared: &Shared, host: &str, digest: &str, wr: &mut Writer) {
+    let file = match shared.artifacts.open_archive(digest) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(host, digest, error = %e, "a host asked for an artifact this controller cannot send");
+            close(
+                wr,
+                &refused(format!(
+                    "artifact {digest} is not in the controller's store"
+                )),
+            )
+            .await;
+            return;
+        }
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let header = ControllerMsg::Artifact {
+        digest: digest.to_string(),
+        size,
+    };
+    let mut file = tokio::fs::File::from_std(file);
+    let sent = async {
+        write_frame(wr, &header)
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::io::copy(&mut file, wr).await?;
+        wr.shutdown().await
+    }
+    .await;
+    match sent {
+        Ok(()) => tracing::info!(host, digest, size, "artifact sent to a host"),
+        Err(e) => tracing::warn!(host, digest, error = %e, "sending an artifact to a host failed"),
     }
 }

@@ -14,7 +14,7 @@ use super::Cluster;
 use super::listener::{Conn, Reader, Writer, close, record, refused};
 use super::registry::{Closed, QUEUE, Registered};
 use crate::clock;
-use crate::shared::Shared;
+use crate::shared::{AgentEvent, Shared};
 
 /// How a session ended.
 enum End {
@@ -78,7 +78,11 @@ pub(super) async fn run(
         close(&mut wr, &refused("a newer session of this host is open")).await;
         return;
     };
-    // The controller learns of the new session at once (to send the host its state).
+    // The controller learns of the new session at once, with what runs on the host.
+    let _ = shared.agent_events.send(AgentEvent::Hello {
+        host: name.clone(),
+        running: hello.running.clone(),
+    });
     shared.wake.notify_one();
     record(
         &shared,
@@ -95,6 +99,7 @@ pub(super) async fn run(
     let end = match write_frame(&mut wr, &welcome).await {
         Ok(()) => {
             let session = Session {
+                shared: &shared,
                 cluster: &cluster,
                 name: &name,
                 generation,
@@ -144,6 +149,7 @@ fn check_hello(shared: &Shared, name: &str, hello: &Hello) -> Result<(), String>
 
 /// One session, once open.
 struct Session<'a> {
+    shared: &'a Shared,
     cluster: &'a Cluster,
     name: &'a str,
     generation: i64,
@@ -170,6 +176,16 @@ impl Session<'_> {
                         if let Err(e) = write_frame(wr, &ControllerMsg::Heartbeat).await {
                             return End::Lost(format!("cannot write to the agent: {e}"));
                         }
+                    }
+                    Ok(Some(
+                        msg @ (AgentMsg::Started(_)
+                        | AgentMsg::StartFailed { .. }
+                        | AgentMsg::Exited { .. }
+                        | AgentMsg::Stopped { .. }),
+                    )) => {
+                        deadline = Instant::now() + timeout;
+                        let host = self.name.to_string();
+                        let _ = self.shared.agent_events.send(AgentEvent::Msg { host, msg });
                     }
                     Ok(Some(other)) => {
                         return End::Lost(format!(
@@ -217,5 +233,10 @@ fn kind(msg: &AgentMsg) -> &'static str {
         AgentMsg::Join(_) => "join",
         AgentMsg::Hello(_) => "hello",
         AgentMsg::Heartbeat => "heartbeat",
+        AgentMsg::Started(_) => "started",
+        AgentMsg::StartFailed { .. } => "start_failed",
+        AgentMsg::Exited { .. } => "exited",
+        AgentMsg::Stopped { .. } => "stopped",
+        AgentMsg::Fetch { .. } => "fetch",
     }
 }

@@ -80,6 +80,7 @@ pub fn host_views(
                     .as_ref()
                     .map(|l| l.version.clone())
                     .or_else(|| joined.and_then(|h| h.agent_version.clone())),
+                // Filled in by the API from the store.
                 instances: 0,
                 last_seen: link
                     .as_ref()

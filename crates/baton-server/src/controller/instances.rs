@@ -2,12 +2,12 @@
 //! re-adopting them after Baton itself restarted (docs/DESIGN.md I2, I4).
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_core::config::defaults::STOP_TIMEOUT;
 use baton_core::config::{AppConfig, CommandVars, Driver, render_command, split_key};
-use baton_core::model::{EventKind, Instance, InstanceState, Millis};
+use baton_core::model::{EventKind, Instance, InstanceState, LOCAL_HOST, Millis};
 use baton_proxy::{Backend, Health, HealthCheck};
 use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file};
 use tokio::sync::mpsc;
@@ -78,10 +78,13 @@ fn spawn(
                 inst.app
             )
         })?;
-    let artifact = shared.artifacts.path(&release.digest);
-    inst.port = free_port()?;
     inst.started_at = now;
     inst.restart_at = None;
+    if inst.host != LOCAL_HOST {
+        return start_remote(shared, inst, app, &release.digest, now);
+    }
+    let artifact = shared.artifacts.path(&release.digest);
+    inst.port = free_port()?;
     let artifact_str = artifact.to_string_lossy().to_string();
     let argv = render_command(
         &app.command,
@@ -133,9 +136,36 @@ fn spawn(
     running(shared, inst, result, now, exits)
 }
 
+/// Asks the agent of `inst.host` to run it; the answer arrives as an agent event. Until it
+/// does, `restart_at` keeps `restart_due` from asking again; a host that is away gets asked
+/// once that passes, or its instances are replaced when it is declared lost.
+fn start_remote(
+    shared: &Arc<Shared>,
+    inst: &mut Instance,
+    app: &AppConfig,
+    digest: &str,
+    now: Millis,
+) -> anyhow::Result<()> {
+    inst.pid = None;
+    inst.port = 0;
+    inst.restart_at = Some(now.saturating_add(START_GRACE_MS));
+    shared.store.upsert_instance(inst)?;
+    let spec = super::remote::run_spec(inst, app, digest);
+    let sent = match &shared.cluster {
+        Some(cluster) => cluster
+            .send(&inst.host, baton_cluster::ControllerMsg::Run(spec))
+            .map_err(|e| e.to_string()),
+        None => Err("this Baton has no [cluster]".to_string()),
+    };
+    if let Err(e) = sent {
+        tracing::info!(instance = %inst.id, host = %inst.host, error = %e, "cannot ask for an instance now");
+    }
+    Ok(())
+}
+
 /// Records the outcome of a start: a running instance is watched; a failed start is treated
 /// like a crash, retried with backoff (the deployment's deadline decides).
-fn running(
+pub(super) fn running(
     shared: &Arc<Shared>,
     inst: &mut Instance,
     result: Result<InstanceHandle, String>,
@@ -209,7 +239,7 @@ fn backoff(restarts: u32) -> Millis {
 }
 
 /// Registers a running process: its backend (in `health`), checker and exit watcher.
-fn watch(
+pub(super) fn watch(
     shared: &Arc<Shared>,
     inst: &Instance,
     app: &AppConfig,
@@ -217,7 +247,7 @@ fn watch(
     health: Health,
     exits: &mpsc::UnboundedSender<Exited>,
 ) {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, inst.port));
+    let addr = SocketAddr::new(shared.host_address(&inst.host), inst.port);
     let backend = Backend::new(
         inst.id.clone(),
         inst.release.clone(),
@@ -388,7 +418,11 @@ pub async fn adopt_all(
         let docker = shared
             .app(&inst.app)
             .is_some_and(|a| a.driver == Driver::Docker);
-        let handle = if docker {
+        let handle = if inst.host != LOCAL_HOST {
+            // Its agent confirms (or not) when it connects; meanwhile the edge keeps routing
+            // to it on its health checks (docs/DESIGN.md I8).
+            super::agents::keep(shared, &inst)
+        } else if docker {
             containers_wanted.insert(containers::container_instance(&inst.id));
             containers::adopt(shared, &inst).await?
         } else {

@@ -3,11 +3,13 @@
 //! split. It also restarts instances that die and re-adopts instances after a restart.
 
 mod act;
+mod agents;
 mod analysis;
 mod containers;
 mod contracts;
 mod instances;
 mod migrate;
+pub(crate) mod remote;
 mod routing;
 mod schedule;
 
@@ -45,6 +47,7 @@ pub struct Exited {
 pub async fn run(
     shared: Arc<Shared>,
     mut started: mpsc::UnboundedReceiver<crate::shared::Started>,
+    mut agent_events: mpsc::UnboundedReceiver<crate::shared::AgentEvent>,
     mut exits: mpsc::UnboundedReceiver<Exited>,
     exits_tx: mpsc::UnboundedSender<Exited>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -53,8 +56,12 @@ pub async fn run(
     let mut windows = analysis::Windows::default();
     let mut schedule = schedule::Schedule::default();
     let mut everyone = true;
+    let mut absence = remote::Absence::default();
     loop {
         let now = clock::now();
+        if fence_lost_hosts(&shared, &mut absence, now) {
+            everyone = true;
+        }
         let health = schedule::health_signatures(&shared);
         let mut after_publish = Vec::new();
         for app in shared.units.keys() {
@@ -90,6 +97,13 @@ pub async fn run(
                     tracing::error!(error = %format!("{e:#}"), "recording an instance exit failed");
                 }
             }
+            Some(event) = agent_events.recv() => {
+                match agents::on_event(&shared, event, clock::now(), &exits_tx) {
+                    Ok(Some(app)) => schedule.wake(&app),
+                    Ok(None) => everyone = true,
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "applying an agent's report failed"),
+                }
+            }
             Some(start) = started.recv() => {
                 schedule.wake(&start.app);
                 if let Err(e) = instances::on_started(&shared, start, clock::now(), &exits_tx).await {
@@ -100,6 +114,37 @@ pub async fn run(
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+}
+
+/// The app's hosts as the planner sees them: the local host always takes instances; another
+/// only while its agent is connected.
+fn plan_hosts(shared: &Shared, app: &baton_core::config::AppConfig) -> Vec<PlanHost> {
+    app.host_names()
+        .into_iter()
+        .map(|name| {
+            let schedulable = name == LOCAL_HOST
+                || shared
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.link(&name).is_some());
+            PlanHost { name, schedulable }
+        })
+        .collect()
+}
+
+/// Declares lost the hosts away for longer than the heartbeat timeout and fences their
+/// instances; true if any instance was fenced.
+fn fence_lost_hosts(shared: &Shared, absence: &mut remote::Absence, now: Millis) -> bool {
+    let Some(cluster) = &shared.cluster else {
+        return false;
+    };
+    let grace = i64::try_from(cluster.heartbeat_timeout().as_millis()).unwrap_or(i64::MAX);
+    let hosts = shared.config.hosts.keys().cloned();
+    let lost = absence.update(cluster, hosts, now, grace);
+    agents::fence(shared, &lost, now).unwrap_or_else(|e| {
+        tracing::error!(error = %format!("{e:#}"), "fencing the instances of lost hosts failed");
+        false
+    })
 }
 
 /// What a tick leaves for after the split is published.
@@ -140,7 +185,7 @@ async fn tick(
         instances: &all,
         now,
         verdict: verdict.as_ref(),
-        hosts: &[PlanHost::up(LOCAL_HOST)],
+        hosts: &plan_hosts(shared, config),
     });
     if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
         // One-shot intents the planner acted on are cleared, keeping any recorded since.

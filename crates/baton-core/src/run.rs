@@ -1,5 +1,5 @@
 //! What a controller asks a host to run, and what the host reports back: plain data, sent over
-//! the cluster channel (docs/design-notes.md, "Many hosts and containers").
+//! the cluster channel (`baton-cluster`) and executed by `baton-runtime`'s host runtime (docs/design-notes.md, "Many hosts and containers").
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,208 @@
+//! What the agent does for the controller (docs/design-notes.md, "Many hosts and
+//! containers"): runs and stops instances with the host runtime, downloads an artifact it
+//! lacks from the controller (checked against its digest as it is stored), and reports back on
+//! the session's outgoing queue. Every request is idempotent, so a repeat changes nothing.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_cluster::{AgentMsg, ControllerMsg, FrameReader, write_frame};
+use baton_core::run::RunSpec;
+use baton_runtime::host::{HostEvent, HostRuntime};
+use baton_store::{ArtifactStore, ImportLimits};
+use rustls::ClientConfig;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Mutex, mpsc};
+
+use crate::connect::connect;
+
+/// The host's instances and artifacts, shared by every session of the agent.
+pub struct Executor {
+    host: Arc<HostRuntime>,
+    artifacts: ArtifactStore,
+    /// One download at a time: two runs of one release must not fetch it twice.
+    fetching: Mutex<()>,
+    controller: String,
+    address: IpAddr,
+}
+
+impl Executor {
+    /// Re-adopts what a previous run of the agent left running; exits arrive on the receiver.
+    pub fn start(
+        data_dir: &Path,
+        controller: &str,
+        address: IpAddr,
+    ) -> (Arc<Executor>, mpsc::UnboundedReceiver<HostEvent>) {
+        let (host, events) = HostRuntime::new(address, data_dir);
+        for gone in host.adopt() {
+            tracing::info!(instance = %gone.instance, "instance gone while the agent was away");
+        }
+        let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
+        if let Err(e) = artifacts.remove_stale_imports() {
+            tracing::warn!(error = %e, "cannot remove stale artifact imports");
+        }
+        let executor = Executor {
+            host,
+            artifacts,
+            fetching: Mutex::new(()),
+            controller: controller.to_string(),
+            address,
+        };
+        (Arc::new(executor), events)
+    }
+
+    /// What runs here now, for `hello`.
+    pub fn running(&self) -> Vec<baton_core::run::Running> {
+        self.host.running()
+    }
+
+    /// Acts on a controller's request in the background; the answer goes to `out`.
+    pub fn handle(
+        self: &Arc<Self>,
+        msg: ControllerMsg,
+        tls: Arc<ClientConfig>,
+        out: mpsc::UnboundedSender<AgentMsg>,
+    ) {
+        let me = self.clone();
+        match msg {
+            ControllerMsg::Run(spec) => {
+                tokio::spawn(async move {
+                    let answer = match me.run(&spec, tls).await {
+                        Ok(running) => AgentMsg::Started(running),
+                        Err(error) => AgentMsg::StartFailed {
+                            instance: spec.instance.clone(),
+                            error,
+                        },
+                    };
+                    let _ = out.send(answer);
+                });
+            }
+            ControllerMsg::Stop {
+                instance,
+                timeout_ms,
+            } => {
+                tokio::spawn(async move {
+                    let outcome = me
+                        .host
+                        .stop(&instance, Duration::from_millis(timeout_ms))
+                        .await;
+                    tracing::info!(%instance, ?outcome, "instance stopped");
+                    let _ = out.send(AgentMsg::Stopped { instance });
+                });
+            }
+            other => tracing::debug!(?other, "message not expected in a session; ignored"),
+        }
+    }
+
+    async fn run(
+        &self,
+        spec: &RunSpec,
+        tls: Arc<ClientConfig>,
+    ) -> Result<baton_core::run::Running, String> {
+        if !self.artifacts.contains(&spec.digest) {
+            let _one = self.fetching.lock().await;
+            if !self.artifacts.contains(&spec.digest) {
+                self.fetch(&spec.digest, tls).await?;
+            }
+        }
+        let path = self.artifacts.path(&spec.digest);
+        self.host.run(spec, &path).map_err(|e| e.to_string())
+    }
+
+    /// Downloads an artifact over a connection of its own and stores it; the store checks the
+    /// archive and computes its digest, which must be the one asked for.
+    async fn fetch(&self, digest: &str, tls: Arc<ClientConfig>) -> Result<(), String> {
+        let conn = connect(&self.controller, self.address, tls)
+            .await
+            .map_err(|e| format!("cannot reach the controller for artifact {digest}: {e}"))?;
+        let (rd, mut wr) = tokio::io::split(conn);
+        let ask = AgentMsg::Fetch {
+            digest: digest.to_string(),
+        };
+        write_frame(&mut wr, &ask)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reader = FrameReader::new(rd);
+        let size = match reader.next::<ControllerMsg>().await {
+            Ok(Some(ControllerMsg::Artifact { size, .. })) => size,
+            Ok(Some(ControllerMsg::Refused(r))) => return Err(r.reason),
+            Ok(other) => return Err(format!("unexpected answer to fetch: {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        let (mut rd, head) = reader.into_parts();
+        let spool = self
+            .artifacts
+            .root()
+            .join(format!(".fetch-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(self.artifacts.root()).map_err(|e| e.to_string())?;
+        let mut file = tokio::fs::File::create(&spool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = async {
+            let mut left = size;
+            let first = head.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            tokio::io::AsyncWriteExt::write_all(&mut file, &head[..first]).await?;
+            left -= first as u64;
+            let mut body = (&mut rd).take(left);
+            let copied = tokio::io::copy(&mut body, &mut file).await?;
+            if copied != left {
+                return Err(std::io::Error::other(format!(
+                    "the connection closed after {} of {size} bytes",
+                    size - left + copied
+                )));
+            }
+            tokio::io::AsyncWriteExt::flush(&mut file).await
+        }
+        .await;
+        drop(file);
+        let stored = match result {
+            Ok(()) => {
+                // Unpacking and hashing are blocking work: off the async threads.
+                let (root, path) = (self.artifacts.root().to_path_buf(), spool.clone());
+                tokio::task::spawn_blocking(move || {
+                    let file = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                    ArtifactStore::new(root)
+                        .import(file, &ImportLimits::NONE)
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = std::fs::remove_file(&spool);
+        let got = stored?;
+        if got != digest {
+            return Err(format!("the controller sent artifact {got}, not {digest}"));
+        }
+        tracing::info!(digest, size, "artifact downloaded");
+        Ok(())
+    }
+}
+
+/// Forwards the host runtime's exits to the current session's queue, if there is one.
+pub async fn forward_exits(
+    mut events: mpsc::UnboundedReceiver<HostEvent>,
+    out: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>>,
+) {
+    while let Some(HostEvent::Exited {
+        instance,
+        pid,
+        info,
+    }) = events.recv().await
+    {
+        let msg = AgentMsg::Exited {
+            instance,
+            pid,
+            info,
+        };
+        // With no session, the exit is seen by the controller as a missing instance in the
+        // next `hello`.
+        if let Some(tx) = out.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(msg);
+        }
+    }
+}
