@@ -29,13 +29,19 @@ address = "127.0.0.3"
 "#;
 
 /// `baton agent` processes, killed on drop.
-struct Agents {
-    dir: PathBuf,
-    children: Vec<(String, Child)>,
+pub(crate) struct Agents {
+    pub(crate) dir: PathBuf,
+    pub(crate) children: Vec<(String, Child)>,
 }
 
 impl Agents {
-    fn command(&self, b: &Baton, name: &str, address: &str, token: Option<&str>) -> Command {
+    pub(crate) fn command(
+        &self,
+        b: &Baton,
+        name: &str,
+        address: &str,
+        token: Option<&str>,
+    ) -> Command {
         let mut c = Command::new(BATON);
         c.args(["agent", "--join", &b.cluster.unwrap().to_string()])
             .args(["--name", name, "--address", address, "--data-dir"])
@@ -50,7 +56,7 @@ impl Agents {
     }
 
     /// Starts an agent that runs until killed; its output goes to `<dir>/<name>.log`.
-    fn start(&mut self, b: &Baton, name: &str, address: &str, token: Option<&str>) {
+    pub(crate) fn start(&mut self, b: &Baton, name: &str, address: &str, token: Option<&str>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -66,7 +72,13 @@ impl Agents {
     }
 
     /// Runs an agent that must stop by itself (a refused join), within 30 s.
-    fn run_to_end(&mut self, b: &Baton, name: &str, address: &str, token: &str) -> Output {
+    pub(crate) fn run_to_end(
+        &mut self,
+        b: &Baton,
+        name: &str,
+        address: &str,
+        token: &str,
+    ) -> Output {
         let mut child = self
             .command(b, name, address, Some(token))
             .stdout(Stdio::piped())
@@ -87,7 +99,7 @@ impl Agents {
         child.wait_with_output().unwrap()
     }
 
-    fn kill9(&mut self, name: &str) {
+    pub(crate) fn kill9(&mut self, name: &str) {
         let i = self.children.iter().position(|(n, _)| n == name).unwrap();
         let (_, mut child) = self.children.remove(i);
         child.kill().unwrap();
@@ -95,12 +107,12 @@ impl Agents {
     }
 
     /// Sends `signal` to a running agent.
-    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+    pub(crate) fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
         let (_, child) = self.children.iter().find(|(n, _)| n == name).unwrap();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     }
 
-    fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 }
@@ -111,20 +123,26 @@ impl Drop for Agents {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Instances outlive their agent by design: the test kills them itself.
+        if let Ok(hosts) = std::fs::read_dir(&self.dir) {
+            for host in hosts.flatten() {
+                baton_runtime::kill_pid_files(&host.path().join("run"));
+            }
+        }
     }
 }
 
-fn hosts(b: &Baton) -> Vec<HostView> {
+pub(crate) fn hosts(b: &Baton) -> Vec<HostView> {
     let o = b.cli(&["hosts", "--json"]);
     assert!(o.status.success(), "hosts: {}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-fn host(b: &Baton, name: &str) -> HostView {
+pub(crate) fn host(b: &Baton, name: &str) -> HostView {
     hosts(b).into_iter().find(|h| h.name == name).unwrap()
 }
 
-fn token(b: &Baton) -> String {
+pub(crate) fn token(b: &Baton) -> String {
     let o = b.cli(&["host", "token", "--ttl", "10m"]);
     assert!(o.status.success(), "host token: {}", text(&o));
     let t = String::from_utf8(o.stdout).unwrap().trim().to_string();
@@ -132,7 +150,7 @@ fn token(b: &Baton) -> String {
     t
 }
 
-fn wait_state(b: &Baton, agents: &Agents, name: &str, state: &str) -> HostView {
+pub(crate) fn wait_state(b: &Baton, agents: &Agents, name: &str, state: &str) -> HostView {
     let ok = wait_until(Duration::from_secs(30), || host(b, name).state == state);
     assert!(
         ok,

@@ -11,6 +11,7 @@ mod deploys;
 mod environments;
 mod escaping;
 mod failures;
+mod fleet;
 mod hosts;
 mod input;
 mod ledger;

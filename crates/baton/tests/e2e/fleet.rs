@@ -1,0 +1,210 @@
+//! One app across two hosts (agents on 127.0.0.2 and 127.0.0.3, a real `baton up`, real TLS):
+//! instances spread evenly, rolling, blue-green and canary through the edge proxy lose no
+//! request, and a host cut off under load is replaced on the other host; when it comes back,
+//! nothing stale serves (docs/design-notes.md, "Many hosts and containers").
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use baton_demo::load::{Load, LoadConfig, LoadReport};
+use baton_server::views::AppStatus;
+use nix::sys::signal::Signal;
+
+use crate::harness::{Baton, text, wait_until};
+use crate::hosts::{Agents, host, token, wait_state};
+
+const FLEET: &str = r#"
+[api]
+listen = "127.0.0.1:@API@"
+
+[cluster]
+listen = "127.0.0.1:@CLUSTER@"
+heartbeat_timeout = "3s"
+
+[hosts.web-1]
+address = "127.0.0.2"
+
+[hosts.web-2]
+address = "127.0.0.3"
+
+[apps.web]
+listen = "127.0.0.1:@WEB@"
+hosts = ["web-1", "web-2"]
+instances = 4
+command = ["{artifact}/baton-demo"]
+
+[apps.web.health]
+interval = "200ms"
+timeout = "2s"
+healthy_threshold = 2
+unhealthy_threshold = 2
+deadline = "60s"
+
+[apps.web.drain]
+timeout = "10s"
+stop_timeout = "5s"
+
+[apps.web.blue_green]
+keep_previous = "0s"
+
+[apps.web.canary]
+steps = [ { weight = 25, pause = "1s" }, { weight = 100 } ]
+
+[apps.web.analysis]
+interval = "250ms"
+"#;
+
+/// A controller with two joined, connected hosts.
+fn fleet() -> (Baton, Agents) {
+    let b = Baton::start(FLEET);
+    let mut agents = Agents {
+        dir: b.dir.path().join("agents"),
+        children: Vec::new(),
+    };
+    std::fs::create_dir_all(&agents.dir).unwrap();
+    for (name, address) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
+        let t = token(&b);
+        agents.start(&b, name, address, Some(&t));
+        wait_state(&b, &agents, name, "connected");
+    }
+    (b, agents)
+}
+
+fn load(b: &Baton) -> Load {
+    Load::start(LoadConfig {
+        keepalive_workers: 4,
+        fresh_conn_workers: 2,
+        rate_per_worker: Some(40.0),
+        max_duration: Duration::from_secs(300),
+        max_requests: 500_000,
+        request_timeout: Duration::from_secs(10),
+        ..LoadConfig::new(b.web())
+    })
+}
+
+fn assert_no_failures(report: &LoadReport, what: &str) {
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{what}: {} of {} requests failed, first: {:?}",
+        failures.len(),
+        report.stats.sent,
+        failures.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(report.stats.sent > 50, "{what}: too little load");
+}
+
+/// Healthy instances of `release` per host address, from the status.
+fn spread(s: &AppStatus, release: &str) -> BTreeMap<String, usize> {
+    let mut by_host = BTreeMap::new();
+    for i in s
+        .instances
+        .iter()
+        .filter(|i| i.release == release && i.state == "healthy")
+    {
+        let ip = i.address.rsplit_once(':').unwrap().0.to_string();
+        *by_host.entry(ip).or_default() += 1;
+    }
+    by_host
+}
+
+fn two_and_two() -> BTreeMap<String, usize> {
+    [("127.0.0.2".to_string(), 2), ("127.0.0.3".to_string(), 2)].into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_blue_green_and_canary_across_two_hosts_lose_no_request() {
+    let (b, agents) = fleet();
+    for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] {
+        b.release("web", v, &[]);
+    }
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let s = b.status("web");
+    assert_eq!(spread(&s, "1.0.0"), two_and_two(), "{s:?}");
+    // The instances really listen on their hosts' addresses, not on the controller's.
+    for i in &s.instances {
+        assert!(
+            TcpStream::connect(i.address.as_str()).is_ok(),
+            "{} at {}",
+            i.id,
+            i.address
+        );
+        assert!(["web-1", "web-2"].contains(&i.host.as_str()), "{i:?}");
+    }
+
+    for (version, strategy) in [
+        ("1.1.0", "rolling"),
+        ("1.2.0", "blue-green"),
+        ("1.3.0", "canary"),
+    ] {
+        let l = load(&b);
+        b.deploy_ok("web", version, &["--strategy", strategy]).await;
+        let report = l.stop().await;
+        assert_no_failures(&report, strategy);
+        assert!(report.stats.by_version.contains_key(version), "{strategy}");
+        let s = b.status("web");
+        assert_eq!(s.release.as_deref(), Some(version));
+        assert_eq!(spread(&s, version), two_and_two(), "{strategy}: {s:?}");
+    }
+    // `baton hosts` counts what runs on each host, once the previous release has left.
+    let counted = wait_until(Duration::from_secs(30), || {
+        [host(&b, "web-1"), host(&b, "web-2")]
+            .iter()
+            .all(|h| h.instances == 2)
+    });
+    assert!(counted, "{:?}", [host(&b, "web-1"), host(&b, "web-2")]);
+    drop(agents);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_back() {
+    let (b, agents) = fleet();
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let before = b.status("web");
+    let on_web2: Vec<(String, u32)> = before
+        .instances
+        .iter()
+        .filter(|i| i.host == "web-2")
+        .map(|i| (i.id.clone(), i.pid.unwrap()))
+        .collect();
+    assert_eq!(on_web2.len(), 2, "{before:?}");
+
+    // web-2's agent stops answering (its instances keep running, as on a host cut off from
+    // the controller): after the heartbeat timeout it is lost and replaced on web-1.
+    let l = load(&b);
+    agents.signal("web-2", Signal::SIGSTOP);
+    wait_state(&b, &agents, "web-2", "lost");
+    let replaced = wait_until(Duration::from_secs(60), || {
+        spread(&b.status("web"), "1.0.0").get("127.0.0.2") == Some(&4)
+    });
+    assert!(replaced, "{:?}\n{}", b.status("web"), b.log());
+    let report = l.stop().await;
+    // The instances on web-2 never failed: the edge kept routing to them until they left
+    // the split, and they finished what they had.
+    assert_no_failures(&report, "host cut off");
+
+    // Back: the agent reconnects, and the controller, which replaced them, stops its
+    // instances there.
+    agents.signal("web-2", Signal::SIGCONT);
+    wait_state(&b, &agents, "web-2", "connected");
+    let gone = wait_until(Duration::from_secs(30), || {
+        on_web2
+            .iter()
+            .all(|(_, pid)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(
+        gone,
+        "stale instances still run on web-2: {on_web2:?}\nagent log:\n{}",
+        agents.log("web-2")
+    );
+    let s = b.status("web");
+    assert!(
+        s.instances.iter().all(|i| i.host == "web-1"),
+        "nothing is placed back on web-2 by itself: {s:?}"
+    );
+    let o = b.cli(&["hosts"]);
+    assert!(o.status.success(), "{}", text(&o));
+    drop(agents);
+}
