@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use baton_core::config::{Config, ConfigError, Unit};
+use baton_core::config::{Config, ConfigError, Driver, Unit};
 use baton_proxy::{ListenerConfig, Router};
+use baton_runtime::docker::Docker;
 use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -118,6 +119,9 @@ pub async fn run(
     if let Err(e) = artifacts.remove_stale_imports() {
         tracing::warn!(error = %e, "could not remove stale artifact imports");
     }
+    let docker = connect_docker(&units).await?;
+    let owner = owner_id(&data_dir)?;
+    let (started_tx, started_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         artifacts,
         config,
@@ -129,11 +133,14 @@ pub async fn run(
         live: Mutex::new(Default::default()),
         notifier,
         migrations: Mutex::new(Default::default()),
+        docker,
+        owner,
+        started: started_tx,
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    for (inst, live) in controller::adopt_all(&shared, &exits_tx)? {
+    for (inst, live) in controller::adopt_all(&shared, &exits_tx).await? {
         tokio::spawn(controller::drain_task(shared.clone(), inst, live));
     }
 
@@ -169,6 +176,7 @@ pub async fn run(
     ));
     let ctl = tokio::spawn(controller::run(
         shared.clone(),
+        started_rx,
         exits_rx,
         exits_tx,
         stop_rx.clone(),
@@ -276,4 +284,34 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// The local Docker Engine, connected at start when an app runs containers, so that a
+/// missing engine stops `baton up` with a clear error instead of failing every start.
+async fn connect_docker(units: &BTreeMap<String, Unit>) -> anyhow::Result<Option<Docker>> {
+    let Some(unit) = units.values().find(|u| u.config.driver == Driver::Docker) else {
+        return Ok(None);
+    };
+    let docker = Docker::connect()
+        .await
+        .with_context(|| format!("app {} has driver = \"docker\"", unit.app))?;
+    Ok(Some(docker))
+}
+
+/// This data directory's id (`DATA/owner`, made at first use): the owner label of its
+/// containers, so two Batons on one engine never adopt or remove each other's.
+fn owner_id(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("owner");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id: String = (0..12)
+        .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("a hex digit"))
+        .collect();
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use baton_runtime::docker::ContainerHandle;
 use baton_runtime::{ExitInfo, ProcessHandle, StopOutcome};
 
 /// A running (or exited) instance. Cheap to clone; dropping it never stops the instance.
@@ -12,6 +13,8 @@ use baton_runtime::{ExitInfo, ProcessHandle, StopOutcome};
 pub enum InstanceHandle {
     /// A child process on the controller's own host (the `process` driver).
     Process(ProcessHandle),
+    /// A container of the local Docker Engine (the `docker` driver).
+    Container(ContainerHandle),
 }
 
 impl InstanceHandle {
@@ -20,6 +23,7 @@ impl InstanceHandle {
     pub fn pid(&self) -> u32 {
         match self {
             InstanceHandle::Process(p) => p.pid(),
+            InstanceHandle::Container(c) => c.pid(),
         }
     }
 
@@ -27,6 +31,7 @@ impl InstanceHandle {
     pub fn start_time(&self) -> Option<u64> {
         match self {
             InstanceHandle::Process(p) => Some(p.start_time()),
+            InstanceHandle::Container(_) => None,
         }
     }
 
@@ -34,13 +39,22 @@ impl InstanceHandle {
     pub async fn exited(&self) -> ExitInfo {
         match self {
             InstanceHandle::Process(p) => p.exited().await,
+            InstanceHandle::Container(c) => c.exited().await,
         }
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after `stop_timeout`.
+    /// Stops it: SIGTERM, then SIGKILL after `stop_timeout` (a container is then removed).
     pub async fn stop(&self, stop_timeout: Duration) -> StopOutcome {
         match self {
             InstanceHandle::Process(p) => p.stop(stop_timeout).await,
+            InstanceHandle::Container(c) => match c.stop(stop_timeout).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // The next start of Baton removes it as an orphan (`containers.rs`).
+                    tracing::error!(container = c.id(), %error, "cannot stop container");
+                    StopOutcome::Killed
+                }
+            },
         }
     }
 }
@@ -49,6 +63,9 @@ impl fmt::Display for InstanceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InstanceHandle::Process(p) => write!(f, "pid {}", p.pid()),
+            InstanceHandle::Container(c) => {
+                write!(f, "container {} (pid {})", c.name(), c.pid())
+            }
         }
     }
 }

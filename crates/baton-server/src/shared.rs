@@ -13,8 +13,9 @@ use baton_store::StoreError;
 use crate::handle::InstanceHandle;
 use crate::notify::Notifier;
 use baton_proxy::{Backend, Router};
+use baton_runtime::docker::Docker;
 use baton_store::{ArtifactStore, Store};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 /// Everything the daemon's tasks share.
@@ -34,6 +35,24 @@ pub struct Shared {
     pub notifier: Notifier,
     /// Migration steps running now: (deployment, contract?).
     pub migrations: Mutex<HashSet<(i64, bool)>>,
+    /// The local Docker Engine, when an app has `driver = "docker"`.
+    pub docker: Option<Docker>,
+    /// This data directory's id: the owner label of its containers.
+    pub owner: String,
+    /// Where instances started in the background (containers) report back.
+    pub started: mpsc::UnboundedSender<Started>,
+}
+
+/// The result of an instance start that ran in the background.
+pub struct Started {
+    /// The unit.
+    pub app: String,
+    /// The instance id.
+    pub instance: String,
+    /// The `started_at` of the attempt, so a late answer to an older attempt is told apart.
+    pub attempt: Millis,
+    /// The running instance, or why it could not start.
+    pub result: Result<InstanceHandle, String>,
 }
 
 /// One watched instance: its backend in the proxy, its process and its health checker.

@@ -40,6 +40,8 @@ pub struct ContainerHandle {
 struct Inner {
     docker: Docker,
     id: String,
+    /// The pid of the container's main process on the host (0 if the engine did not say).
+    pid: u32,
     name: String,
     instance: String,
     /// `Some` once the container has exited; written by the exit watcher.
@@ -96,7 +98,8 @@ impl ContainerHandle {
             let action = format!("start container {name} (image {})", spec.image);
             return Err(DockerError::engine(action, &error));
         }
-        tracing::info!(container = %id, %name, image = %spec.image, "container started");
+        let pid = main_pid(docker, &id).await;
+        tracing::info!(container = %id, %name, pid, image = %spec.image, "container started");
         let log = Log {
             path: spec.log_path.clone(),
             file,
@@ -104,7 +107,7 @@ impl ContainerHandle {
         };
         Ok(Self::attach(
             docker,
-            id,
+            (id, pid),
             name,
             spec.instance.clone(),
             Some(log),
@@ -150,13 +153,20 @@ impl ContainerHandle {
             Some(path) => reopen_log(PathBuf::from(path)).await,
             None => None,
         };
-        tracing::info!(container = %id, %name, "container adopted");
-        Ok(Some(Self::attach(docker, id, name, instance.into(), log)))
+        let pid = main_pid(docker, &id).await;
+        tracing::info!(container = %id, %name, pid, "container adopted");
+        Ok(Some(Self::attach(
+            docker,
+            (id, pid),
+            name,
+            instance.into(),
+            log,
+        )))
     }
 
     fn attach(
         docker: &Docker,
-        id: String,
+        (id, pid): (String, u32),
         name: String,
         instance: String,
         log: Option<Log>,
@@ -170,6 +180,7 @@ impl ContainerHandle {
         let inner = Inner {
             docker: docker.clone(),
             id,
+            pid,
             name,
             instance,
             exit: rx,
@@ -179,6 +190,12 @@ impl ContainerHandle {
         ContainerHandle {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The pid of the container's main process on the host, which identifies this run of
+    /// the instance (0 if the engine did not say).
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
     }
 
     /// The container id.
@@ -288,6 +305,20 @@ impl fmt::Debug for ContainerHandle {
             .field("exit", &*self.inner.exit.borrow())
             .finish()
     }
+}
+
+/// The host pid of a container's main process, or 0 if the engine cannot say.
+async fn main_pid(docker: &Docker, id: &str) -> u32 {
+    let state = docker
+        .api()
+        .inspect_container(id, None)
+        .await
+        .ok()
+        .and_then(|c| c.state);
+    state
+        .and_then(|s| s.pid)
+        .and_then(|pid| u32::try_from(pid).ok())
+        .unwrap_or(0)
 }
 
 /// Removes a stopped container of this name; refuses a running one or another owner's.

@@ -146,6 +146,11 @@ async fn adopt_after_dropping_every_handle_finds_the_same_container() {
     let spec = t.spec("web-2", None, port);
     let first = ContainerHandle::start(&t.docker, &spec).await.unwrap();
     let id = first.id().to_string();
+    let pid = first.pid();
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists() && pid > 1,
+        "the container's main process {pid} is a process of this host"
+    );
     assert_eq!(reply(port).await, "hello from web-2\n");
     wait_for_line(&spec.log_path, "served").await;
     drop(first);
@@ -157,6 +162,7 @@ async fn adopt_after_dropping_every_handle_finds_the_same_container() {
         .unwrap()
         .expect("the running container is adopted");
     assert_eq!(adopted.id(), id);
+    assert_eq!(adopted.pid(), pid, "the same run of the instance");
     assert_eq!(adopted.exit(), None);
     let owned = OwnedContainer {
         instance: "web-2".into(),

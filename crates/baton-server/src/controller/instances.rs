@@ -1,24 +1,29 @@
 //! Instances: starting, watching, restarting after a crash, draining and stopping, and
 //! re-adopting them after Baton itself restarted (docs/DESIGN.md I2, I4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use baton_core::config::{AppConfig, CommandVars, render_command, split_key};
+use baton_core::config::defaults::STOP_TIMEOUT;
+use baton_core::config::{AppConfig, CommandVars, Driver, render_command, split_key};
 use baton_core::model::{EventKind, Instance, InstanceState, Millis};
 use baton_proxy::{Backend, Health, HealthCheck};
 use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file};
 use tokio::sync::mpsc;
 
+use super::containers;
 use super::{Exited, record};
 use crate::clock;
 use crate::handle::InstanceHandle;
-use crate::shared::{Live, Shared};
+use crate::shared::{Live, Shared, Started};
 
 /// First restart delay after a crash; doubles per restart up to [`RESTART_MAX_MS`].
 const RESTART_BASE_MS: i64 = 250;
 const RESTART_MAX_MS: i64 = 30_000;
+/// How long a container start may take before the instance is started again (a start cut
+/// short by a crash of Baton never reports back).
+const START_GRACE_MS: i64 = 120_000;
 /// The address instances on the controller's own host (`local`) listen on and are reached at.
 const LOCAL_ADDRESS: &str = "127.0.0.1";
 
@@ -94,6 +99,27 @@ fn spawn(
     env.insert("BATON_APP".into(), inst.app.clone());
     env.insert("BATON_RELEASE".into(), inst.release.clone());
     env.insert("BATON_INSTANCE".into(), inst.id.clone());
+    if app.driver == Driver::Docker {
+        // Until the container's start reports back, restart_due must not start it again.
+        inst.pid = None;
+        inst.restart_at = Some(now.saturating_add(START_GRACE_MS));
+        shared.store.upsert_instance(inst)?;
+        containers::spawn(
+            shared,
+            containers::Launch {
+                app: inst.app.clone(),
+                instance: inst.id.clone(),
+                release: inst.release.clone(),
+                attempt: now,
+                artifact,
+                env,
+                argv: containers::argv(app, argv),
+                read_only: app.read_only,
+                log_path: shared.log_path(&inst.app, &inst.id),
+            },
+        );
+        return Ok(());
+    }
     let spec = ProcessSpec {
         argv,
         env,
@@ -101,11 +127,30 @@ fn spawn(
         log_path: shared.log_path(&inst.app, &inst.id),
         pid_file: Some(shared.pid_file(&inst.id)),
     };
-    match ProcessHandle::spawn(&spec).map(InstanceHandle::Process) {
+    let result = ProcessHandle::spawn(&spec)
+        .map(InstanceHandle::Process)
+        .map_err(|e| e.to_string());
+    running(shared, inst, result, now, exits)
+}
+
+/// Records the outcome of a start: a running instance is watched; a failed start is treated
+/// like a crash, retried with backoff (the deployment's deadline decides).
+fn running(
+    shared: &Arc<Shared>,
+    inst: &mut Instance,
+    result: Result<InstanceHandle, String>,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
+    let app = shared
+        .app(&inst.app)
+        .expect("instances of configured apps only");
+    match result {
         Ok(handle) => {
             inst.pid = Some(handle.pid());
             inst.proc_start = handle.start_time();
             inst.state = InstanceState::Starting;
+            inst.restart_at = None;
             shared.store.upsert_instance(inst)?;
             let msg = format!(
                 "{} ({}) started as {handle} on port {}",
@@ -115,7 +160,6 @@ fn spawn(
             watch(shared, inst, app, handle, Health::Starting, exits);
         }
         Err(e) => {
-            // Treated like a crash: retried with backoff; the deployment's deadline decides.
             inst.pid = None;
             inst.restarts += 1;
             inst.restart_at = Some(now + backoff(inst.restarts));
@@ -130,6 +174,34 @@ fn spawn(
         }
     }
     Ok(())
+}
+
+/// A start that ran in the background (a container) reported back. An answer to an attempt
+/// the controller no longer waits for (the instance left, or started again) is stopped.
+pub async fn on_started(
+    shared: &Arc<Shared>,
+    started: Started,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
+    let current = shared
+        .store
+        .instances(Some(&started.app), false)?
+        .into_iter()
+        .find(|i| i.id == started.instance);
+    let mut inst = match current {
+        Some(i) if i.pid.is_none() && !i.state.is_leaving() && i.started_at == started.attempt => i,
+        _ => {
+            if let Ok(handle) = started.result {
+                let timeout = shared
+                    .app(&started.app)
+                    .map_or(STOP_TIMEOUT.std(), |a| a.drain.stop_timeout.std());
+                tokio::spawn(async move { handle.stop(timeout).await });
+            }
+            return Ok(());
+        }
+    };
+    running(shared, &mut inst, started.result, now, exits)
 }
 
 fn backoff(restarts: u32) -> Millis {
@@ -305,20 +377,27 @@ pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) 
 
 /// After a (re)start of Baton: re-adopts every recorded instance whose process still runs
 /// (same pid and start time), so none is orphaned or duplicated (docs/DESIGN.md I4).
-pub fn adopt_all(
+pub async fn adopt_all(
     shared: &Arc<Shared>,
     exits: &mpsc::UnboundedSender<Exited>,
 ) -> anyhow::Result<Vec<(Instance, Option<Live>)>> {
     let now = clock::now();
     let mut drains = Vec::new();
+    let mut containers_wanted = HashSet::new();
     for mut inst in shared.store.instances(None, false)? {
-        let recorded = inst
-            .pid
-            .zip(inst.proc_start)
-            .or_else(|| read_pid_file(&shared.pid_file(&inst.id)));
-        let handle = recorded
-            .and_then(|(pid, start)| ProcessHandle::adopt(pid, start))
-            .map(InstanceHandle::Process);
+        let docker = shared
+            .app(&inst.app)
+            .is_some_and(|a| a.driver == Driver::Docker);
+        let handle = if docker {
+            containers_wanted.insert(containers::container_instance(&inst.id));
+            containers::adopt(shared, &inst).await?
+        } else {
+            inst.pid
+                .zip(inst.proc_start)
+                .or_else(|| read_pid_file(&shared.pid_file(&inst.id)))
+                .and_then(|(pid, start)| ProcessHandle::adopt(pid, start))
+                .map(InstanceHandle::Process)
+        };
         let Some(app) = shared.app(&inst.app).cloned() else {
             // The app left the config: its instances go too.
             if let Some(h) = handle {
@@ -381,6 +460,7 @@ pub fn adopt_all(
             }
         }
     }
+    containers::remove_orphans(shared, &containers_wanted).await?;
     Ok(drains)
 }
 
@@ -404,7 +484,7 @@ pub async fn stop_all(shared: &Arc<Shared>) {
                 .as_ref()
                 .and_then(|i| shared.app(&i.app))
                 .map(|a| a.drain.stop_timeout.std())
-                .unwrap_or(baton_core::config::defaults::STOP_TIMEOUT.std());
+                .unwrap_or(STOP_TIMEOUT.std());
             if let Some(p) = &l.process {
                 p.stop(timeout).await;
             }

@@ -4,6 +4,7 @@
 
 mod act;
 mod analysis;
+mod containers;
 mod contracts;
 mod instances;
 mod migrate;
@@ -43,6 +44,7 @@ pub struct Exited {
 /// split is published once for every app, so a round costs what the busy apps cost.
 pub async fn run(
     shared: Arc<Shared>,
+    mut started: mpsc::UnboundedReceiver<crate::shared::Started>,
     mut exits: mpsc::UnboundedReceiver<Exited>,
     exits_tx: mpsc::UnboundedSender<Exited>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
@@ -86,6 +88,12 @@ pub async fn run(
                 schedule.wake(&exit.app);
                 if let Err(e) = instances::on_exit(&shared, exit, clock::now()) {
                     tracing::error!(error = %format!("{e:#}"), "recording an instance exit failed");
+                }
+            }
+            Some(start) = started.recv() => {
+                schedule.wake(&start.app);
+                if let Err(e) = instances::on_started(&shared, start, clock::now(), &exits_tx).await {
+                    tracing::error!(error = %format!("{e:#}"), "recording an instance start failed");
                 }
             }
             _ = shared.wake.notified() => everyone = true,
