@@ -1,8 +1,9 @@
 //! Apps with `driver = "docker"`: releases made from images of the local engine with
-//! `--image`, rolled under load with no failed request, promoted as the same image ID, and
-//! re-adopted as the same containers after `baton up` is killed. The images are `FROM scratch`
-//! and hold the `baton` binary as `/app/baton-demo` with its `/app/demo.toml`, so nothing is
-//! pulled and each version is its own image.
+//! `--image`, rolled under load with no failed request, promoted as the same image ID (loaded
+//! from the release when the engine lacks it), and re-adopted as the same containers after
+//! `baton up` is killed. The images are `FROM scratch` and hold the `baton` binary as
+//! `/app/baton-demo` with its `/app/demo.toml`, so nothing is pulled and each version is its
+//! own image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -207,10 +208,12 @@ fn by_instance(containers: &[LabelledContainer]) -> BTreeMap<String, LabelledCon
         .collect()
 }
 
+/// The instances of `statuses` as their containers' `baton.instance` labels name them:
+/// `web@production-3` is `web.production-3`, as labels allow `[A-Za-z0-9_.-]` only.
 fn instance_ids(statuses: &[AppStatus]) -> BTreeSet<String> {
     statuses
         .iter()
-        .flat_map(|s| s.instances.iter().map(|i| i.id.clone()))
+        .flat_map(|s| s.instances.iter().map(|i| i.id.replace('@', ".")))
         .collect()
 }
 
@@ -279,10 +282,18 @@ async fn promotion_runs_the_same_image_id_with_each_environments_config() {
     let s = Scenario::start(DOCKER_TWO_ENVS, &["1.0.0"]).await;
     let (staging, production) = (s.baton.apps["other"], s.baton.apps["web"]);
     let image = s.release("1.0.0").await;
+    // Gone from the engine: Baton loads it back from the release's stored archive, so no
+    // registry is needed, and it is the same image ID.
+    let tag = s.images["1.0.0"].tag();
+    for reference in [tag, image.as_str()] {
+        s.docker.remove_image(reference).await.unwrap();
+    }
+    assert!(!s.docker.has_image(&image).await.unwrap());
 
     s.baton
         .deploy_ok("web", "1.0.0", &["--env", "staging"])
         .await;
+    assert!(s.docker.has_image(&image).await.unwrap());
     // Production takes exactly what serves in staging, once its 1 s soak has passed.
     let accepted = wait_until(Duration::from_secs(30), || {
         let o = s
