@@ -250,6 +250,29 @@ async fn whoami(addr: SocketAddr) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_deploy_between_images_loses_no_request() {
     let s = Scenario::start(DOCKER_WEB, &["1.0.0", "1.1.0"]).await;
+    // An image the engine does not have: a clear error, and nothing is stored.
+    let missing = format!(
+        "{}-missing:1.0.0",
+        s.images["1.0.0"].tag().split(':').next().unwrap()
+    );
+    let o = s
+        .baton
+        .cli(&["release", "create", "web", "1.0.0", "--image", &missing]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "image {missing} is not in the local Docker engine: build or pull it first"
+        )),
+        "{}",
+        text(&o)
+    );
+    let o = s.baton.cli(&["release", "list", "web", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "[]",
+        "{}",
+        text(&o)
+    );
     let old = s.release("1.0.0").await;
     let new = s.release("1.1.0").await;
     assert_ne!(old, new, "each version is its own image");
