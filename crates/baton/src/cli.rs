@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// Zero-downtime deploys for web services, in one binary.
 #[derive(Debug, Parser)]
@@ -187,7 +187,8 @@ pub struct WaitArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCmd {
-    /// Store an artifact (directory or .tar.gz) as an immutable release.
+    /// Store an artifact (directory or .tar.gz) or a Docker image as an immutable release.
+    #[command(group(ArgGroup::new("source").required(true).args(["artifact", "image"])))]
     Create {
         /// The app.
         app: String,
@@ -203,10 +204,17 @@ pub enum ReleaseCmd {
         git: Option<PathBuf>,
         /// The artifact: a directory, or a .tar.gz / .tgz / .tar archive.
         #[arg(long)]
-        artifact: PathBuf,
+        artifact: Option<PathBuf>,
+        /// An image of the local Docker engine (a tag, digest or ID) for a `driver = "docker"`
+        /// app: Baton stores the image itself, so no registry is needed.
+        #[arg(long, value_name = "REF")]
+        image: Option<String>,
         /// Release notes.
         #[arg(long)]
         notes: Option<String>,
+        /// Print JSON: the release, whether it was created, and the image.
+        #[arg(long)]
+        json: bool,
     },
     /// One release: digest, commit, notes, changelog, where it ran.
     Show {

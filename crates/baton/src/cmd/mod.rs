@@ -4,6 +4,7 @@ mod agent;
 mod demo;
 mod deploy;
 mod hosts;
+mod image;
 mod intents;
 mod release;
 mod status;
@@ -30,7 +31,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 version,
                 git,
                 artifact,
+                image,
                 notes,
+                json,
             }) => {
                 let version = match (version_arg, version) {
                     (Some(v), None) | (None, Some(v)) => v,
@@ -45,13 +48,19 @@ pub fn run(cli: Cli) -> Result<()> {
                         ));
                     }
                 };
+                let source = match (artifact, image) {
+                    (Some(path), None) => release::Source::Artifact(path),
+                    (None, Some(reference)) => release::Source::Image(reference),
+                    _ => unreachable!("clap requires exactly one of --artifact and --image"),
+                };
                 release::create(
                     &config,
                     &app,
                     &version,
                     git.as_deref(),
-                    &artifact,
+                    &source,
                     notes.as_deref(),
+                    json,
                 )
                 .await
             }

@@ -1,33 +1,49 @@
-//! `baton release create|list`.
+//! `baton release create|show|list` and `baton releases`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use baton_core::model::Release;
+use baton_core::model::{ImageManifest, Release};
 use baton_server::ReleaseQuery;
 use baton_server::views::ReleaseCreated;
+
+use serde::Serialize;
 
 use crate::client::{Client, encode};
 use crate::exit::{Failure, Result};
 use crate::output::{self, esc, esc_lines};
+
+/// What a release is made from.
+pub enum Source {
+    /// A directory or an archive.
+    Artifact(PathBuf),
+    /// An image of the local Docker engine, by tag, digest or ID.
+    Image(String),
+}
+
+/// What `release create --json` prints.
+#[derive(Serialize)]
+struct Created<'a> {
+    release: &'a Release,
+    created: bool,
+    /// The image the artifact holds (`--image`).
+    image: Option<&'a ImageManifest>,
+}
 
 pub async fn create(
     config: &Path,
     app: &str,
     version: &str,
     git: Option<&Path>,
-    artifact: &Path,
+    source: &Source,
     notes: Option<&str>,
+    json: bool,
 ) -> Result<()> {
     if version == "auto" && git.is_none() {
         return Err(Failure::usage(
             "--version auto needs --git PATH: the version comes from the commits since the previous release",
         ));
     }
-    let path = artifact.to_path_buf();
-    // Packed to an unnamed temporary file and sent from it: never whole in memory.
-    let archive = tokio::task::spawn_blocking(move || pack_to_temp(&path))
-        .await
-        .map_err(|e| Failure::failed(e.to_string()))??;
+    let (archive, image) = prepare(source).await?;
     let size = archive
         .metadata()
         .map_err(|e| Failure::failed(format!("reading the packed artifact: {e}")))?
@@ -38,41 +54,28 @@ pub async fn create(
         notes: notes.map(String::from),
         ..Default::default()
     };
-    let mut summary = String::new();
-    if let Some(repo) = git {
-        let previous: Vec<Release> = client
-            .get(&format!("/v1/apps/{}/releases", encode(app)))
-            .await?;
-        let since = previous.iter().find_map(|r| r.commit.clone());
-        let head = baton_changelog::head(repo).map_err(|e| Failure::usage(e.to_string()))?;
-        let commits = baton_changelog::commits_since(repo, since.as_deref())
-            .map_err(|e| Failure::failed(e.to_string()))?;
-        let changes = baton_changelog::parse(&commits);
-        if version == "auto" {
-            let last = previous.first().map(|r| r.version.as_str());
-            meta.version = baton_changelog::next_version(last, baton_changelog::bump(&changes))
-                .map_err(|e| Failure::failed(e.to_string()))?;
-        }
-        meta.changelog = Some(baton_changelog::changelog(&meta.version, &changes));
-        meta.release_notes = Some(baton_changelog::release_notes(&meta.version, &changes));
-        summary = format!(
-            "; commit {} with {} change{} since {}",
-            &head[..head.len().min(7)],
-            changes.len(),
-            if changes.len() == 1 { "" } else { "s" },
-            since
-                .as_deref()
-                .map(|s| &s[..s.len().min(7)])
-                .unwrap_or("the first commit")
-        );
-        meta.commit = Some(head);
-    }
+    let summary = match git {
+        Some(repo) => from_git(&client, app, repo, &mut meta).await?,
+        None => String::new(),
+    };
     let mut head = serde_json::to_vec(&meta).expect("serializable");
     head.push(b'\n');
     let url = format!("/v1/apps/{}/releases", encode(app));
     let r: ReleaseCreated = client
         .post_file(&url, head, archive, baton_server::RELEASE_ENVELOPE)
         .await?;
+    if json {
+        let out = Created {
+            release: &r.release,
+            created: r.created,
+            image: image.as_ref(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serializable")
+        );
+        return Ok(());
+    }
     let short = short_digest(&r.release.digest);
     if r.created {
         println!(
@@ -90,7 +93,71 @@ pub async fn create(
             short
         );
     }
+    if let Some(image) = &image {
+        println!("  image {} ({})", image.id, esc(&image.reference));
+    }
     Ok(())
+}
+
+/// The packed artifact of `source`, and the image it holds. An image is first saved into a
+/// temporary directory, removed once it is packed.
+async fn prepare(source: &Source) -> Result<(std::fs::File, Option<ImageManifest>)> {
+    match source {
+        Source::Artifact(path) => Ok((pack(path.clone()).await?, None)),
+        Source::Image(reference) => {
+            let dir = tempfile::Builder::new()
+                .prefix("baton-image-")
+                .tempdir()
+                .map_err(|e| Failure::failed(format!("cannot make a temporary directory: {e}")))?;
+            let manifest = super::image::write_artifact(reference, dir.path()).await?;
+            let archive = pack(dir.path().to_path_buf()).await?;
+            Ok((archive, Some(manifest)))
+        }
+    }
+}
+
+/// Packs `path` to an unnamed temporary file, sent from there: never whole in memory.
+async fn pack(path: PathBuf) -> Result<std::fs::File> {
+    tokio::task::spawn_blocking(move || pack_to_temp(&path))
+        .await
+        .map_err(|e| Failure::failed(e.to_string()))?
+}
+
+/// Fills in the commit, changelog and release notes (and the version, for `auto`) from the git
+/// work tree `repo`; returns the summary for the output line.
+async fn from_git(
+    client: &Client,
+    app: &str,
+    repo: &Path,
+    meta: &mut ReleaseQuery,
+) -> Result<String> {
+    let previous: Vec<Release> = client
+        .get(&format!("/v1/apps/{}/releases", encode(app)))
+        .await?;
+    let since = previous.iter().find_map(|r| r.commit.clone());
+    let head = baton_changelog::head(repo).map_err(|e| Failure::usage(e.to_string()))?;
+    let commits = baton_changelog::commits_since(repo, since.as_deref())
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let changes = baton_changelog::parse(&commits);
+    if meta.version == "auto" {
+        let last = previous.first().map(|r| r.version.as_str());
+        meta.version = baton_changelog::next_version(last, baton_changelog::bump(&changes))
+            .map_err(|e| Failure::failed(e.to_string()))?;
+    }
+    meta.changelog = Some(baton_changelog::changelog(&meta.version, &changes));
+    meta.release_notes = Some(baton_changelog::release_notes(&meta.version, &changes));
+    let summary = format!(
+        "; commit {} with {} change{} since {}",
+        &head[..head.len().min(7)],
+        changes.len(),
+        if changes.len() == 1 { "" } else { "s" },
+        since
+            .as_deref()
+            .map(|s| &s[..s.len().min(7)])
+            .unwrap_or("the first commit")
+    );
+    meta.commit = Some(head);
+    Ok(summary)
 }
 
 /// `baton release show APP VERSION`.

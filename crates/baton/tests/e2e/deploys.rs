@@ -7,7 +7,7 @@ use baton_demo::load::{Load, LoadConfig, LoadReport};
 
 use crate::harness::{Baton, THREE_WEB, text};
 
-fn load(baton: &Baton) -> Load {
+pub fn load(baton: &Baton) -> Load {
     Load::start(LoadConfig {
         keepalive_workers: 4,
         fresh_conn_workers: 2,
@@ -19,7 +19,7 @@ fn load(baton: &Baton) -> Load {
     })
 }
 
-fn assert_no_failures(report: &LoadReport, what: &str) {
+pub fn assert_no_failures(report: &LoadReport, what: &str) {
     let failures = report.failures();
     assert!(
         failures.is_empty(),
@@ -36,7 +36,7 @@ fn assert_no_failures(report: &LoadReport, what: &str) {
 }
 
 /// A short burst after a deploy: every answer must come from `version`.
-async fn assert_only(baton: &Baton, version: &str) {
+pub async fn assert_only(baton: &Baton, version: &str) {
     let report = Load::start(LoadConfig {
         keepalive_workers: 2,
         fresh_conn_workers: 2,

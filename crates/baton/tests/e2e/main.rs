@@ -6,6 +6,7 @@ mod harness;
 mod api_load;
 mod artifacts;
 mod canary;
+mod containers;
 mod crash;
 mod deploys;
 mod environments;

@@ -5,6 +5,7 @@
 
 mod cleanup;
 mod image_build;
+mod labelled;
 mod ldd;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -12,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cleanup::OwnerGuard;
 pub use image_build::{ImageBuild, TestImage};
+pub use labelled::{LabelPrefixGuard, LabelledContainer, labelled};
 pub use ldd::shared_libraries;
 
 use super::Docker;
