@@ -1,9 +1,9 @@
 //! Apps with `driver = "docker"`: releases made from images of the local engine with
 //! `--image`, rolled under load with no failed request, promoted as the same image ID (loaded
 //! from the release when the engine lacks it), and re-adopted as the same containers after
-//! `baton up` is killed; `read_only` mounts their root read-only. The images are `FROM scratch` and hold the `baton` binary as
-//! `/app/baton-demo` with its `/app/demo.toml`, so nothing is pulled and each version is its
-//! own image.
+//! `baton up` is killed; `read_only` mounts their root read-only. The images are `FROM
+//! scratch` and hold the `baton` binary as `/app/baton-demo` with its `/app/demo.toml`, so
+//! nothing is pulled and each version is its own image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
