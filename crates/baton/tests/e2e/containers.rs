@@ -1,9 +1,9 @@
 //! Apps with `driver = "docker"`: releases made from images of the local engine with
 //! `--image`, rolled under load with no failed request, promoted as the same image ID (loaded
 //! from the release when the engine lacks it), and re-adopted as the same containers after
-//! `baton up` is killed. The images are `FROM scratch` and hold the `baton` binary as
-//! `/app/baton-demo` with its `/app/demo.toml`, so nothing is pulled and each version is its
-//! own image.
+//! `baton up` is killed; `read_only` mounts their root read-only. The images are `FROM
+//! scratch` and hold the `baton` binary as `/app/baton-demo` with its `/app/demo.toml`, so
+//! nothing is pulled and each version is its own image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -332,6 +332,10 @@ async fn promotion_runs_the_same_image_id_with_each_environments_config() {
         .assert_serving(&["staging", "production"], "1.0.0", &image)
         .await;
     assert_eq!(containers.len(), 5, "2 in staging, 3 in production");
+    for c in containers.values() {
+        let read_only = testing::read_only(&s.docker, &c.id).await.unwrap();
+        assert!(read_only, "read_only = true: {c:?}");
+    }
 
     // One image ID, each environment's own values.
     let (st, pr) = (whoami(staging).await, whoami(production).await);

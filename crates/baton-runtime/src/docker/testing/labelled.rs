@@ -53,6 +53,19 @@ pub async fn labelled(docker: &Docker, label: &str) -> Result<Vec<LabelledContai
         .collect())
 }
 
+/// Whether container `id` has a read-only root filesystem.
+pub async fn read_only(docker: &Docker, id: &str) -> Result<bool, DockerError> {
+    let container = docker
+        .api()
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| DockerError::engine(format!("inspect container {id}"), &e))?;
+    Ok(container
+        .host_config
+        .and_then(|h| h.readonly_rootfs)
+        .unwrap_or(false))
+}
+
 /// Dropping it removes every container whose label `label` starts with `prefix`: e.g. the
 /// containers whose `baton.log` lies under a test's data directory, whoever owns them.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use cleanup::OwnerGuard;
 pub use image_build::{ImageBuild, TestImage};
-pub use labelled::{LabelPrefixGuard, LabelledContainer, labelled};
+pub use labelled::{LabelPrefixGuard, LabelledContainer, labelled, read_only};
 pub use ldd::shared_libraries;
 
 use super::Docker;
