@@ -381,6 +381,8 @@ pub enum EventKind {
     HostRefused,
     /// A host's session ended: its agent went away or sent no heartbeat in time.
     HostLost,
+    /// The operator drained a host (`baton host drain`) or lifted the drain.
+    HostDrain,
 }
 
 impl EventKind {
@@ -414,6 +416,7 @@ impl EventKind {
             EventKind::HostConnected => "host_connected",
             EventKind::HostRefused => "host_refused",
             EventKind::HostLost => "host_lost",
+            EventKind::HostDrain => "host_drain",
         }
     }
 }

@@ -241,6 +241,37 @@ impl Store {
         Ok(())
     }
 
+    /// Marks host `name` drained (its instances move to the other hosts) or not; returns
+    /// whether that changed anything.
+    pub fn set_host_drained(
+        &self,
+        name: &str,
+        drained: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let changed = if drained {
+            conn.execute(
+                "INSERT INTO host_drains (name, since) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                rusqlite::params![name, now],
+            )
+        } else {
+            conn.execute("DELETE FROM host_drains WHERE name = ?1", [name])
+        }
+        .op("record a host drain")?;
+        Ok(changed > 0)
+    }
+
+    /// The drained hosts, by name.
+    pub fn drained_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name FROM host_drains ORDER BY name")
+            .op("list drained hosts")?;
+        let rows = stmt.query_map([], |r| r.get(0)).op("list drained hosts")?;
+        rows.collect::<Result<_, _>>().op("read drained hosts")
+    }
+
     /// Every host that joined, by name.
     pub fn hosts(&self) -> Result<Vec<StoredHost>, StoreError> {
         let conn = self.conn();
@@ -255,6 +286,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drains_are_recorded_once_and_lifted() {
+        let s = Store::open_in_memory().unwrap();
+        assert!(s.set_host_drained("web-2", true, 5).unwrap());
+        assert!(
+            !s.set_host_drained("web-2", true, 6).unwrap(),
+            "already drained"
+        );
+        assert_eq!(s.drained_hosts().unwrap(), ["web-2"]);
+        assert!(s.set_host_drained("web-2", false, 7).unwrap());
+        assert!(!s.set_host_drained("web-2", false, 8).unwrap());
+        assert!(s.drained_hosts().unwrap().is_empty());
+    }
 
     fn join<'a>(
         token: &'a str,

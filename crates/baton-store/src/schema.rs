@@ -146,6 +146,13 @@ const MIGRATIONS: &[&str] = &[
         last_seen     INTEGER
     );
     "#,
+    // 8: hosts the operator drained (`baton host drain`), joined or not.
+    r#"
+    CREATE TABLE host_drains (
+        name  TEXT    PRIMARY KEY,
+        since INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -157,6 +157,16 @@ pub enum HostCmd {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Move every instance off a host (new ones start elsewhere first), for maintenance.
+    Drain {
+        /// The host (`[hosts.NAME]`).
+        host: String,
+    },
+    /// Let a drained host take instances again; the spread evens out one instance at a time.
+    Undrain {
+        /// The host (`[hosts.NAME]`).
+        host: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -45,7 +45,20 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
     // `>=` would be equivalent (no excess: nothing drained, the stable sort keeps the order
     // of the instances admitted below).
     if new.len() > n as usize {
-        new.sort_by_key(|i| (healthy(i), i.in_split));
+        // Among equals, from the host that runs the most of them, so the spread evens out.
+        let hosts: Vec<&str> = new.iter().map(|i| i.host.as_str()).collect();
+        let on_host = |host: &str| hosts.iter().filter(|h| **h == host).count();
+        let mut keyed: Vec<_> = new
+            .iter()
+            .map(|i| {
+                (
+                    (healthy(i), i.in_split, std::cmp::Reverse(on_host(&i.host))),
+                    *i,
+                )
+            })
+            .collect();
+        keyed.sort_by_key(|(key, _)| *key);
+        new = keyed.into_iter().map(|(_, i)| i).collect();
         let excess = new.len() - n as usize;
         for i in new.drain(..excess) {
             c.actions.push(Action::Drain {

@@ -9,6 +9,7 @@ mod blue_green;
 mod canary;
 mod converge;
 mod placement;
+mod rebalance;
 
 #[cfg(test)]
 mod tests;
@@ -238,13 +239,11 @@ fn retire_warm(live: &[&Instance], target: Option<&str>, now: Millis, out: &mut 
     }
 }
 
-/// No deployment: keep the current release at its instance count, healthy ones in the split.
+/// No deployment: keep the current release at its instance count, healthy ones in the split,
+/// off drained hosts and spread evenly over the others (`rebalance.rs`).
 fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
     let Some(current) = input.current else { return };
-    let n = input.app.instances;
-    // Replacing lost instances is not a rollout: start every missing one at once.
-    let c = converge::rolling(current, n, n, 0, live);
-    out.actions.extend(c.actions);
+    rebalance::idle(input, current, live, out);
 }
 
 fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {

@@ -19,6 +19,8 @@ pub struct PlanHost {
     pub name: String,
     /// Whether it may get new instances: connected and not drained.
     pub schedulable: bool,
+    /// The operator drained it (`baton host drain`): its instances move to the other hosts.
+    pub drained: bool,
 }
 
 impl PlanHost {
@@ -27,6 +29,7 @@ impl PlanHost {
         PlanHost {
             name: name.to_string(),
             schedulable: true,
+            drained: false,
         }
     }
 }

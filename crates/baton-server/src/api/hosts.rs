@@ -1,18 +1,18 @@
-//! `GET /v1/hosts` (every configured host and its state) and `POST /v1/hosts/tokens` (a join
-//! token, shown once: only its secret's sha256 is stored).
+//! `GET /v1/hosts` (every configured host and its state), `POST /v1/hosts/tokens` (a join
+//! token, shown once: only its secret's sha256 is stored), and draining a host.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use baton_cluster::JoinToken;
 use baton_core::duration::Duration;
 
 use super::ApiError;
 use crate::clock;
-use crate::cluster::view::{HostView, TokenCreated, TokenRequest, host_views};
+use crate::cluster::view::{DrainView, HostView, TokenCreated, TokenRequest, host_views};
 use crate::shared::Shared;
 
 /// A token's lifetime unless asked otherwise.
@@ -24,7 +24,9 @@ pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<HostView
     let stored = shared.store.hosts()?;
     let instances = shared.store.instances(None, false)?;
     let mut views = host_views(&shared.config, shared.cluster.as_deref(), &stored);
+    let drained = shared.store.drained_hosts()?;
     for v in &mut views {
+        v.drained = drained.contains(&v.name);
         let on_host = instances
             .iter()
             .filter(|i| i.host == v.name && !i.state.is_leaving());
@@ -73,4 +75,48 @@ pub async fn create_token(
             expires_at,
         }),
     ))
+}
+
+/// `POST /v1/hosts/{host}/drain`: the host takes no new instances and its instances move to
+/// the app's other hosts (new ones first, then the old ones drain).
+pub async fn drain(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+) -> Result<Json<DrainView>, ApiError> {
+    set_drained(&shared, &host, true)
+}
+
+/// `POST /v1/hosts/{host}/undrain`: the host takes instances again; the apps that run there
+/// even out their spread, one instance at a time.
+pub async fn undrain(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+) -> Result<Json<DrainView>, ApiError> {
+    set_drained(&shared, &host, false)
+}
+
+fn set_drained(shared: &Shared, host: &str, drained: bool) -> Result<Json<DrainView>, ApiError> {
+    if !shared.config.hosts.contains_key(host) {
+        return Err(ApiError::not_found(format!(
+            "host {} is not in baton.toml: `baton hosts` lists the hosts",
+            super::error::quote(host)
+        )));
+    }
+    let changed = shared.store.set_host_drained(host, drained, clock::now())?;
+    if changed {
+        let what = if drained {
+            "drained: its instances move to the other hosts"
+        } else {
+            "undrained: it takes instances again"
+        };
+        let msg = format!("host {host} {what}");
+        let kind = baton_core::model::EventKind::HostDrain;
+        shared.event(clock::now(), crate::cluster::EVENT_APP, None, kind, &msg)?;
+        shared.wake.notify_one();
+    }
+    Ok(Json(DrainView {
+        host: host.to_string(),
+        drained,
+        changed,
+    }))
 }

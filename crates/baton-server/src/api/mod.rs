@@ -60,6 +60,8 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/tokens", post(hosts::create_token))
+        .route("/v1/hosts/{host}/drain", post(hosts::drain))
+        .route("/v1/hosts/{host}/undrain", post(hosts::undrain))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))

@@ -23,6 +23,9 @@ pub struct HostView {
     pub address: String,
     /// `connected`, `lost` or `never joined`.
     pub state: String,
+    /// Drained by the operator (`baton host drain`): takes no instances.
+    #[serde(default)]
+    pub drained: bool,
     /// The version of its agent (of the current or last session).
     pub agent_version: Option<String>,
     /// How many instances run there.
@@ -76,6 +79,8 @@ pub fn host_views(
                 name: name.clone(),
                 address: host.address.to_string(),
                 state: state.to_string(),
+                // Filled in by the API from the store.
+                drained: false,
                 agent_version: link
                     .as_ref()
                     .map(|l| l.version.clone())
@@ -94,4 +99,15 @@ pub fn host_views(
             }
         })
         .collect()
+}
+
+/// `POST /v1/hosts/{host}/drain` and `/undrain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrainView {
+    /// The host.
+    pub host: String,
+    /// Whether it is drained now.
+    pub drained: bool,
+    /// Whether this call changed that.
+    pub changed: bool,
 }

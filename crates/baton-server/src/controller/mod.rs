@@ -117,17 +117,26 @@ pub async fn run(
 }
 
 /// The app's hosts as the planner sees them: the local host always takes instances; another
-/// only while its agent is connected.
+/// only while its agent is connected; none while drained.
 fn plan_hosts(shared: &Shared, app: &baton_core::config::AppConfig) -> Vec<PlanHost> {
+    let drained = shared.store.drained_hosts().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot read drained hosts");
+        Vec::new()
+    });
     app.host_names()
         .into_iter()
         .map(|name| {
-            let schedulable = name == LOCAL_HOST
+            let drained = drained.contains(&name);
+            let connected = name == LOCAL_HOST
                 || shared
                     .cluster
                     .as_ref()
                     .is_some_and(|c| c.link(&name).is_some());
-            PlanHost { name, schedulable }
+            PlanHost {
+                schedulable: connected && !drained,
+                drained,
+                name,
+            }
         })
         .collect()
 }

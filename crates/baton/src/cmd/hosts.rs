@@ -1,8 +1,8 @@
-//! `baton host token` and `baton hosts`.
+//! `baton host token`, `baton host drain|undrain` and `baton hosts`.
 
 use std::path::Path;
 
-use baton_server::cluster::view::{HostView, TokenCreated, TokenRequest};
+use baton_server::cluster::view::{DrainView, HostView, TokenCreated, TokenRequest};
 
 use crate::client::Client;
 use crate::exit::Result;
@@ -27,6 +27,24 @@ pub async fn token(config: &Path, ttl: &str) -> Result<()> {
     Ok(())
 }
 
+/// Drains a host (its instances move to the app's other hosts) or lifts the drain.
+pub async fn drain(config: &Path, host: &str, drained: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let verb = if drained { "drain" } else { "undrain" };
+    let path = format!("/v1/hosts/{}/{verb}", crate::client::encode(host));
+    let view: DrainView = client.post_json(&path, &serde_json::json!({})).await?;
+    let what = match (view.drained, view.changed) {
+        (true, true) => {
+            "drained: its instances move to the other hosts (`baton status` shows them)"
+        }
+        (true, false) => "was already drained",
+        (false, true) => "undrained: it takes instances again, the spread evens out one at a time",
+        (false, false) => "was not drained",
+    };
+    println!("host {} {what}", esc(&view.host));
+    Ok(())
+}
+
 /// One line per configured host.
 pub async fn list(config: &Path, json: bool) -> Result<()> {
     let client = Client::from_config(config)?;
@@ -43,15 +61,19 @@ pub async fn list(config: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<16} {:<13} {:<9} {:>9}  last seen",
+        "{:<16} {:<16} {:<20} {:<9} {:>9}  last seen",
         "host", "address", "state", "agent", "instances"
     );
     for h in &hosts {
         println!(
-            "{:<16} {:<16} {:<13} {:<9} {:>9}  {}",
+            "{:<16} {:<16} {:<20} {:<9} {:>9}  {}",
             esc(&h.name),
             esc(&h.address),
-            esc(&h.state),
+            esc(&if h.drained {
+                format!("{}, drained", h.state)
+            } else {
+                h.state.clone()
+            }),
             esc(h.agent_version.as_deref().unwrap_or("-")),
             h.instances,
             h.last_seen

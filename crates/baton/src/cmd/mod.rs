@@ -129,6 +129,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Env { app, json } => status::environments(&config, &app, json).await,
             Command::Releases { app, json } => release::ledger(&config, &app, json).await,
             Command::Host(HostCmd::Token { ttl }) => hosts::token(&config, &ttl).await,
+            Command::Host(HostCmd::Drain { host }) => hosts::drain(&config, &host, true).await,
+            Command::Host(HostCmd::Undrain { host }) => hosts::drain(&config, &host, false).await,
             Command::Hosts { json } => hosts::list(&config, json).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Demo(args) => match args.command {

@@ -1,7 +1,8 @@
 //! One app across two hosts (agents on 127.0.0.2 and 127.0.0.3, a real `baton up`, real TLS):
 //! instances spread evenly, rolling, blue-green and canary through the edge proxy lose no
-//! request, and a host cut off under load is replaced on the other host; when it comes back,
-//! nothing stale serves (docs/design-notes.md, "Many hosts and containers").
+//! request, a drained host's instances move off and come back, and a host cut off under load
+//! is replaced on the other host; when it comes back, nothing stale serves and the spread
+//! evens out again (docs/design-notes.md, "Many hosts and containers").
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -154,6 +155,34 @@ async fn rolling_blue_green_and_canary_across_two_hosts_lose_no_request() {
             .all(|h| h.instances == 2)
     });
     assert!(counted, "{:?}", [host(&b, "web-1"), host(&b, "web-2")]);
+
+    // Maintenance: drain web-2 (its instances move to web-1, new ones first), then undrain
+    // it (the spread evens out again), all under load without a failed request.
+    let l = load(&b);
+    let o = b.cli(&["host", "drain", "web-2"]);
+    assert!(o.status.success(), "drain: {}", text(&o));
+    let all_on_web1 = [("127.0.0.2".to_string(), 4)].into();
+    let moved = wait_until(Duration::from_secs(60), || {
+        let s = b.status("web");
+        spread(&s, "1.3.0") == all_on_web1 && s.instances.iter().all(|i| i.host == "web-1")
+    });
+    assert!(moved, "{:?}", b.status("web"));
+    assert!(host(&b, "web-2").drained);
+    let o = b.cli(&["host", "undrain", "web-2"]);
+    assert!(o.status.success(), "undrain: {}", text(&o));
+    let back = wait_until(Duration::from_secs(90), || {
+        let s = b.status("web");
+        spread(&s, "1.3.0") == two_and_two() && s.instances.len() == 4
+    });
+    assert!(back, "{:?}", b.status("web"));
+    let report = l.stop().await;
+    assert_no_failures(&report, "drain and undrain");
+    let o = b.cli(&["host", "drain", "web-9"]);
+    assert!(
+        !o.status.success() && text(&o).contains("web-9"),
+        "{}",
+        text(&o)
+    );
     drop(agents);
 }
 
@@ -199,10 +228,18 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
         "stale instances still run on web-2: {on_web2:?}\nagent log:\n{}",
         agents.log("web-2")
     );
+    // The spread evens out again with new instances, never with the stale ones.
+    let even = wait_until(Duration::from_secs(90), || {
+        let s = b.status("web");
+        spread(&s, "1.0.0") == two_and_two() && s.instances.len() == 4
+    });
+    assert!(even, "{:?}", b.status("web"));
     let s = b.status("web");
     assert!(
-        s.instances.iter().all(|i| i.host == "web-1"),
-        "nothing is placed back on web-2 by itself: {s:?}"
+        s.instances
+            .iter()
+            .all(|i| !on_web2.iter().any(|(id, _)| *id == i.id)),
+        "a stale instance serves again: {s:?}"
     );
     let o = b.cli(&["hosts"]);
     assert!(o.status.success(), "{}", text(&o));
