@@ -74,10 +74,11 @@ bench_cleanup() {
         stop_pid "${BENCH_PIDS[i]}"
     done
     # Baton stops its instances on SIGTERM; if it could not, kill the instance process groups its
-    # pid files name, but only those running from this benchmark's temporary directory.
-    if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP/baton/.baton/run" ]]; then
+    # pid files name (and those of agents, whose instances outlive them by design), but only
+    # those running from this benchmark's temporary directory.
+    if [[ -n "$BENCH_TMP" && -d "$BENCH_TMP" ]]; then
         local f pid
-        for f in "$BENCH_TMP"/baton/.baton/run/*; do
+        for f in "$BENCH_TMP"/baton/.baton/run/* "$BENCH_TMP"/agent-*/run/*; do
             [[ -f "$f" ]] || continue
             read -r pid _ <"$f" || continue
             if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$BENCH_TMP"; then

@@ -245,3 +245,58 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
     assert!(o.status.success(), "{}", text(&o));
     drop(agents);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_leaves_the_hosts_serving_and_re_adopts_them() {
+    let (mut b, agents) = fleet();
+    b.release("web", "1.0.0", &[]);
+    b.release("web", "1.1.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let before: Vec<(String, Option<u32>)> = b
+        .status("web")
+        .instances
+        .iter()
+        .map(|i| (i.id.clone(), i.pid))
+        .collect();
+
+    // The controller dies (kill -9): the instances on the hosts keep running, and answer.
+    b.kill9();
+    for (id, pid) in &before {
+        let pid = pid.expect("running instances have a pid");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{id} died with the controller"
+        );
+    }
+    b.up();
+    // Re-adopted, not restarted or duplicated: the same instances with the same pids, and
+    // the hosts reconnect by themselves.
+    wait_state(&b, &agents, "web-1", "connected");
+    wait_state(&b, &agents, "web-2", "connected");
+    let healthy = wait_until(Duration::from_secs(30), || {
+        let s = b.status("web");
+        s.instances.len() == 4
+            && s.instances
+                .iter()
+                .all(|i| i.state == "healthy" && i.in_split)
+    });
+    assert!(healthy, "{:?}\n{}", b.status("web"), b.log());
+    let mut after: Vec<(String, Option<u32>)> = b
+        .status("web")
+        .instances
+        .iter()
+        .map(|i| (i.id.clone(), i.pid))
+        .collect();
+    after.sort();
+    let mut expected = before.clone();
+    expected.sort();
+    assert_eq!(after, expected, "the same instances, the same processes");
+
+    // A rollout started now runs across the hosts as before, under load.
+    let l = load(&b);
+    b.deploy_ok("web", "1.1.0", &[]).await;
+    let report = l.stop().await;
+    assert_no_failures(&report, "rolling after a controller restart");
+    assert_eq!(spread(&b.status("web"), "1.1.0"), two_and_two());
+    drop(agents);
+}
