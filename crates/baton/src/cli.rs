@@ -260,6 +260,10 @@ pub struct DemoArgs {
     /// Leave Baton running after the story and print how to use the CLI against it.
     #[arg(long)]
     pub keep_running: bool,
+    /// Run the many-hosts story instead: N agents on 127.0.0.2 ... (2 to 8), one host killed
+    /// under load.
+    #[arg(long, default_value_t = 0, conflicts_with = "keep_running")]
+    pub hosts: u8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,10 +69,10 @@ pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
-struct Switch {
-    what: String,
-    outcome: String,
-    took: Duration,
+pub(super) struct Switch {
+    pub(super) what: String,
+    pub(super) outcome: String,
+    pub(super) took: Duration,
 }
 
 pub async fn run(keep_running: bool) -> Result<()> {
@@ -361,7 +361,7 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
     Ok(())
 }
 
-async fn step(
+pub(super) async fn step(
     client: &Client,
     what: &str,
     path: &str,

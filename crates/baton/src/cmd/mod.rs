@@ -2,6 +2,7 @@
 
 mod agent;
 mod demo;
+mod demo_hosts;
 mod deploy;
 mod hosts;
 mod image;
@@ -151,6 +152,7 @@ pub fn run(cli: Cli) -> Result<()> {
                         startup_ms,
                     },
                 ),
+                None if args.hosts > 0 => demo_hosts::run(args.hosts).await,
                 None => demo::run(args.keep_running).await,
             },
         }

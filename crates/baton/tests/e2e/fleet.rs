@@ -300,3 +300,21 @@ async fn a_controller_killed_leaves_the_hosts_serving_and_re_adopts_them() {
     assert_eq!(spread(&b.status("web"), "1.1.0"), two_and_two());
     drop(agents);
 }
+
+#[test]
+fn the_many_hosts_demo_ends_with_no_failed_request() {
+    // Alone, as every test that puts load on the machine.
+    let _serial = crate::harness::serial();
+    let o = std::process::Command::new(crate::harness::BATON)
+        .args(["demo", "--hosts", "2"])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("failed requests:  0"), "{out}");
+    assert!(out.contains("host-2 lost after"), "{out}");
+    assert!(
+        out.contains("while a host died:") && out.contains("(in flight on the killed host)"),
+        "{out}"
+    );
+}
