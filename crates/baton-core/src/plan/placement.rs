@@ -77,7 +77,7 @@ fn choose<'h>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::tests::{app, inst, starts};
     use super::*;
     use crate::model::InstanceState::*;
@@ -88,7 +88,7 @@ mod tests {
         i
     }
 
-    fn hosts_of_starts(p: &Plan) -> Vec<&str> {
+    pub(in crate::plan) fn hosts_of_starts(p: &Plan) -> Vec<&str> {
         p.actions
             .iter()
             .filter_map(|a| match a {

@@ -58,6 +58,7 @@ fn spread_gap(input: PlanInput<'_>, target: &[&&Instance]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::placement::tests::hosts_of_starts;
     use super::super::tests::{admits, app, drains, inst, starts};
     use super::*;
     use crate::model::InstanceState::*;
@@ -93,16 +94,6 @@ mod tests {
         })
     }
 
-    fn start_hosts(p: &Plan) -> Vec<&str> {
-        p.actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Start { host, .. } => Some(host.as_str()),
-                _ => None,
-            })
-            .collect()
-    }
-
     #[test]
     fn a_drained_host_is_replaced_first_then_drained() {
         let two_and_two = [
@@ -112,7 +103,7 @@ mod tests {
             on("b", inst(4, "1.0.0", Healthy, true)),
         ];
         let p = idle(&two_and_two, &hosts(&["b"]));
-        assert_eq!(start_hosts(&p), ["a", "a"]);
+        assert_eq!(hosts_of_starts(&p), ["a", "a"]);
         assert!(
             drains(&p).is_empty(),
             "nothing leaves b before its replacements serve"
@@ -139,7 +130,7 @@ mod tests {
             .map(|n| on("a", inst(n, "1.0.0", Healthy, true)))
             .collect();
         let p = idle(&all_on_a, &hosts(&[]));
-        assert_eq!(start_hosts(&p), ["b"]);
+        assert_eq!(hosts_of_starts(&p), ["b"]);
         assert!(drains(&p).is_empty());
 
         let mut one_more = all_on_a.clone();

@@ -69,6 +69,46 @@ pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
     Ok(())
 }
 
+/// Baton running in this process for a demo.
+pub(super) struct InProcess {
+    /// Its addresses, data dir and token.
+    pub(super) ready: baton_server::Daemon,
+    /// Send to stop it.
+    pub(super) stop: oneshot::Sender<()>,
+    /// Ends when it stopped.
+    pub(super) daemon: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Writes `config` to `dir/baton.toml` and runs Baton on it in this process.
+pub(super) async fn start_in_process(dir: &Path, config: &str) -> Result<InProcess> {
+    let config_path = dir.join("baton.toml");
+    std::fs::write(&config_path, config).map_err(|e| Failure::failed(e.to_string()))?;
+    let config =
+        baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let daemon = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        baton_server::run(&config_path, config, stopped, Some(ready_tx)).await
+    });
+    match ready_rx.await {
+        Ok(ready) => Ok(InProcess {
+            ready,
+            stop,
+            daemon,
+        }),
+        Err(_) => {
+            let err = daemon.await.ok().and_then(|r| r.err());
+            Err(Failure::failed(format!(
+                "baton did not start: {}",
+                err.map(|e| format!("{e:#}")).unwrap_or_default()
+            )))
+        }
+    }
+}
+
 pub(super) struct Switch {
     pub(super) what: String,
     pub(super) outcome: String,
@@ -81,37 +121,11 @@ pub async fn run(keep_running: bool) -> Result<()> {
         .prefix("baton-demo-")
         .tempdir()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let config_path = tmp.path().join("baton.toml");
-    std::fs::write(&config_path, CONFIG).map_err(|e| Failure::failed(e.to_string()))?;
-    let config =
-        baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let cp = config_path.clone();
-    let daemon = tokio::spawn(async move {
-        baton_server::run(
-            &cp,
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-            Some(ready_tx),
-        )
-        .await
-    });
-    let ready = match ready_rx.await {
-        Ok(r) => r,
-        Err(_) => {
-            let err = daemon
-                .await
-                .map_err(|e| Failure::failed(e.to_string()))?
-                .err();
-            return Err(Failure::failed(format!(
-                "baton did not start: {}",
-                err.map(|e| format!("{e:#}")).unwrap_or_default()
-            )));
-        }
-    };
+    let InProcess {
+        ready,
+        stop: stop_tx,
+        daemon,
+    } = start_in_process(tmp.path(), CONFIG).await?;
     let proxy = ready.apps["web@production"];
     println!(
         "baton is up: proxy for `web` on http://{proxy}  (API {}, data {})",

@@ -13,9 +13,8 @@ use baton_demo::DemoOptions;
 use baton_demo::load::{Load, LoadConfig, LoadReport};
 use baton_server::cluster::view::{HostView, TokenCreated, TokenRequest};
 use baton_server::views::{AppStatus, ReleaseCreated};
-use tokio::sync::oneshot;
 
-use super::demo::{Switch, step};
+use super::demo::{InProcess, Switch, start_in_process, step};
 use crate::client::Client;
 use crate::exit::{Failure, Result};
 
@@ -102,26 +101,11 @@ pub async fn run(hosts: u8) -> Result<()> {
         .prefix("baton-demo-hosts-")
         .tempdir()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let config_path = tmp.path().join("baton.toml");
-    std::fs::write(&config_path, config(hosts)).map_err(|e| Failure::failed(e.to_string()))?;
-    let config =
-        baton_server::load_config(&config_path).map_err(|e| Failure::failed(e.to_string()))?;
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let cp = config_path.clone();
-    let daemon = tokio::spawn(async move {
-        let stop = async move {
-            let _ = stop_rx.await;
-        };
-        baton_server::run(&cp, config, stop, Some(ready_tx)).await
-    });
-    let Ok(ready) = ready_rx.await else {
-        let err = daemon.await.ok().and_then(|r| r.err());
-        return Err(Failure::failed(format!(
-            "baton did not start: {}",
-            err.map(|e| format!("{e:#}")).unwrap_or_default()
-        )));
-    };
+    let InProcess {
+        ready,
+        stop: stop_tx,
+        daemon,
+    } = start_in_process(tmp.path(), &config(hosts)).await?;
     let proxy = ready.apps["web@production"];
     let cluster = ready.cluster.expect("the demo config has [cluster]");
     println!("baton is up: edge proxy for `web` on http://{proxy}, agents join at {cluster}");

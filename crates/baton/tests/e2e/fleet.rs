@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use baton_demo::load::{Load, LoadConfig, LoadReport};
 use baton_server::views::AppStatus;
 use nix::sys::signal::Signal;
 
+use crate::deploys::{assert_no_failures, load};
 use crate::harness::{Baton, text, wait_until};
 use crate::hosts::{Agents, host, token, wait_state};
 
@@ -70,30 +70,6 @@ fn fleet() -> (Baton, Agents) {
         wait_state(&b, &agents, name, "connected");
     }
     (b, agents)
-}
-
-fn load(b: &Baton) -> Load {
-    Load::start(LoadConfig {
-        keepalive_workers: 4,
-        fresh_conn_workers: 2,
-        rate_per_worker: Some(40.0),
-        max_duration: Duration::from_secs(300),
-        max_requests: 500_000,
-        request_timeout: Duration::from_secs(10),
-        ..LoadConfig::new(b.web())
-    })
-}
-
-fn assert_no_failures(report: &LoadReport, what: &str) {
-    let failures = report.failures();
-    assert!(
-        failures.is_empty(),
-        "{what}: {} of {} requests failed, first: {:?}",
-        failures.len(),
-        report.stats.sent,
-        failures.iter().take(5).collect::<Vec<_>>()
-    );
-    assert!(report.stats.sent > 50, "{what}: too little load");
 }
 
 /// Healthy instances of `release` per host address, from the status.
