@@ -17,10 +17,12 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::connect::connect;
+use crate::proxy::HostProxy;
 
 /// The host's instances and artifacts, shared by every session of the agent.
 pub struct Executor {
     host: Arc<HostRuntime>,
+    proxy: HostProxy,
     artifacts: ArtifactStore,
     /// One download at a time: two runs of one release must not fetch it twice.
     fetching: Mutex<()>,
@@ -45,12 +47,18 @@ impl Executor {
         }
         let executor = Executor {
             host,
+            proxy: HostProxy::new(address),
             artifacts,
             fetching: Mutex::new(()),
             controller: controller.to_string(),
             address,
         };
         (Arc::new(executor), events)
+    }
+
+    /// Serves `split` on the host's own listeners (`host_port`) from now on.
+    pub async fn apply_split(&self, split: &baton_core::run::HostSplit) {
+        self.proxy.apply(split, &self.host.running()).await;
     }
 
     /// What runs here now, for `hello`.
@@ -84,10 +92,9 @@ impl Executor {
                 timeout_ms,
             } => {
                 tokio::spawn(async move {
-                    let outcome = me
-                        .host
-                        .stop(&instance, Duration::from_millis(timeout_ms))
-                        .await;
+                    let timeout = Duration::from_millis(timeout_ms);
+                    me.proxy.drain(&instance, timeout).await;
+                    let outcome = me.host.stop(&instance, timeout).await;
                     tracing::info!(%instance, ?outcome, "instance stopped");
                     let _ = out.send(AgentMsg::Stopped { instance });
                 });

@@ -11,6 +11,7 @@ mod connect;
 mod executor;
 mod identity;
 mod join;
+mod proxy;
 mod session;
 
 use std::future::Future;

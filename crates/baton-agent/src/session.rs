@@ -124,8 +124,11 @@ impl Session<'_> {
                 msg = reader.next::<ControllerMsg>() => match msg {
                     Ok(Some(msg)) => {
                         silent_until = Instant::now() + timeout;
-                        if msg != ControllerMsg::Heartbeat {
-                            self.executor.handle(msg, config.clone(), out_tx.clone());
+                        match msg {
+                            ControllerMsg::Heartbeat => {}
+                            // In order: a split applies before a later stop drains.
+                            ControllerMsg::Split(split) => self.executor.apply_split(&split).await,
+                            msg => self.executor.handle(msg, config.clone(), out_tx.clone()),
                         }
                     }
                     Ok(None) => return "the controller closed the connection".into(),

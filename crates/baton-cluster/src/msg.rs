@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 
-use baton_core::run::{RunSpec, Running};
+use baton_core::run::{HostSplit, RunSpec, Running};
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, sent in `join` and `hello`.
@@ -86,6 +86,8 @@ pub enum ControllerMsg {
         /// How long it gets between SIGTERM and SIGKILL.
         timeout_ms: u64,
     },
+    /// What the host's own proxy serves (`host_port`), whole; replaces the previous one.
+    Split(HostSplit),
     /// The answer to `fetch`: `size` raw bytes of the canonical archive follow the frame.
     Artifact {
         /// The digest asked for.

@@ -35,3 +35,55 @@ pub struct Running {
     /// The port it listens on at the host's address.
     pub port: u16,
 }
+
+/// What a host's own proxy (`host_port`) serves: for each app, where it listens on the host
+/// and which of the host's instances take its traffic, by release. Sent whole whenever it
+/// changes; the host keeps serving the last one it got while the controller is away.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSplit {
+    /// One entry per app with `host_port` on this host.
+    pub apps: Vec<HostApp>,
+}
+
+/// One app's share of a host's split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostApp {
+    /// The unit (`web@production`).
+    pub app: String,
+    /// `host_port`: the host's proxy listens on the host's address at this port.
+    pub port: u16,
+    /// How the host checks its instances' health.
+    pub health: HostHealth,
+    /// The proxy's request timeout, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// The largest request head the proxy reads.
+    pub max_header_bytes: usize,
+    /// The releases in the split, with their weights and the host's instances of each.
+    pub releases: Vec<HostRelease>,
+}
+
+/// A release in a host's split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRelease {
+    /// The release version.
+    pub release: String,
+    /// Its weight among the app's releases.
+    pub weight: u32,
+    /// The host's instances of it in the split (ids).
+    pub instances: Vec<String>,
+}
+
+/// An app's health check settings, as a host applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHealth {
+    /// The path checked.
+    pub path: String,
+    /// Between checks, in milliseconds.
+    pub interval_ms: u64,
+    /// For one check, in milliseconds.
+    pub timeout_ms: u64,
+    /// Passes in a row to become healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row to become unhealthy.
+    pub unhealthy_threshold: u32,
+}

@@ -212,6 +212,10 @@ pub struct AppConfig {
     /// The hosts its instances run on, spread evenly (default: the controller's own, `local`).
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// A listener on every host's address at this port, run by the host's agent and routing
+    /// to the host's own instances, for a load balancer in front of the hosts.
+    #[serde(default)]
+    pub host_port: Option<u16>,
     /// How instances run: `process` (default) or `docker`.
     #[serde(default)]
     pub driver: Driver,
@@ -694,6 +698,19 @@ impl Config {
                 if app.hosts[..i].contains(host) {
                     return fail(&at("hosts"), format!("{host:?} is listed twice"));
                 }
+            }
+            if app.host_port.is_some() && app.host_names().iter().any(|h| h == cluster::LOCAL_HOST)
+            {
+                return fail(
+                    &at("host_port"),
+                    "needs hosts with agents: list only [hosts.<name>] in `hosts` (the local host has the app's `listen`)".into(),
+                );
+            }
+            if app.host_port == Some(0) {
+                return fail(
+                    &at("host_port"),
+                    "0 is not a port: every host listens on the same one, e.g. 8080".into(),
+                );
             }
             if app.driver == Driver::Docker && app.hosts.iter().any(|h| h != cluster::LOCAL_HOST) {
                 return fail(

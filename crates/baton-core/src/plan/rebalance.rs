@@ -10,7 +10,8 @@ use super::{Action, Plan, PlanInput, converge};
 
 pub(super) fn idle(input: PlanInput<'_>, current: &str, live: &[&Instance], out: &mut Plan) {
     let n = input.app.instances;
-    let drained = |i: &&&Instance| input.hosts.iter().any(|h| h.drained && h.name == i.host);
+    // Off a drained host, or a host the app no longer lists.
+    let drained = |i: &&&Instance| !input.hosts.iter().any(|h| !h.drained && h.name == i.host);
     let (leaving, staying): (Vec<&Instance>, Vec<&Instance>) =
         live.iter().partition(|i| drained(i));
     let target: Vec<&&Instance> = staying.iter().filter(|i| i.release == current).collect();

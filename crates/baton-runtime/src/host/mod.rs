@@ -119,7 +119,10 @@ impl HostRuntime {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn run(self: &Arc<Self>, spec: &RunSpec, artifact: &Path) -> Result<Running, DriverError> {
-        if let Some(entry) = self.table().get(&spec.instance) {
+        // Held until the instance is in the table: two runs of one instance at once start it
+        // once (the second gets the first's answer).
+        let mut table = self.table();
+        if let Some(entry) = table.get(&spec.instance) {
             return Ok(entry.running.clone());
         }
         let port = free_port_on(self.address).map_err(DriverError::Port)?;
@@ -142,14 +145,15 @@ impl HostRuntime {
             let path = record::path(&self.records(), &spec.instance);
             return Err(DriverError::PidFile { path, source });
         }
-        self.watch(&running, &handle);
-        self.table().insert(
+        table.insert(
             spec.instance.clone(),
             Entry {
                 running: running.clone(),
-                handle,
+                handle: handle.clone(),
             },
         );
+        drop(table);
+        self.watch(&running, &handle);
         Ok(running)
     }
 

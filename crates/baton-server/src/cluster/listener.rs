@@ -136,6 +136,11 @@ async fn connection(
         }
     };
     if let AgentMsg::Fetch { digest } = &first {
+        if !shared.config.hosts.contains_key(&name) {
+            let why = format!("host {name} is no longer in the controller's baton.toml");
+            close(&mut wr, &refused(why)).await;
+            return;
+        }
         send_artifact(&shared, &name, digest, &mut wr).await;
         return;
     }

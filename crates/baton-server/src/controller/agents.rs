@@ -18,6 +18,8 @@ use crate::shared::{AgentEvent, Shared};
 /// A remote instance recorded as running, watched again after a restart of the controller.
 pub fn keep(shared: &Shared, inst: &Instance) -> Option<InstanceHandle> {
     let cluster = shared.cluster.as_ref()?;
+    // A host no longer configured has no address to reach it at (fenced at start).
+    shared.config.hosts.get(&inst.host)?;
     let pid = inst.pid?;
     let running = Running {
         instance: inst.id.clone(),
@@ -80,9 +82,15 @@ fn on_msg(
 ) -> anyhow::Result<Option<String>> {
     match msg {
         AgentMsg::Started(running) => {
-            let Some(mut inst) = find(shared, &running.instance)?
-                .filter(|i| i.host == host && i.pid.is_none() && !i.state.is_leaving())
-            else {
+            let record = find(shared, &running.instance)?.filter(|i| i.host == host);
+            if record
+                .as_ref()
+                .is_some_and(|i| i.pid == Some(running.pid) && i.state != InstanceState::Stopped)
+            {
+                // The answer to a repeated `run`: this very run is already watched.
+                return Ok(None);
+            }
+            let Some(mut inst) = record.filter(|i| i.pid.is_none() && !i.state.is_leaving()) else {
                 stop_stale(shared, host, &running.instance);
                 return Ok(None);
             };
@@ -119,11 +127,11 @@ fn on_msg(
         } => {
             let parsed = ExitInfo::UNKNOWN;
             tracing::info!(host, %instance, pid, %info, "remote instance exited");
-            shared.remote.exited(&instance, pid, parsed);
+            shared.remote.exited(host, &instance, pid, parsed);
             Ok(None)
         }
         AgentMsg::Stopped { instance } => {
-            shared.remote.stopped(&instance);
+            shared.remote.stopped(host, &instance);
             Ok(None)
         }
         _ => Ok(None),
@@ -140,20 +148,43 @@ fn on_hello(
     now: Millis,
     exits: &mpsc::UnboundedSender<Exited>,
 ) -> anyhow::Result<()> {
-    let wanted: Vec<Instance> = shared
+    // Not stopped: draining instances finish their requests under their own drain task.
+    let records: Vec<Instance> = shared
         .store
         .instances(None, false)?
         .into_iter()
-        .filter(|i| i.host == host && !i.state.is_leaving())
+        .filter(|i| i.host == host)
+        .collect();
+    let wanted: Vec<Instance> = records
+        .iter()
+        .filter(|i| !i.state.is_leaving())
+        .cloned()
         .collect();
     let mut reported = HashSet::new();
     for r in &running {
         reported.insert(r.instance.clone());
-        let ours = wanted
+        let ours = records
             .iter()
             .any(|i| i.id == r.instance && i.pid == Some(r.pid));
-        if !ours {
-            stop_stale(shared, host, &r.instance);
+        let pending = wanted
+            .iter()
+            .find(|i| i.id == r.instance && i.pid.is_none());
+        match (ours, pending, &shared.cluster) {
+            (true, _, _) => {}
+            // Started while the answer was lost: take it as the answer.
+            (false, Some(inst), Some(cluster)) => {
+                let mut inst = inst.clone();
+                inst.port = r.port;
+                let handle = shared.remote.register(cluster, host, r);
+                instances::running(
+                    shared,
+                    &mut inst,
+                    Ok(InstanceHandle::Remote(handle)),
+                    now,
+                    exits,
+                )?;
+            }
+            _ => stop_stale(shared, host, &r.instance),
         }
     }
     for inst in &wanted {
@@ -161,7 +192,7 @@ fn on_hello(
             Some(pid) if !reported.contains(&inst.id) => {
                 // It ended while its agent was away, or the agent's host restarted.
                 if shared.remote.pid(&inst.id) == Some(pid) {
-                    shared.remote.exited(&inst.id, pid, ExitInfo::UNKNOWN);
+                    shared.remote.exited(host, &inst.id, pid, ExitInfo::UNKNOWN);
                 } else {
                     let _ = exits.send(Exited {
                         app: inst.app.clone(),
@@ -172,6 +203,7 @@ fn on_hello(
                 }
             }
             Some(_) => {}
+            None if reported.contains(&inst.id) => {}
             None => {
                 let mut inst = inst.clone();
                 inst.restart_at = Some(now);

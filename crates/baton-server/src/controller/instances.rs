@@ -500,10 +500,23 @@ pub async fn adopt_all(
 
 /// Stops every instance (Baton is shutting down and its proxies are closed).
 pub async fn stop_all(shared: &Arc<Shared>) {
+    // Instances on other hosts keep running with their agents (and serve on `host_port`);
+    // the next `baton up` adopts them again.
     let all: Vec<(String, Live)> = {
         let mut live = shared.live();
-        live.iter_mut().for_each(|(_, l)| l.stopping = true);
-        live.drain().collect()
+        let local: Vec<String> = live
+            .iter()
+            .filter(|(_, l)| !matches!(l.process, Some(InstanceHandle::Remote(_))))
+            .map(|(id, _)| id.clone())
+            .collect();
+        local
+            .into_iter()
+            .filter_map(|id| {
+                let mut l = live.remove(&id)?;
+                l.stopping = true;
+                Some((id, l))
+            })
+            .collect()
     };
     let records = shared.store.instances(None, false).unwrap_or_default();
     let mut tasks = Vec::new();

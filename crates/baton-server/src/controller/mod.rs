@@ -56,7 +56,8 @@ pub async fn run(
     let mut windows = analysis::Windows::default();
     let mut schedule = schedule::Schedule::default();
     let mut everyone = true;
-    let mut absence = remote::Absence::default();
+    let mut absence = remote::Absence::new(clock::now());
+    fence_removed_hosts(&shared);
     loop {
         let now = clock::now();
         if fence_lost_hosts(&shared, &mut absence, now) {
@@ -139,6 +140,23 @@ fn plan_hosts(shared: &Shared, app: &baton_core::config::AppConfig) -> Vec<PlanH
             }
         })
         .collect()
+}
+
+/// Instances recorded on hosts no longer in the config are lost for good (their agents are
+/// refused): fenced once, at start, so the planner replaces them.
+fn fence_removed_hosts(shared: &Shared) {
+    let mut removed: Vec<String> = shared
+        .store
+        .instances(None, false)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.host)
+        .filter(|h| h != LOCAL_HOST && !shared.config.hosts.contains_key(h))
+        .collect();
+    removed.dedup();
+    if let Err(e) = agents::fence(shared, &removed, clock::now()) {
+        tracing::error!(error = %format!("{e:#}"), "fencing the instances of removed hosts failed");
+    }
 }
 
 /// Declares lost the hosts away for longer than the heartbeat timeout and fences their

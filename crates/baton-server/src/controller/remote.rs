@@ -21,6 +21,7 @@ use crate::cluster::Cluster;
 const STOP_ANSWER_GRACE: Duration = Duration::from_secs(10);
 
 struct Entry {
+    host: String,
     pid: u32,
     exit: watch::Sender<Option<ExitInfo>>,
     stopped: watch::Sender<bool>,
@@ -63,6 +64,7 @@ impl Remote {
         let (exit_tx, exit) = watch::channel(None);
         let (stopped_tx, stopped) = watch::channel(false);
         let entry = Entry {
+            host: host.to_string(),
             pid: running.pid,
             exit: exit_tx,
             stopped: stopped_tx,
@@ -78,19 +80,25 @@ impl Remote {
         }
     }
 
-    /// The agent reported that this run of the instance exited.
-    pub fn exited(&self, instance: &str, pid: u32, info: ExitInfo) {
+    /// The agent of `host` reported that this run of the instance exited; a report about an
+    /// instance of another host changes nothing.
+    pub fn exited(&self, host: &str, instance: &str, pid: u32, info: ExitInfo) {
         let mut entries = self.lock();
-        if entries.get(instance).is_some_and(|e| e.pid == pid)
+        if entries
+            .get(instance)
+            .is_some_and(|e| e.pid == pid && e.host == host)
             && let Some(e) = entries.remove(instance)
         {
             e.exit.send_replace(Some(info));
         }
     }
 
-    /// The agent reported the instance stopped, as asked.
-    pub fn stopped(&self, instance: &str) {
-        if let Some(e) = self.lock().remove(instance) {
+    /// The agent of `host` reported the instance stopped, as asked.
+    pub fn stopped(&self, host: &str, instance: &str) {
+        let mut entries = self.lock();
+        if entries.get(instance).is_some_and(|e| e.host == host)
+            && let Some(e) = entries.remove(instance)
+        {
             e.stopped.send_replace(true);
         }
     }
@@ -174,14 +182,28 @@ pub fn run_spec(
     }
 }
 
+/// How much longer than the heartbeat timeout hosts get to reconnect after the controller
+/// started: an agent may be in its longest backoff (10 s) and then take a connect timeout
+/// (10 s) before it is back.
+const BOOT_GRACE_MS: Millis = 20_000;
+
 /// When each configured host lost its session (absent while connected), for fencing.
-#[derive(Default)]
 pub struct Absence {
+    boot: Millis,
     since: HashMap<String, Millis>,
 }
 
 impl Absence {
-    /// Updates from the registry; returns the hosts away for longer than `grace`.
+    /// Starts counting at `now`, the controller's start.
+    pub fn new(now: Millis) -> Absence {
+        Absence {
+            boot: now,
+            since: HashMap::new(),
+        }
+    }
+
+    /// Updates from the registry; returns the hosts away for longer than `grace` (plus the
+    /// boot grace for hosts away since the controller started).
     pub fn update(
         &mut self,
         cluster: &Cluster,
@@ -196,6 +218,11 @@ impl Absence {
                 continue;
             }
             let since = *self.since.entry(host.clone()).or_insert(now);
+            let grace = if since == self.boot {
+                grace.saturating_add(BOOT_GRACE_MS)
+            } else {
+                grace
+            };
             if now.saturating_sub(since) >= grace {
                 lost.push(host);
             }

@@ -1,17 +1,24 @@
 //! Building the split from the instances the controller admitted, and publishing it in one swap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use baton_core::model::{Phase, Strategy};
 use baton_proxy::{Affinity, AppRoute, Match, MatchSource, MatchValue, ReleaseRoute, RoutingTable};
 use hyper::header::HeaderName;
 
+use baton_cluster::ControllerMsg;
+use baton_core::run::{HostApp, HostHealth, HostRelease, HostSplit};
+
 use crate::shared::Shared;
 
-/// What was last published, to publish only on change.
-#[derive(Default, PartialEq, Eq)]
-pub struct Published(Vec<(String, String, u32, String, SocketAddr)>);
+/// What was last published, to publish only on change: the edge's table, and each host's
+/// split with the generation of the session it was sent to.
+#[derive(Default)]
+pub struct Published {
+    edge: Vec<(String, String, u32, String, SocketAddr)>,
+    hosts: HashMap<String, (i64, HostSplit)>,
+}
 
 /// A canary deployment's explicit weights and affinity: (canary release, its percent, rules).
 fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32, Affinity)>> {
@@ -103,6 +110,7 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             }
         }
     }
+    send_host_splits(shared, &apps, last);
     let mut signature = Vec::new();
     for (app, routes) in &apps {
         for r in routes.values() {
@@ -117,8 +125,7 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             }
         }
     }
-    let signature = Published(signature);
-    if signature == *last {
+    if signature == last.edge {
         return Ok(());
     }
     let table = RoutingTable {
@@ -137,6 +144,91 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             .collect(),
     };
     shared.router.publish(table);
-    *last = signature;
+    last.edge = signature;
     Ok(())
+}
+
+/// Sends each host with a session its own split (`host_port` apps: the host's instances in the
+/// edge's split, with the release weights), when it changed or the host reconnected.
+fn send_host_splits(
+    shared: &Shared,
+    apps: &BTreeMap<String, BTreeMap<String, ReleaseRoute>>,
+    last: &mut Published,
+) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let hosts_of: HashMap<String, String> = shared
+        .store
+        .instances(None, false)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| (i.id, i.host))
+        .collect();
+    for host in shared.config.hosts.keys() {
+        let Some(link) = cluster.link(host) else {
+            continue;
+        };
+        let split = host_split(shared, host, apps, &hosts_of);
+        if last.hosts.get(host) == Some(&(link.generation, split.clone())) {
+            continue;
+        }
+        if cluster
+            .send(host, ControllerMsg::Split(split.clone()))
+            .is_ok()
+        {
+            last.hosts.insert(host.clone(), (link.generation, split));
+        }
+    }
+}
+
+fn host_split(
+    shared: &Shared,
+    host: &str,
+    apps: &BTreeMap<String, BTreeMap<String, ReleaseRoute>>,
+    hosts_of: &HashMap<String, String>,
+) -> HostSplit {
+    let mut split = HostSplit::default();
+    for (key, unit) in &shared.units {
+        let config = &unit.config;
+        let Some(port) = config.host_port else {
+            continue;
+        };
+        if !config.host_names().iter().any(|h| h == host) {
+            continue;
+        }
+        let releases = apps
+            .get(key)
+            .map(|routes| {
+                routes
+                    .values()
+                    .map(|r| HostRelease {
+                        release: r.release.clone(),
+                        weight: r.weight,
+                        instances: r
+                            .backends
+                            .iter()
+                            .map(|b| b.instance().to_string())
+                            .filter(|id| hosts_of.get(id).is_some_and(|h| h == host))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        split.apps.push(HostApp {
+            app: key.clone(),
+            port,
+            health: HostHealth {
+                path: config.health.path.clone(),
+                interval_ms: config.health.interval.as_millis(),
+                timeout_ms: config.health.timeout.as_millis(),
+                healthy_threshold: config.health.healthy_threshold,
+                unhealthy_threshold: config.health.unhealthy_threshold,
+            },
+            request_timeout_ms: config.proxy.request_timeout.as_millis(),
+            max_header_bytes: config.proxy.max_header_bytes,
+            releases,
+        });
+    }
+    split
 }

@@ -294,3 +294,105 @@ fn the_many_hosts_demo_ends_with_no_failed_request() {
         "{out}"
     );
 }
+
+/// The same fleet with `host_port`: each host's agent listens on its own address.
+fn host_port_fleet() -> (Baton, Agents, u16) {
+    let template = FLEET.replace(
+        "hosts = [\"web-1\", \"web-2\"]",
+        "hosts = [\"web-1\", \"web-2\"]\nhost_port = @OTHER@",
+    );
+    let b = Baton::start(&template);
+    let port = b.apps["other"].port();
+    let mut agents = Agents {
+        dir: b.dir.path().join("agents"),
+        children: Vec::new(),
+    };
+    std::fs::create_dir_all(&agents.dir).unwrap();
+    for (name, address) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
+        let t = token(&b);
+        agents.start(&b, name, address, Some(&t));
+        wait_state(&b, &agents, name, "connected");
+    }
+    (b, agents, port)
+}
+
+fn load_at(addr: std::net::SocketAddr) -> baton_demo::load::Load {
+    baton_demo::load::Load::start(baton_demo::load::LoadConfig {
+        keepalive_workers: 2,
+        fresh_conn_workers: 1,
+        rate_per_worker: Some(40.0),
+        max_duration: Duration::from_secs(300),
+        max_requests: 500_000,
+        request_timeout: Duration::from_secs(10),
+        ..baton_demo::load::LoadConfig::new(addr)
+    })
+}
+
+/// One request to `addr`: the answering release, or why it failed.
+fn version_at(addr: std::net::SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return Err(out);
+    }
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(v["version"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_host_serves_on_host_port_through_a_rollout_and_without_the_controller() {
+    let (mut b, agents, port) = host_port_fleet();
+    b.release("web", "1.0.0", &[]);
+    b.release("web", "1.1.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let hosts: Vec<std::net::SocketAddr> = ["127.0.0.2", "127.0.0.3"]
+        .iter()
+        .map(|ip| format!("{ip}:{port}").parse().unwrap())
+        .collect();
+    for addr in &hosts {
+        let ok = wait_until(Duration::from_secs(30), || {
+            version_at(*addr).is_ok_and(|v| v == "1.0.0")
+        });
+        assert!(ok, "{addr}: {:?}", version_at(*addr));
+    }
+
+    // A rolling update under load on each host's listener (as an external load balancer
+    // would send it) and on the edge: no request fails anywhere.
+    let loads: Vec<_> = hosts.iter().map(|a| load_at(*a)).collect();
+    let edge = load(&b);
+    b.deploy_ok("web", "1.1.0", &["--strategy", "rolling"])
+        .await;
+    assert_no_failures(&edge.stop().await, "edge");
+    for (l, addr) in loads.into_iter().zip(&hosts) {
+        let report = l.stop().await;
+        assert_no_failures(&report, &format!("host_port {addr}"));
+    }
+    for addr in &hosts {
+        let only_new = wait_until(Duration::from_secs(10), || {
+            version_at(*addr).is_ok_and(|v| v == "1.1.0")
+        });
+        assert!(only_new, "{addr}: {:?}", version_at(*addr));
+    }
+
+    // The controller dies: the hosts keep serving with the split they had (docs/DESIGN.md I8).
+    b.kill9();
+    let loads: Vec<_> = hosts.iter().map(|a| load_at(*a)).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (l, addr) in loads.into_iter().zip(&hosts) {
+        let report = l.stop().await;
+        assert_no_failures(&report, &format!("host_port {addr} without the controller"));
+        assert_eq!(
+            report.stats.by_version.keys().cloned().collect::<Vec<_>>(),
+            ["1.1.0"]
+        );
+    }
+    b.up();
+    drop(agents);
+}

@@ -1,0 +1,171 @@
+//! The host's own proxy (`host_port`, docs/design-notes.md "Many hosts and containers"): for
+//! each app with `host_port`, a listener on the host's address that routes to this host's
+//! instances in the split the controller sent last. It keeps serving that split while the
+//! controller is away (docs/DESIGN.md I8), health-checks the instances itself (I1), and lets
+//! an instance's in-flight requests finish before the instance is stopped (I2).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use baton_core::run::{HostApp, HostSplit, Running};
+use baton_proxy::{
+    AppRoute, Backend, Health, HealthCheck, ListenerConfig, ReleaseRoute, Router, RoutingTable,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+struct Watched {
+    backend: Arc<Backend>,
+    checker: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The port each app's listener is bound to.
+    listeners: HashMap<String, u16>,
+    /// The backends in the current split, by instance id.
+    backends: HashMap<String, Watched>,
+    /// Backends that left the split, until their instance stops.
+    leaving: HashMap<String, Watched>,
+}
+
+/// The proxy of one host.
+pub struct HostProxy {
+    address: IpAddr,
+    router: Arc<Router>,
+    state: Mutex<State>,
+}
+
+impl HostProxy {
+    /// A proxy on `address` with no app yet.
+    pub fn new(address: IpAddr) -> HostProxy {
+        HostProxy {
+            address,
+            router: Router::new(),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves `split` from now on: binds the listeners of new apps, watches new instances,
+    /// and publishes the table in one swap; instances that left start draining.
+    pub async fn apply(&self, split: &HostSplit, running: &[Running]) {
+        for app in &split.apps {
+            if self.lock().listeners.get(&app.app) != Some(&app.port) {
+                self.listen(app).await;
+            }
+        }
+        let mut state = self.lock();
+        let mut table = RoutingTable::default();
+        let mut wanted = HashMap::new();
+        for app in &split.apps {
+            let mut releases = Vec::new();
+            for r in &app.releases {
+                let mut backends = Vec::new();
+                for id in &r.instances {
+                    let Some(run) = running.iter().find(|x| &x.instance == id) else {
+                        continue;
+                    };
+                    let watched = match state.backends.remove(id) {
+                        Some(w) => w,
+                        None => self.watch(app, run),
+                    };
+                    backends.push(watched.backend.clone());
+                    wanted.insert(id.clone(), watched);
+                }
+                releases.push(ReleaseRoute {
+                    release: r.release.clone(),
+                    weight: r.weight,
+                    backends,
+                });
+            }
+            let route = AppRoute {
+                releases,
+                affinity: None,
+            };
+            table.apps.insert(app.app.clone(), route);
+        }
+        for (id, gone) in std::mem::replace(&mut state.backends, wanted) {
+            gone.backend.start_drain();
+            state.leaving.insert(id, gone);
+        }
+        self.router.publish(table);
+    }
+
+    /// A backend for an instance the controller put in the split: it already passed the
+    /// controller's checks, so it starts healthy; this host's checks take it out if it fails.
+    fn watch(&self, app: &HostApp, run: &Running) -> Watched {
+        let addr = SocketAddr::new(self.address, run.port);
+        let backend = Backend::new(
+            run.instance.clone(),
+            run.release.clone(),
+            addr,
+            app.health.unhealthy_threshold,
+        );
+        backend.set_health(Health::Healthy);
+        let check = HealthCheck {
+            path: app.health.path.clone(),
+            interval: Duration::from_millis(app.health.interval_ms),
+            timeout: Duration::from_millis(app.health.timeout_ms),
+            healthy_threshold: app.health.healthy_threshold,
+            unhealthy_threshold: app.health.unhealthy_threshold,
+        };
+        let checker = baton_proxy::spawn_health_checker(backend.clone(), check);
+        Watched { backend, checker }
+    }
+
+    async fn listen(&self, app: &HostApp) {
+        let addr = SocketAddr::new(self.address, app.port);
+        match TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(app = %app.app, listen = %addr, "host proxy listening");
+                self.lock().listeners.insert(app.app.clone(), app.port);
+                let cfg = ListenerConfig {
+                    request_timeout: Duration::from_millis(app.request_timeout_ms),
+                    max_header_bytes: app.max_header_bytes,
+                };
+                let serve = baton_proxy::serve(
+                    listener,
+                    app.app.clone(),
+                    self.router.clone(),
+                    cfg,
+                    std::future::pending(),
+                );
+                tokio::spawn(serve);
+            }
+            Err(e) => {
+                tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot listen for host_port");
+            }
+        }
+    }
+
+    /// Before an instance stops: no new request, and up to `timeout` for those in flight.
+    pub async fn drain(&self, instance: &str, timeout: Duration) {
+        let watched: Vec<Watched> = {
+            let mut state = self.lock();
+            [
+                state.leaving.remove(instance),
+                state.backends.remove(instance),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        };
+        for w in watched {
+            w.backend.start_drain();
+            if !w.backend.wait_idle(timeout).await {
+                tracing::warn!(
+                    instance,
+                    "requests still in flight on the host proxy; stopping anyway"
+                );
+            }
+            w.backend.close_idle_connections();
+            w.checker.abort();
+        }
+    }
+}
