@@ -19,6 +19,9 @@ use tokio::sync::{Mutex, mpsc};
 use crate::connect::connect;
 use crate::proxy::HostProxy;
 
+/// Longest an artifact download may take (a stalled one must not hold every later start).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// The host's instances and artifacts, shared by every session of the agent.
 pub struct Executor {
     host: Arc<HostRuntime>,
@@ -111,7 +114,15 @@ impl Executor {
         if !self.artifacts.contains(&spec.digest) {
             let _one = self.fetching.lock().await;
             if !self.artifacts.contains(&spec.digest) {
-                self.fetch(&spec.digest, tls).await?;
+                tokio::time::timeout(FETCH_TIMEOUT, self.fetch(&spec.digest, tls))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "downloading artifact {} took over {}s; the controller asks again",
+                            spec.digest,
+                            FETCH_TIMEOUT.as_secs()
+                        )
+                    })??;
             }
         }
         let path = self.artifacts.path(&spec.digest);

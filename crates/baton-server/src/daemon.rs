@@ -138,7 +138,7 @@ pub async fn run(
     let docker = connect_docker(&units).await?;
     let owner = owner_id(&data_dir)?;
     let (started_tx, started_rx) = mpsc::unbounded_channel();
-    let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+    let (agent_tx, agent_rx) = mpsc::channel(AGENT_EVENTS);
     let shared = Arc::new(Shared {
         artifacts,
         config,
@@ -323,6 +323,9 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How many agent reports may wait for the controller loop.
+const AGENT_EVENTS: usize = 1024;
 
 /// The local Docker Engine, connected at start when an app runs containers, so that a
 /// missing engine stops `baton up` with a clear error instead of failing every start.

@@ -44,7 +44,9 @@ pub struct Shared {
     /// Where instances started in the background (containers) report back.
     pub started: mpsc::UnboundedSender<Started>,
     /// What agents report about their instances, for the controller loop.
-    pub agent_events: mpsc::UnboundedSender<AgentEvent>,
+    /// Bounded: a host that reports faster than the controller applies waits (its session
+    /// stops reading), so no peer can grow the controller's memory.
+    pub agent_events: mpsc::Sender<AgentEvent>,
     /// The instances on other hosts the controller watches.
     pub remote: crate::controller::remote::Remote,
 }

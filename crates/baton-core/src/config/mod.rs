@@ -706,6 +706,24 @@ impl Config {
                     "needs hosts with agents: list only [hosts.<name>] in `hosts` (the local host has the app's `listen`)".into(),
                 );
             }
+            if let Some(port) = app.host_port {
+                let clash = self
+                    .apps
+                    .iter()
+                    .take_while(|(other, _)| *other != name)
+                    .find(|(_, o)| {
+                        o.host_port == Some(port)
+                            && o.host_names().iter().any(|h| app.host_names().contains(h))
+                    });
+                if let Some((other, _)) = clash {
+                    return fail(
+                        &at("host_port"),
+                        format!(
+                            "{port} is already apps.{other}.host_port on a host they share: give each app its own port"
+                        ),
+                    );
+                }
+            }
             if app.host_port == Some(0) {
                 return fail(
                     &at("host_port"),
@@ -922,6 +940,28 @@ keep_previous = "5m"
             "strategy = \"rolling\"\ndriver = \"podman\"",
         );
         assert!(parse(&bad).unwrap_err().to_string().contains("podman"));
+    }
+
+    #[test]
+    fn host_ports_need_agents_and_may_not_clash() {
+        let hosts = "[cluster]\nlisten = \"127.0.0.1:7443\"\n[hosts.h1]\naddress = \"10.0.0.1\"\n";
+        let app = |name: &str, port: u16| {
+            let listen = if name == "a" { 9001 } else { 9002 };
+            format!(
+                "[apps.{name}]\nlisten = \"127.0.0.1:{listen}\"\nhosts = [\"h1\"]\nhost_port = {port}\ncommand = [\"x\"]\n"
+            )
+        };
+        let ok = format!("{hosts}{}{}", app("a", 1), app("b", 2));
+        parse(&ok).unwrap();
+        let clash = format!("{hosts}{}{}", app("a", 1), app("b", 1));
+        let e = parse(&clash).unwrap_err().to_string();
+        assert!(
+            e.contains("apps.b.host_port") && e.contains("apps.a.host_port"),
+            "{e}"
+        );
+        let local = format!("{hosts}{}", app("a", 1).replace("[\"h1\"]", "[\"local\"]"));
+        let e = parse(&local).unwrap_err().to_string();
+        assert!(e.contains("needs hosts with agents"), "{e}");
     }
 
     #[test]

@@ -225,14 +225,17 @@ async fn send_artifact(shared: &Shared, host: &str, digest: &str, wr: &mut Write
         size,
     };
     let mut file = tokio::fs::File::from_std(file);
-    let sent = async {
+    let send = async {
         write_frame(wr, &header)
             .await
             .map_err(std::io::Error::other)?;
         tokio::io::copy(&mut file, wr).await?;
         wr.shutdown().await
-    }
-    .await;
+    };
+    // A host that stops reading must not hold a connection slot for ever.
+    let sent = tokio::time::timeout(Duration::from_secs(600), send)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("timed out after 600s")));
     match sent {
         Ok(()) => tracing::info!(host, digest, size, "artifact sent to a host"),
         Err(e) => tracing::warn!(host, digest, error = %e, "sending an artifact to a host failed"),

@@ -79,10 +79,11 @@ pub(super) async fn run(
         return;
     };
     // The controller learns of the new session at once, with what runs on the host.
-    let _ = shared.agent_events.send(AgentEvent::Hello {
+    let hello_event = AgentEvent::Hello {
         host: name.clone(),
         running: hello.running.clone(),
-    });
+    };
+    let _ = shared.agent_events.send(hello_event).await;
     shared.wake.notify_one();
     record(
         &shared,
@@ -185,7 +186,7 @@ impl Session<'_> {
                     )) => {
                         deadline = Instant::now() + timeout;
                         let host = self.name.to_string();
-                        let _ = self.shared.agent_events.send(AgentEvent::Msg { host, msg });
+                        let _ = self.shared.agent_events.send(AgentEvent::Msg { host, msg }).await;
                     }
                     Ok(Some(other)) => {
                         return End::Lost(format!(

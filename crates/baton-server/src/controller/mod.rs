@@ -47,7 +47,7 @@ pub struct Exited {
 pub async fn run(
     shared: Arc<Shared>,
     mut started: mpsc::UnboundedReceiver<crate::shared::Started>,
-    mut agent_events: mpsc::UnboundedReceiver<crate::shared::AgentEvent>,
+    mut agent_events: mpsc::Receiver<crate::shared::AgentEvent>,
     mut exits: mpsc::UnboundedReceiver<Exited>,
     exits_tx: mpsc::UnboundedSender<Exited>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
