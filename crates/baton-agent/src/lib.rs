@@ -1,7 +1,8 @@
 //! The host side of Baton: `baton agent`. It joins the cluster once with a token (verifying
 //! the controller against the CA the token pins), keeps its certificate and key in its data
 //! directory, and then holds a mutually authenticated session with the controller forever,
-//! reconnecting with backoff. It listens on no port: it only dials out (docs/DESIGN.md I9).
+//! reconnecting with backoff. It has no control port: it only dials out (docs/DESIGN.md I9);
+//! the only listeners it opens are its apps' `host_port` (`proxy.rs`), for app traffic.
 //!
 //! The controller's requests (run, stop) arrive in the session and are carried out by
 //! `executor.rs` with the host runtime of `baton-runtime`.

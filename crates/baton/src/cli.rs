@@ -145,7 +145,7 @@ pub enum Command {
         json: bool,
     },
     /// Run this host's agent: join the controller once with a token, then keep a session
-    /// with it. Listens on no port.
+    /// with it. Opens no control port (only its apps' `host_port` listeners).
     Agent(AgentArgs),
 }
 
