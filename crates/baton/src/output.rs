@@ -133,7 +133,7 @@ pub fn status(s: &AppStatus) {
     }
     for i in &s.instances {
         println!(
-            "  {:<22} {:<10} {:<22} {:<10} {}{}",
+            "  {:<22} {:<10} {:<22} {:<10} {}{}{}",
             esc(&i.id),
             esc(&i.release),
             esc(&i.address),
@@ -143,6 +143,12 @@ pub fn status(s: &AppStatus) {
                 format!("  restarts {}", i.restarts)
             } else {
                 String::new()
+            },
+            // The controller's own host goes unsaid, as on a single machine.
+            if i.host.is_empty() || i.host == "local" {
+                String::new()
+            } else {
+                format!("  on {}", esc(&i.host))
             }
         );
     }

@@ -94,19 +94,8 @@ fn on_msg(
                 stop_stale(shared, host, &running.instance);
                 return Ok(None);
             };
-            let Some(cluster) = &shared.cluster else {
-                return Ok(None);
-            };
-            inst.port = running.port;
-            let handle = shared.remote.register(cluster, host, &running);
             let app = inst.app.clone();
-            instances::running(
-                shared,
-                &mut inst,
-                Ok(InstanceHandle::Remote(handle)),
-                now,
-                exits,
-            )?;
+            accept(shared, host, &mut inst, &running, now, exits)?;
             Ok(Some(app))
         }
         AgentMsg::StartFailed { instance, error } => {
@@ -136,6 +125,23 @@ fn on_msg(
         }
         _ => Ok(None),
     }
+}
+
+/// Watches `running` as the run of `inst` that the controller asked for, at its port.
+fn accept(
+    shared: &Arc<Shared>,
+    host: &str,
+    inst: &mut Instance,
+    running: &Running,
+    now: Millis,
+    exits: &mpsc::UnboundedSender<Exited>,
+) -> anyhow::Result<()> {
+    let Some(cluster) = &shared.cluster else {
+        return Ok(());
+    };
+    inst.port = running.port;
+    let handle = shared.remote.register(cluster, host, running);
+    instances::running(shared, inst, Ok(InstanceHandle::Remote(handle)), now, exits)
 }
 
 /// A host's session opened: keep the instances it runs that the controller wants, stop the
@@ -169,22 +175,11 @@ fn on_hello(
         let pending = wanted
             .iter()
             .find(|i| i.id == r.instance && i.pid.is_none());
-        match (ours, pending, &shared.cluster) {
-            (true, _, _) => {}
+        match (ours, pending) {
+            (true, _) => {}
             // Started while the answer was lost: take it as the answer.
-            (false, Some(inst), Some(cluster)) => {
-                let mut inst = inst.clone();
-                inst.port = r.port;
-                let handle = shared.remote.register(cluster, host, r);
-                instances::running(
-                    shared,
-                    &mut inst,
-                    Ok(InstanceHandle::Remote(handle)),
-                    now,
-                    exits,
-                )?;
-            }
-            _ => stop_stale(shared, host, &r.instance),
+            (false, Some(inst)) => accept(shared, host, &mut inst.clone(), r, now, exits)?,
+            (false, None) => stop_stale(shared, host, &r.instance),
         }
     }
     for inst in &wanted {

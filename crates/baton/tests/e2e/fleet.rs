@@ -99,6 +99,11 @@ async fn rolling_blue_green_and_canary_across_two_hosts_lose_no_request() {
     b.deploy_ok("web", "1.0.0", &[]).await;
     let s = b.status("web");
     assert_eq!(spread(&s, "1.0.0"), two_and_two(), "{s:?}");
+    let shown = text(&b.cli(&["status", "web"]));
+    assert!(
+        shown.contains("on web-1") && shown.contains("on web-2"),
+        "{shown}"
+    );
     // The instances really listen on their hosts' addresses, not on the controller's.
     for i in &s.instances {
         assert!(
