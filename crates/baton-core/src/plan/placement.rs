@@ -98,7 +98,8 @@ pub(super) mod tests {
             .collect()
     }
 
-    fn idle(instances: &[Instance], hosts: &[PlanHost], n: u32) -> Plan {
+    /// The plan for an idle app of `n` instances of 1.0.0 over `hosts`.
+    pub(in crate::plan) fn idle(instances: &[Instance], hosts: &[PlanHost], n: u32) -> Plan {
         let mut app = app("rolling");
         app.instances = n;
         plan(PlanInput {

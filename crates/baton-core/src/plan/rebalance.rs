@@ -59,11 +59,11 @@ fn spread_gap(input: PlanInput<'_>, target: &[&&Instance]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::super::placement::tests::hosts_of_starts;
-    use super::super::tests::{admits, app, drains, inst, starts};
+    use super::super::placement::{self, tests::hosts_of_starts};
+    use super::super::tests::{admits, drains, inst, starts};
     use super::*;
     use crate::model::InstanceState::*;
-    use crate::plan::{PlanHost, plan};
+    use crate::plan::PlanHost;
 
     fn on(host: &str, mut i: Instance) -> Instance {
         i.host = host.to_string();
@@ -82,17 +82,7 @@ mod tests {
     }
 
     fn idle(instances: &[Instance], hosts: &[PlanHost]) -> Plan {
-        let mut app = app("rolling");
-        app.instances = 4;
-        plan(PlanInput {
-            app: &app,
-            current: Some("1.0.0"),
-            deployment: None,
-            instances,
-            now: 0,
-            verdict: None,
-            hosts,
-        })
+        placement::tests::idle(instances, hosts, 4)
     }
 
     #[test]
