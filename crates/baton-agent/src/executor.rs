@@ -64,6 +64,11 @@ impl Executor {
         self.proxy.apply(split, &self.host.running()).await;
     }
 
+    /// The requests each app's `host_port` listener received since the agent started.
+    pub fn served(&self) -> std::collections::BTreeMap<String, u64> {
+        self.proxy.served()
+    }
+
     /// What runs here now, for `hello`.
     pub fn running(&self) -> Vec<baton_core::run::Running> {
         self.host.running()

@@ -12,6 +12,7 @@ mod connect;
 mod executor;
 mod identity;
 mod join;
+mod lb;
 mod proxy;
 mod session;
 

@@ -4,7 +4,7 @@
 //! controller is away (docs/DESIGN.md I8), health-checks the instances itself (I1), and lets
 //! an instance's in-flight requests finish before the instance is stopped (I2).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,6 +15,8 @@ use baton_proxy::{
 };
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::lb::Endpoint;
 
 struct Watched {
     backend: Arc<Backend>,
@@ -29,6 +31,8 @@ struct State {
     backends: HashMap<String, Watched>,
     /// Backends that left the split, until their instance stops.
     leaving: HashMap<String, Watched>,
+    /// Each `external_lb` app's health endpoint (`lb.rs`).
+    endpoints: HashMap<String, Endpoint>,
 }
 
 /// The proxy of one host.
@@ -60,6 +64,7 @@ impl HostProxy {
                 self.listen(app).await;
             }
         }
+        self.endpoints(split).await;
         let mut state = self.lock();
         let mut table = RoutingTable::default();
         let mut wanted = HashMap::new();
@@ -95,6 +100,44 @@ impl HostProxy {
             state.leaving.insert(id, gone);
         }
         self.router.publish(table);
+    }
+
+    /// Opens, updates and closes the apps' load-balancer health endpoints.
+    async fn endpoints(&self, split: &HostSplit) {
+        let wanted: HashMap<&str, _> = split
+            .apps
+            .iter()
+            .filter_map(|a| a.lb.map(|lb| (a.app.as_str(), lb)))
+            .collect();
+        self.lock().endpoints.retain(|app, ep| {
+            wanted
+                .get(app.as_str())
+                .is_some_and(|lb| lb.port == ep.port)
+        });
+        for (app, lb) in wanted {
+            if let Some(ep) = self.lock().endpoints.get(app) {
+                ep.set_passing(lb.passing);
+                continue;
+            }
+            match Endpoint::bind(self.address, lb.port, app, self.router.clone(), lb.passing).await
+            {
+                Ok(ep) => {
+                    self.lock().endpoints.insert(app.to_string(), ep);
+                }
+                Err(e) => {
+                    tracing::error!(app, port = lb.port, error = %e, "cannot listen for the load balancer's health checks");
+                }
+            }
+        }
+    }
+
+    /// The requests each app's listener received since the agent started.
+    pub fn served(&self) -> BTreeMap<String, u64> {
+        self.lock()
+            .listeners
+            .keys()
+            .map(|app| (app.clone(), self.router.requests(app)))
+            .collect()
     }
 
     /// A backend for an instance the controller put in the split: it already passed the

@@ -114,11 +114,21 @@ impl Session<'_> {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(HEARTBEAT_INTERVAL_MS));
         let mut silent_until = Instant::now() + timeout;
+        let mut served = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     if let Err(e) = write_frame(&mut wr, &AgentMsg::Heartbeat).await {
                         return e.to_string();
+                    }
+                    // The hosts' traffic, for the external-LB handshake: only when it changed.
+                    let now = self.executor.served();
+                    if !now.is_empty() && served.as_ref() != Some(&now) {
+                        let msg = AgentMsg::Served { apps: now.clone() };
+                        if let Err(e) = write_frame(&mut wr, &msg).await {
+                            return e.to_string();
+                        }
+                        served = Some(now);
                     }
                 }
                 msg = reader.next::<ControllerMsg>() => match msg {

@@ -13,6 +13,7 @@
 //! could not understand them (an unknown `type` is a protocol error that closes the
 //! connection).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use baton_core::run::{HostSplit, RunSpec, Running};
@@ -56,6 +57,13 @@ pub enum AgentMsg {
     Stopped {
         /// The instance id.
         instance: String,
+    },
+    /// The requests each app's listener on the host (`host_port`) received since the agent
+    /// started, sent with a heartbeat when they changed: the external-LB handshake watches a
+    /// host's traffic stop and return.
+    Served {
+        /// Requests by app (unit key).
+        apps: BTreeMap<String, u64>,
     },
     /// Opens a connection of its own to download an artifact (mutually authenticated): the
     /// controller answers `artifact` and then the canonical archive's bytes, raw.

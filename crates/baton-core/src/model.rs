@@ -383,6 +383,8 @@ pub enum EventKind {
     HostLost,
     /// The operator drained a host (`baton host drain`) or lifted the drain.
     HostDrain,
+    /// A host's health endpoint for the app's external load balancer now passes or fails.
+    LbEndpoint,
 }
 
 impl EventKind {
@@ -417,6 +419,7 @@ impl EventKind {
             EventKind::HostRefused => "host_refused",
             EventKind::HostLost => "host_lost",
             EventKind::HostDrain => "host_drain",
+            EventKind::LbEndpoint => "lb_endpoint",
         }
     }
 }

@@ -60,6 +60,20 @@ pub struct HostApp {
     pub max_header_bytes: usize,
     /// The releases in the split, with their weights and the host's instances of each.
     pub releases: Vec<HostRelease>,
+    /// The host's health endpoint for the app's external load balancer (`external_lb`).
+    #[serde(default)]
+    pub lb: Option<HostLb>,
+}
+
+/// A host's health endpoint for an app's external load balancer: `port` on the host's
+/// address answers 200 while `passing` and the host's proxy has a healthy instance of the
+/// app, else 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLb {
+    /// `external_lb.health_port`.
+    pub port: u16,
+    /// The controller wants the host to get traffic.
+    pub passing: bool,
 }
 
 /// A release in a host's split.

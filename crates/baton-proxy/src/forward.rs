@@ -40,6 +40,8 @@ pub(crate) struct Proxy {
     pub(crate) max_header_bytes: usize,
     /// Cancelled when the listener has shut down: closes upgraded tunnels.
     pub(crate) closing: CancellationToken,
+    /// The app's request counter ([`Router::requests`]).
+    pub(crate) requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the requests of one client connection share.
@@ -69,6 +71,9 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let proxy = &conn.proxy;
+    proxy
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Loaded once: the whole request, retries included, sees one split (docs/DESIGN.md I6).
     let table = proxy.router.current();
     let no_backend = || ProxyError::NoBackend {

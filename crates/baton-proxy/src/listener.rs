@@ -66,6 +66,7 @@ pub async fn serve(
     let clients = Arc::new(Clients::default());
     let closing = CancellationToken::new();
     let proxy = Arc::new(Proxy {
+        requests: router.request_counter(&app),
         app,
         router,
         request_timeout: cfg.request_timeout,

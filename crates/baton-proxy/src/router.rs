@@ -1,7 +1,8 @@
 //! The split snapshot: the whole routing table in one `ArcSwap` (docs/DESIGN.md I6).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -39,6 +40,9 @@ pub struct ReleaseRoute {
 #[derive(Debug)]
 pub struct Router {
     table: ArcSwap<RoutingTable>,
+    /// Requests received per app on the listeners [`crate::serve`] runs with this router,
+    /// routed or not (a host's traffic, which the external-LB handshake watches).
+    requests: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl Router {
@@ -46,6 +50,7 @@ impl Router {
     pub fn new() -> Arc<Router> {
         Arc::new(Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
+            requests: Mutex::default(),
         })
     }
 
@@ -57,5 +62,17 @@ impl Router {
     /// The table new requests use now.
     pub fn current(&self) -> Arc<RoutingTable> {
         self.table.load_full()
+    }
+
+    /// The counter of `app`'s requests, made on first use (a listener takes it once).
+    pub(crate) fn request_counter(&self, app: &str) -> Arc<AtomicU64> {
+        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        requests.entry(app.to_string()).or_default().clone()
+    }
+
+    /// How many requests `app`'s listeners have received since they started.
+    pub fn requests(&self, app: &str) -> u64 {
+        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        requests.get(app).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }

@@ -272,6 +272,40 @@ impl Store {
         rows.collect::<Result<_, _>>().op("read drained hosts")
     }
 
+    /// Records the state of `host`'s health endpoint for `app`'s external load balancer;
+    /// returns whether that changed anything (the time of an unchanged state is kept).
+    pub fn set_lb_endpoint(
+        &self,
+        app: &str,
+        host: &str,
+        passing: bool,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let changed = self
+            .conn()
+            .execute(
+                "INSERT INTO lb_endpoints (app, host, passing, since) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, host) DO UPDATE SET passing = ?3, since = ?4
+                 WHERE passing != ?3",
+                rusqlite::params![app, host, passing, now],
+            )
+            .op("record a load-balancer endpoint")?;
+        Ok(changed > 0)
+    }
+
+    /// The recorded health endpoint states, as (app, host, passing, since).
+    pub fn lb_endpoints(&self) -> Result<Vec<(String, String, bool, Millis)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT app, host, passing, since FROM lb_endpoints ORDER BY app, host")
+            .op("list load-balancer endpoints")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .op("list load-balancer endpoints")?;
+        rows.collect::<Result<_, _>>()
+            .op("read load-balancer endpoints")
+    }
+
     /// Every host that joined, by name.
     pub fn hosts(&self) -> Result<Vec<StoredHost>, StoreError> {
         let conn = self.conn();
@@ -286,6 +320,31 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lb_endpoints_keep_the_time_of_their_last_change() {
+        let store = Store::open_in_memory().unwrap();
+        assert!(store.lb_endpoints().unwrap().is_empty());
+        assert!(
+            store
+                .set_lb_endpoint("web@production", "h1", false, 10)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_lb_endpoint("web@production", "h1", false, 20)
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_lb_endpoint("web@production", "h1", true, 30)
+                .unwrap()
+        );
+        assert_eq!(
+            store.lb_endpoints().unwrap(),
+            [("web@production".into(), "h1".into(), true, 30)]
+        );
+    }
 
     #[test]
     fn drains_are_recorded_once_and_lifted() {

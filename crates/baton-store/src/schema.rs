@@ -153,6 +153,17 @@ const MIGRATIONS: &[&str] = &[
         since INTEGER NOT NULL
     );
     "#,
+    // 9: each host's health endpoint for an app's external load balancer (`external_lb`):
+    // failing (503) or passing (200), since when. No row: passing.
+    r#"
+    CREATE TABLE lb_endpoints (
+        app     TEXT    NOT NULL,
+        host    TEXT    NOT NULL,
+        passing INTEGER NOT NULL,
+        since   INTEGER NOT NULL,
+        PRIMARY KEY (app, host)
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -123,6 +123,12 @@ pub fn units(environments: &[String], apps: &BTreeMap<String, AppConfig>) -> Vec
             };
             let mut config = app.clone();
             config.listen = Some(listen);
+            // The hosts' listeners (`host_port`, `external_lb`) serve the last environment
+            // (production) only, as `listen` does: two environments cannot share a port.
+            if environments.last() != Some(env) {
+                config.host_port = None;
+                config.external_lb = None;
+            }
             if let Some(o) = app.environments.get(env) {
                 if let Some(n) = o.instances {
                     config.instances = n;

@@ -17,6 +17,7 @@ mod artifacts;
 mod canary;
 mod cluster;
 mod environments;
+mod external_lb;
 mod listeners;
 mod span;
 mod text;
@@ -34,6 +35,8 @@ pub use environments::{
     DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
     split_key, unit_key, units,
 };
+
+pub use external_lb::ExternalLbConfig;
 
 pub use listeners::clash;
 
@@ -216,6 +219,10 @@ pub struct AppConfig {
     /// to the host's own instances, for a load balancer in front of the hosts.
     #[serde(default)]
     pub host_port: Option<u16>,
+    /// `[apps.<name>.external_lb]`: the health endpoint on every host for a load balancer in
+    /// front of `host_port`, and how that load balancer checks it.
+    #[serde(default)]
+    pub external_lb: Option<ExternalLbConfig>,
     /// How instances run: `process` (default) or `docker`.
     #[serde(default)]
     pub driver: Driver,
@@ -723,6 +730,11 @@ impl Config {
                         ),
                     );
                 }
+            }
+            if let Some(lb) = &app.external_lb
+                && let Some(msg) = external_lb::check(&self.apps, name, app, lb)
+            {
+                return fail(&["apps", name, "external_lb", msg.0], msg.1);
             }
             if app.host_port == Some(0) {
                 return fail(

@@ -8,6 +8,7 @@
 mod blue_green;
 mod canary;
 mod converge;
+mod external_lb;
 mod placement;
 mod rebalance;
 
@@ -23,7 +24,7 @@ use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phas
 
 pub use canary::{instances_for, weight_at};
 pub use converge::Converge;
-pub use placement::PlanHost;
+pub use placement::{LbHost, PlanHost};
 
 /// The analysis verdict for the current step, as the planner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,14 @@ pub enum Action {
     Contract {
         /// The release whose contract step runs.
         release: String,
+    },
+    /// Make `host`'s health endpoint for the app's external load balancer pass (200: send me
+    /// traffic) or fail (503), and record when (`external_lb.rs`).
+    Lb {
+        /// The host.
+        host: String,
+        /// 200 rather than 503.
+        passing: bool,
     },
     /// Record which release serves 100 % when idle.
     SetCurrent {
@@ -244,6 +253,9 @@ fn retire_warm(live: &[&Instance], target: Option<&str>, now: Millis, out: &mut 
 fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
     let Some(current) = input.current else { return };
     rebalance::idle(input, current, live, out);
+    if let Some(lb) = &input.app.external_lb {
+        external_lb::idle(input, lb, live, out);
+    }
 }
 
 fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
@@ -295,12 +307,17 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
         }
         return;
     }
-    let mut c = match d.strategy {
-        Strategy::Rolling => {
+    let mut c = match (d.strategy, &input.app.external_lb) {
+        // Host by host behind an external load balancer, once something serves: a first
+        // deployment has no traffic to protect.
+        (Strategy::Rolling, Some(lb)) if d.from.is_some() => {
+            external_lb::rolling(input, lb, live, d, out)
+        }
+        (Strategy::Rolling, _) => {
             let r = &input.app.rolling;
             converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live)
         }
-        Strategy::BlueGreen | Strategy::Canary => {
+        (Strategy::BlueGreen | Strategy::Canary, _) => {
             let until = input
                 .now
                 .saturating_add(input.app.blue_green.keep_previous.as_millis_i64());

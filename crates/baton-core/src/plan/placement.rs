@@ -8,7 +8,7 @@
 //! A start no host can take is dropped: the rollout asks again next tick, and its progress
 //! deadline decides if no host comes back.
 
-use crate::model::Instance;
+use crate::model::{Instance, Millis};
 
 use super::{Action, Plan, PlanInput};
 
@@ -21,6 +21,21 @@ pub struct PlanHost {
     pub schedulable: bool,
     /// The operator drained it (`baton host drain`): its instances move to the other hosts.
     pub drained: bool,
+    /// Its health endpoint for the app's external load balancer (`external_lb`), if any.
+    pub lb: Option<LbHost>,
+}
+
+/// A host's health endpoint for an app's external load balancer, as the planner sees it
+/// (`external_lb.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbHost {
+    /// It answers 200 (the host should get traffic) rather than 503.
+    pub passing: bool,
+    /// When it last changed.
+    pub since: Millis,
+    /// When the host's listener last saw a new request of the app, as far as the controller
+    /// knows (hosts report their traffic every second).
+    pub last_request: Option<Millis>,
 }
 
 impl PlanHost {
@@ -30,11 +45,13 @@ impl PlanHost {
             name: name.to_string(),
             schedulable: true,
             drained: false,
+            lb: None,
         }
     }
 }
 
-/// Fills in the host of every `Start` in `out`, dropping the starts no host can take.
+/// Fills in the host of every `Start` in `out`, dropping the starts no host can take. A start
+/// that already names a host (host-by-host rolling) keeps it if that host takes new instances.
 pub(super) fn place(input: &PlanInput<'_>, out: &mut Plan) {
     let live: Vec<&Instance> = input
         .instances
@@ -50,6 +67,13 @@ pub(super) fn place(input: &PlanInput<'_>, out: &mut Plan) {
         let Action::Start { release, host } = action else {
             return true;
         };
+        if !host.is_empty() {
+            let takes = input.hosts.iter().any(|h| h.name == *host && h.schedulable);
+            if takes {
+                placed.push((release.clone(), host.clone()));
+            }
+            return takes;
+        }
         let Some(choice) = choose(input.hosts, release, &placed) else {
             return false;
         };

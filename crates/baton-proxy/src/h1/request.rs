@@ -37,6 +37,9 @@ pub(super) async fn forward(
     timeout: Pin<&mut Sleep>,
 ) -> Result<Answer, ProxyError> {
     let proxy = &conn.proxy;
+    proxy
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let table = proxy.router.current();
     let route = table
         .apps

@@ -16,8 +16,12 @@ mod registry;
 mod session;
 pub mod view;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use baton_core::model::Millis;
 
 use baton_cluster::{ClusterCa, Fingerprint};
 use baton_core::config::ClusterConfig;
@@ -37,7 +41,14 @@ pub struct Cluster {
     ca: ClusterCa,
     heartbeat_timeout: Duration,
     registry: Registry,
+    /// Each host's `host_port` traffic as it reports it: by (host, app), the request count
+    /// last reported and when a report last showed it grow.
+    traffic: Mutex<HashMap<(String, String), Traffic>>,
 }
+
+/// A host's requests for one app: the count last reported, and when a report last showed it
+/// grow.
+type Traffic = (u64, Option<Millis>);
 
 impl Cluster {
     /// Loads (or creates, on the first start) the CA under `data_dir/cluster`.
@@ -50,6 +61,7 @@ impl Cluster {
             ca,
             heartbeat_timeout: config.heartbeat_timeout.std(),
             registry: Registry::default(),
+            traffic: Mutex::default(),
         })
     }
 
@@ -76,6 +88,30 @@ impl Cluster {
     /// Every connected host's session, by name.
     pub fn links(&self) -> Vec<(String, HostLink)> {
         self.registry.all()
+    }
+
+    /// Records host `name`'s report of its apps' request counts (`served`) at `now`.
+    pub(crate) fn served(&self, name: &str, apps: BTreeMap<String, u64>, now: Millis) {
+        let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        for (app, count) in apps {
+            let entry = traffic
+                .entry((name.to_string(), app))
+                .or_insert((count, None));
+            // A smaller count is a restarted agent: requests since its start are new ones.
+            let grew = count > entry.0 || (count < entry.0 && count > 0);
+            if grew {
+                entry.1 = Some(now);
+            }
+            entry.0 = count;
+        }
+    }
+
+    /// When host `name`'s listener for `app` was last seen to receive a request.
+    pub fn last_request(&self, name: &str, app: &str) -> Option<Millis> {
+        let traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        traffic
+            .get(&(name.to_string(), app.to_string()))
+            .and_then(|(_, at)| *at)
     }
 
     /// Queues `msg` for host `name`'s current session. Messages to a host are delivered in

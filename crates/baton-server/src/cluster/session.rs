@@ -178,6 +178,10 @@ impl Session<'_> {
                             return End::Lost(format!("cannot write to the agent: {e}"));
                         }
                     }
+                    Ok(Some(AgentMsg::Served { apps })) => {
+                        deadline = Instant::now() + timeout;
+                        self.cluster.served(self.name, apps, clock::now());
+                    }
                     Ok(Some(
                         msg @ (AgentMsg::Started(_)
                         | AgentMsg::StartFailed { .. }
@@ -239,5 +243,6 @@ fn kind(msg: &AgentMsg) -> &'static str {
         AgentMsg::Exited { .. } => "exited",
         AgentMsg::Stopped { .. } => "stopped",
         AgentMsg::Fetch { .. } => "fetch",
+        AgentMsg::Served { .. } => "served",
     }
 }

@@ -114,6 +114,7 @@ pub fn apply(
                     super::contracts::schedule(shared, app, d.id, release, now)?;
                 }
             }
+            Action::Lb { host, passing } => lb_endpoint(shared, app, host, *passing, now)?,
             Action::SetCurrent { release } => {
                 shared
                     .store
@@ -122,4 +123,36 @@ pub fn apply(
         }
     }
     Ok(drains)
+}
+
+/// Records `host`'s health endpoint for `app`'s external load balancer; the host gets it with
+/// its next split, sent when this round publishes.
+fn lb_endpoint(
+    shared: &Shared,
+    app: &str,
+    host: &str,
+    passing: bool,
+    now: Millis,
+) -> anyhow::Result<()> {
+    if !shared.store.set_lb_endpoint(app, host, passing, now)? {
+        return Ok(());
+    }
+    let Some(lb) = shared.app(app).and_then(|c| c.external_lb.clone()) else {
+        return Ok(());
+    };
+    let message = if passing {
+        format!(
+            "{host}'s load-balancer endpoint passes (200): waiting up to {} for traffic to return",
+            baton_core::duration::Duration::from_millis(lb.rise_time().as_millis())
+        )
+    } else {
+        format!(
+            "{host}'s load-balancer endpoint fails (503): waiting until no request arrives for {} (at most {})",
+            lb.quiet,
+            lb.settle()
+        )
+    };
+    let deployment = shared.store.active_deployment(app)?.map(|d| d.id);
+    shared.event(now, app, deployment, EventKind::LbEndpoint, &message)?;
+    Ok(())
 }

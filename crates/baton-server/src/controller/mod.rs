@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_core::model::{EventKind, Instance, InstanceState, LOCAL_HOST, Millis};
-use baton_core::plan::{self, PlanHost, PlanInput};
+use baton_core::plan::{self, LbHost, PlanHost, PlanInput};
 use baton_proxy::Health;
 use tokio::sync::mpsc;
 
@@ -119,11 +119,37 @@ pub async fn run(
 
 /// The app's hosts as the planner sees them: the local host always takes instances; another
 /// only while its agent is connected; none while drained.
-fn plan_hosts(shared: &Shared, app: &baton_core::config::AppConfig) -> Vec<PlanHost> {
+///
+/// With `external_lb`, each host carries its health endpoint's state (passing unless recorded
+/// otherwise) and when its listener last saw a request.
+fn plan_hosts(shared: &Shared, unit: &str, app: &baton_core::config::AppConfig) -> Vec<PlanHost> {
     let drained = shared.store.drained_hosts().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read drained hosts");
         Vec::new()
     });
+    let endpoints = match app.external_lb {
+        Some(_) => shared.store.lb_endpoints().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read load-balancer endpoints");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    let lb = |host: &str| {
+        app.external_lb.as_ref()?;
+        let (passing, since) = endpoints
+            .iter()
+            .find(|(a, h, _, _)| a == unit && h == host)
+            .map_or((true, 0), |(_, _, p, s)| (*p, *s));
+        let last_request = shared
+            .cluster
+            .as_ref()
+            .and_then(|c| c.last_request(host, unit));
+        Some(LbHost {
+            passing,
+            since,
+            last_request,
+        })
+    };
     app.host_names()
         .into_iter()
         .map(|name| {
@@ -136,6 +162,7 @@ fn plan_hosts(shared: &Shared, app: &baton_core::config::AppConfig) -> Vec<PlanH
             PlanHost {
                 schedulable: connected && !drained,
                 drained,
+                lb: lb(&name),
                 name,
             }
         })
@@ -212,7 +239,7 @@ async fn tick(
         instances: &all,
         now,
         verdict: verdict.as_ref(),
-        hosts: &plan_hosts(shared, config),
+        hosts: &plan_hosts(shared, app, config),
     });
     if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
         // One-shot intents the planner acted on are cleared, keeping any recorded since.

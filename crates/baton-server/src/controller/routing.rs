@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
-use baton_core::model::{Phase, Strategy};
+use baton_core::model::{Millis, Phase, Strategy};
 use baton_proxy::{Affinity, AppRoute, Match, MatchSource, MatchValue, ReleaseRoute, RoutingTable};
 use hyper::header::HeaderName;
 
 use baton_cluster::ControllerMsg;
-use baton_core::run::{HostApp, HostHealth, HostRelease, HostSplit};
+use baton_core::run::{HostApp, HostHealth, HostLb, HostRelease, HostSplit};
 
 use crate::shared::Shared;
 
@@ -165,11 +165,12 @@ fn send_host_splits(
         .into_iter()
         .map(|i| (i.id, i.host))
         .collect();
+    let endpoints = shared.store.lb_endpoints().unwrap_or_default();
     for host in shared.config.hosts.keys() {
         let Some(link) = cluster.link(host) else {
             continue;
         };
-        let split = host_split(shared, host, apps, &hosts_of);
+        let split = host_split(shared, host, apps, &hosts_of, &endpoints);
         if last.hosts.get(host) == Some(&(link.generation, split.clone())) {
             continue;
         }
@@ -187,6 +188,7 @@ fn host_split(
     host: &str,
     apps: &BTreeMap<String, BTreeMap<String, ReleaseRoute>>,
     hosts_of: &HashMap<String, String>,
+    endpoints: &[(String, String, bool, Millis)],
 ) -> HostSplit {
     let mut split = HostSplit::default();
     for (key, unit) in &shared.units {
@@ -228,6 +230,13 @@ fn host_split(
             request_timeout_ms: config.proxy.request_timeout.as_millis(),
             max_header_bytes: config.proxy.max_header_bytes,
             releases,
+            lb: config.external_lb.as_ref().map(|lb| HostLb {
+                port: lb.health_port,
+                passing: endpoints
+                    .iter()
+                    .find(|(a, h, _, _)| a == key && h == host)
+                    .is_none_or(|(_, _, passing, _)| *passing),
+            }),
         });
     }
     split

@@ -11,6 +11,7 @@ mod crash;
 mod deploys;
 mod environments;
 mod escaping;
+mod external_lb;
 mod failures;
 mod fleet;
 mod hosts;
