@@ -183,9 +183,10 @@ fn deadline(input: PlanInput<'_>, now: Millis, wait: Millis) -> Millis {
 }
 
 /// Each host's share of `n` instances, hosts that keep instances first, in `hosts` order:
-/// spread evenly over the hosts not drained, the first ones taking the remainder.
+/// spread evenly over the hosts that take new instances (connected, not drained), the first
+/// ones taking the remainder. The others' instances leave, in their turn, last.
 fn shares(hosts: &[PlanHost], n: u32) -> Vec<(&PlanHost, u32)> {
-    let keep: Vec<&PlanHost> = hosts.iter().filter(|h| !h.drained).collect();
+    let keep: Vec<&PlanHost> = hosts.iter().filter(|h| h.schedulable).collect();
     let count = u32::try_from(keep.len()).unwrap_or(u32::MAX).max(1);
     let mut out: Vec<(&PlanHost, u32)> = keep
         .iter()
@@ -195,7 +196,7 @@ fn shares(hosts: &[PlanHost], n: u32) -> Vec<(&PlanHost, u32)> {
             (*h, n / count + extra)
         })
         .collect();
-    out.extend(hosts.iter().filter(|h| h.drained).map(|h| (h, 0)));
+    out.extend(hosts.iter().filter(|h| !h.schedulable).map(|h| (h, 0)));
     out
 }
 
@@ -374,6 +375,20 @@ mod tests {
             "{:?}",
             p.events
         );
+    }
+
+    #[test]
+    fn a_host_that_takes_nothing_new_does_not_hold_the_rollout() {
+        // c was lost: its instance is gone; a and b share the two new instances.
+        let mut c = host("c", true, 0, None);
+        c.schedulable = false;
+        let set = [
+            on("a", 3, "1.1.0", Healthy, true),
+            on("b", 4, "1.1.0", Healthy, true),
+        ];
+        let hosts = [host("a", true, 0, None), host("b", true, 0, None), c];
+        let p = deploy(&set, &hosts, NOW);
+        assert_eq!(p.deployment.map(|d| d.phase), Some(Phase::Succeeded));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `baton demo --hosts N`: the many-hosts story on loopback aliases (127.0.0.2 ...), which
 //! need no root. Baton runs in this process with a cluster; N real `baton agent` processes
-//! join it as hosts; one app spreads over them. Under steady load it rolls a release across
-//! the hosts, then kills one host (its agent and its instances, with SIGKILL) and shows the
+//! join it as hosts; one app spreads over them, with a listener on every host (`host_port`)
+//! and a health endpoint for a load balancer (`external_lb`). Under steady load it rolls a
+//! release host by host, then kills one host (its agent and its instances, with SIGKILL) and shows the
 //! instances replaced on the others, and rolls again on what is left. The requests in flight
 //! on the killed host are counted apart; every other failure fails the demo.
 
@@ -21,7 +22,21 @@ use crate::exit::{Failure, Result};
 /// The most hosts the demo runs (127.0.0.2 to 127.0.0.9).
 pub const MAX_HOSTS: u8 = 8;
 
-fn config(hosts: u8) -> String {
+/// Two ports free on the loopback for the hosts' listeners and load-balancer endpoints
+/// (picked by the kernel on 127.0.0.1; the aliases' ports are as free).
+fn free_ports() -> Result<(u16, u16)> {
+    let bind =
+        || std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Failure::failed(e.to_string()));
+    let (a, b) = (bind()?, bind()?);
+    let port = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.port())
+            .map_err(|e| Failure::failed(e.to_string()))
+    };
+    Ok((port(&a)?, port(&b)?))
+}
+
+fn config(hosts: u8, host_port: u16, health_port: u16) -> String {
     let mut c = String::from(
         "[api]\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nlisten = \"127.0.0.1:0\"\nheartbeat_timeout = \"2s\"\n",
     );
@@ -40,6 +55,18 @@ hosts = [{}]
 instances = {}
 command = ["{{artifact}}/baton-demo"]
 strategy = "rolling"
+host_port = {host_port}
+
+# Each host also answers a load balancer's health checks: rolling goes host by host, each
+# host out of the load balancer while its instances change (fast settings: no real load
+# balancer runs in the demo).
+[apps.web.external_lb]
+health_port = {health_port}
+interval = "1s"
+timeout = "500ms"
+fall = 2
+rise = 1
+quiet = "1s"
 
 [apps.web.health]
 interval = "250ms"
@@ -97,6 +124,7 @@ pub async fn run(hosts: u8) -> Result<()> {
         )));
     }
     super::init_logs("error");
+    let (host_port, health_port) = free_ports()?;
     let tmp = tempfile::Builder::new()
         .prefix("baton-demo-hosts-")
         .tempdir()
@@ -105,7 +133,7 @@ pub async fn run(hosts: u8) -> Result<()> {
         ready,
         stop: stop_tx,
         daemon,
-    } = start_in_process(tmp.path(), &config(hosts)).await?;
+    } = start_in_process(tmp.path(), &config(hosts, host_port, health_port)).await?;
     let proxy = ready.apps["web@production"];
     let cluster = ready.cluster.expect("the demo config has [cluster]");
     println!("baton is up: edge proxy for `web` on http://{proxy}, agents join at {cluster}");
@@ -161,7 +189,7 @@ async fn story(
     println!(
         "\nload: 6 clients (4 keep-alive, 2 new connection per request) through the edge proxy"
     );
-    println!("\n== rolling update 1.0.0 -> 1.1.0 across the hosts");
+    println!("\n== rolling update 1.0.0 -> 1.1.0, host by host");
     switches.push(
         step(
             client,
