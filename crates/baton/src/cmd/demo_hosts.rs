@@ -205,6 +205,7 @@ async fn story(
 
     let victim = hosts;
     println!("\n== host-{victim} dies: its agent and its instances are killed (SIGKILL)");
+    let load_started = Instant::now();
     let load = start_load(proxy);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
@@ -234,6 +235,13 @@ async fn story(
     .await?;
     let whole_after = killed.elapsed();
     let death = load.stop().await;
+    let kill_at = killed.duration_since(load_started);
+    if let Some(last) = death.failures().iter().map(|f| f.finished).max() {
+        println!(
+            "the last failed request ended {:.2}s after the kill (the edge's health checks: every 250 ms, out after 2 failures)",
+            last.saturating_sub(kill_at).as_secs_f64()
+        );
+    }
     println!(
         "host-{victim} lost after {:.1}s (its session closed); its instances fenced after the 2 s heartbeat timeout; {n} instances healthy again on the other hosts after {:.1}s",
         lost_after.as_secs_f64(),
