@@ -31,6 +31,9 @@ pub struct Executor {
     fetching: Mutex<()>,
     controller: String,
     address: IpAddr,
+    /// Where the last split is kept, so that a restarted agent serves it before the
+    /// controller answers.
+    split_file: std::path::PathBuf,
 }
 
 impl Executor {
@@ -55,13 +58,37 @@ impl Executor {
             fetching: Mutex::new(()),
             controller: controller.to_string(),
             address,
+            split_file: data_dir.join("split.json"),
         };
         (Arc::new(executor), events)
     }
 
-    /// Serves `split` on the host's own listeners (`host_port`) from now on.
+    /// Serves `split` on the host's own listeners (`host_port`) from now on, and keeps it for
+    /// the agent's next start.
     pub async fn apply_split(&self, split: &baton_core::run::HostSplit) {
         self.proxy.apply(split, &self.host.running()).await;
+        if let Err(e) = keep_split(&self.split_file, split) {
+            tracing::warn!(error = %e, "cannot keep the split for the agent's next start");
+        }
+    }
+
+    /// After a restart of the agent: serves the split it kept, with the instances it
+    /// re-adopted, until the controller sends a newer one (docs/DESIGN.md I8: the host's
+    /// listeners come back without waiting for the controller).
+    pub async fn restore_split(&self) {
+        let Ok(text) = std::fs::read(&self.split_file) else {
+            return;
+        };
+        match serde_json::from_slice::<baton_core::run::HostSplit>(&text) {
+            Ok(split) => {
+                tracing::info!(
+                    apps = split.apps.len(),
+                    "serving the split kept from the last run"
+                );
+                self.proxy.apply(&split, &self.host.running()).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring an unreadable kept split"),
+        }
     }
 
     /// The requests each app's `host_port` listener received since the agent started.
@@ -228,4 +255,14 @@ pub async fn forward_exits(
             let _ = tx.send(msg);
         }
     }
+}
+
+/// Writes `split` to `path` atomically (a new file renamed over the old one).
+fn keep_split(path: &Path, split: &baton_core::run::HostSplit) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec(split).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path)
 }

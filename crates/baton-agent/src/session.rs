@@ -30,6 +30,7 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
     };
     tokio::pin!(shutdown);
     let (executor, exits) = Executor::start(&opts.data_dir, &opts.controller, opts.address);
+    executor.restore_split().await;
     let outbox: Outbox = Arc::default();
     tokio::spawn(forward_exits(exits, outbox.clone()));
     let mut backoff = Backoff::default();

@@ -353,7 +353,7 @@ fn version_at(addr: std::net::SocketAddr) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_host_serves_on_host_port_through_a_rollout_and_without_the_controller() {
-    let (mut b, agents, port) = host_port_fleet();
+    let (mut b, mut agents, port) = host_port_fleet();
     b.release("web", "1.0.0", &[]);
     b.release("web", "1.1.0", &[]);
     b.deploy_ok("web", "1.0.0", &[]).await;
@@ -398,6 +398,20 @@ async fn every_host_serves_on_host_port_through_a_rollout_and_without_the_contro
             ["1.1.0"]
         );
     }
+
+    // With the controller still down, web-1's agent is killed and restarted: it serves the
+    // split it kept, with the instances it re-adopted, without waiting for the controller.
+    agents.kill9("web-1");
+    let down = version_at(hosts[0]);
+    assert!(
+        down.is_err(),
+        "nothing listens while the agent is dead: {down:?}"
+    );
+    agents.start(&b, "web-1", "127.0.0.2", None);
+    let back = wait_until(Duration::from_secs(30), || {
+        version_at(hosts[0]).is_ok_and(|v| v == "1.1.0")
+    });
+    assert!(back, "{:?}\n{}", version_at(hosts[0]), agents.log("web-1"));
     b.up();
     drop(agents);
 }
