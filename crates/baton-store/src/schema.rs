@@ -153,6 +153,10 @@ const MIGRATIONS: &[&str] = &[
         since INTEGER NOT NULL
     );
     "#,
+    // 9: the lost hosts a deployment holds for, and those it goes on without (JSON).
+    r#"
+    ALTER TABLE deployments ADD COLUMN hold TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -21,6 +21,9 @@ pub struct PlanHost {
     pub schedulable: bool,
     /// The operator drained it (`baton host drain`): its instances move to the other hosts.
     pub drained: bool,
+    /// Away for longer than the heartbeat timeout: its instances were fenced, and a
+    /// deployment of the app holds until it is back (`hold.rs`).
+    pub lost: bool,
 }
 
 impl PlanHost {
@@ -30,6 +33,7 @@ impl PlanHost {
             name: name.to_string(),
             schedulable: true,
             drained: false,
+            lost: false,
         }
     }
 }

@@ -77,6 +77,7 @@ mod tests {
                 name: name.to_string(),
                 schedulable: !drained.contains(name),
                 drained: drained.contains(name),
+                lost: false,
             })
             .collect()
     }
