@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_cluster::{
     AgentMsg, ControllerMsg, FrameReader, HEARTBEAT_INTERVAL_MS, Hello, PROTOCOL_VERSION, VERSION,
-    write_frame,
+    write_frame_within,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -95,7 +95,7 @@ impl Session<'_> {
             address: self.opts.address,
             running: self.executor.running(),
         });
-        if let Err(e) = write_frame(&mut wr, &hello).await {
+        if let Err(e) = write_frame_within(&mut wr, &hello, CONNECT_TIMEOUT).await {
             return e.to_string();
         }
         let timeout = match tokio::time::timeout(CONNECT_TIMEOUT, reader.next::<ControllerMsg>())
@@ -117,7 +117,9 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = write_frame(&mut wr, &AgentMsg::Heartbeat).await {
+                    // A controller that takes nothing for its heartbeat timeout is as gone as
+                    // a silent one: no write waits longer.
+                    if let Err(e) = write_frame_within(&mut wr, &AgentMsg::Heartbeat, timeout).await {
                         return e.to_string();
                     }
                 }
@@ -135,7 +137,7 @@ impl Session<'_> {
                     Err(e) => return e.to_string(),
                 },
                 Some(msg) = out_rx.recv() => {
-                    if let Err(e) = write_frame(&mut wr, &msg).await {
+                    if let Err(e) = write_frame_within(&mut wr, &msg, timeout).await {
                         return e.to_string();
                     }
                 }
