@@ -1,9 +1,10 @@
 //! One app across two hosts (agents on 127.0.0.2 and 127.0.0.3, a real `baton up`, real TLS):
 //! instances spread evenly, rolling, blue-green and canary through the edge proxy lose no
-//! request, a drained host's instances move off and come back, and a host cut off under load
-//! is replaced on the other host; when it comes back, nothing stale serves and the spread
-//! evens out again; a rollout holds while a host is lost and resumes when it is back
-//! (docs/design-notes.md, "Many hosts and containers").
+//! request, a drained host's instances move off and come back, an instance killed on a host
+//! is reported with its signal and restarted, a host cut off under load is replaced on the
+//! other host; when it comes back, nothing stale serves and the spread evens out again; a
+//! rollout holds while a host is lost and resumes when it is back (docs/design-notes.md,
+//! "Many hosts and containers").
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -173,6 +174,36 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
     let (b, agents) = fleet();
     b.release("web", "1.0.0", &[]);
     b.deploy_ok("web", "1.0.0", &[]).await;
+
+    // An instance on web-1 killed from outside: its agent reports how it ended, and the
+    // event says so; it is restarted there.
+    let victim = b
+        .status("web")
+        .instances
+        .into_iter()
+        .find(|i| i.host == "web-1")
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(victim.pid.unwrap() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGKILL).unwrap();
+    let db = b.data_dir().join("baton.db");
+    let wanted = format!(
+        "{} (1.0.0) pid {} on host web-1 killed by signal 9;",
+        victim.id,
+        victim.pid.unwrap()
+    );
+    let reported = wait_until(Duration::from_secs(30), || {
+        exit_events(&db).iter().any(|m| m.starts_with(&wanted))
+    });
+    assert!(reported, "{wanted:?} in {:?}", exit_events(&db));
+    let restarted = wait_until(Duration::from_secs(30), || {
+        let s = b.status("web");
+        s.instances
+            .iter()
+            .filter(|i| i.state == "healthy" && i.in_split)
+            .count()
+            == 4
+    });
+    assert!(restarted, "{:?}", b.status("web"));
     let before = b.status("web");
     let on_web2: Vec<(String, u32)> = before
         .instances
@@ -226,6 +257,20 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
     let o = b.cli(&["hosts"]);
     assert!(o.status.success(), "{}", text(&o));
     drop(agents);
+}
+
+/// The messages of `instance_exited` events, oldest first.
+fn exit_events(db: &std::path::Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT message FROM events WHERE kind = 'instance_exited' ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 /// The active deployment's events (kind, message), oldest first.
