@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use baton_cluster::{
     AgentMsg, ControllerMsg, FrameReader, Join, JoinToken, PROTOCOL_VERSION, VERSION, hex,
-    write_frame,
+    write_frame_within,
 };
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256};
 
@@ -73,7 +73,7 @@ async fn attempt(
         Err(ConnectError::Network(why)) => return Err(Attempt::Retry(why)),
     };
     let (rd, mut wr) = tokio::io::split(tls);
-    write_frame(&mut wr, msg)
+    write_frame_within(&mut wr, msg, CONNECT_TIMEOUT)
         .await
         .map_err(|e| Attempt::Retry(e.to_string()))?;
     let answer = tokio::time::timeout(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_cluster::{
     AgentMsg, ControllerMsg, FrameReader, HEARTBEAT_INTERVAL_MS, Hello, PROTOCOL_VERSION, VERSION,
-    write_frame,
+    write_frame_within,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -96,7 +96,7 @@ impl Session<'_> {
             address: self.opts.address,
             running: self.executor.running(),
         });
-        if let Err(e) = write_frame(&mut wr, &hello).await {
+        if let Err(e) = write_frame_within(&mut wr, &hello, CONNECT_TIMEOUT).await {
             return e.to_string();
         }
         let timeout = match tokio::time::timeout(CONNECT_TIMEOUT, reader.next::<ControllerMsg>())
@@ -119,14 +119,16 @@ impl Session<'_> {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = write_frame(&mut wr, &AgentMsg::Heartbeat).await {
+                    // A controller that takes nothing for its heartbeat timeout is as gone as
+                    // a silent one: no write waits longer.
+                    if let Err(e) = write_frame_within(&mut wr, &AgentMsg::Heartbeat, timeout).await {
                         return e.to_string();
                     }
                     // The hosts' traffic, for the external-LB handshake: only when it changed.
                     let now = self.executor.served();
                     if !now.is_empty() && served.as_ref() != Some(&now) {
                         let msg = AgentMsg::Served { apps: now.clone() };
-                        if let Err(e) = write_frame(&mut wr, &msg).await {
+                        if let Err(e) = write_frame_within(&mut wr, &msg, timeout).await {
                             return e.to_string();
                         }
                         served = Some(now);
@@ -146,7 +148,7 @@ impl Session<'_> {
                     Err(e) => return e.to_string(),
                 },
                 Some(msg) = out_rx.recv() => {
-                    if let Err(e) = write_frame(&mut wr, &msg).await {
+                    if let Err(e) = write_frame_within(&mut wr, &msg, timeout).await {
                         return e.to_string();
                     }
                 }

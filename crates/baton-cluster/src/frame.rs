@@ -26,6 +26,9 @@ pub enum FrameError {
     /// The frame is not a message this side knows.
     #[error("not a valid message: {0}")]
     Json(#[from] serde_json::Error),
+    /// The peer took none of a frame in time: it stopped reading (or the network did).
+    #[error("the peer took no frame for {}ms: it stopped reading", .0.as_millis())]
+    Stalled(std::time::Duration),
 }
 
 /// Writes `msg` as one frame and flushes it.
@@ -44,6 +47,22 @@ where
     w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
+}
+
+/// [`write_frame`] within `limit`: a peer that stops reading must not block the writer for
+/// ever. A frame cut by the limit leaves the connection unusable: close it.
+pub async fn write_frame_within<W, T>(
+    w: &mut W,
+    msg: &T,
+    limit: std::time::Duration,
+) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    tokio::time::timeout(limit, write_frame(w, msg))
+        .await
+        .unwrap_or(Err(FrameError::Stalled(limit)))
 }
 
 /// Reads frames from one side of a connection. [`FrameReader::next`] is cancel-safe: a
@@ -165,6 +184,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_peer_that_stops_reading_ends_at_its_limit() {
+        let (mut a, _b) = tokio::io::duplex(64);
+        let limit = std::time::Duration::from_millis(50);
+        let big = "x".repeat(1024);
+        let e = write_frame_within(&mut a, &big, limit).await.unwrap_err();
+        assert!(matches!(e, FrameError::Stalled(l) if l == limit), "{e}");
+
+        let (mut a, mut b) = tokio::io::duplex(64);
+        write_frame_within(&mut a, &AgentMsg::Heartbeat, limit)
+            .await
+            .unwrap();
+        drop(a);
+        let mut r = FrameReader::new(&mut b);
+        assert_eq!(
+            r.next::<AgentMsg>().await.unwrap(),
+            Some(AgentMsg::Heartbeat)
+        );
     }
 
     #[tokio::test]

@@ -233,6 +233,30 @@ pub struct Deployment {
     /// The expand migration's outcome for this deployment (when the app has one).
     #[serde(default)]
     pub migration: MigrationState,
+    /// The lost hosts it holds for, and those the operator let it go on without.
+    #[serde(default)]
+    pub hold: HostHold,
+}
+
+/// A deployment that holds while hosts of its app are lost (docs/design-notes.md, "Many hosts
+/// and containers", "Host lost"): it takes no step forward until the hosts are back, drained
+/// or no longer the app's, or the operator lets it go on without them (`baton resume`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHold {
+    /// The lost hosts it holds for, in the app's `hosts` order; empty while it does not hold.
+    #[serde(default)]
+    pub lost: Vec<String>,
+    /// Lost hosts the operator let it go on without; a host leaves this list when it is no
+    /// longer lost, so losing it again holds again.
+    #[serde(default)]
+    pub without: Vec<String>,
+}
+
+impl HostHold {
+    /// Whether the deployment holds now.
+    pub fn holds(&self) -> bool {
+        !self.lost.is_empty()
+    }
 }
 
 /// Where a deployment's expand migration is.
@@ -260,6 +284,10 @@ pub struct Intents {
     /// Go back to the stable release now (`baton abort`).
     #[serde(default)]
     pub abort: bool,
+    /// `baton resume` was asked (besides clearing `pause`): a deployment that holds for lost
+    /// hosts goes on without them. One-shot, like `promote`.
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// How far `baton promote` goes.
@@ -357,6 +385,8 @@ pub enum EventKind {
     DeploymentResumed,
     /// An operator promoted a canary.
     DeploymentPromoted,
+    /// A deployment holds because hosts of its app are lost (or holds for other hosts now).
+    DeploymentHeld,
     /// An analysis verdict failed.
     VerdictFailed,
     /// A migration step ran (or a contract was scheduled, started or cancelled).
@@ -406,6 +436,7 @@ impl EventKind {
             EventKind::DeploymentPaused => "deployment_paused",
             EventKind::DeploymentResumed => "deployment_resumed",
             EventKind::DeploymentPromoted => "deployment_promoted",
+            EventKind::DeploymentHeld => "deployment_held",
             EventKind::VerdictFailed => "verdict_failed",
             EventKind::Migration => "deployment_migration",
             EventKind::MigrationFailed => "deployment_migration_failed",

@@ -126,6 +126,7 @@ mod tests {
             pause_until: None,
             intents: Default::default(),
             migration: Default::default(),
+            hold: Default::default(),
         }
     }
 

@@ -23,6 +23,26 @@ impl ExitInfo {
         code: None,
         signal: None,
     };
+
+    /// Reads back what [`Display`](fmt::Display) wrote, as an agent reports an exit to the
+    /// controller: `exited with code N`, `killed by signal N` or `exited`. None for any other
+    /// text.
+    pub fn parse(text: &str) -> Option<ExitInfo> {
+        if text == "exited" {
+            return Some(ExitInfo::UNKNOWN);
+        }
+        if let Some(code) = text.strip_prefix("exited with code ") {
+            return Some(ExitInfo {
+                code: Some(code.parse().ok()?),
+                signal: None,
+            });
+        }
+        let signal = text.strip_prefix("killed by signal ")?;
+        Some(ExitInfo {
+            code: None,
+            signal: Some(signal.parse().ok()?),
+        })
+    }
 }
 
 impl From<ExitStatus> for ExitInfo {
@@ -74,5 +94,30 @@ mod tests {
         assert_eq!(code.to_string(), "exited with code 1");
         assert_eq!(signal.to_string(), "killed by signal 9");
         assert_eq!(ExitInfo::UNKNOWN.to_string(), "exited");
+    }
+
+    #[test]
+    fn parse_reads_back_what_display_wrote_and_nothing_else() {
+        for info in [
+            ExitInfo {
+                code: Some(-3),
+                signal: None,
+            },
+            ExitInfo {
+                code: None,
+                signal: Some(15),
+            },
+            ExitInfo::UNKNOWN,
+        ] {
+            assert_eq!(ExitInfo::parse(&info.to_string()), Some(info));
+        }
+        for text in [
+            "",
+            "exited with code",
+            "killed by signal x",
+            "exited with code 1 ",
+        ] {
+            assert_eq!(ExitInfo::parse(text), None, "{text:?}");
+        }
     }
 }

@@ -86,6 +86,10 @@ pub struct DeploymentView {
     /// Operator intents not yet acted on (`pause` stays while paused).
     #[serde(default)]
     pub intents: baton_core::model::Intents,
+    /// The lost hosts it holds for (`lost`, empty unless it holds) and those the operator let
+    /// it go on without (`without`).
+    #[serde(default)]
+    pub hold: baton_core::model::HostHold,
     /// Why it is where it is.
     pub reason: Option<String>,
     /// Who asked.
@@ -112,6 +116,7 @@ impl DeploymentView {
             step: d.step,
             weight: d.weight,
             intents: d.intents.clone(),
+            hold: d.hold.clone(),
             reason: d.reason.clone(),
             trigger: d.trigger.clone(),
             created_at: d.created_at,

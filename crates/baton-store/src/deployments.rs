@@ -1,7 +1,7 @@
 //! Deployments: one row per attempt to move an app from one release to another.
 
 use baton_core::model::{
-    Deployment, Event, EventKind, Intents, MigrationState, Millis, Phase, Strategy,
+    Deployment, Event, EventKind, HostHold, Intents, MigrationState, Millis, Phase, Strategy,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -32,7 +32,7 @@ pub struct NewDeployment {
 const FINAL_PHASES_SQL: &str = "('succeeded', 'rolled_back', 'failed')";
 
 const COLUMNS: &str = "id, app, from_release, to_release, strategy, phase, step, reason, trigger, \
-                       created_at, updated_at, finished_at, exposed, deadline, weight, pause_until, intents, migration";
+                       created_at, updated_at, finished_at, exposed, deadline, weight, pause_until, intents, migration, hold";
 
 fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
     let strategy: String = row.get(4)?;
@@ -64,6 +64,10 @@ fn read_deployment(row: &Row<'_>) -> rusqlite::Result<Deployment> {
             let text: String = row.get(17)?;
             serde_json::from_str(&text).map_err(|_| corrupt_column(17, "migration", &text))?
         },
+        hold: {
+            let text: String = row.get(18)?;
+            serde_json::from_str(&text).map_err(|_| corrupt_column(18, "hold", &text))?
+        },
     })
 }
 
@@ -83,10 +87,12 @@ fn active_deployment(conn: &Connection, app: &str) -> Result<Option<Deployment>,
 /// [`Store::clear_consumed_intents`], so a controller writing a deployment it read a moment ago
 /// never loses an intent recorded in between.
 fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError> {
+    let hold = serde_json::to_string(&d.hold).expect("a hold serializes");
     let changed = conn
         .execute(
             "UPDATE deployments SET phase = ?2, step = ?3, reason = ?4, updated_at = ?5, \
-             finished_at = ?6, exposed = ?7, deadline = ?8, weight = ?9, pause_until = ?10 WHERE id = ?1",
+             finished_at = ?6, exposed = ?7, deadline = ?8, weight = ?9, pause_until = ?10, \
+             hold = ?11 WHERE id = ?1",
             params![
                 d.id,
                 d.phase.as_str(),
@@ -97,7 +103,8 @@ fn write_deployment(conn: &Connection, d: &Deployment) -> Result<(), StoreError>
                 d.exposed,
                 d.deadline,
                 d.weight,
-                d.pause_until
+                d.pause_until,
+                hold
             ],
         )
         .op("update deployment")?;
@@ -188,6 +195,7 @@ impl Store {
                 pause_until: None,
                 intents: Intents::default(),
                 migration: MigrationState::Pending,
+                hold: HostHold::default(),
             },
             event,
         ))
@@ -233,15 +241,16 @@ impl Store {
         Ok(Some(d))
     }
 
-    /// Clears the one-shot intents the planner acted on (`promote`, `abort`), keeping any that
-    /// were recorded since it read them.
+    /// Clears the one-shot intents the planner acted on (`promote`, `abort`, `resume`), keeping
+    /// any that were recorded since it read them.
     pub fn clear_consumed_intents(
         &self,
         id: i64,
         promote: bool,
         abort: bool,
+        resume: bool,
     ) -> Result<(), StoreError> {
-        if !promote && !abort {
+        if !promote && !abort && !resume {
             return Ok(());
         }
         let mut conn = self.conn();
@@ -261,6 +270,9 @@ impl Store {
         }
         if abort {
             intents.abort = false;
+        }
+        if resume {
+            intents.resume = false;
         }
         write_intents(&tx, id, &intents)?;
         tx.commit().op("commit intents")?;
@@ -450,6 +462,8 @@ mod tests {
         d.updated_at = 7;
         d.exposed = true;
         d.deadline = Some(99);
+        d.hold.lost = vec!["web-2".into()];
+        d.hold.without = vec!["web-3".into()];
         let ev = s
             .update_deployment_with_event(&d, EventKind::DeploymentStep, "step 3")
             .unwrap();

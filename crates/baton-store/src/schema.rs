@@ -164,6 +164,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (app, host)
     );
     "#,
+    // 10: the lost hosts a deployment holds for, and those it goes on without (JSON).
+    r#"
+    ALTER TABLE deployments ADD COLUMN hold TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The schema version this code writes.

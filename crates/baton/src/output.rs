@@ -98,6 +98,9 @@ pub fn status(s: &AppStatus) {
             esc(&d.phase),
             d.step
         );
+        if let Some(line) = holding(d) {
+            println!("  {line}");
+        }
     }
     if let Some(v) = &s.verdict {
         println!(
@@ -155,6 +158,22 @@ pub fn status(s: &AppStatus) {
 }
 
 /// A deployment history line.
+/// "holding: host web-2 is lost (...)" while the deployment holds for lost hosts.
+pub fn holding(d: &DeploymentView) -> Option<String> {
+    if d.hold.lost.is_empty() || d.phase != "progressing" {
+        return None;
+    }
+    let names = esc(&d.hold.lost.join(", ")).into_owned();
+    let (noun, verb) = if d.hold.lost.len() == 1 {
+        ("host", "is")
+    } else {
+        ("hosts", "are")
+    };
+    Some(format!(
+        "holding: {noun} {names} {verb} lost; it goes on when back or drained, `baton resume` goes on without, `baton abort` goes back"
+    ))
+}
+
 pub fn history_line(d: &DeploymentView) {
     println!(
         "#{:<4} {}  {:<8} -> {:<8} {:<10} {:<11} {:>7}  {}{}",

@@ -9,6 +9,7 @@ mod blue_green;
 mod canary;
 mod converge;
 mod external_lb;
+mod hold;
 mod placement;
 mod rebalance;
 
@@ -16,6 +17,8 @@ mod rebalance;
 mod tests;
 #[cfg(test)]
 mod tests_canary;
+#[cfg(test)]
+mod tests_hold;
 #[cfg(test)]
 mod tests_rolling;
 
@@ -199,10 +202,13 @@ fn decide(input: PlanInput<'_>) -> Plan {
             progress(input, &live, &mut d, &mut out);
         }
         Phase::Paused => {
-            // Held: nothing moves, but a failing canary still goes back at once.
+            // Held: nothing moves, but a failing canary still goes back at once, and what a
+            // lost host took of the serving release is replaced.
             if let Some(Judgement::Fail(why)) = input.verdict {
                 let why = format!("analysis failed at step {}: {why}", d.step);
                 go_back(input, &live, &mut d, why, &mut out);
+            } else {
+                hold::keep_capacity(input, &live, &d, &mut out);
             }
         }
         Phase::Pending => {
@@ -224,6 +230,8 @@ fn decide(input: PlanInput<'_>) -> Plan {
         // Final phases are never planned.
         Phase::Succeeded | Phase::RolledBack | Phase::Failed => {}
     }
+    // One-shot: a `baton resume` counts for the hold it finds now, not for a later one.
+    d.intents.resume = false;
     if d != before {
         d.updated_at = input.now;
         out.deployment = Some(d);
@@ -259,6 +267,16 @@ fn idle(input: PlanInput<'_>, live: &[&Instance], out: &mut Plan) {
 }
 
 fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut Plan) {
+    if hold::holds(input, d, out) {
+        // No step forward, but a failing canary still goes back at once.
+        if let Some(Judgement::Fail(why)) = input.verdict {
+            let why = format!("analysis failed at step {}: {why}", d.step);
+            go_back(input, live, d, why, out);
+        } else {
+            hold::keep_capacity(input, live, d, out);
+        }
+        return;
+    }
     let n = input.app.instances;
     // The expand migration runs before any new instance starts, while the old release serves.
     if input.app.migrate.is_some() {
@@ -406,6 +424,7 @@ fn go_back(
     d.phase = Phase::Aborting;
     d.deadline = None;
     d.pause_until = None;
+    d.hold.lost.clear();
     d.weight = 0;
     d.reason = Some(reason.clone());
     let kind = if reason.starts_with("analysis failed") {

@@ -23,6 +23,9 @@ pub struct PlanHost {
     pub drained: bool,
     /// Its health endpoint for the app's external load balancer (`external_lb`), if any.
     pub lb: Option<LbHost>,
+    /// Away for longer than the heartbeat timeout: its instances were fenced, and a
+    /// deployment of the app holds until it is back (`hold.rs`).
+    pub lost: bool,
 }
 
 /// A host's health endpoint for an app's external load balancer, as the planner sees it
@@ -46,6 +49,7 @@ impl PlanHost {
             schedulable: true,
             drained: false,
             lb: None,
+            lost: false,
         }
     }
 }

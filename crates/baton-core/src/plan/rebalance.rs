@@ -78,6 +78,7 @@ mod tests {
                 schedulable: !drained.contains(name),
                 drained: drained.contains(name),
                 lb: None,
+                lost: false,
             })
             .collect()
     }

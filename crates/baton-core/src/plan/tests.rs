@@ -71,6 +71,7 @@ pub(super) fn deployment(
         pause_until: None,
         intents: Default::default(),
         migration: Default::default(),
+        hold: Default::default(),
     }
 }
 

@@ -100,7 +100,10 @@ pub async fn resume(
         &app,
         q.env.as_deref(),
         "resume",
-        |i| i.pause = false,
+        |i| {
+            i.pause = false;
+            i.resume = true;
+        },
         false,
     )
 }

@@ -2,9 +2,14 @@
 //! without a client certificate may send one `join` and is closed after the answer; a
 //! connection with one (verified against the cluster CA during the handshake) is a host's
 //! session, and the host is the one whose last join issued that very certificate.
+//!
+//! Before a connection is known to be a host's (its handshake, its first message, a join),
+//! it must be quick ([`FIRST_MESSAGE_TIMEOUT`] for all of it) and its address may have only
+//! [`MAX_PENDING_PER_IP`] such connections open: one address cannot take every slot.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_cluster::{AgentMsg, ControllerMsg, FrameReader, Refused, sha256_hex, write_frame};
@@ -19,10 +24,14 @@ use super::{Cluster, EVENT_APP, join, session};
 use crate::clock;
 use crate::shared::Shared;
 
-/// Longest wait for a TLS handshake, and then for a connection's first message.
+/// Longest wait for a connection's TLS handshake and first message, together.
 pub(super) const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most cluster connections at once (sessions and joins together); more are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// Most connections from one address that are not yet known to be a host's (in their
+/// handshake or first message, or joining); more from it are closed at once. Agents open one
+/// session and a connection per artifact download, each authenticated in milliseconds.
+pub(super) const MAX_PENDING_PER_IP: usize = 8;
 
 pub(super) type Reader = FrameReader<ReadHalf<TlsStream<TcpStream>>>;
 pub(super) type Writer = WriteHalf<TlsStream<TcpStream>>;
@@ -49,6 +58,7 @@ pub(crate) async fn serve(
     let config = baton_cluster::controller_config(cluster.ca())?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let pending = Arc::new(Pending::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
@@ -67,12 +77,15 @@ pub(crate) async fn serve(
             tracing::warn!(%peer, "cluster listener: {MAX_CONNECTIONS} connections open, closing a new one");
             continue;
         };
+        let Some(unproven) = pending.take(peer.ip()) else {
+            continue;
+        };
         let (shared, cluster, acceptor) = (shared.clone(), cluster.clone(), acceptor.clone());
         let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let tls = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(tcp)).await
-            {
+            let preamble = tokio::time::Instant::now() + FIRST_MESSAGE_TIMEOUT;
+            let tls = match tokio::time::timeout_at(preamble, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "cluster listener: TLS handshake failed");
@@ -83,11 +96,23 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            connection(shared, cluster, tls, peer, stop).await;
+            let first = Preamble {
+                deadline: preamble,
+                unproven,
+            };
+            connection(shared, cluster, tls, peer, first, stop).await;
         });
     }
     let _ = stop_tx.send(true);
     Ok(())
+}
+
+/// What a connection has until it is known to be a host's.
+struct Preamble {
+    /// When its first message must have arrived (its handshake counted).
+    deadline: tokio::time::Instant,
+    /// Its place among its address's unproven connections.
+    unproven: PendingSlot,
 }
 
 async fn connection(
@@ -95,6 +120,7 @@ async fn connection(
     cluster: Arc<Cluster>,
     tls: TlsStream<TcpStream>,
     peer: SocketAddr,
+    preamble: Preamble,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let leaf = tls
@@ -105,7 +131,7 @@ async fn connection(
         .map(|c| sha256_hex(c));
     let (rd, mut wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd);
-    let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, reader.next::<AgentMsg>()).await {
+    let first = match tokio::time::timeout_at(preamble.deadline, reader.next::<AgentMsg>()).await {
         Ok(Ok(Some(msg))) => msg,
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
@@ -135,6 +161,8 @@ async fn connection(
             return;
         }
     };
+    // A host's own connection from here on: it no longer counts against its address.
+    drop(preamble.unproven);
     if let AgentMsg::Fetch { digest } = &first {
         if !shared.config.hosts.contains_key(&name) {
             let why = format!("host {name} is no longer in the controller's baton.toml");
@@ -151,6 +179,64 @@ async fn connection(
         stop,
     };
     session::run(shared, cluster, name, first, conn).await;
+}
+
+// === impl Pending ===
+
+/// How many unproven connections each address has open.
+#[derive(Default)]
+pub(super) struct Pending {
+    by_ip: Mutex<HashMap<IpAddr, PerIp>>,
+}
+
+#[derive(Default)]
+struct PerIp {
+    open: usize,
+    /// Whether the refusals of this episode at the limit were logged already.
+    warned: bool,
+}
+
+/// One unproven connection of an address; freed on drop.
+pub(super) struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, PerIp>> {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more unproven connection from `ip`, unless it has
+    /// [`MAX_PENDING_PER_IP`] already.
+    pub(super) fn take(self: &Arc<Self>, ip: IpAddr) -> Option<PendingSlot> {
+        let mut by_ip = self.lock();
+        let entry = by_ip.entry(ip).or_default();
+        if entry.open >= MAX_PENDING_PER_IP {
+            if !entry.warned {
+                entry.warned = true;
+                tracing::warn!(%ip, "cluster listener: {MAX_PENDING_PER_IP} connections from this address are not past their handshake and first message; closing its new ones until they are");
+            }
+            return None;
+        }
+        entry.open += 1;
+        Some(PendingSlot {
+            pending: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut by_ip = self.pending.lock();
+        if let Some(entry) = by_ip.get_mut(&self.ip) {
+            entry.open -= 1;
+            if entry.open == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// The host whose last join issued the certificate with sha256 `leaf`, or the refusal.
@@ -239,5 +325,29 @@ async fn send_artifact(shared: &Shared, host: &str, digest: &str, wr: &mut Write
     match sent {
         Ok(()) => tracing::info!(host, digest, size, "artifact sent to a host"),
         Err(e) => tracing::warn!(host, digest, error = %e, "sending an artifact to a host failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_a_bounded_number_of_unproven_connections_and_others_are_apart() {
+        let pending = Arc::new(Pending::default());
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut held: Vec<PendingSlot> = (0..MAX_PENDING_PER_IP)
+            .map(|_| pending.take(a).expect("under the limit"))
+            .collect();
+        assert!(pending.take(a).is_none(), "over the limit");
+        assert!(pending.take(b).is_some(), "another address is not affected");
+        held.pop();
+        assert!(pending.take(a).is_some(), "a freed place is taken again");
+        held.clear();
+        assert!(
+            pending.lock().is_empty(),
+            "nothing is kept for idle addresses"
+        );
     }
 }

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use baton_cluster::{AgentMsg, ControllerMsg, Hello, PROTOCOL_VERSION, Welcome, write_frame};
+use baton_cluster::{
+    AgentMsg, ControllerMsg, Hello, PROTOCOL_VERSION, Welcome, write_frame_within,
+};
 use baton_core::model::EventKind;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -97,7 +99,7 @@ pub(super) async fn run(
         generation: generation as u64,
         heartbeat_timeout_ms: cluster.heartbeat_timeout().as_millis() as u64,
     });
-    let end = match write_frame(&mut wr, &welcome).await {
+    let end = match write_frame_within(&mut wr, &welcome, cluster.heartbeat_timeout()).await {
         Ok(()) => {
             let session = Session {
                 shared: &shared,
@@ -165,6 +167,8 @@ impl Session<'_> {
         wr: &mut Writer,
         mut stop: watch::Receiver<bool>,
     ) -> End {
+        // A host that takes nothing for a heartbeat timeout is as gone as one that sends
+        // nothing: a write never waits longer, so a stalled agent cannot hold the session.
         let timeout = self.cluster.heartbeat_timeout();
         let Registered { mut rx, mut closed } = registered;
         let mut deadline = Instant::now() + timeout;
@@ -174,7 +178,7 @@ impl Session<'_> {
                     Ok(Some(AgentMsg::Heartbeat)) => {
                         deadline = Instant::now() + timeout;
                         self.cluster.registry.seen(self.name, self.generation, clock::now());
-                        if let Err(e) = write_frame(wr, &ControllerMsg::Heartbeat).await {
+                        if let Err(e) = write_frame_within(wr, &ControllerMsg::Heartbeat, timeout).await {
                             return End::Lost(format!("cannot write to the agent: {e}"));
                         }
                     }
@@ -207,7 +211,7 @@ impl Session<'_> {
                 },
                 queued = rx.recv() => match queued {
                     Some(msg) => {
-                        if let Err(e) = write_frame(wr, &msg).await {
+                        if let Err(e) = write_frame_within(wr, &msg, timeout).await {
                             return End::Lost(format!("cannot write to the agent: {e}"));
                         }
                     }

@@ -114,7 +114,12 @@ fn on_msg(
             pid,
             info,
         } => {
-            let parsed = ExitInfo::UNKNOWN;
+            // The agent's driver wrote the status with `ExitInfo`'s Display (the same Baton
+            // version: sessions check the protocol); the instance's event says it as reported.
+            let parsed = ExitInfo::parse(&info).unwrap_or_else(|| {
+                tracing::warn!(host, %instance, %info, "an agent reported an exit status this controller cannot read");
+                ExitInfo::UNKNOWN
+            });
             tracing::info!(host, %instance, pid, %info, "remote instance exited");
             shared.remote.exited(host, &instance, pid, parsed);
             Ok(None)

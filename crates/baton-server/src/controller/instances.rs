@@ -327,8 +327,13 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
     let delay = backoff(inst.restarts);
     inst.restart_at = Some(now + delay);
     shared.store.upsert_instance(&inst)?;
+    let on = if inst.host == baton_core::model::LOCAL_HOST {
+        String::new()
+    } else {
+        format!(" on host {}", inst.host)
+    };
     let msg = format!(
-        "{} ({}) pid {} {}; restarting in {}ms (restart #{})",
+        "{} ({}) pid {}{on} {}; restarting in {}ms (restart #{})",
         inst.id, inst.release, exit.pid, exit.info, delay, inst.restarts
     );
     record(shared, &inst, EventKind::InstanceExited, &msg, now)

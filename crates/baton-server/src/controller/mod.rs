@@ -57,10 +57,13 @@ pub async fn run(
     let mut schedule = schedule::Schedule::default();
     let mut everyone = true;
     let mut absence = remote::Absence::new(clock::now());
+    let mut lost = Vec::new();
     fence_removed_hosts(&shared);
     loop {
         let now = clock::now();
-        if fence_lost_hosts(&shared, &mut absence, now) {
+        let was_lost = std::mem::take(&mut lost);
+        lost = lost_hosts(&shared, &mut absence, now);
+        if fence_lost_hosts(&shared, &lost, now) || lost != was_lost {
             everyone = true;
         }
         let health = schedule::health_signatures(&shared);
@@ -69,7 +72,7 @@ pub async fn run(
             if !everyone && !schedule.is_due(app, now, &health) {
                 continue;
             }
-            match tick(&shared, app, now, &exits_tx, &mut windows).await {
+            match tick(&shared, app, now, &lost, &exits_tx, &mut windows).await {
                 Ok(ticked) => {
                     schedule.ticked(app, now, &ticked, &health);
                     after_publish.push(ticked);
@@ -118,11 +121,17 @@ pub async fn run(
 }
 
 /// The app's hosts as the planner sees them: the local host always takes instances; another
-/// only while its agent is connected; none while drained.
+/// only while its agent is connected; none while drained. `lost` are the hosts away for
+/// longer than the heartbeat timeout (a deployment holds for them).
 ///
 /// With `external_lb`, each host carries its health endpoint's state (passing unless recorded
 /// otherwise) and when its listener last saw a request.
-fn plan_hosts(shared: &Shared, unit: &str, app: &baton_core::config::AppConfig) -> Vec<PlanHost> {
+fn plan_hosts(
+    shared: &Shared,
+    unit: &str,
+    app: &baton_core::config::AppConfig,
+    lost: &[String],
+) -> Vec<PlanHost> {
     let drained = shared.store.drained_hosts().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot read drained hosts");
         Vec::new()
@@ -163,6 +172,7 @@ fn plan_hosts(shared: &Shared, unit: &str, app: &baton_core::config::AppConfig) 
                 schedulable: connected && !drained,
                 drained,
                 lb: lb(&name),
+                lost: lost.contains(&name),
                 name,
             }
         })
@@ -186,16 +196,19 @@ fn fence_removed_hosts(shared: &Shared) {
     }
 }
 
-/// Declares lost the hosts away for longer than the heartbeat timeout and fences their
-/// instances; true if any instance was fenced.
-fn fence_lost_hosts(shared: &Shared, absence: &mut remote::Absence, now: Millis) -> bool {
+/// The hosts away for longer than the heartbeat timeout: lost.
+fn lost_hosts(shared: &Shared, absence: &mut remote::Absence, now: Millis) -> Vec<String> {
     let Some(cluster) = &shared.cluster else {
-        return false;
+        return Vec::new();
     };
     let grace = i64::try_from(cluster.heartbeat_timeout().as_millis()).unwrap_or(i64::MAX);
     let hosts = shared.config.hosts.keys().cloned();
-    let lost = absence.update(cluster, hosts, now, grace);
-    agents::fence(shared, &lost, now).unwrap_or_else(|e| {
+    absence.update(cluster, hosts, now, grace)
+}
+
+/// Fences the instances of lost hosts; true if any instance was fenced.
+fn fence_lost_hosts(shared: &Shared, lost: &[String], now: Millis) -> bool {
+    agents::fence(shared, lost, now).unwrap_or_else(|e| {
         tracing::error!(error = %format!("{e:#}"), "fencing the instances of lost hosts failed");
         false
     })
@@ -217,6 +230,7 @@ async fn tick(
     shared: &Arc<Shared>,
     app: &str,
     now: Millis,
+    lost: &[String],
     exits: &mpsc::UnboundedSender<Exited>,
     windows: &mut analysis::Windows,
 ) -> anyhow::Result<Ticked> {
@@ -239,15 +253,16 @@ async fn tick(
         instances: &all,
         now,
         verdict: verdict.as_ref(),
-        hosts: &plan_hosts(shared, app, config),
+        hosts: &plan_hosts(shared, app, config, lost),
     });
     if let (Some(before), Some(after)) = (&deployment, &p.deployment) {
         // One-shot intents the planner acted on are cleared, keeping any recorded since.
         let promoted = before.intents.promote.is_some() && after.intents.promote.is_none();
         let aborted = before.intents.abort && !after.intents.abort;
+        let resumed = before.intents.resume && !after.intents.resume;
         shared
             .store
-            .clear_consumed_intents(before.id, promoted, aborted)?;
+            .clear_consumed_intents(before.id, promoted, aborted, resumed)?;
     }
 
     // A deployment that ends with this plan is recorded as ended only once its split is

@@ -348,6 +348,7 @@ fn deployment_events_are_told_from_instance_events() {
         "deployment_started",
         "deployment_step",
         "deployment_paused",
+        "deployment_held",
         "verdict_failed",
         "deployment_promoted",
         "deployment_aborting",

@@ -2,8 +2,9 @@
 //! need no root. Baton runs in this process with a cluster; N real `baton agent` processes
 //! join it as hosts; one app spreads over them, with a listener on every host (`host_port`)
 //! and a health endpoint for a load balancer (`external_lb`). Under steady load it rolls a
-//! release host by host, then kills one host (its agent and its instances, with SIGKILL) and shows the
-//! instances replaced on the others, and rolls again on what is left. The requests in flight
+//! release host by host, then kills one host (its agent and its instances, with SIGKILL) and
+//! shows the instances replaced on the others, drains it (a deployment would hold for a lost
+//! host), and rolls again on what is left. The requests in flight
 //! on the killed host are counted apart; every other failure fails the demo.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use baton_demo::DemoOptions;
 use baton_demo::load::{Load, LoadConfig, LoadReport};
-use baton_server::cluster::view::{HostView, TokenCreated, TokenRequest};
+use baton_server::cluster::view::{DrainView, HostView, TokenCreated, TokenRequest};
 use baton_server::views::{AppStatus, ReleaseCreated};
 
 use super::demo::{InProcess, Switch, start_in_process, step};
@@ -249,6 +250,17 @@ async fn story(
     );
     print_spread(client).await?;
 
+    // A deployment holds while a host of its app is lost; this one will not come back, and
+    // the operator says so by draining it.
+    let _: DrainView = client
+        .post_json(
+            &format!("/v1/hosts/{lost_name}/drain"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    println!(
+        "\n`baton host drain {lost_name}`: it will not come back, so deployments do not hold for it"
+    );
     let load = start_load(proxy);
     println!(
         "\n== rolling update 1.1.0 -> 1.3.0 on the {} hosts left",

@@ -122,9 +122,14 @@ pub async fn follow(client: &Client, id: i64, print: bool) -> Result<()> {
                 .iter()
                 .filter(|i| i.release == d.to && i.state == "healthy")
                 .count();
+            let phase = if output::holding(d).is_some() {
+                "holding".to_string()
+            } else {
+                esc(&d.phase).into_owned()
+            };
             let progress = format!(
                 "{} step {} · {} healthy on {} · split {}",
-                esc(&d.phase),
+                phase,
                 d.step,
                 healthy,
                 esc(&d.to),

@@ -1,8 +1,10 @@
 //! One app across two hosts (agents on 127.0.0.2 and 127.0.0.3, a real `baton up`, real TLS):
 //! instances spread evenly, rolling, blue-green and canary through the edge proxy lose no
-//! request, a drained host's instances move off and come back, and a host cut off under load
-//! is replaced on the other host; when it comes back, nothing stale serves and the spread
-//! evens out again (docs/design-notes.md, "Many hosts and containers").
+//! request, a drained host's instances move off and come back, an instance killed on a host
+//! is reported with its signal and restarted, a host cut off under load is replaced on the
+//! other host; when it comes back, nothing stale serves and the spread evens out again; a
+//! rollout holds while a host is lost and resumes when it is back (docs/design-notes.md,
+//! "Many hosts and containers").
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -172,6 +174,36 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
     let (b, agents) = fleet();
     b.release("web", "1.0.0", &[]);
     b.deploy_ok("web", "1.0.0", &[]).await;
+
+    // An instance on web-1 killed from outside: its agent reports how it ended, and the
+    // event says so; it is restarted there.
+    let victim = b
+        .status("web")
+        .instances
+        .into_iter()
+        .find(|i| i.host == "web-1")
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(victim.pid.unwrap() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGKILL).unwrap();
+    let db = b.data_dir().join("baton.db");
+    let wanted = format!(
+        "{} (1.0.0) pid {} on host web-1 killed by signal 9;",
+        victim.id,
+        victim.pid.unwrap()
+    );
+    let reported = wait_until(Duration::from_secs(30), || {
+        exit_events(&db).iter().any(|m| m.starts_with(&wanted))
+    });
+    assert!(reported, "{wanted:?} in {:?}", exit_events(&db));
+    let restarted = wait_until(Duration::from_secs(30), || {
+        let s = b.status("web");
+        s.instances
+            .iter()
+            .filter(|i| i.state == "healthy" && i.in_split)
+            .count()
+            == 4
+    });
+    assert!(restarted, "{:?}", b.status("web"));
     let before = b.status("web");
     let on_web2: Vec<(String, u32)> = before
         .instances
@@ -224,6 +256,136 @@ async fn a_host_cut_off_under_load_is_replaced_and_serves_nothing_stale_when_bac
     );
     let o = b.cli(&["hosts"]);
     assert!(o.status.success(), "{}", text(&o));
+    drop(agents);
+}
+
+/// The messages of `instance_exited` events, oldest first.
+fn exit_events(db: &std::path::Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT message FROM events WHERE kind = 'instance_exited' ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The active deployment's events (kind, message), oldest first.
+async fn deployment_events(b: &Baton, id: i64) -> Vec<(String, String)> {
+    let (code, detail) = b.api_get(&format!("/v1/deployments/{id}")).await;
+    assert_eq!(code, 200, "{detail}");
+    detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap().to_string();
+            (field("kind"), field("message"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_deployment_holds_while_a_host_is_lost_and_resumes_when_it_is_back() {
+    let (b, agents) = fleet();
+    b.release("web", "1.0.0", &[]);
+    // Each instance of 1.1.0 takes 4 s to listen: four of them, one at a time, outlast the
+    // ~6 s it takes to declare web-2 lost, so the rollout is in progress then.
+    b.release("web", "1.1.0", &["--startup-ms", "4000"]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let before: Vec<String> = b
+        .status("web")
+        .instances
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+
+    let l = load(&b);
+    let o = b.cli_async(&["deploy", "web", "1.1.0"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    agents.signal("web-2", Signal::SIGSTOP);
+    wait_state(&b, &agents, "web-2", "lost");
+
+    // It holds, says so once, and `baton status` shows it.
+    let held = wait_until(Duration::from_secs(30), || {
+        b.status("web")
+            .deployment
+            .is_some_and(|d| d.hold.lost == ["web-2"])
+    });
+    assert!(held, "{:?}\n{}", b.status("web"), b.log());
+    let d = b.status("web").deployment.unwrap();
+    assert_eq!(d.phase, "progressing");
+    let shown = text(&b.cli(&["status", "web"]));
+    assert!(shown.contains("holding: host web-2 is lost"), "{shown}");
+    let events = deployment_events(&b, d.id).await;
+    let holds: Vec<&(String, String)> = events
+        .iter()
+        .filter(|(k, _)| k == "deployment_held")
+        .collect();
+    assert_eq!(holds.len(), 1, "{events:?}");
+    assert!(holds[0].1.contains("host web-2 is lost"), "{events:?}");
+
+    // Meanwhile what web-2 took of the serving release is replaced on web-1: four instances
+    // serve there, new 1.0.0 ones among them, and the rollout takes no step.
+    let serving_on_web1 = wait_until(Duration::from_secs(30), || {
+        let s = b.status("web");
+        let serving = s
+            .instances
+            .iter()
+            .filter(|i| i.state == "healthy" && i.in_split);
+        serving.clone().count() == 4 && serving.clone().all(|i| i.host == "web-1")
+    });
+    assert!(serving_on_web1, "{:?}", b.status("web"));
+    let s = b.status("web");
+    assert!(
+        s.instances
+            .iter()
+            .any(|i| i.release == "1.0.0" && !before.contains(&i.id)),
+        "no replacement of 1.0.0 started: {s:?}"
+    );
+    let still = s.deployment.as_ref().unwrap();
+    assert_eq!(
+        (still.step, still.hold.lost.clone()),
+        (d.step, d.hold.lost.clone())
+    );
+    assert!(
+        s.instances
+            .iter()
+            .filter(|i| i.release == "1.1.0" && i.in_split)
+            .count()
+            <= d.step as usize,
+        "no new instance joined the split while it held: {s:?}"
+    );
+
+    // web-2 is back: the deployment resumes and succeeds.
+    agents.signal("web-2", Signal::SIGCONT);
+    wait_state(&b, &agents, "web-2", "connected");
+    let done = wait_until(Duration::from_secs(120), || {
+        let s = b.status("web");
+        s.deployment.is_none() && s.release.as_deref() == Some("1.1.0")
+    });
+    assert!(done, "{:?}\n{}", b.status("web"), b.log());
+    let report = l.stop().await;
+    // SIGSTOP leaves web-2's instances running: the edge kept routing to them until they left
+    // the split, and they finished what they had, so nothing failed.
+    assert_no_failures(&report, "a host lost during a rollout");
+    let events = deployment_events(&b, d.id).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|(k, m)| k == "deployment_resumed" && m.contains("host web-2 is back")),
+        "{events:?}"
+    );
+    let at = |kind: &str| kinds.iter().position(|k| *k == kind);
+    assert!(
+        at("deployment_held") < at("deployment_resumed") && at("deployment_succeeded").is_some(),
+        "{events:?}"
+    );
+    assert_eq!(kinds.iter().filter(|k| **k == "deployment_held").count(), 1);
     drop(agents);
 }
 

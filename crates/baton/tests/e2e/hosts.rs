@@ -1,6 +1,7 @@
 //! Many hosts: agents join a real `baton up` over real TLS from their own loopback addresses
 //! (127.0.0.2, 127.0.0.3), show in `baton hosts`, are marked lost when killed and connected
-//! again when restarted; bad joins are refused and recorded; the cluster port speaks only TLS.
+//! again when restarted; bad joins are refused and recorded; the cluster port speaks only TLS
+//! and bounds the connections of one address that are not yet a host's.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -344,6 +345,45 @@ fn the_cluster_port_speaks_only_tls() {
     );
     // What came back, if anything, is a TLS alert record (content type 21), never data.
     assert!(answer.is_empty() || answer[0] == 21, "{answer:?}");
+}
+
+#[test]
+fn one_address_cannot_take_every_cluster_connection() {
+    let b = Baton::start(CLUSTER);
+    let mut agents = Agents {
+        dir: b.dir.path().join("agents"),
+        children: Vec::new(),
+    };
+    std::fs::create_dir_all(&agents.dir).unwrap();
+    let cluster = b.cluster.unwrap();
+    // Eight connections from 127.0.0.1 that never start their handshake hold all the places
+    // of that address (the listener's MAX_PENDING_PER_IP): a ninth is closed at once...
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(cluster).unwrap())
+        .collect();
+    let mut ninth = TcpStream::connect(cluster).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(ninth.read(&mut byte).unwrap(), 0, "the ninth is closed");
+    // ...while the eight are still open (they have 10 s for their handshake),
+    idle[0].set_nonblocking(true).unwrap();
+    let still = idle[0].peek(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{still:?}"
+    );
+    // ...and a host on another address joins and connects as ever.
+    agents.start(&b, "web-1", "127.0.0.2", Some(&token(&b)));
+    wait_state(&b, &agents, "web-1", "connected");
+    assert!(
+        b.log().contains("are not past their handshake"),
+        "{}",
+        b.log()
+    );
+    drop(idle);
+    drop(agents);
 }
 
 #[test]
