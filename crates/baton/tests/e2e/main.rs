@@ -13,6 +13,7 @@ mod environments;
 mod escaping;
 mod failures;
 mod fleet;
+mod fleet_containers;
 mod hosts;
 mod input;
 mod ledger;
