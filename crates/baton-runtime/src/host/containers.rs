@@ -79,7 +79,7 @@ impl HostRuntime {
         if engine.reached.is_some() {
             return Ok(Vec::new());
         }
-        let docker = Docker::connect().await?;
+        let docker = self.connect().await?;
         let owner = owner_id(&self.dir).map_err(|source| RunError::Record {
             path: self.dir.join("owner"),
             source,
@@ -121,6 +121,35 @@ impl HostRuntime {
         remove_orphans(&docker, &owner, &wanted).await?;
         engine.reached = Some(Reached { docker, owner });
         Ok(gone)
+    }
+
+    /// Before a stop of `instance`, which the table does not hold: if its container waits for
+    /// the engine to be adopted, asks the engine now (adopting it, so the stop stops it), or, if
+    /// it still does not answer, forgets its record, so the container goes as an orphan when the
+    /// engine first answers. Either way a stop is never lost.
+    pub(super) async fn settle_pending(self: &Arc<Self>, instance: &str) {
+        let mut engine = self.engine.lock().await;
+        if !engine
+            .pending
+            .iter()
+            .any(|r| r.running.instance == instance)
+        {
+            return;
+        }
+        if let Err(error) = self.reach(&mut engine).await {
+            tracing::warn!(instance, %error, "cannot reach the Docker engine to stop a container; it is removed once the engine answers");
+            engine.pending.retain(|r| r.running.instance != instance);
+            record::remove(&self.records(), instance);
+        }
+    }
+
+    /// The engine at `DOCKER_HOST` (a unix socket) or the default socket.
+    async fn connect(&self) -> Result<Docker, DockerError> {
+        #[cfg(test)]
+        if let Some(socket) = self.socket.lock().ok().and_then(|s| s.clone()) {
+            return Docker::connect_to(&socket).await;
+        }
+        Docker::connect().await
     }
 
     /// Starts the container of `spec` on `port`, from the image of the artifact at `artifact`.

@@ -73,6 +73,9 @@ pub struct HostRuntime {
     busy: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     engine: tokio::sync::Mutex<containers::Engine>,
     events: mpsc::UnboundedSender<HostEvent>,
+    /// Tests point the runtime at another engine socket (one that does not answer).
+    #[cfg(test)]
+    socket: Mutex<Option<PathBuf>>,
 }
 
 /// Holds an instance's turn (see `HostRuntime::busy`); forgets its lock when nobody waits.
@@ -110,6 +113,8 @@ impl HostRuntime {
             busy: Mutex::new(HashMap::new()),
             engine: tokio::sync::Mutex::default(),
             events,
+            #[cfg(test)]
+            socket: Mutex::default(),
         };
         (Arc::new(host), rx)
     }
@@ -314,9 +319,14 @@ impl HostRuntime {
 
     /// Stops an instance: SIGTERM, SIGKILL after `stop_timeout` (a container is then removed).
     /// One it does not run is already gone.
-    pub async fn stop(&self, instance: &str, stop_timeout: Duration) -> StopOutcome {
+    pub async fn stop(self: &Arc<Self>, instance: &str, stop_timeout: Duration) -> StopOutcome {
         let _turn = self.turn(instance).await;
-        let Some(entry) = self.table().remove(instance) else {
+        let mut found = self.table().remove(instance);
+        if found.is_none() {
+            self.settle_pending(instance).await;
+            found = self.table().remove(instance);
+        }
+        let Some(entry) = found else {
             return StopOutcome::AlreadyGone;
         };
         let outcome = entry.handle.stop(stop_timeout).await;

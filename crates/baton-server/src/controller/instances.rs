@@ -270,7 +270,6 @@ pub(super) fn watch(
             pid,
             info: info.to_string(),
         });
-        h.reap().await;
     });
     let old = shared.live().insert(
         inst.id.clone(),
@@ -311,6 +310,11 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
             l.backend.set_health(Health::Unhealthy);
             if let Some(c) = l.checker {
                 c.abort();
+            }
+            // A crash, not a stop (which removes its container itself): the exited container
+            // goes once its last lines are in the log.
+            if let Some(p) = l.process {
+                tokio::spawn(async move { p.reap().await });
             }
         }
     }
