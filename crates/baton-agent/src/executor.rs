@@ -1,7 +1,9 @@
 //! What the agent does for the controller (docs/design-notes.md, "Many hosts and
-//! containers"): runs and stops instances with the host runtime, downloads an artifact it
-//! lacks from the controller (checked against its digest as it is stored), and reports back on
-//! the session's outgoing queue. Every request is idempotent, so a repeat changes nothing.
+//! containers"): runs and stops instances with the host runtime (processes, or containers of
+//! the host's Docker Engine, as the run asks), downloads an artifact it lacks from the
+//! controller (checked against its digest as it is stored; an image release's too, from which
+//! the runtime loads the image), and reports back on the session's outgoing queue. Every
+//! request is idempotent, so a repeat changes nothing.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -38,13 +40,13 @@ pub struct Executor {
 
 impl Executor {
     /// Re-adopts what a previous run of the agent left running; exits arrive on the receiver.
-    pub fn start(
+    pub async fn start(
         data_dir: &Path,
         controller: &str,
         address: IpAddr,
     ) -> (Arc<Executor>, mpsc::UnboundedReceiver<HostEvent>) {
         let (host, events) = HostRuntime::new(address, data_dir);
-        for gone in host.adopt() {
+        for gone in host.adopt().await {
             tracing::info!(instance = %gone.instance, "instance gone while the agent was away");
         }
         let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
@@ -158,7 +160,7 @@ impl Executor {
             }
         }
         let path = self.artifacts.path(&spec.digest);
-        self.host.run(spec, &path).map_err(|e| e.to_string())
+        self.host.run(spec, &path).await.map_err(|e| e.to_string())
     }
 
     /// Downloads an artifact over a connection of its own and stores it; the store checks the

@@ -29,7 +29,7 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
         }
     };
     tokio::pin!(shutdown);
-    let (executor, exits) = Executor::start(&opts.data_dir, &opts.controller, opts.address);
+    let (executor, exits) = Executor::start(&opts.data_dir, &opts.controller, opts.address).await;
     executor.restore_split().await;
     let outbox: Outbox = Arc::default();
     tokio::spawn(forward_exits(exits, outbox.clone()));

@@ -20,7 +20,7 @@ use baton_core::run::{HostSplit, RunSpec, Running};
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, sent in `join` and `hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// How often an agent sends a heartbeat, in milliseconds.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 

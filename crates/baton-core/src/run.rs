@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Driver;
+
 /// One instance a host should run. The host renders `command` itself: only it knows where the
 /// artifact is stored and which port is free on its address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +21,34 @@ pub struct RunSpec {
     pub digest: String,
     /// The command with its placeholders (`{artifact}` `{host}` `{port}` ...) unrendered.
     pub command: Vec<String>,
-    /// The environment's config; `HOST`, `PORT` and `BATON_*` are added by the host.
+    /// The environment's config; `HOST`, `PORT` and `BATON_*` are added by the host
+    /// ([`instance_env`]).
     pub env: BTreeMap<String, String>,
+    /// How the host runs it: a process in the unpacked artifact, or a container of the host's
+    /// own Docker Engine from the image the artifact holds (`command`, if not empty, replaces
+    /// the image's `CMD`).
+    pub driver: Driver,
+    /// `driver = "docker"` only: the container's root filesystem is read-only.
+    pub read_only: bool,
+}
+
+/// What an instance finds in its environment, on every host and with every driver: the app's
+/// `env`, then `HOST` and `PORT` (where to listen) and `BATON_APP`, `BATON_RELEASE` and
+/// `BATON_INSTANCE`.
+pub fn instance_env(
+    env: &BTreeMap<String, String>,
+    (host, port): (&str, u16),
+    app: &str,
+    release: &str,
+    instance: &str,
+) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    env.insert("HOST".into(), host.into());
+    env.insert("PORT".into(), port.to_string());
+    env.insert("BATON_APP".into(), app.into());
+    env.insert("BATON_RELEASE".into(), release.into());
+    env.insert("BATON_INSTANCE".into(), instance.into());
+    env
 }
 
 /// One instance a host runs, as it reports it.

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use baton_core::config::{Config, ConfigError, Driver, Unit};
+use baton_core::model::LOCAL_HOST;
 use baton_proxy::{ListenerConfig, Router};
 use baton_runtime::docker::Docker;
 use baton_store::{ArtifactStore, Store};
@@ -327,10 +328,14 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 /// How many agent reports may wait for the controller loop.
 const AGENT_EVENTS: usize = 1024;
 
-/// The local Docker Engine, connected at start when an app runs containers, so that a
-/// missing engine stops `baton up` with a clear error instead of failing every start.
+/// The local Docker Engine, connected at start when an app runs containers on this host, so
+/// that a missing engine stops `baton up` with a clear error instead of failing every start.
+/// Containers on other hosts are their agents' (each with its host's engine).
 async fn connect_docker(units: &BTreeMap<String, Unit>) -> anyhow::Result<Option<Docker>> {
-    let Some(unit) = units.values().find(|u| u.config.driver == Driver::Docker) else {
+    let local = |u: &&Unit| {
+        u.config.driver == Driver::Docker && u.config.host_names().iter().any(|h| h == LOCAL_HOST)
+    };
+    let Some(unit) = units.values().find(local) else {
         return Ok(None);
     };
     let docker = Docker::connect()
@@ -340,19 +345,9 @@ async fn connect_docker(units: &BTreeMap<String, Unit>) -> anyhow::Result<Option
 }
 
 /// This data directory's id (`DATA/owner`, made at first use): the owner label of its
-/// containers, so two Batons on one engine never adopt or remove each other's.
+/// containers, so two Batons on one engine (or an agent beside the controller) never adopt or
+/// remove each other's.
 fn owner_id(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("owner");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    let id: String = (0..12)
-        .map(|_| char::from_digit(fastrand::u32(0..16), 16).expect("a hex digit"))
-        .collect();
-    std::fs::write(&path, format!("{id}\n"))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(id)
+    baton_runtime::docker::owner_id(data_dir)
+        .with_context(|| format!("cannot read or make {}", data_dir.join("owner").display()))
 }

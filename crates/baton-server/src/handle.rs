@@ -5,18 +5,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use baton_runtime::docker::ContainerHandle;
-use baton_runtime::{ExitInfo, ProcessHandle, StopOutcome};
+use baton_runtime::{ExitInfo, LocalHandle, StopOutcome};
 
 use crate::controller::remote::RemoteHandle;
 
 /// A running (or exited) instance. Cheap to clone; dropping it never stops the instance.
 #[derive(Clone, Debug)]
 pub enum InstanceHandle {
-    /// A child process on the controller's own host (the `process` driver).
-    Process(ProcessHandle),
-    /// A container of the local Docker Engine (the `docker` driver).
-    Container(ContainerHandle),
+    /// A process or container on the controller's own host (`baton-runtime`'s drivers, as an
+    /// agent runs them on its host).
+    Local(LocalHandle),
     /// An instance on another host, run by its agent.
     Remote(RemoteHandle),
 }
@@ -26,8 +24,7 @@ impl InstanceHandle {
     /// reported for another pid is of an earlier run.
     pub fn pid(&self) -> u32 {
         match self {
-            InstanceHandle::Process(p) => p.pid(),
-            InstanceHandle::Container(c) => c.pid(),
+            InstanceHandle::Local(l) => l.pid(),
             InstanceHandle::Remote(r) => r.pid(),
         }
     }
@@ -35,33 +32,33 @@ impl InstanceHandle {
     /// The process start time, where the driver knows it (for re-adoption by pid).
     pub fn start_time(&self) -> Option<u64> {
         match self {
-            InstanceHandle::Process(p) => Some(p.start_time()),
-            InstanceHandle::Container(_) | InstanceHandle::Remote(_) => None,
+            InstanceHandle::Local(l) => l.start_time(),
+            InstanceHandle::Remote(_) => None,
         }
     }
 
     /// Resolves when the instance exits.
     pub async fn exited(&self) -> ExitInfo {
         match self {
-            InstanceHandle::Process(p) => p.exited().await,
-            InstanceHandle::Container(c) => c.exited().await,
+            InstanceHandle::Local(l) => l.exited().await,
             InstanceHandle::Remote(r) => r.exited().await,
         }
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after `stop_timeout` (a container is then removed).
+    /// Removes a local container that exited by itself (its output is in the instance's log);
+    /// nothing for other instances.
+    pub async fn reap(&self) {
+        if let InstanceHandle::Local(l) = self {
+            l.reap().await;
+        }
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after `stop_timeout` (a container is then removed; one
+    /// that cannot be is removed as an orphan at the next start, `containers.rs`).
     pub async fn stop(&self, stop_timeout: Duration) -> StopOutcome {
         match self {
-            InstanceHandle::Process(p) => p.stop(stop_timeout).await,
+            InstanceHandle::Local(l) => l.stop(stop_timeout).await,
             InstanceHandle::Remote(r) => r.stop(stop_timeout).await,
-            InstanceHandle::Container(c) => match c.stop(stop_timeout).await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    // The next start of Baton removes it as an orphan (`containers.rs`).
-                    tracing::error!(container = c.id(), %error, "cannot stop container");
-                    StopOutcome::Killed
-                }
-            },
         }
     }
 }
@@ -69,10 +66,7 @@ impl InstanceHandle {
 impl fmt::Display for InstanceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            InstanceHandle::Process(p) => write!(f, "pid {}", p.pid()),
-            InstanceHandle::Container(c) => {
-                write!(f, "container {} (pid {})", c.name(), c.pid())
-            }
+            InstanceHandle::Local(l) => l.fmt(f),
             InstanceHandle::Remote(r) => write!(f, "pid {} on host {}", r.pid(), r.host()),
         }
     }

@@ -742,12 +742,6 @@ impl Config {
                     "0 is not a port: every host listens on the same one, e.g. 8080".into(),
                 );
             }
-            if app.driver == Driver::Docker && app.hosts.iter().any(|h| h != cluster::LOCAL_HOST) {
-                return fail(
-                    &at("driver"),
-                    "containers run on the local host only for now: use driver = \"process\" on other hosts".into(),
-                );
-            }
             if let Err((key, message)) = text::check_app(name, app) {
                 return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
             }
@@ -974,6 +968,11 @@ keep_previous = "5m"
         let local = format!("{hosts}{}", app("a", 1).replace("[\"h1\"]", "[\"local\"]"));
         let e = parse(&local).unwrap_err().to_string();
         assert!(e.contains("needs hosts with agents"), "{e}");
+        // Containers run on agents' hosts too, read-only if asked.
+        let docker =
+            app("a", 1).replace("command = [\"x\"]", "driver = \"docker\"\nread_only = true");
+        let c = parse(&format!("{hosts}{docker}")).unwrap();
+        assert_eq!(c.apps["a"].driver, Driver::Docker);
     }
 
     #[test]

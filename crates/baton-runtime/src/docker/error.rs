@@ -84,6 +84,26 @@ pub enum DockerError {
         /// How many images the engine reported.
         count: usize,
     },
+    /// A release artifact without a readable `baton-image.json`: not made from an image.
+    #[error(
+        "{path}: {reason}: the release holds no image; with driver = \"docker\", create releases with `baton release create APP VERSION --image IMAGE`"
+    )]
+    NotAnImage {
+        /// The manifest it should have.
+        path: PathBuf,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// A release's image archive loaded as another image than the one the release recorded.
+    #[error("{archive} holds image {loaded}, not the image {recorded} its release recorded")]
+    WrongImage {
+        /// The archive.
+        archive: PathBuf,
+        /// The image the engine loaded from it.
+        loaded: String,
+        /// The image ID in `baton-image.json`.
+        recorded: String,
+    },
     /// Any other request the engine refused or failed.
     #[error("Docker engine: cannot {action}: {reason}")]
     Engine {

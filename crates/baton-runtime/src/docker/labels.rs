@@ -16,6 +16,13 @@ pub const RELEASE_LABEL: &str = "baton.release";
 /// continues the same file.
 pub const LOG_LABEL: &str = "baton.log";
 
+/// An instance id as its container's name and `baton.instance` label write it: those allow
+/// `[A-Za-z0-9_.-]`, and instances of an environment's unit hold an `@` (`web@staging-3`), written
+/// `.` (`web.staging-3`).
+pub fn container_instance(instance: &str) -> String {
+    instance.replace('@', ".")
+}
+
 /// The longest owner or instance id accepted in a container name.
 const MAX_PART: usize = 100;
 

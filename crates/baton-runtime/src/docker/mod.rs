@@ -12,12 +12,14 @@
 //!   through files, so no registry is needed.
 //!
 //! A caller (the controller, or an agent) connects once with [`Docker::connect`] and uses one
-//! owner id for its data directory. It starts instances with [`ContainerHandle::start`] after
+//! owner id for its data directory ([`owner_id`]). A release's image comes from its artifact
+//! ([`ensure_image`]). It starts instances with [`ContainerHandle::start`] after
 //! recording them; after a restart it calls [`ContainerHandle::adopt`] for each instance it has
 //! a record of (`Ok(None)`: the instance is gone; `Err`: the engine cannot tell, so start
-//! nothing), then removes what [`list_owned`] shows that it has no running record of. It stops
+//! nothing), then removes what it has no running record of ([`remove_orphans`]). It stops
 //! instances with [`ContainerHandle::stop`] once they are drained.
 
+mod artifact;
 mod client;
 mod create;
 mod error;
@@ -27,20 +29,25 @@ mod labels;
 mod log_time;
 mod logs;
 mod owned;
+mod owner;
 mod spec;
 mod wait;
 
 #[cfg(test)]
-mod testee;
+pub(crate) mod testee;
 
 #[cfg(any(test, feature = "test-support"))]
 #[doc(hidden)]
 pub mod testing;
 
+pub use artifact::ensure_image;
 pub use client::{DEFAULT_SOCKET, Docker};
 pub use error::DockerError;
 pub use handle::ContainerHandle;
 pub use image::ImageInfo;
-pub use labels::{APP_LABEL, INSTANCE_LABEL, LOG_LABEL, OWNER_LABEL, RELEASE_LABEL};
+pub use labels::{
+    APP_LABEL, INSTANCE_LABEL, LOG_LABEL, OWNER_LABEL, RELEASE_LABEL, container_instance,
+};
 pub use owned::{OwnedContainer, list_owned};
+pub use owner::{owner_id, remove_orphans};
 pub use spec::ContainerSpec;

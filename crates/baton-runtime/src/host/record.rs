@@ -4,16 +4,21 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use baton_core::config::Driver;
 use serde::{Deserialize, Serialize};
 
 use super::Running;
 
-/// A run record: the report plus the process start time that makes the pid unambiguous.
+/// A run record: the report plus the process start time that makes the pid unambiguous (0 for
+/// a container, which is adopted by its name: owner and instance).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct RunRecord {
     pub running: Running,
     pub app: String,
     pub start_time: u64,
+    /// Records written before containers ran on agents have none: processes.
+    #[serde(default)]
+    pub driver: Driver,
 }
 
 pub(super) fn path(dir: &Path, instance: &str) -> PathBuf {

@@ -34,6 +34,8 @@ fn spec(n: u32, script: &str) -> RunSpec {
             "{host}:{port}".into(),
         ],
         env: [("GREETING".to_string(), "hi".to_string())].into(),
+        driver: Driver::Process,
+        read_only: false,
     }
 }
 
@@ -62,12 +64,12 @@ fn setup(
 async fn runs_on_the_hosts_address_once_however_often_asked() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _events, _kill) = setup(dir.path());
-    let first = host.run(&spec(1, LISTEN), dir.path()).unwrap();
+    let first = host.run(&spec(1, LISTEN), dir.path()).await.unwrap();
     eventually("the instance to listen on 127.0.0.2", || {
         reachable(first.port).then_some(())
     })
     .await;
-    let again = host.run(&spec(1, LISTEN), dir.path()).unwrap();
+    let again = host.run(&spec(1, LISTEN), dir.path()).await.unwrap();
     assert_eq!(
         again, first,
         "a repeated start must not start a second process"
@@ -87,6 +89,7 @@ async fn a_crash_is_reported_once_and_the_instance_forgotten() {
     let (host, mut events, _kill) = setup(dir.path());
     let run = host
         .run(&spec(2, "import sys; sys.exit(3)"), dir.path())
+        .await
         .unwrap();
     let event = within("the exit", events.recv()).await.unwrap();
     assert_eq!(
@@ -105,22 +108,23 @@ async fn a_crash_is_reported_once_and_the_instance_forgotten() {
 async fn a_restarted_agent_re_adopts_its_instances_with_their_ports() {
     let dir = tempfile::tempdir().unwrap();
     let (host, _events, _kill) = setup(dir.path());
-    let running = host.run(&spec(1, LISTEN), dir.path()).unwrap();
-    let dead = host
-        .run(&spec(2, "import time; time.sleep(0.1)"), dir.path())
-        .unwrap();
+    let running = host.run(&spec(1, LISTEN), dir.path()).await.unwrap();
+    // Ends once the test creates `gone` in its working directory: after the agent died.
+    let until_gone = "import os, time\nwhile not os.path.exists('gone'): time.sleep(0.01)";
+    let dead = host.run(&spec(2, until_gone), dir.path()).await.unwrap();
     eventually("the instance to listen", || {
         reachable(running.port).then_some(())
     })
     .await;
     // The agent dies: its table is gone, its processes are not.
     drop(host);
+    std::fs::write(dir.path().join("gone"), "").unwrap();
     eventually("the short-lived instance to end", || {
         (!crate::process::test_support::alive(dead.pid)).then_some(())
     })
     .await;
     let (again, _events) = HostRuntime::new(ADDRESS, dir.path());
-    let gone = again.adopt();
+    let gone = again.adopt().await;
     assert_eq!(gone, vec![dead]);
     assert_eq!(again.running(), vec![running.clone()]);
     assert!(reachable(running.port));

@@ -1,15 +1,18 @@
 //! Instances: starting, watching, restarting after a crash, draining and stopping, and
 //! re-adopting them after Baton itself restarted (docs/DESIGN.md I2, I4).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use baton_core::config::defaults::STOP_TIMEOUT;
 use baton_core::config::{AppConfig, CommandVars, Driver, render_command, split_key};
 use baton_core::model::{EventKind, Instance, InstanceState, LOCAL_HOST, Millis};
+use baton_core::run::instance_env;
 use baton_proxy::{Backend, Health, HealthCheck};
-use baton_runtime::{ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file};
+use baton_runtime::{
+    LocalHandle, ProcessHandle, ProcessSpec, StopOutcome, free_port, read_pid_file,
+};
 use tokio::sync::mpsc;
 
 use super::containers;
@@ -96,12 +99,13 @@ fn spawn(
             instance: &inst.id,
         },
     );
-    let mut env: BTreeMap<String, String> = app.env.clone();
-    env.insert("HOST".into(), LOCAL_ADDRESS.into());
-    env.insert("PORT".into(), inst.port.to_string());
-    env.insert("BATON_APP".into(), inst.app.clone());
-    env.insert("BATON_RELEASE".into(), inst.release.clone());
-    env.insert("BATON_INSTANCE".into(), inst.id.clone());
+    let env = instance_env(
+        &app.env,
+        (LOCAL_ADDRESS, inst.port),
+        &inst.app,
+        &inst.release,
+        &inst.id,
+    );
     if app.driver == Driver::Docker {
         // Until the container's start reports back, restart_due must not start it again.
         inst.pid = None;
@@ -131,7 +135,7 @@ fn spawn(
         pid_file: Some(shared.pid_file(&inst.id)),
     };
     let result = ProcessHandle::spawn(&spec)
-        .map(InstanceHandle::Process)
+        .map(|p| InstanceHandle::Local(LocalHandle::Process(p)))
         .map_err(|e| e.to_string());
     running(shared, inst, result, now, exits)
 }
@@ -307,6 +311,11 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
             if let Some(c) = l.checker {
                 c.abort();
             }
+            // A crash, not a stop (which removes its container itself): the exited container
+            // goes once its last lines are in the log.
+            if let Some(p) = l.process {
+                tokio::spawn(async move { p.reap().await });
+            }
         }
     }
     let Some(mut inst) = shared
@@ -428,14 +437,14 @@ pub async fn adopt_all(
             // to it on its health checks (docs/DESIGN.md I8).
             super::agents::keep(shared, &inst)
         } else if docker {
-            containers_wanted.insert(containers::container_instance(&inst.id));
+            containers_wanted.insert(baton_runtime::docker::container_instance(&inst.id));
             containers::adopt(shared, &inst).await?
         } else {
             inst.pid
                 .zip(inst.proc_start)
                 .or_else(|| read_pid_file(&shared.pid_file(&inst.id)))
                 .and_then(|(pid, start)| ProcessHandle::adopt(pid, start))
-                .map(InstanceHandle::Process)
+                .map(|p| InstanceHandle::Local(LocalHandle::Process(p)))
         };
         let Some(app) = shared.app(&inst.app).cloned() else {
             // The app left the config: its instances go too.
@@ -499,7 +508,7 @@ pub async fn adopt_all(
             }
         }
     }
-    containers::remove_orphans(shared, &containers_wanted).await?;
+    containers::remove_unwanted(shared, &containers_wanted).await?;
     Ok(drains)
 }
 

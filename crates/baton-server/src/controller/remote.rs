@@ -166,7 +166,8 @@ impl RemoteHandle {
     }
 }
 
-/// The request to run an instance: the host renders the command and picks the port.
+/// The request to run an instance: the host renders the command, picks the port, and runs it
+/// with the app's driver on its own engine.
 pub fn run_spec(
     inst: &baton_core::model::Instance,
     app: &baton_core::config::AppConfig,
@@ -179,6 +180,8 @@ pub fn run_spec(
         digest: digest.to_string(),
         command: app.command.clone(),
         env: app.env.clone(),
+        driver: app.driver,
+        read_only: app.read_only,
     }
 }
 

@@ -224,7 +224,7 @@ fn prefix(baton: &Baton) -> String {
 
 /// A `FROM scratch` image of the demo service at `version`: `baton` as `/app/baton-demo`
 /// (which makes it the demo service) and `/app/demo.toml` beside it, where it looks.
-async fn demo_image(docker: &Docker, version: &str) -> TestImage {
+pub(crate) async fn demo_image(docker: &Docker, version: &str) -> TestImage {
     let options = DemoOptions::new(version).to_toml().unwrap();
     ImageBuild::new()
         .binary(Path::new(BATON), "/app/baton-demo")

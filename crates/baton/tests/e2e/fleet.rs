@@ -75,7 +75,7 @@ fn fleet() -> (Baton, Agents) {
 }
 
 /// Healthy instances of `release` per host address, from the status.
-fn spread(s: &AppStatus, release: &str) -> BTreeMap<String, usize> {
+pub(crate) fn spread(s: &AppStatus, release: &str) -> BTreeMap<String, usize> {
     let mut by_host = BTreeMap::new();
     for i in s
         .instances
@@ -88,7 +88,7 @@ fn spread(s: &AppStatus, release: &str) -> BTreeMap<String, usize> {
     by_host
 }
 
-fn two_and_two() -> BTreeMap<String, usize> {
+pub(crate) fn two_and_two() -> BTreeMap<String, usize> {
     [("127.0.0.2".to_string(), 2), ("127.0.0.3".to_string(), 2)].into()
 }
 

@@ -14,6 +14,7 @@ mod escaping;
 mod external_lb;
 mod failures;
 mod fleet;
+mod fleet_containers;
 mod hosts;
 mod input;
 mod ledger;
