@@ -6,7 +6,9 @@
 //! answers on `address:health_port`, any path, 200 while the host should get traffic and 503
 //! while not. The other keys describe the load balancer's own health check, from which Baton
 //! derives how long the load balancer may take to notice a change: they must match its
-//! settings (the defaults are an AWS target group's, with HAProxy's `rise`).
+//! settings (the defaults: the shortest interval and timeout AWS load balancers allow, with
+//! HAProxy's `fall` and `rise`; an AWS target group's own defaults are slower: 30 s, 5 s,
+//! 2 failures, 5 passes).
 
 use std::collections::BTreeMap;
 
@@ -15,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use super::AppConfig;
 use crate::duration::Duration;
 
-/// The load balancer's check interval unless told otherwise (ELB: 5 s).
+/// The load balancer's check interval unless told otherwise (the shortest ELB allows).
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-/// The load balancer's check timeout unless told otherwise (ELB: 2 s).
+/// The load balancer's check timeout unless told otherwise (the shortest ELB allows).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Failed checks before the load balancer takes a host out (ELB's unhealthy threshold).
+/// Failed checks before the load balancer takes a host out (HAProxy's default `fall`).
 pub const DEFAULT_FALL: u32 = 3;
 /// Passed checks before the load balancer sends a host traffic again (HAProxy's default).
 pub const DEFAULT_RISE: u32 = 2;
