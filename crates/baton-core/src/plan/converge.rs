@@ -91,8 +91,24 @@ pub fn rolling(target: &str, n: u32, surge: u32, unavailable: u32, live: &[&Inst
     // bound is implied by the availability check below (it adds the old instances that serve
     // nobody, which drain without counting), so it is not kept.
     let min_available = (n - unavailable).max(0);
-    // Old instances that serve nobody go first; then the oldest serving ones.
-    old.sort_by_key(|i| (healthy(i) && i.in_split, i.started_at));
+    // Old instances that serve nobody go first; then serving ones from the host that serves
+    // the most (so a host's own listener, `host_port`, is never left empty while another host
+    // has more), the oldest first.
+    let mut serving_on: std::collections::HashMap<&str, usize> = Default::default();
+    for i in new.iter().filter(|i| healthy(i)) {
+        *serving_on.entry(i.host.as_str()).or_default() += 1;
+    }
+    for i in old.iter().filter(|i| healthy(i) && i.in_split) {
+        *serving_on.entry(i.host.as_str()).or_default() += 1;
+    }
+    let on = |i: &Instance| serving_on.get(i.host.as_str()).copied().unwrap_or(0);
+    old.sort_by_key(|i| {
+        (
+            healthy(i) && i.in_split,
+            std::cmp::Reverse(on(i)),
+            i.started_at,
+        )
+    });
     for i in &old {
         let serving = healthy(i) && i.in_split;
         if serving {

@@ -237,3 +237,22 @@ fn step_events_say_how_far_the_move_is() {
         )
     );
 }
+
+#[test]
+fn across_hosts_the_old_instance_drained_is_on_the_host_where_the_new_one_serves() {
+    // web-1 on a and web-2 on b serve 1.0.0; the surge's 1.1.0 came up on b. Draining a's
+    // (the oldest) would leave a's own listener with nothing; b's goes instead.
+    let mut app = app("rolling");
+    app.instances = 2;
+    let d = rolling_to("1.1.0", "1.0.0");
+    let mut set = vec![
+        inst(1, "1.0.0", Healthy, true),
+        inst(2, "1.0.0", Healthy, true),
+        inst(3, "1.1.0", Healthy, false),
+    ];
+    set[0].host = "a".into();
+    set[1].host = "b".into();
+    set[2].host = "b".into();
+    let p = run(&app, "1.0.0", &d, &set);
+    assert_eq!(drains(&p), ["web-2"], "{:?}", p.actions);
+}
