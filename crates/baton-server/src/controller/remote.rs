@@ -151,7 +151,10 @@ impl RemoteHandle {
         let mut stopped = self.stopped.clone();
         let mut exit = self.exit.clone();
         let wait = async {
+            // `stopped` first: the answer to this stop ends the exit watch too (the entry and
+            // both senders go together), and must not read as "already gone".
             tokio::select! {
+                biased;
                 r = stopped.wait_for(|s| *s) => r.map(|_| StopOutcome::Exited(ExitInfo::UNKNOWN)).unwrap_or(StopOutcome::AlreadyGone),
                 r = exit.wait_for(Option::is_some) => r.map(|_| StopOutcome::AlreadyGone).unwrap_or(StopOutcome::AlreadyGone),
             }
