@@ -1,18 +1,38 @@
-//! Active health checks of one backend: `GET path` on a connection of their own, thresholds
-//! of consecutive passes and failures.
+//! Active health checks of one backend: `GET path` on a connection of the checker's own (never
+//! the user traffic pool), thresholds of consecutive passes and failures.
+//!
+//! While the backend is healthy, its checks reuse one keep-alive connection: a TCP connection
+//! and a client handshake per check were most of what an idle controller cost
+//! (docs/benchmarks.md). A check still opens a new connection while the backend is not
+//! healthy (it becomes healthy only by accepting new connections, as users' requests need),
+//! after a failed check, when the backend closed the kept one, and at least every
+//! [`CHECKS_PER_CONNECTION`] checks (a backend that stops accepting connections is then seen
+//! even without user traffic to trip the passive checks).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_h1::client::{self, BodyFraming, Outgoing};
+use baton_h1::{Pool, RequestBody};
 use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http::Method;
+use http::header::{self, HeaderMap, HeaderValue};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::backend::{Backend, Health};
+
+/// Most checks sent on one connection before the checker opens a new one.
+pub const CHECKS_PER_CONNECTION: u32 = 30;
+
+/// How long the checker's kept connection may stay idle before it is closed (checks further
+/// apart than this each open a connection).
+const KEPT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most bytes of a response body read so that its connection can serve the next check; a
+/// longer body closes the connection instead.
+const MAX_DRAINED_BODY: usize = 64 * 1024;
 
 /// How to check one backend.
 #[derive(Debug, Clone)]
@@ -35,9 +55,10 @@ pub fn spawn_health_checker(backend: Arc<Backend>, check: HealthCheck) -> JoinHa
         let mut ticker = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tally = Tally::new(backend.health());
+        let mut probe = Probe::new(backend.addr(), &check);
         loop {
             ticker.tick().await;
-            let pass = probe(backend.addr(), &check.path, check.timeout).await;
+            let pass = probe.check(backend.health() == Health::Healthy).await;
             tracing::trace!(instance = %backend.instance(), pass, "health check");
             if let Some(health) = tally.observe(backend.health(), pass, &check) {
                 backend.set_health(health);
@@ -46,35 +67,87 @@ pub fn spawn_health_checker(backend: Arc<Backend>, check: HealthCheck) -> JoinHa
     })
 }
 
-/// One check on a fresh connection, never the user traffic pool: a pooled connection could
-/// pass while the instance refuses new ones.
-async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.ok()?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .ok()?;
-        let request = Request::get(path)
-            .header(header::HOST, addr.to_string())
-            .header(header::USER_AGENT, "baton-health")
-            .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request);
-        tokio::pin!(conn, response);
-        let response = tokio::select! {
-            response = &mut response => response,
-            // With `Connection: close` the connection can end in the same poll that delivers
-            // the response; the response is then ready (or failed) already.
-            _ = &mut conn => response.await,
+// === impl Probe ===
+
+/// The checker's connection to one backend and the request it sends, encoded once.
+struct Probe {
+    /// Holds at most the one kept connection.
+    pool: Arc<Pool>,
+    request: Bytes,
+    timeout: Duration,
+    /// Checks sent since the kept connection was last dropped.
+    sent: u32,
+}
+
+impl Probe {
+    fn new(addr: SocketAddr, check: &HealthCheck) -> Probe {
+        let mut headers = HeaderMap::new();
+        if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
+            headers.insert(header::HOST, host);
+        }
+        headers.insert(header::USER_AGENT, HeaderValue::from_static("baton-health"));
+        let request = client::encode_head(
+            &Outgoing {
+                method: &Method::GET,
+                target: &check.path,
+                headers: &headers,
+            },
+            BodyFraming::None,
+        );
+        Probe {
+            pool: Pool::new(addr, 0, check.timeout, KEPT_IDLE_TIMEOUT, 1),
+            request,
+            timeout: check.timeout,
+            sent: 0,
+        }
+    }
+
+    /// One check: a 2xx response head within the timeout passes. `reuse`: the kept
+    /// connection may serve it (the backend is healthy).
+    async fn check(&mut self, reuse: bool) -> bool {
+        if !reuse || self.sent >= CHECKS_PER_CONNECTION {
+            self.pool.close_idle();
+            self.sent = 0;
+        }
+        self.sent += 1;
+        let deadline = Instant::now() + self.timeout;
+        let mut body = RequestBody::Empty;
+        let sent = client::send_encoded(
+            &self.pool,
+            &self.request,
+            &Method::GET,
+            BodyFraming::None,
+            &mut body,
+        );
+        let Ok(Ok(mut response)) = tokio::time::timeout_at(deadline, sent).await else {
+            return false;
         };
-        Some(response.ok()?.status().is_success())
-    };
-    matches!(
-        tokio::time::timeout(timeout, exchange).await,
-        Ok(Some(true))
-    )
+        if !response.head.status.is_success() {
+            return false;
+        }
+        // The verdict is in; the body is read only so that the connection can serve the next
+        // check, within what is left of the timeout.
+        let drained = tokio::time::timeout_at(deadline, drain(&mut response.body)).await;
+        if let (Ok(true), Some(conn)) = (drained, response.body.take_reusable()) {
+            self.pool.put(conn);
+        }
+        true
+    }
+}
+
+/// Reads `body` to its end; false if it failed or ran past [`MAX_DRAINED_BODY`].
+async fn drain(body: &mut baton_h1::UpstreamBody) -> bool {
+    let mut read = 0;
+    while let Some(data) = std::future::poll_fn(|cx| body.poll_data(cx)).await {
+        match data {
+            Ok(data) => read += data.len(),
+            Err(_) => return false,
+        }
+        if read > MAX_DRAINED_BODY {
+            return false;
+        }
+    }
+    true
 }
 
 /// Runs of consecutive results, turned into health changes.

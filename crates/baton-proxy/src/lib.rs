@@ -25,7 +25,7 @@ pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
 pub use error::{ErrorKind, ProxyError, UpstreamError};
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
-pub use health::{HealthCheck, spawn_health_checker};
+pub use health::{CHECKS_PER_CONNECTION, HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
 pub use metrics::{BUCKETS, MetricsSnapshot};
 pub use router::{AppRoute, ReleaseRoute, Router, RoutingTable};

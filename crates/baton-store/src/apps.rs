@@ -37,13 +37,11 @@ impl Store {
 
     /// The release serving 100 % of the app when idle.
     pub fn current_release(&self, app: &str) -> Result<Option<String>, StoreError> {
+        // Cached: the controller asks this on every tick of an app.
         let found: Option<Option<String>> = self
             .conn()
-            .query_row(
-                "SELECT current_release FROM apps WHERE app = ?1",
-                [app],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT current_release FROM apps WHERE app = ?1")
+            .and_then(|mut stmt| stmt.query_row([app], |r| r.get(0)))
             .optional()
             .op("read current release")?;
         Ok(found.flatten())

@@ -110,7 +110,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Contract> {
 }
 
 fn read(conn: &Connection, sql: &str, app: &str) -> Result<Vec<Contract>, StoreError> {
-    let mut stmt = conn.prepare(sql).op("prepare contracts")?;
+    // Cached: the controller reads a unit's open contracts on every tick of it.
+    let mut stmt = conn.prepare_cached(sql).op("prepare contracts")?;
     let rows = stmt.query_map([app], from_row).op("read contracts")?;
     rows.collect::<Result<Vec<_>, _>>().op("read contracts")
 }

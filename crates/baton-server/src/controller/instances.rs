@@ -348,24 +348,26 @@ pub fn on_exit(shared: &Shared, exit: Exited, now: Millis) -> anyhow::Result<()>
     record(shared, &inst, EventKind::InstanceExited, &msg, now)
 }
 
-/// Starts again the instances whose restart time has come (or that were recorded but never
-/// started because Baton died in between).
+/// Starts again those of `instances` (one app's, as stored) whose restart time has come (or
+/// that were recorded but never started because Baton died in between); true if it tried any.
 pub fn restart_due(
     shared: &Arc<Shared>,
-    app: &str,
+    instances: &[Instance],
     now: Millis,
     exits: &mpsc::UnboundedSender<Exited>,
-) -> anyhow::Result<()> {
-    for mut inst in shared.store.instances(Some(app), false)? {
+) -> anyhow::Result<bool> {
+    let mut tried = false;
+    for inst in instances {
         if inst.pid.is_some() || inst.state.is_leaving() {
             continue;
         }
         if inst.restart_at.is_some_and(|at| at > now) {
             continue;
         }
-        spawn(shared, &mut inst, now, exits)?;
+        tried = true;
+        spawn(shared, &mut inst.clone(), now, exits)?;
     }
-    Ok(())
+    Ok(tried)
 }
 
 /// Takes an instance out of service for good: no new request (the backend's drain flag), wait

@@ -235,8 +235,14 @@ async fn tick(
     windows: &mut analysis::Windows,
 ) -> anyhow::Result<Ticked> {
     let config = shared.app(app).expect("apps come from the config");
-    observe_health(shared, app, now)?;
-    instances::restart_due(shared, app, now, exits)?;
+    // Read again only after a step wrote to them: an idle tick reads its instances once.
+    let mut all = shared.store.instances(Some(app), false)?;
+    if observe_health(shared, &all, now)? {
+        all = shared.store.instances(Some(app), false)?;
+    }
+    if instances::restart_due(shared, &all, now, exits)? {
+        all = shared.store.instances(Some(app), false)?;
+    }
 
     let current = shared.store.current_release(app)?;
     let deployment = shared.store.active_deployment(app)?;
@@ -245,7 +251,10 @@ async fn tick(
         Some(d) => analysis::judgement(shared, d)?,
         None => None,
     };
-    let all = shared.store.instances(Some(app), false)?;
+    if deployment.is_some() {
+        // The analysis awaited: a drain or an API call may have changed them meanwhile.
+        all = shared.store.instances(Some(app), false)?;
+    }
     let p = plan::plan(PlanInput {
         app: config,
         current: current.as_deref(),
@@ -304,10 +313,11 @@ fn finish(shared: &Arc<Shared>, ticked: Ticked, published: bool) {
     }
 }
 
-/// Copies the proxy's view of each instance's health into the store, with an event per change.
-fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()> {
-    let instances = shared.store.instances(Some(app), false)?;
-    for mut inst in instances {
+/// Copies the proxy's view of the health of `instances` (one app's, as stored) into the
+/// store, with an event per change; true if it changed any.
+fn observe_health(shared: &Shared, instances: &[Instance], now: Millis) -> anyhow::Result<bool> {
+    let mut changed = false;
+    for inst in instances {
         if inst.state.is_leaving() || inst.pid.is_none() {
             continue;
         }
@@ -324,7 +334,9 @@ fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()>
             continue;
         }
         let was = inst.state;
+        let mut inst = inst.clone();
         inst.state = state;
+        changed = true;
         shared.store.upsert_instance(&inst)?;
         let (kind, msg) = match state {
             InstanceState::Healthy => (
@@ -344,7 +356,7 @@ fn observe_health(shared: &Shared, app: &str, now: Millis) -> anyhow::Result<()>
         };
         record(shared, &inst, kind, &msg, now)?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Appends an event about an instance, tied to the app's active deployment if there is one.
