@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::deploys::assert_no_failures;
 use crate::harness::{Baton, free_port, text, wait_until};
-use crate::hosts::{Agents, token, wait_state};
+use crate::hosts::{Agents, TWO_HOSTS};
 
 const CONFIG: &str = r#"
 [api]
@@ -170,16 +170,7 @@ async fn rolling_and_drain_through_haproxy_go_host_by_host_and_lose_no_request()
     let health = free_port();
     let b = Baton::start(&CONFIG.replace("@HEALTH@", &health.to_string()));
     let host_port = b.apps["other"].port();
-    let mut agents = Agents {
-        dir: b.dir.path().join("agents"),
-        children: Vec::new(),
-    };
-    std::fs::create_dir_all(&agents.dir).unwrap();
-    for (name, address) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
-        let t = token(&b);
-        agents.start(&b, name, address, Some(&t));
-        wait_state(&b, &agents, name, "connected");
-    }
+    let agents = Agents::join_all(&b, &TWO_HOSTS);
     b.release("web", "1.0.0", &[]);
     b.release("web", "1.1.0", &[]);
     b.deploy_ok("web", "1.0.0", &[]).await;

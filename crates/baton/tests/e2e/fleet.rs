@@ -15,7 +15,7 @@ use nix::sys::signal::Signal;
 
 use crate::deploys::{assert_no_failures, load};
 use crate::harness::{Baton, text, wait_until};
-use crate::hosts::{Agents, host, token, wait_state};
+use crate::hosts::{Agents, TWO_HOSTS, host, wait_state};
 
 const FLEET: &str = r#"
 [api]
@@ -61,16 +61,7 @@ interval = "250ms"
 /// A controller with two joined, connected hosts.
 fn fleet() -> (Baton, Agents) {
     let b = Baton::start(FLEET);
-    let mut agents = Agents {
-        dir: b.dir.path().join("agents"),
-        children: Vec::new(),
-    };
-    std::fs::create_dir_all(&agents.dir).unwrap();
-    for (name, address) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
-        let t = token(&b);
-        agents.start(&b, name, address, Some(&t));
-        wait_state(&b, &agents, name, "connected");
-    }
+    let agents = Agents::join_all(&b, &TWO_HOSTS);
     (b, agents)
 }
 
@@ -470,16 +461,7 @@ fn host_port_fleet() -> (Baton, Agents, u16) {
     );
     let b = Baton::start(&template);
     let port = b.apps["other"].port();
-    let mut agents = Agents {
-        dir: b.dir.path().join("agents"),
-        children: Vec::new(),
-    };
-    std::fs::create_dir_all(&agents.dir).unwrap();
-    for (name, address) in [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")] {
-        let t = token(&b);
-        agents.start(&b, name, address, Some(&t));
-        wait_state(&b, &agents, name, "connected");
-    }
+    let agents = Agents::join_all(&b, &TWO_HOSTS);
     (b, agents, port)
 }
 

@@ -20,7 +20,7 @@ use crate::containers::demo_image;
 use crate::deploys::{assert_no_failures, assert_only, load};
 use crate::fleet::{spread, two_and_two};
 use crate::harness::{Baton, free_port, text, wait_until_async};
-use crate::hosts::{Agents, token, wait_state};
+use crate::hosts::{Agents, wait_state};
 
 /// Two hosts, one docker app of four instances; `command` is left out: the image's `CMD`
 /// runs. The heartbeat timeout outlasts an agent's restart, so the restart loses nothing.
@@ -78,16 +78,7 @@ impl Fleet {
         let baton = Baton::start(DOCKER_FLEET);
         let docker = testing::docker().await;
         let containers = LabelPrefixGuard::new(&docker, LOG_LABEL, &prefix(&baton));
-        let mut agents = Agents {
-            dir: baton.dir.path().join("agents"),
-            children: Vec::new(),
-        };
-        std::fs::create_dir_all(&agents.dir).unwrap();
-        for (name, address) in HOSTS {
-            let t = token(&baton);
-            agents.start(&baton, name, address, Some(&t));
-            wait_state(&baton, &agents, name, "connected");
-        }
+        let agents = Agents::join_all(&baton, &HOSTS);
         let mut images = BTreeMap::new();
         for version in versions {
             images.insert(version.to_string(), demo_image(&docker, version).await);

@@ -35,7 +35,31 @@ pub(crate) struct Agents {
     pub(crate) children: Vec<(String, Child)>,
 }
 
+/// The two hosts most tests use: web-1 on 127.0.0.2 and web-2 on 127.0.0.3.
+pub(crate) const TWO_HOSTS: [(&str, &str); 2] = [("web-1", "127.0.0.2"), ("web-2", "127.0.0.3")];
+
 impl Agents {
+    /// No agent yet; their data directories and logs go under `b`'s `agents/`.
+    pub(crate) fn new(b: &Baton) -> Agents {
+        let agents = Agents {
+            dir: b.dir.path().join("agents"),
+            children: Vec::new(),
+        };
+        std::fs::create_dir_all(&agents.dir).unwrap();
+        agents
+    }
+
+    /// Joins `hosts` (name, address) with fresh tokens and waits until each is connected.
+    pub(crate) fn join_all(b: &Baton, hosts: &[(&str, &str)]) -> Agents {
+        let mut agents = Agents::new(b);
+        for (name, address) in hosts {
+            let t = token(b);
+            agents.start(b, name, address, Some(&t));
+            wait_state(b, &agents, name, "connected");
+        }
+        agents
+    }
+
     pub(crate) fn command(
         &self,
         b: &Baton,
@@ -184,11 +208,7 @@ fn secret_of(token: &str) -> &str {
 #[test]
 fn agents_join_show_up_get_lost_and_come_back_and_bad_joins_are_refused() {
     let mut b = Baton::start(CLUSTER);
-    let mut agents = Agents {
-        dir: b.dir.path().join("agents"),
-        children: Vec::new(),
-    };
-    std::fs::create_dir_all(&agents.dir).unwrap();
+    let mut agents = Agents::new(&b);
     assert!(
         hosts(&b).iter().all(|h| h.state == "never joined"),
         "{:?}",
@@ -350,11 +370,7 @@ fn the_cluster_port_speaks_only_tls() {
 #[test]
 fn one_address_cannot_take_every_cluster_connection() {
     let b = Baton::start(CLUSTER);
-    let mut agents = Agents {
-        dir: b.dir.path().join("agents"),
-        children: Vec::new(),
-    };
-    std::fs::create_dir_all(&agents.dir).unwrap();
+    let mut agents = Agents::new(&b);
     let cluster = b.cluster.unwrap();
     // Eight connections from 127.0.0.1 that never start their handshake hold all the places
     // of that address (the listener's MAX_PENDING_PER_IP): a ninth is closed at once...
