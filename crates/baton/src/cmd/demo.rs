@@ -137,7 +137,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
     let story = story(&client, tmp.path(), proxy);
     let result = tokio::select! {
         r = story => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted: stopping baton and every instance")),
+        _ = super::interrupted() => Err(Failure::failed("interrupted: stopping baton and every instance")),
     };
     if result.is_ok() && keep_running {
         let exe = std::env::current_exe()

@@ -146,7 +146,7 @@ pub async fn run(hosts: u8) -> Result<()> {
     let story = story(&client, tmp.path(), proxy, cluster, hosts, &mut agents);
     let result = tokio::select! {
         r = story => r,
-        _ = tokio::signal::ctrl_c() => Err(Failure::failed("interrupted: stopping baton, the agents and every instance")),
+        _ = super::interrupted() => Err(Failure::failed("interrupted: stopping baton, the agents and every instance")),
     };
     let _ = stop_tx.send(());
     let _ = daemon.await;

@@ -172,3 +172,19 @@ pub fn init_logs(default: &str) {
         .with_target(false)
         .try_init();
 }
+
+/// Resolves when the user asks the demo to stop: Ctrl-C (SIGINT) or SIGTERM (`timeout`,
+/// `kill`), so that it stops Baton, its agents and every instance either way.
+pub(crate) async fn interrupted() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
