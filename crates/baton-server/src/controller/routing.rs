@@ -165,7 +165,15 @@ fn send_host_splits(
         .into_iter()
         .map(|i| (i.id, i.host))
         .collect();
-    let endpoints = shared.store.lb_endpoints().unwrap_or_default();
+    let any_lb = shared
+        .units
+        .values()
+        .any(|u| u.config.external_lb.is_some());
+    let endpoints = if any_lb {
+        shared.store.lb_endpoints().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for host in shared.config.hosts.keys() {
         let Some(link) = cluster.link(host) else {
             continue;
