@@ -43,7 +43,9 @@ pub fn load_config(path: &Path) -> Result<Config, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Config::parse(&text, path)?)
+    let config = Config::parse(&text, path)?;
+    crate::notify::check_ca_files(&config, &text, path)?;
+    Ok(config)
 }
 
 /// Where a running daemon listens, reported once it is ready.
@@ -128,8 +130,7 @@ pub async fn run(
         token: token.clone(),
     };
 
-    let webhooks: Vec<String> = config.notify.iter().map(|n| n.webhook.clone()).collect();
-    let notifier = Notifier::new(webhooks, RetryPolicy::default())
+    let notifier = Notifier::from_config(&config.notify, config_path, RetryPolicy::default())
         .context("cannot set up the webhooks in [[notify]]")?;
     let artifacts = ArtifactStore::new(data_dir.join("artifacts"));
     // Imports cut short by a crash leave temporary directories behind.

@@ -231,14 +231,6 @@ pub enum MetricKindConfig {
     Gauge,
 }
 
-/// `[[notify]]`
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    /// An `http://` URL that receives every deployment event as a JSON POST.
-    pub webhook: String,
-}
-
 /// Checks a canary section; returns the key and message of the first problem.
 pub fn validate_canary(c: &CanaryConfig) -> Result<(), (&'static str, String)> {
     if c.steps.is_empty() {

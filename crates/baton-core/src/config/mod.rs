@@ -19,6 +19,7 @@ mod cluster;
 mod environments;
 mod external_lb;
 mod listeners;
+mod notify;
 mod span;
 mod text;
 #[cfg(test)]
@@ -42,8 +43,10 @@ pub use listeners::clash;
 
 pub use canary::{
     AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig,
-    NotifyConfig, OnInconclusive, Pause, StickyConfig, default_steps,
+    OnInconclusive, Pause, StickyConfig, default_steps,
 };
+
+pub use notify::{NotifyConfig, notify_error};
 
 /// Named defaults, in one place.
 pub mod defaults {
@@ -752,25 +755,7 @@ impl Config {
         if let Err((key, message)) = self.artifacts.validate() {
             return fail(&["artifacts", key], message);
         }
-        for (i, n) in self.notify.iter().enumerate() {
-            let spaces = n
-                .webhook
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control());
-            if !n.webhook.starts_with("http://") || spaces {
-                let (line, col) = locate(text, &["notify", "webhook"]);
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    line,
-                    col,
-                    key: Some(format!("notify[{i}].webhook")),
-                    message: format!(
-                        "{:?} must be an http:// URL without spaces or control characters (percent-encode them; https webhooks are not supported yet)",
-                        n.webhook
-                    ),
-                });
-            }
-        }
+        notify::validate(&self.notify, text, file)?;
         Ok(())
     }
 }

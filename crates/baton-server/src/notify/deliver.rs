@@ -9,11 +9,13 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::RetryPolicy;
 use super::queue::{Pending, Queue};
 use super::target::Target;
+use super::tls::{HandshakeError, Tls};
 
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,9 @@ pub(super) enum AttemptError {
     /// Nothing accepted the connection (or the name did not resolve).
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    /// An https webhook's TLS handshake failed (unknown CA, wrong name, expired, not TLS).
+    #[error("{0}")]
+    Tls(#[from] HandshakeError),
     /// The connection broke or the answer was not HTTP.
     #[error("{0}")]
     Http(#[from] hyper::Error),
@@ -32,25 +37,25 @@ pub(super) enum AttemptError {
     Timeout(Duration),
 }
 
-/// Delivers `queue`'s events to `target` until the task is aborted.
-pub(super) async fn run(target: Target, queue: Arc<Queue>, policy: RetryPolicy) {
+/// Delivers `queue`'s events to `target` (over `tls` for https) until the task is aborted.
+pub(super) async fn run(target: Target, tls: Option<Tls>, queue: Arc<Queue>, policy: RetryPolicy) {
     loop {
         let (event, dropped) = queue.take().await;
         if dropped > 0 {
             tracing::warn!(webhook = %target, dropped, "webhook queue was full: dropped its oldest undelivered events");
         }
-        deliver(&target, &event, &policy).await;
+        deliver(&target, tls.as_ref(), &event, &policy).await;
         queue.done();
     }
 }
 
 /// Tries `event` up to `policy.max_attempts` times; logs and gives up after the last.
-async fn deliver(target: &Target, event: &Pending, policy: &RetryPolicy) {
+async fn deliver(target: &Target, tls: Option<&Tls>, event: &Pending, policy: &RetryPolicy) {
     let attempts = policy.max_attempts.max(1);
     for attempt in 1..=attempts {
         let error = match tokio::time::timeout(
             policy.attempt_timeout,
-            post(target, event.body.clone()),
+            post(target, tls, event.body.clone()),
         )
         .await
         {
@@ -83,12 +88,28 @@ pub(super) fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Durati
     base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
 }
 
-/// One POST on a connection of its own: 2xx is success, anything else an error.
-async fn post(target: &Target, body: Bytes) -> Result<(), AttemptError> {
+/// One POST on a connection of its own, in TLS for https: 2xx is success, anything else an
+/// error.
+pub(super) async fn post(
+    target: &Target,
+    tls: Option<&Tls>,
+    body: Bytes,
+) -> Result<(), AttemptError> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(AttemptError::Connect)?;
     let _ = stream.set_nodelay(true);
+    match tls {
+        Some(tls) => exchange(target, tls.handshake(stream).await?, body).await,
+        None => exchange(target, stream, body).await,
+    }
+}
+
+/// The request and its response head on an open connection.
+async fn exchange<S>(target: &Target, stream: S, body: Bytes) -> Result<(), AttemptError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let mut request = Request::post(target.path.clone())
         .header(header::HOST, target.authority.clone())

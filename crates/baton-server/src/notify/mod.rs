@@ -3,25 +3,34 @@
 //! Each webhook has its own bounded queue and its own delivery task, so a webhook that is down
 //! or hangs delays only its own later events, never the rollout and never another webhook.
 //! [`Notifier::notify`] is a plain function: it serializes the event once and pushes it onto
-//! every queue without awaiting.
+//! every queue without awaiting. `https://` webhooks are verified against the system's CAs or
+//! only those of their `ca_file` (`tls.rs`).
 
 mod deliver;
 mod queue;
 mod target;
+mod tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_core::config::{Config, ConfigError, NotifyConfig, notify_error};
 use baton_core::model::Event;
 use bytes::Bytes;
 use tokio::task::AbortHandle;
 
 use self::queue::{Pending, Pushed, Queue};
 use self::target::Target;
+use self::tls::{Tls, Trust, Trusts};
+
+pub use self::tls::TrustError;
 
 /// Events a webhook's queue holds before the oldest undelivered one is dropped.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
@@ -53,11 +62,19 @@ impl Default for RetryPolicy {
 /// Why a [`Notifier`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    /// The webhook URL uses https, which Baton cannot speak yet.
+    /// The CAs an https webhook must be verified against could not be read.
+    #[error("webhook {url}: {source}")]
+    Trust {
+        /// The URL without userinfo or query.
+        url: String,
+        /// The unreadable `ca_file` or the empty system store.
+        source: TrustError,
+    },
+    /// A `ca_file` was given for an `http://` webhook, which never uses it.
     #[error(
-        "webhook {url}: https is not supported yet; use an http:// URL (for example a relay on the same host)"
+        "webhook {url}: ca_file is only used by https:// webhooks: remove it, or make the webhook https://"
     )]
-    HttpsUnsupported {
+    CaFileWithoutHttps {
         /// The URL without userinfo or query.
         url: String,
     },
@@ -81,13 +98,33 @@ pub struct Notifier {
     inner: Arc<Inner>,
 }
 
-struct Webhook {
+/// One webhook to notify.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// Its `http://` or `https://` URL; userinfo is sent as `Basic` authorization.
+    pub url: String,
+    /// For https: the PEM file of the only CAs to trust; `None` trusts the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Webhook {
+    /// The webhook at `url`, trusting the system's CAs if it is https.
+    pub fn new(url: impl Into<String>) -> Webhook {
+        Webhook {
+            url: url.into(),
+            ca_file: None,
+        }
+    }
+}
+
+/// One webhook's side of the notifier: where its events go and its queue.
+struct Delivery {
     target: Target,
     queue: Arc<Queue>,
 }
 
 struct Inner {
-    webhooks: Vec<Webhook>,
+    webhooks: Vec<Delivery>,
     tasks: Vec<AbortHandle>,
 }
 
@@ -102,8 +139,8 @@ impl Drop for Inner {
 // === impl Notifier ===
 
 impl Notifier {
-    /// Spawns one delivery task per webhook URL. Only `http://` URLs are accepted for now;
-    /// `https://` and malformed URLs are refused here, before anything is spawned. Userinfo in
+    /// Spawns one delivery task per webhook URL (`http://` or `https://`, which trusts the
+    /// system's CAs). Malformed URLs are refused here, before anything is spawned. Userinfo in
     /// a URL is sent as `Basic` authorization; it and the query are never logged.
     ///
     /// Must be called inside a Tokio runtime.
@@ -118,18 +155,47 @@ impl Notifier {
         policy: RetryPolicy,
         capacity: usize,
     ) -> Result<Notifier, NotifyError> {
-        let targets = webhooks
+        let webhooks = webhooks.into_iter().map(Webhook::new).collect();
+        Notifier::start(webhooks, policy, capacity)
+    }
+
+    /// The notifier of a config's `[[notify]]` webhooks; `config_file` is where relative
+    /// `ca_file` paths start from.
+    pub fn from_config(
+        notify: &[NotifyConfig],
+        config_file: &Path,
+        policy: RetryPolicy,
+    ) -> Result<Notifier, NotifyError> {
+        let webhooks = notify
             .iter()
-            .map(|url| Target::parse(url))
+            .map(|n| Webhook {
+                url: n.webhook.clone(),
+                ca_file: n.ca_file_path(config_file),
+            })
+            .collect();
+        Notifier::start(webhooks, policy, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// Parses every webhook and reads the CAs its https webhooks trust, then spawns one
+    /// delivery task per webhook; nothing is spawned when any of them is refused.
+    pub fn start(
+        webhooks: Vec<Webhook>,
+        policy: RetryPolicy,
+        capacity: usize,
+    ) -> Result<Notifier, NotifyError> {
+        let mut trusts = Trusts::default();
+        let endpoints = webhooks
+            .iter()
+            .map(|hook| endpoint(hook, &mut trusts))
             .collect::<Result<Vec<_>, _>>()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| NotifyError::NoRuntime)?;
-        let mut hooks = Vec::with_capacity(targets.len());
-        let mut tasks = Vec::with_capacity(targets.len());
-        for target in targets {
+        let mut hooks = Vec::with_capacity(endpoints.len());
+        let mut tasks = Vec::with_capacity(endpoints.len());
+        for (target, tls) in endpoints {
             let queue = Arc::new(Queue::new(capacity));
-            let task = runtime.spawn(deliver::run(target.clone(), Arc::clone(&queue), policy));
-            tasks.push(task.abort_handle());
-            hooks.push(Webhook { target, queue });
+            let run = deliver::run(target.clone(), tls, Arc::clone(&queue), policy);
+            tasks.push(runtime.spawn(run).abort_handle());
+            hooks.push(Delivery { target, queue });
         }
         Ok(Notifier {
             inner: Arc::new(Inner {
@@ -213,6 +279,44 @@ impl fmt::Debug for Notifier {
             .field("webhooks", &webhooks)
             .finish()
     }
+}
+
+/// A webhook's parsed URL and, for https, the TLS it is reached with.
+fn endpoint(hook: &Webhook, trusts: &mut Trusts) -> Result<(Target, Option<Tls>), NotifyError> {
+    let target = Target::parse(&hook.url)?;
+    let url = target.to_string();
+    if !target.https {
+        if hook.ca_file.is_some() {
+            return Err(NotifyError::CaFileWithoutHttps { url });
+        }
+        return Ok((target, None));
+    }
+    let trust = match &hook.ca_file {
+        Some(path) => Trust::CaFile(path.clone()),
+        None => Trust::System,
+    };
+    let config = trusts.config(&trust).map_err(|source| NotifyError::Trust {
+        url: url.clone(),
+        source,
+    })?;
+    let tls = Tls::new(config, &target.host, trust).ok_or(NotifyError::InvalidUrl {
+        url,
+        reason: "its host is neither a DNS name nor an IP address, which https needs",
+    })?;
+    Ok((target, Some(tls)))
+}
+
+/// Reads every `[[notify]]` `ca_file` of `config` (parsed from `text`, read from `file`), so
+/// that a missing file, one that is not PEM or one without a certificate is refused when the
+/// config is loaded, at the line that names it.
+pub fn check_ca_files(config: &Config, text: &str, file: &Path) -> Result<(), ConfigError> {
+    for (i, n) in config.notify.iter().enumerate() {
+        if let Some(path) = n.ca_file_path(file) {
+            tls::read_ca_file(&path)
+                .map_err(|e| notify_error(text, file, i, "ca_file", format!("ca_file {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for each future in turn: each resolves once its queue is drained, and a drained

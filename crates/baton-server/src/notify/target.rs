@@ -12,8 +12,10 @@ use super::NotifyError;
 pub(super) struct Target {
     /// Host name or address to connect to (IPv6 without brackets).
     pub host: String,
-    /// TCP port (80 unless given).
+    /// TCP port (80 for http, 443 for https, unless given).
     pub port: u16,
+    /// Whether the URL is `https://`: connections are TLS.
+    pub https: bool,
     /// The `host` header: the authority without its userinfo.
     pub authority: HeaderValue,
     /// The request target: path and query.
@@ -25,7 +27,7 @@ pub(super) struct Target {
 }
 
 impl Target {
-    /// Parses an `http://` URL; refuses `https://` and anything else with a clear error.
+    /// Parses an `http://` or `https://` URL; refuses anything else with a clear error.
     pub fn parse(url: &str) -> Result<Target, NotifyError> {
         let redacted = redact(url);
         let invalid = |reason: &'static str| NotifyError::InvalidUrl {
@@ -34,14 +36,12 @@ impl Target {
         };
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(invalid(
-                "it has no scheme; write it as http://host:port/path",
+                "it has no scheme; write it as http://host:port/path or https://host/path",
             ));
         };
-        if scheme.eq_ignore_ascii_case("https") {
-            return Err(NotifyError::HttpsUnsupported { url: redacted });
-        }
-        if !scheme.eq_ignore_ascii_case("http") {
-            return Err(invalid("only http:// webhooks are supported"));
+        let https = scheme.eq_ignore_ascii_case("https");
+        if !https && !scheme.eq_ignore_ascii_case("http") {
+            return Err(invalid("only http:// and https:// webhooks are supported"));
         }
         if url
             .chars()
@@ -58,8 +58,9 @@ impl Target {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
             None => (None, authority),
         };
-        let (host, port) =
-            split_host_port(hostport).ok_or_else(|| invalid("its host or port is malformed"))?;
+        let default_port = if https { 443 } else { 80 };
+        let (host, port) = split_host_port(hostport, default_port)
+            .ok_or_else(|| invalid("its host or port is malformed"))?;
         let path = match path {
             "" => "/".to_owned(),
             p if p.starts_with('?') => format!("/{p}"),
@@ -76,6 +77,7 @@ impl Target {
         Ok(Target {
             host,
             port,
+            https,
             authority,
             path,
             authorization,
@@ -114,8 +116,8 @@ pub(super) fn redact(url: &str) -> String {
     }
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to 80.
-fn split_host_port(hostport: &str) -> Option<(String, u16)> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; the port defaults to `default_port`.
+fn split_host_port(hostport: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
         match after {
@@ -132,7 +134,7 @@ fn split_host_port(hostport: &str) -> Option<(String, u16)> {
         return None;
     }
     let port = match port {
-        None => 80,
+        None => default_port,
         Some(p) => p.parse().ok().filter(|&p| p != 0)?,
     };
     Some((host.to_owned(), port))
@@ -225,18 +227,20 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_a_clear_redacted_error() {
-        let err = Target::parse("https://bob:hunter2@hooks.example/x?key=abc").unwrap_err();
+    fn https_defaults_to_port_443_and_keeps_userinfo_out_of_sight() {
+        let t = Target::parse("HTTPS://bob:hunter2@hooks.example/x?key=abc").unwrap();
+        assert!(t.https);
+        assert_eq!((t.host.as_str(), t.port), ("hooks.example", 443));
+        assert_eq!(t.authority, "hooks.example");
+        assert_eq!(t.to_string(), "HTTPS://hooks.example/x");
+        let shown = format!("{t} {t:?}");
         assert!(
-            matches!(err, NotifyError::HttpsUnsupported { .. }),
-            "{err:?}"
+            !shown.contains("hunter2") && !shown.contains("abc"),
+            "{shown}"
         );
-        let msg = err.to_string();
-        assert!(
-            msg.contains("https://hooks.example/x") && msg.contains("http://"),
-            "{msg}"
-        );
-        assert!(!msg.contains("hunter2") && !msg.contains("abc"), "{msg}");
+        let t = Target::parse("https://[::1]:8443/").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.https), ("::1", 8443, true));
+        assert!(!Target::parse("http://h/").unwrap().https);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Notifier tests over real sockets: tiny webhook servers that answer as scripted, a dead
-//! port and a server that accepts connections and never answers.
+//! Notifier tests over real sockets: tiny webhook servers (http, or https with
+//! `tls_tests.rs`) that answer as scripted, a dead port and a server that accepts connections
+//! and never answers.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -17,36 +18,51 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use super::*;
 
 /// One request a test webhook received, and what it answered.
 #[derive(Debug, Clone)]
-struct Received {
-    body: Value,
+pub(super) struct Received {
+    pub body: Value,
     content_type: Option<String>,
     user_agent: Option<String>,
-    authorization: Option<String>,
-    status: u16,
+    pub authorization: Option<String>,
+    pub status: u16,
 }
 
 /// A webhook server: answers the scripted statuses in turn, then 200; when `gate` is set,
 /// each request waits for a permit before it is answered.
-struct Hook {
-    addr: SocketAddr,
+pub(super) struct Hook {
+    pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    /// TCP connections accepted, whether or not a request followed.
+    pub connections: Arc<Mutex<usize>>,
 }
 
 impl Hook {
     async fn start(script: Vec<u16>, gate: Option<Arc<Semaphore>>) -> Hook {
+        Hook::serve(script, gate, None).await
+    }
+
+    /// [`Hook::start`] with each connection served in TLS by `tls` when given.
+    pub async fn serve(
+        script: Vec<u16>,
+        gate: Option<Arc<Semaphore>>,
+        tls: Option<TlsAcceptor>,
+    ) -> Hook {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let log = Arc::clone(&received);
+        let accepted = Arc::clone(&connections);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                *accepted.lock().unwrap() += 1;
                 let (log, script, gate) = (Arc::clone(&log), Arc::clone(&script), gate.clone());
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (log, script, gate) = (Arc::clone(&log), Arc::clone(&script), gate.clone());
@@ -81,25 +97,37 @@ impl Hook {
                         Ok::<_, Infallible>(response)
                     }
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc),
-                );
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls.clone() {
+                    None => drop(tokio::spawn(
+                        http.serve_connection(TokioIo::new(stream), svc),
+                    )),
+                    Some(tls) => drop(tokio::spawn(async move {
+                        // A refused handshake is what some tests are about: it just ends here.
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    })),
+                }
             }
         });
-        Hook { addr, received }
+        Hook {
+            addr,
+            received,
+            connections,
+        }
     }
 
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
 
-    fn attempts(&self) -> Vec<Received> {
+    pub fn attempts(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 
     /// Ids of the events answered 2xx, in the order they arrived.
-    fn delivered(&self) -> Vec<i64> {
+    pub fn delivered(&self) -> Vec<i64> {
         self.attempts()
             .iter()
             .filter(|r| StatusCode::from_u16(r.status).unwrap().is_success())
@@ -130,7 +158,7 @@ async fn hanging_url() -> String {
 }
 
 /// Polls `condition` until it holds; panics with `what` after a generous deadline.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+pub(super) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !condition() {
         assert!(
@@ -141,7 +169,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn event(id: i64) -> Event {
+pub(super) fn event(id: i64) -> Event {
     Event {
         id,
         at: 1_700_000_000_000 + id,
@@ -154,7 +182,7 @@ fn event(id: i64) -> Event {
 
 /// Fast retries, so tests that exercise them finish quickly; no assertion depends on timing.
 /// The attempt timeout stays long: a loaded test machine must not turn a slow 200 into a retry.
-fn quick() -> RetryPolicy {
+pub(super) fn quick() -> RetryPolicy {
     RetryPolicy {
         attempt_timeout: Duration::from_secs(5),
         first_backoff: Duration::from_millis(1),
@@ -316,15 +344,13 @@ async fn userinfo_is_sent_as_basic_auth() {
 }
 
 #[tokio::test]
-async fn https_and_malformed_urls_are_refused_at_construction() {
+async fn malformed_urls_are_refused_at_construction() {
     let healthy = Hook::start(vec![], None).await;
     let err = Notifier::new(
-        vec![healthy.url(), "https://hooks.example/x".into()],
+        vec![healthy.url(), "hooks.example/x".into()],
         RetryPolicy::default(),
     )
     .unwrap_err();
-    assert!(matches!(err, NotifyError::HttpsUnsupported { .. }), "{err}");
-    let err = Notifier::new(vec!["hooks.example/x".into()], RetryPolicy::default()).unwrap_err();
     assert!(matches!(err, NotifyError::InvalidUrl { .. }), "{err}");
 }
 

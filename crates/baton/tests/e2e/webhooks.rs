@@ -1,4 +1,5 @@
-//! Webhooks: every deployment event POSTed in order; a dead webhook delays nothing.
+//! Webhooks: every deployment event POSTed in order; a dead webhook delays nothing; https
+//! webhooks verified against their `ca_file`, and a bad `ca_file` refused at start.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,10 +11,17 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::harness::{Baton, THREE_WEB, free_port, wait_until};
+use crate::harness::{BATON, Baton, THREE_WEB, free_port, text, wait_until};
 
 /// A webhook receiver that records every JSON body it gets.
 pub(crate) async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
+    receiver_on(None).await
+}
+
+/// [`receiver`], serving each connection in TLS with `tls` when given.
+async fn receiver_on(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -24,6 +32,7 @@ pub(crate) async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
                 return;
             };
             let seen = seen.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
@@ -35,9 +44,14 @@ pub(crate) async fn receiver() -> (u16, Arc<Mutex<Vec<serde_json::Value>>>) {
                         Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
                     }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = http1::Builder::new();
+                let _ = match tls {
+                    None => http.serve_connection(TokioIo::new(stream), svc).await,
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(stream) => http.serve_connection(TokioIo::new(stream), svc).await,
+                        Err(_) => return,
+                    },
+                };
             });
         }
     });
@@ -95,4 +109,80 @@ async fn a_webhook_gets_the_events_in_order_and_a_dead_one_delays_nothing() {
         && e["env"] == "production"
         && e["source"] == "baton"
         && e["message"].is_string()));
+}
+
+/// A CA's PEM and a TLS acceptor presenting a certificate it issued for `localhost`.
+fn https_identity() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_trusts_its_ca_file_and_a_missing_one_is_refused_at_its_line() {
+    let (ca_pem, acceptor) = https_identity();
+    let (port, got) = receiver_on(Some(acceptor)).await;
+    let cas = tempfile::tempdir().unwrap();
+    let ca_file = cas.path().join("hooks-ca.pem");
+    let notify = format!(
+        "[[notify]]\nwebhook = \"https://baton:s3cret@localhost:{port}/hooks/baton\"\nca_file = \"{}\"\n",
+        ca_file.display()
+    );
+
+    // Before the CA file exists, `baton up` refuses the config at the key naming it.
+    let config = cas.path().join("baton.toml");
+    let refused = format!("{notify}{THREE_WEB}")
+        .replace("@API@", &free_port().to_string())
+        .replace("@WEB@", &free_port().to_string());
+    std::fs::write(&config, refused).unwrap();
+    let o = std::process::Command::new(BATON)
+        .args(["up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:3:1: notify[0].ca_file", config.display()))
+            && err.contains(&ca_file.display().to_string())
+            && err.contains("cannot read it"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let baton = Baton::start(&format!("{notify}{THREE_WEB}"));
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let delivered = wait_until(Duration::from_secs(20), || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "deployment_succeeded")
+    });
+    assert!(
+        delivered,
+        "the outcome delivered over https: {:?}; log:\n{}",
+        got.lock().unwrap(),
+        baton.log()
+    );
+    assert!(!baton.log().contains("s3cret"));
 }
