@@ -174,3 +174,54 @@ impl Listeners {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn connects(addr: SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn new_proxy_settings_restart_the_accept_loop_on_the_same_socket() {
+        let mut l = Listeners::new(Router::new());
+        let bound = Bound::bind("127.0.0.1:0".parse().unwrap(), "a test")
+            .await
+            .unwrap();
+        let addr = bound.local_addr().unwrap();
+        l.start("web@production", bound, ListenerConfig::default())
+            .unwrap();
+        assert!(connects(addr).await);
+        assert!(
+            !l.reconfigure("web@production", ListenerConfig::default())
+                .unwrap(),
+            "same settings: untouched"
+        );
+        let shorter = ListenerConfig {
+            request_timeout: Duration::from_secs(5),
+            ..ListenerConfig::default()
+        };
+        assert!(l.reconfigure("web@production", shorter).unwrap());
+        assert_eq!(l.addrs()["web@production"], addr);
+        // The old loop is told to stop; the socket stays open for the new one.
+        for task in std::mem::take(&mut l.stopping) {
+            task.await.unwrap().unwrap();
+        }
+        assert!(connects(addr).await);
+        // Another unit takes the address over without binding it again.
+        assert!(l.take_over(addr).is_some());
+
+        l.stop("web@production");
+        for task in std::mem::take(&mut l.stopping) {
+            task.await.unwrap().unwrap();
+        }
+        assert!(
+            !connects(addr).await,
+            "a stopped listener's socket is closed"
+        );
+        assert!(l.addrs().is_empty());
+    }
+}

@@ -84,6 +84,8 @@ impl Reloads {
 }
 
 /// Reloads `path` into `shared`, starting and stopping `listeners` to match.
+///
+/// Cancel-safe (shutdown may drop it): its only awaits are the binds, before anything changes.
 pub(crate) async fn reload(
     shared: &Shared,
     listeners: &mut Listeners,

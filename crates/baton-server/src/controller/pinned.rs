@@ -1,6 +1,7 @@
 //! The unit config a running deployment started with (recorded with the deployment): the
 //! planner, the analysis and the split read it until the deployment ends, so a config reload
-//! never changes a rollout's rules. Then the config in force applies again.
+//! never changes a rollout's rules. Then the config in force applies again. Only `hosts`
+//! (where instances run) always comes from the config in force.
 
 use std::sync::Arc;
 
@@ -23,9 +24,12 @@ pub(crate) fn config_for(
         pinned.remove(key);
         return Some(current);
     };
-    if let Some((id, config)) = pinned.get(key)
+    if let Some((id, config)) = pinned.get_mut(key)
         && *id == d.id
     {
+        if config.hosts != current.hosts {
+            Arc::make_mut(config).hosts = current.hosts.clone();
+        }
         return Some(config.clone());
     }
     let recorded = match shared.store.deployment_config(d.id) {
@@ -43,7 +47,15 @@ pub(crate) fn config_for(
             return Some(current);
         }
     };
-    let config = recorded.unwrap_or(current);
+    // Where instances run is not a rollout rule: a host removed by a reload is left at once
+    // (the planner replaces what it ran), as after a restart.
+    let config = match recorded {
+        Some(mut c) => {
+            Arc::make_mut(&mut c).hosts = current.hosts.clone();
+            c
+        }
+        None => current,
+    };
     pinned.insert(key.to_string(), (d.id, config.clone()));
     Some(config)
 }
