@@ -179,8 +179,14 @@ async fn a_reload_adds_changes_and_removes_apps_while_another_serves_without_a_f
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot listen on"));
     assert_eq!(status(&baton, "busy").await.map(|s| s.app), None);
 
-    // SIGHUP reloads too: other goes back to 1 instance.
-    write(&baton, &after.replace("instances = 2", "instances = 1"));
+    // SIGHUP reloads too: other goes back to 1 instance, fresh moves to another port.
+    let moved_port = free_port();
+    write(
+        &baton,
+        &after
+            .replace("instances = 2", "instances = 1")
+            .replace(&format!(":{fresh_port}\""), &format!(":{moved_port}\"")),
+    );
     kill(Pid::from_raw(baton.pid() as i32), Signal::SIGHUP).unwrap();
     let scaled = wait_until_async(Duration::from_secs(30), || async {
         status(&baton, "other").await.is_some_and(|s| {
@@ -194,10 +200,15 @@ async fn a_reload_adds_changes_and_removes_apps_while_another_serves_without_a_f
         status(&baton, "other").await,
         baton.log()
     );
-    assert!(ok(fresh_addr).await);
-    assert!(wait_until(Duration::from_secs(5), || baton
-        .log()
-        .contains("changed other@production (instances)")));
+    let moved = SocketAddr::from(([127, 0, 0, 1], moved_port));
+    assert!(ok(moved).await, "fresh answers on its new port");
+    assert!(
+        wait_until(Duration::from_secs(10), || !answers(fresh_addr)),
+        "and no longer on the old one"
+    );
+    assert!(wait_until(Duration::from_secs(5), || baton.log().contains(
+        "changed fresh@production (listen); changed other@production (instances)"
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
