@@ -161,6 +161,7 @@ pub async fn run(
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    controller::pinned::pin_all(&shared);
     for (inst, live) in controller::adopt_all(&shared, &exits_tx).await? {
         tokio::spawn(controller::drain_task(shared.clone(), inst, live));
     }

@@ -60,6 +60,19 @@ pub(crate) fn config_for(
     Some(config)
 }
 
+/// Pins the recorded config of every unit's active deployment: at start, before instances
+/// are adopted with their health checks, so they never see the file's settings first.
+pub fn pin_all(shared: &Shared) {
+    for key in shared.config().units.keys() {
+        match shared.store.active_deployment(key) {
+            Ok(d) => {
+                config_for(shared, key, d.as_ref());
+            }
+            Err(error) => tracing::error!(app = %key, %error, "cannot read the active deployment"),
+        }
+    }
+}
+
 /// The config to record with a new deployment of unit `key`: the one in force, as JSON.
 pub fn to_record(config: &AppConfig) -> String {
     serde_json::to_string(config).expect("the config serializes")
