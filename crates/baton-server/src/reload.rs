@@ -23,7 +23,7 @@ pub const EVENT_APP: &str = "@config";
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// The file cannot be read or is not a valid config (file:line:col).
-    #[error("{0}")]
+    #[error("{0}\nnothing was changed: Baton keeps running with the config in force")]
     Invalid(#[from] LoadError),
     /// The new config is valid but changes what only a restart applies.
     #[error("{0}")]
@@ -116,7 +116,30 @@ pub(crate) async fn reload(
         };
         bound.push((key.clone(), b));
     }
+    apply(shared, listeners, &old, next, &changes, bound);
+    let message = format!("{} reloaded: {changes}", path.display());
+    if let Err(e) = shared.event(
+        clock::now(),
+        EVENT_APP,
+        None,
+        EventKind::ConfigReloaded,
+        &message,
+    ) {
+        tracing::error!(error = %e, "cannot record the reload in the event log");
+    }
+    shared.wake.notify_one();
+    Ok(changes)
+}
 
+/// Puts `next` in force: one store of the snapshot, then the listeners follow. Cannot fail.
+fn apply(
+    shared: &Shared,
+    listeners: &mut Listeners,
+    old: &ConfigSnapshot,
+    next: ConfigSnapshot,
+    changes: &ConfigDiff,
+    bound: Vec<(String, Bound)>,
+) {
     let next = Arc::new(next);
     {
         let mut retired = shared.retired.lock().unwrap_or_else(|e| e.into_inner());
@@ -142,18 +165,6 @@ pub(crate) async fn reload(
             tracing::error!(app = %key, error = %format!("{e:#}"), "cannot restart a listener with its new proxy settings");
         }
     }
-    let message = format!("{} reloaded: {changes}", path.display());
-    if let Err(e) = shared.event(
-        clock::now(),
-        EVENT_APP,
-        None,
-        EventKind::ConfigReloaded,
-        &message,
-    ) {
-        tracing::error!(error = %e, "cannot record the reload in the event log");
-    }
-    shared.wake.notify_one();
-    Ok(changes)
 }
 
 /// What a valid config may still not do live.
