@@ -415,6 +415,8 @@ pub enum EventKind {
     HostDrain,
     /// A host's health endpoint for the app's external load balancer now passes or fails.
     LbEndpoint,
+    /// `baton reload` (or SIGHUP) put a new config in force; the message says what changed.
+    ConfigReloaded,
 }
 
 impl EventKind {
@@ -451,6 +453,7 @@ impl EventKind {
             EventKind::HostLost => "host_lost",
             EventKind::HostDrain => "host_drain",
             EventKind::LbEndpoint => "lb_endpoint",
+            EventKind::ConfigReloaded => "config_reloaded",
         }
     }
 }

@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use baton_core::config::{Config, ConfigError, Driver, Unit};
 use baton_core::model::LOCAL_HOST;
-use baton_proxy::{ListenerConfig, Router};
+use baton_proxy::Router;
 use baton_runtime::docker::Docker;
 use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::listeners::{Bound, Listeners, listener_config};
 use crate::notify::{Notifier, RetryPolicy};
-use crate::shared::Shared;
+use crate::reload::{Reloader, Reloads};
+use crate::shared::{ConfigSnapshot, Shared};
 use crate::{api, controller, token};
 
 /// Why a config could not be loaded.
@@ -61,6 +64,8 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     /// The API token.
     pub token: String,
+    /// Reloads the config file (what `baton reload` and SIGHUP do).
+    pub reload: Reloader,
 }
 
 /// Runs Baton until `shutdown` resolves, then closes the listeners, lets in-flight requests
@@ -91,21 +96,14 @@ pub async fn run(
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
+    let snapshot = ConfigSnapshot::new(config);
     let mut app_listeners = Vec::new();
-    let units: BTreeMap<String, Unit> = config
-        .units()
-        .into_iter()
-        .map(|u| (u.key.clone(), u))
-        .collect();
-    for unit in units.values() {
+    for unit in snapshot.units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
-        let l = bind(
-            listen,
-            &format!("app {} in {} (its listen address)", unit.app, unit.env),
-        )
-        .await?;
-        app_listeners.push((unit.key.clone(), l));
+        let what = format!("app {} in {} (its listen address)", unit.app, unit.env);
+        app_listeners.push((unit.key.clone(), Bound::bind(listen, &what).await?));
     }
+    let config = &snapshot.config;
     let cluster_listener = match &config.cluster {
         Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
         None => None,
@@ -116,18 +114,17 @@ pub async fn run(
         )),
         None => None,
     };
-    let daemon = Daemon {
+    let (reloader, reload_queue) = Reloader::new();
+    let mut daemon = Daemon {
         api: api_listener.local_addr()?,
         cluster: match &cluster_listener {
             Some(l) => Some(l.local_addr()?),
             None => None,
         },
-        apps: app_listeners
-            .iter()
-            .map(|(n, l)| (n.clone(), l.local_addr().expect("bound")))
-            .collect(),
+        apps: BTreeMap::new(),
         data_dir: data_dir.clone(),
         token: token.clone(),
+        reload: reloader.clone(),
     };
 
     let notifier = Notifier::from_config(&config.notify, config_path, RetryPolicy::default())
@@ -137,14 +134,17 @@ pub async fn run(
     if let Err(e) = artifacts.remove_stale_imports() {
         tracing::warn!(error = %e, "could not remove stale artifact imports");
     }
-    let docker = connect_docker(&units).await?;
+    let docker = connect_docker(&snapshot.units).await?;
+    let limits = api::Limits::new(&config.api, fd_limit);
     let owner = owner_id(&data_dir)?;
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_EVENTS);
     let shared = Arc::new(Shared {
         artifacts,
-        config,
-        units,
+        snapshot: ArcSwap::from_pointee(snapshot),
+        pinned: Mutex::new(Default::default()),
+        retired: Mutex::new(Default::default()),
+        reload: reloader,
         data_dir,
         store,
         router: Router::new(),
@@ -162,27 +162,17 @@ pub async fn run(
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    controller::pinned::pin_all(&shared);
     for (inst, live) in controller::adopt_all(&shared, &exits_tx).await? {
         tokio::spawn(controller::drain_task(shared.clone(), inst, live));
     }
 
-    let mut proxies = Vec::new();
-    for (name, listener) in app_listeners {
-        let app = shared.app(&name).expect("a listener per unit");
-        let cfg = ListenerConfig {
-            request_timeout: app.proxy.request_timeout.std(),
-            max_header_bytes: app.proxy.max_header_bytes,
-        };
-        let stop = wait_true(stop_rx.clone());
-        proxies.push(tokio::spawn(baton_proxy::serve(
-            listener,
-            name,
-            shared.router.clone(),
-            cfg,
-            stop,
-        )));
+    let mut listeners = Listeners::new(shared.router.clone());
+    for (key, bound) in app_listeners {
+        let app = shared.app(&key).expect("a listener per unit");
+        listeners.start(&key, bound, listener_config(&app))?;
     }
-    let limits = api::Limits::new(&shared.config.api, fd_limit);
+    daemon.apps = listeners.addrs();
     tracing::info!(
         fd_limit,
         max_connections = limits.max_connections,
@@ -225,17 +215,23 @@ pub async fn run(
         let _ = ready.send(daemon);
     }
 
-    shutdown.await;
+    let mut reloads = Reloads {
+        path: config_path.to_path_buf(),
+        shared: shared.clone(),
+        queue: reload_queue,
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            served = reloads.serve_one(&mut listeners) => if !served { shutdown.await; break },
+        }
+    }
     tracing::info!(
         "shutting down: closing listeners, finishing in-flight requests, stopping instances"
     );
     let _ = stop_tx.send(true);
-    let _ = ctl.await;
-    for p in proxies {
-        if let Ok(Err(e)) = p.await {
-            tracing::warn!(error = %e, "proxy listener ended with an error");
-        }
-    }
+    let (_, ()) = tokio::join!(ctl, listeners.shutdown());
     let _ = api.await;
     if let Some(task) = cluster_task
         && let Ok(Err(e)) = task.await
@@ -318,7 +314,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))
 }
 
-async fn wait_true(mut rx: watch::Receiver<bool>) {
+/// Resolves once `rx` holds true (or its sender is gone).
+pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow() {
         if rx.changed().await.is_err() {
             return;

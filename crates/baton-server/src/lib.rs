@@ -8,12 +8,15 @@ pub mod cluster;
 mod controller;
 mod daemon;
 mod handle;
+mod listeners;
 pub mod notify;
+mod reload;
 pub mod scrape;
 mod shared;
 mod token;
 pub mod views;
 
 pub use api::{AnalysisView, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run};
-pub use daemon::{Daemon, load_config, run};
+pub use daemon::{Daemon, LoadError, load_config, run};
+pub use reload::{EVENT_APP as RELOAD_EVENT_APP, ReloadError, Reloader};
 pub use token::{TOKEN_FILE, read_token};

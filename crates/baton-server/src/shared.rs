@@ -1,4 +1,5 @@
-//! The state the controller and the API share: config, store, router and the live instances.
+//! The state the controller and the API share: the config snapshot, store, router and the
+//! live instances.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -6,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use std::collections::BTreeMap;
 
+use arc_swap::ArcSwap;
 use baton_core::config::{AppConfig, Config, Unit};
 use baton_core::model::{Event, EventKind, Millis};
 use baton_store::StoreError;
@@ -20,9 +22,17 @@ use tokio::task::JoinHandle;
 
 /// Everything the daemon's tasks share.
 pub struct Shared {
-    pub config: Config,
-    /// Every app in every environment it runs in, by unit key (`app@env`).
-    pub units: BTreeMap<String, Unit>,
+    /// The config in force: swapped whole by a reload (`reload.rs`). Read it once per tick or
+    /// request ([`Shared::config`]) so no code sees half of one config and half of another.
+    pub snapshot: ArcSwap<ConfigSnapshot>,
+    /// The unit config each running deployment started with, by unit key: while a deployment
+    /// runs, [`Shared::app`] answers with it, so a reload never changes a rollout's rules.
+    pub pinned: Mutex<HashMap<String, (i64, Arc<AppConfig>)>>,
+    /// Units a reload removed whose instances still run, with their last config: the
+    /// controller drains and stops those instances, then forgets the unit.
+    pub retired: Mutex<BTreeMap<String, Arc<AppConfig>>>,
+    /// Asks the daemon to reload the config file (`POST /v1/reload`).
+    pub reload: crate::reload::Reloader,
     pub data_dir: PathBuf,
     pub store: Store,
     pub artifacts: ArtifactStore,
@@ -49,6 +59,36 @@ pub struct Shared {
     pub agent_events: mpsc::Sender<AgentEvent>,
     /// The instances on other hosts the controller watches.
     pub remote: crate::controller::remote::Remote,
+}
+
+/// One whole config, as loaded at start or by a reload.
+pub struct ConfigSnapshot {
+    /// The parsed file.
+    pub config: Config,
+    /// Every app in every environment it runs in, by unit key (`app@env`).
+    pub units: BTreeMap<String, Unit>,
+    /// Each unit's resolved settings, shared with whoever holds them across a reload.
+    pub apps: BTreeMap<String, Arc<AppConfig>>,
+}
+
+impl ConfigSnapshot {
+    /// Resolves the units of `config`.
+    pub fn new(config: Config) -> Self {
+        let units: BTreeMap<String, Unit> = config
+            .units()
+            .into_iter()
+            .map(|u| (u.key.clone(), u))
+            .collect();
+        let apps = units
+            .iter()
+            .map(|(k, u)| (k.clone(), Arc::new(u.config.clone())))
+            .collect();
+        Self {
+            config,
+            units,
+            apps,
+        }
+    }
 }
 
 /// A report from a host's agent.
@@ -108,9 +148,14 @@ impl Live {
 }
 
 impl Shared {
+    /// The config in force now: one snapshot, never half of two.
+    pub fn config(&self) -> Arc<ConfigSnapshot> {
+        self.snapshot.load_full()
+    }
+
     /// The address instances on `host` are reached at.
     pub fn host_address(&self, host: &str) -> std::net::IpAddr {
-        match self.config.hosts.get(host) {
+        match self.config().config.hosts.get(host) {
             Some(h) if host != baton_core::model::LOCAL_HOST => h.address,
             _ => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         }
@@ -120,14 +165,21 @@ impl Shared {
         self.migrations.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The resolved settings of a unit (`app@env`).
-    pub fn app(&self, key: &str) -> Option<&AppConfig> {
-        self.units.get(key).map(|u| &u.config)
+    /// The resolved settings of a unit (`app@env`): those its running deployment started
+    /// with, else those in force, else (a unit a reload removed) its last ones.
+    pub fn app(&self, key: &str) -> Option<Arc<AppConfig>> {
+        if let Some((_, pinned)) = lock(&self.pinned).get(key) {
+            return Some(pinned.clone());
+        }
+        if let Some(app) = self.snapshot.load().apps.get(key) {
+            return Some(app.clone());
+        }
+        lock(&self.retired).get(key).cloned()
     }
 
-    /// A unit (`app@env`).
-    pub fn unit(&self, key: &str) -> Option<&Unit> {
-        self.units.get(key)
+    /// A unit (`app@env`) of the config in force.
+    pub fn unit(&self, key: &str) -> Option<Unit> {
+        self.snapshot.load().units.get(key).cloned()
     }
 
     pub fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
@@ -170,4 +222,8 @@ impl Shared {
             self.notifier.notify(e);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

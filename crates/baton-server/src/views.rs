@@ -216,3 +216,20 @@ pub struct ErrorDetail {
     /// What went wrong and what to do.
     pub message: String,
 }
+
+/// `POST /v1/reload`: what the reload changed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadView {
+    /// One line: what changed (as recorded in the `config_reloaded` event).
+    pub summary: String,
+    /// Units (`app@env`) that appeared.
+    pub added: Vec<String>,
+    /// Units that went away (their listeners closed, their instances drain and stop).
+    pub removed: Vec<String>,
+    /// Units whose settings changed, with the keys that changed.
+    pub changed: std::collections::BTreeMap<String, Vec<String>>,
+    /// Hosts that appeared (`+`), went away (`-`) or changed (`~`).
+    pub hosts: Vec<String>,
+    /// Other top-level keys that changed.
+    pub other: Vec<String>,
+}

@@ -123,6 +123,7 @@ mod tests {
                 strategy: Strategy::Rolling,
                 trigger: "cli".into(),
                 now,
+                config: None,
             })
             .unwrap();
         d.phase = end;

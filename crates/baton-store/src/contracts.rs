@@ -260,6 +260,7 @@ mod tests {
                 strategy: Strategy::Rolling,
                 trigger: "deploy".into(),
                 now,
+                config: None,
             })
             .unwrap();
         let mut done = d.clone();

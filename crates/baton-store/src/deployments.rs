@@ -25,6 +25,9 @@ pub struct NewDeployment {
     pub trigger: String,
     /// When it was asked.
     pub now: Millis,
+    /// The unit's config it runs with to its end (JSON of the resolved app config), whatever
+    /// reloads happen meanwhile.
+    pub config: Option<String>,
 }
 
 /// The phases in which a deployment is over; must agree with [`Phase::is_final`]
@@ -126,6 +129,17 @@ fn write_intents(conn: &Connection, id: i64, intents: &Intents) -> Result<(), St
 }
 
 impl Store {
+    /// The unit config deployment `id` started with (JSON), when it recorded one.
+    pub fn deployment_config(&self, id: i64) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row("SELECT config FROM deployments WHERE id = ?1", [id], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .op("read deployment config")
+            .map(Option::flatten)
+    }
+
     /// Records a deployment in phase `pending`, unless the app already has one that is not
     /// final ([`StoreError::DeploymentActive`]). Check and insert are one transaction.
     pub fn create_deployment(&self, new: &NewDeployment) -> Result<Deployment, StoreError> {
@@ -149,8 +163,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO deployments (app, from_release, to_release, strategy, phase, step, \
-             reason, trigger, created_at, updated_at, finished_at, exposed, deadline) \
-             VALUES (?1, ?2, ?3, ?4, ?5, 0, NULL, ?6, ?7, ?7, NULL, 0, NULL)",
+             reason, trigger, created_at, updated_at, finished_at, exposed, deadline, config) \
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, NULL, ?6, ?7, ?7, NULL, 0, NULL, ?8)",
             params![
                 new.app,
                 new.from,
@@ -158,7 +172,8 @@ impl Store {
                 new.strategy.as_str(),
                 Phase::Pending.as_str(),
                 new.trigger,
-                new.now
+                new.now,
+                new.config
             ],
         )
         .op("create deployment")?;
@@ -372,7 +387,25 @@ mod tests {
             strategy: Strategy::Rolling,
             trigger: "cli".into(),
             now,
+            config: None,
         }
+    }
+
+    #[test]
+    fn a_deployment_keeps_the_config_it_was_created_with() {
+        let s = Store::open_in_memory().unwrap();
+        let mut new = new_deployment("web", None, "1.0", 100);
+        new.config = Some(r#"{"instances":3}"#.into());
+        let d = s.create_deployment(&new).unwrap();
+        assert_eq!(
+            s.deployment_config(d.id).unwrap().as_deref(),
+            Some(r#"{"instances":3}"#)
+        );
+        let mut old = new_deployment("api", None, "1.0", 100);
+        old.config = None;
+        let d = s.create_deployment(&old).unwrap();
+        assert_eq!(s.deployment_config(d.id).unwrap(), None);
+        assert_eq!(s.deployment_config(999).unwrap(), None);
     }
 
     #[test]

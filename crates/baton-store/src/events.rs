@@ -98,6 +98,7 @@ mod tests {
                 strategy: Strategy::BlueGreen,
                 trigger: "cli".into(),
                 now: 1,
+                config: None,
             })
             .unwrap();
         let e1 = s

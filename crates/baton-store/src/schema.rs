@@ -168,6 +168,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deployments ADD COLUMN hold TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 11: the unit config a deployment started with (JSON), so a config reload never changes
+    // a running rollout's rules. NULL for deployments recorded before: they use the config in
+    // force.
+    r#"
+    ALTER TABLE deployments ADD COLUMN config TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

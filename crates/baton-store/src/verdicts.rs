@@ -91,6 +91,7 @@ mod tests {
             strategy: Strategy::Canary,
             trigger: "test".into(),
             now: 0,
+            config: None,
         }
     }
 

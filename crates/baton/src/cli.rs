@@ -25,8 +25,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run Baton in the foreground: proxies, controller, API.
+    /// Run Baton in the foreground: proxies, controller, API. SIGHUP reloads the config.
     Up,
+    /// Read the config file again in the running `baton up`: apps, environments, listeners,
+    /// hosts and their settings change without a restart; an invalid file changes nothing.
+    Reload {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage releases.
     #[command(subcommand)]
     Release(ReleaseCmd),

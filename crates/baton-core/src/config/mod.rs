@@ -16,6 +16,7 @@ use span::{key_at, line_col, locate};
 mod artifacts;
 mod canary;
 mod cluster;
+mod diff;
 mod environments;
 mod external_lb;
 mod listeners;
@@ -36,6 +37,8 @@ pub use environments::{
     DEFAULT_ENVIRONMENT, EnvironmentOverride, MigrateConfig, PromotionConfig, Unit, listen_in,
     split_key, unit_key, units,
 };
+
+pub use diff::{ConfigDiff, RESTART_ONLY, diff, restart_only_change};
 
 pub use external_lb::ExternalLbConfig;
 

@@ -21,6 +21,7 @@ type S = State<Arc<Shared>>;
 
 pub async fn list_apps(State(shared): S) -> Result<Json<Vec<AppStatus>>, ApiError> {
     let apps: Result<Vec<_>, _> = shared
+        .config()
         .units
         .keys()
         .map(|a| app_status(&shared, a))
@@ -69,10 +70,11 @@ pub async fn create_release(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<ReleaseCreated>), ApiError> {
-    if !shared.config.apps.contains_key(&app) {
+    let config = shared.config();
+    if !config.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
-    let limits = shared.config.artifacts;
+    let limits = config.config.artifacts;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -186,7 +188,7 @@ pub async fn list_releases(
     State(shared): S,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<Release>>, ApiError> {
-    if !shared.config.apps.contains_key(&app) {
+    if !shared.config().config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
     Ok(Json(shared.store.releases(&app)?))
@@ -331,7 +333,7 @@ fn promotion_gate(
         &unit.env,
         previous,
         &history,
-        shared.config.promotion.soak,
+        shared.config().config.promotion.soak,
         clock::now(),
     );
     match gate {
@@ -375,7 +377,14 @@ fn create(
     trigger: &str,
     force: bool,
 ) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
-    let config = shared.app(key).ok_or_else(|| unknown_app(shared, key))?;
+    // The config in force, never a finished deployment's: the new deployment records it and
+    // runs with it to its end, whatever reloads happen meanwhile.
+    let config = shared
+        .config()
+        .apps
+        .get(key)
+        .cloned()
+        .ok_or_else(|| unknown_app(shared, key))?;
     let (app, env) = baton_core::config::split_key(key);
     let strategy: Strategy = match strategy {
         Some(s) => s.parse().map_err(|_| {
@@ -438,6 +447,7 @@ fn create(
         strategy,
         trigger: trigger.to_string(),
         now,
+        config: Some(crate::controller::pinned::to_record(&config)),
     };
     // The deployment and its first event in one transaction: the controller may start it at
     // once, and its `started` must never come before `created`.

@@ -23,7 +23,7 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub async fn list(State(shared): State<Arc<Shared>>) -> Result<Json<Vec<HostView>>, ApiError> {
     let stored = shared.store.hosts()?;
     let instances = shared.store.instances(None, false)?;
-    let mut views = host_views(&shared.config, shared.cluster.as_deref(), &stored);
+    let mut views = host_views(&shared.config().config, shared.cluster.as_deref(), &stored);
     let drained = shared.store.drained_hosts()?;
     for v in &mut views {
         v.drained = drained.contains(&v.name);
@@ -96,7 +96,7 @@ pub async fn undrain(
 }
 
 fn set_drained(shared: &Shared, host: &str, drained: bool) -> Result<Json<DrainView>, ApiError> {
-    if !shared.config.hosts.contains_key(host) {
+    if !shared.config().config.hosts.contains_key(host) {
         return Err(ApiError::not_found(format!(
             "host {} is not in baton.toml: `baton hosts` lists the hosts",
             super::error::quote(host)

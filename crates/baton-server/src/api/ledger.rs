@@ -42,11 +42,12 @@ pub async fn ledger(
     State(shared): State<Arc<Shared>>,
     Path(app): Path<String>,
 ) -> Result<Json<Vec<LedgerEntry>>, ApiError> {
-    if !shared.config.apps.contains_key(&app) {
+    let snapshot = shared.config();
+    if !snapshot.config.apps.contains_key(&app) {
         return Err(unknown_app(&shared, &app));
     }
     let mut runs: Vec<(String, Run)> = Vec::new();
-    for unit in shared.units.values().filter(|u| u.app == app) {
+    for unit in snapshot.units.values().filter(|u| u.app == app) {
         for d in shared.store.deployments(Some(&unit.key), 100_000)? {
             let run = Run {
                 env: unit.env.clone(),

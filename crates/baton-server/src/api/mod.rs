@@ -62,11 +62,41 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/hosts/tokens", post(hosts::create_token))
         .route("/v1/hosts/{host}/drain", post(hosts::drain))
         .route("/v1/hosts/{host}/undrain", post(hosts::undrain))
+        .route("/v1/reload", post(reload))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))
         .layer(middleware::from_fn(json_errors))
         .with_state(shared)
+}
+
+/// Reloads the config file: 200 with what changed; 400 when the file is invalid (its
+/// file:line:col) or changes a restart-only key; 409 when it cannot be applied now. A refused
+/// reload changes nothing.
+async fn reload(
+    State(shared): State<Arc<Shared>>,
+) -> Result<axum::Json<crate::views::ReloadView>, ApiError> {
+    use crate::reload::ReloadError;
+    use axum::http::StatusCode;
+    match shared.reload.reload().await {
+        Ok(d) => Ok(axum::Json(crate::views::ReloadView {
+            summary: d.to_string(),
+            added: d.added,
+            removed: d.removed,
+            changed: d.changed,
+            hosts: d.hosts,
+            other: d.other,
+        })),
+        Err(e @ (ReloadError::Invalid(_) | ReloadError::RestartOnly(_))) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(e @ ReloadError::Refused(_)) => Err(ApiError::conflict(e.to_string())),
+        Err(e @ ReloadError::Stopping) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal",
+            e.to_string(),
+        )),
+    }
 }
 
 async fn no_route(req: Request) -> ApiError {

@@ -21,10 +21,11 @@ pub struct EnvQuery {
 
 /// The unit key of `app` in `env` (default: the last environment it runs in).
 pub fn unit_key(shared: &Shared, app: &str, env: Option<&str>) -> Result<String, ApiError> {
-    if !shared.config.apps.contains_key(app) {
+    let snapshot = shared.config();
+    if !snapshot.config.apps.contains_key(app) {
         return Err(unknown_app(shared, app));
     }
-    let envs: Vec<&str> = shared
+    let envs: Vec<&str> = snapshot
         .units
         .values()
         .filter(|u| u.app == app)
@@ -32,7 +33,7 @@ pub fn unit_key(shared: &Shared, app: &str, env: Option<&str>) -> Result<String,
         .collect();
     let env = match env {
         Some(e) => e,
-        None => shared
+        None => snapshot
             .config
             .environments
             .iter()
@@ -138,7 +139,8 @@ pub fn app_status(shared: &Shared, key: &str) -> Result<AppStatus, ApiError> {
 
 /// The error for an app that is not in the config, listing the ones that are.
 pub fn unknown_app(shared: &Shared, app: &str) -> ApiError {
-    let known: Vec<&str> = shared.config.apps.keys().map(String::as_str).collect();
+    let snapshot = shared.config();
+    let known: Vec<&str> = snapshot.config.apps.keys().map(String::as_str).collect();
     ApiError::not_found(format!(
         "no app named {} in the config; apps: {}",
         quote(app),

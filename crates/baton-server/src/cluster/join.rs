@@ -114,9 +114,10 @@ fn check_host(shared: &Shared, join: &Join) -> Result<(), String> {
             quoted(name)
         ));
     }
-    let Some(host) = shared.config.hosts.get(name) else {
+    let snapshot = shared.config();
+    let Some(host) = snapshot.config.hosts.get(name) else {
         return Err(format!(
-            "host {name} is not in the controller's baton.toml: add [hosts.{name}] with address = \"{}\" there and restart `baton up`, or start the agent with the --name of a configured host",
+            "host {name} is not in the controller's baton.toml: add [hosts.{name}] with address = \"{}\" there and run `baton reload`, or start the agent with the --name of a configured host",
             join.address
         ));
     };

@@ -164,7 +164,7 @@ async fn connection(
     // A host's own connection from here on: it no longer counts against its address.
     drop(preamble.unproven);
     if let AgentMsg::Fetch { digest } = &first {
-        if !shared.config.hosts.contains_key(&name) {
+        if !shared.config().config.hosts.contains_key(&name) {
             let why = format!("host {name} is no longer in the controller's baton.toml");
             close(&mut wr, &refused(why)).await;
             return;

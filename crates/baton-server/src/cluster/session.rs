@@ -136,7 +136,8 @@ fn check_hello(shared: &Shared, name: &str, hello: &Hello) -> Result<(), String>
             hello.protocol
         ));
     }
-    let Some(host) = shared.config.hosts.get(name) else {
+    let snapshot = shared.config();
+    let Some(host) = snapshot.config.hosts.get(name) else {
         return Err(format!(
             "host {name} is no longer in the controller's baton.toml: add [hosts.{name}] back, or stop its agent"
         ));

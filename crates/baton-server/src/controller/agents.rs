@@ -19,7 +19,7 @@ use crate::shared::{AgentEvent, Shared};
 pub fn keep(shared: &Shared, inst: &Instance) -> Option<InstanceHandle> {
     let cluster = shared.cluster.as_ref()?;
     // A host no longer configured has no address to reach it at (fenced at start).
-    shared.config.hosts.get(&inst.host)?;
+    shared.config().config.hosts.get(&inst.host)?;
     let pid = inst.pid?;
     let running = Running {
         instance: inst.id.clone(),

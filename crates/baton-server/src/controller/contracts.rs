@@ -24,8 +24,7 @@ pub fn schedule(
 ) -> anyhow::Result<()> {
     let Some(delay) = shared
         .app(key)
-        .and_then(|a| a.migrate.as_ref())
-        .map(|m| m.contract_delay)
+        .and_then(|a| a.migrate.as_ref().map(|m| m.contract_delay))
     else {
         return Ok(());
     };

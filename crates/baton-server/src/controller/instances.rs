@@ -84,7 +84,7 @@ fn spawn(
     inst.started_at = now;
     inst.restart_at = None;
     if inst.host != LOCAL_HOST {
-        return start_remote(shared, inst, app, &release.digest, now);
+        return start_remote(shared, inst, &app, &release.digest, now);
     }
     let artifact = shared.artifacts.path(&release.digest);
     inst.port = free_port()?;
@@ -120,7 +120,7 @@ fn spawn(
                 attempt: now,
                 artifact,
                 env,
-                argv: containers::argv(app, argv),
+                argv: containers::argv(&app, argv),
                 read_only: app.read_only,
                 log_path: shared.log_path(&inst.app, &inst.id),
             },
@@ -191,7 +191,7 @@ pub(super) fn running(
                 inst.id, inst.release, inst.port
             );
             record(shared, inst, EventKind::InstanceStarted, &msg, now)?;
-            watch(shared, inst, app, handle, Health::Starting, exits);
+            watch(shared, inst, &app, handle, Health::Starting, exits);
         }
         Err(e) => {
             inst.pid = None;
@@ -373,7 +373,7 @@ pub fn restart_due(
 /// Takes an instance out of service for good: no new request (the backend's drain flag), wait
 /// for in-flight requests up to the drain timeout, close idle connections, stop the process.
 pub async fn drain(shared: Arc<Shared>, mut inst: Instance, live: Option<Live>) {
-    let Some(app) = shared.app(&inst.app).cloned() else {
+    let Some(app) = shared.app(&inst.app) else {
         return;
     };
     if let Some(live) = live {
@@ -448,7 +448,7 @@ pub async fn adopt_all(
                 .and_then(|(pid, start)| ProcessHandle::adopt(pid, start))
                 .map(|p| InstanceHandle::Local(LocalHandle::Process(p)))
         };
-        let Some(app) = shared.app(&inst.app).cloned() else {
+        let Some(app) = shared.app(&inst.app) else {
             // The app left the config: its instances go too.
             if let Some(h) = handle {
                 tokio::spawn(async move { h.stop(std::time::Duration::from_secs(10)).await });

@@ -9,7 +9,9 @@ mod containers;
 mod contracts;
 mod instances;
 mod migrate;
+pub(crate) mod pinned;
 pub(crate) mod remote;
+mod retired;
 mod routing;
 mod schedule;
 
@@ -58,17 +60,25 @@ pub async fn run(
     let mut everyone = true;
     let mut absence = remote::Absence::new(clock::now());
     let mut lost = Vec::new();
+    let mut seen = shared.config();
     fence_removed_hosts(&shared);
     loop {
         let now = clock::now();
+        // One config for the whole round; a reload shows at the next one.
+        let snapshot = shared.config();
+        if !Arc::ptr_eq(&snapshot, &seen) {
+            seen = snapshot.clone();
+            fence_removed_hosts(&shared);
+            everyone = true;
+        }
         let was_lost = std::mem::take(&mut lost);
         lost = lost_hosts(&shared, &mut absence, now);
         if fence_lost_hosts(&shared, &lost, now) || lost != was_lost {
             everyone = true;
         }
         let health = schedule::health_signatures(&shared);
-        let mut after_publish = Vec::new();
-        for app in shared.units.keys() {
+        let mut after_publish = retired::tick(&shared, now, &exits_tx);
+        for app in snapshot.units.keys() {
             if !everyone && !schedule.is_due(app, now, &health) {
                 continue;
             }
@@ -180,15 +190,16 @@ fn plan_hosts(
 }
 
 /// Instances recorded on hosts no longer in the config are lost for good (their agents are
-/// refused): fenced once, at start, so the planner replaces them.
+/// refused): fenced at start and after each reload, so the planner replaces them.
 fn fence_removed_hosts(shared: &Shared) {
+    let hosts = &shared.config().config.hosts;
     let mut removed: Vec<String> = shared
         .store
         .instances(None, false)
         .unwrap_or_default()
         .into_iter()
         .map(|i| i.host)
-        .filter(|h| h != LOCAL_HOST && !shared.config.hosts.contains_key(h))
+        .filter(|h| h != LOCAL_HOST && !hosts.contains_key(h))
         .collect();
     removed.dedup();
     if let Err(e) = agents::fence(shared, &removed, clock::now()) {
@@ -202,7 +213,8 @@ fn lost_hosts(shared: &Shared, absence: &mut remote::Absence, now: Millis) -> Ve
         return Vec::new();
     };
     let grace = i64::try_from(cluster.heartbeat_timeout().as_millis()).unwrap_or(i64::MAX);
-    let hosts = shared.config.hosts.keys().cloned();
+    let snapshot = shared.config();
+    let hosts = snapshot.config.hosts.keys().cloned();
     absence.update(cluster, hosts, now, grace)
 }
 
@@ -234,7 +246,12 @@ async fn tick(
     exits: &mpsc::UnboundedSender<Exited>,
     windows: &mut analysis::Windows,
 ) -> anyhow::Result<Ticked> {
-    let config = shared.app(app).expect("apps come from the config");
+    let deployment = shared.store.active_deployment(app)?;
+    // The deployment's own config while one runs (`pinned.rs`).
+    let Some(config) = pinned::config_for(shared, app, deployment.as_ref()) else {
+        anyhow::bail!("{app} left the config");
+    };
+    let config = &*config;
     // Read again only after a step wrote to them: an idle tick reads its instances once.
     let mut all = shared.store.instances(Some(app), false)?;
     if observe_health(shared, &all, now)? {
@@ -245,7 +262,6 @@ async fn tick(
     }
 
     let current = shared.store.current_release(app)?;
-    let deployment = shared.store.active_deployment(app)?;
     analysis::run(shared, windows, app, config, deployment.as_ref(), now).await?;
     let verdict = match &deployment {
         Some(d) => analysis::judgement(shared, d)?,

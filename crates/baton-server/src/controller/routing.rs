@@ -67,7 +67,8 @@ fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u
 pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     let instances = shared.store.instances(None, false)?;
     let mut canary = BTreeMap::new();
-    for app in shared.units.keys() {
+    let snapshot = shared.config();
+    for app in snapshot.units.keys() {
         if let Some(w) = canary_weight(shared, app)? {
             canary.insert(app.clone(), w);
         }
@@ -165,7 +166,8 @@ fn send_host_splits(
         .into_iter()
         .map(|i| (i.id, i.host))
         .collect();
-    let any_lb = shared
+    let snapshot = shared.config();
+    let any_lb = snapshot
         .units
         .values()
         .any(|u| u.config.external_lb.is_some());
@@ -174,7 +176,7 @@ fn send_host_splits(
     } else {
         Vec::new()
     };
-    for host in shared.config.hosts.keys() {
+    for host in snapshot.config.hosts.keys() {
         let Some(link) = cluster.link(host) else {
             continue;
         };
@@ -199,7 +201,8 @@ fn host_split(
     endpoints: &[(String, String, bool, Millis)],
 ) -> HostSplit {
     let mut split = HostSplit::default();
-    for (key, unit) in &shared.units {
+    let snapshot = shared.config();
+    for (key, unit) in &snapshot.units {
         let config = &unit.config;
         let Some(port) = config.host_port else {
             continue;

@@ -380,6 +380,7 @@ fn deployment_events_are_told_from_instance_events() {
         "deployment_aborting",
         "deployment_rolled_back",
         "deployment_succeeded",
+        "config_reloaded",
     ] {
         assert!(is_deployment_event(kind), "{kind}");
     }

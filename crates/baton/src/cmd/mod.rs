@@ -8,6 +8,7 @@ mod hosts;
 mod image;
 mod intents;
 mod release;
+mod reload;
 mod status;
 mod up;
 
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Up => up::run(&config).await,
+            Command::Reload { json } => reload::reload(&config, json).await,
             Command::Release(ReleaseCmd::Create {
                 app,
                 version_arg,

@@ -1,0 +1,227 @@
+//! The apps' listeners, one per unit (`app@env`): bound at start or by a reload, each with its
+//! own accept loop that can stop (and drain its connections) without touching the others.
+//!
+//! Each listener keeps a duplicate of its socket, so a unit's accept loop can restart with new
+//! proxy settings on the very same socket: the new loop accepts before the old one stops, and
+//! no connection is refused.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_core::config::AppConfig;
+use baton_proxy::{ListenerConfig, Router};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A unit's socket, bound but not yet accepting.
+pub struct Bound {
+    /// The socket (non-blocking).
+    pub socket: std::net::TcpListener,
+}
+
+impl Bound {
+    /// Binds `addr` for `what` (named in the error).
+    pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<Bound> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))?;
+        let socket = listener
+            .into_std()
+            .context("cannot take over a bound socket")?;
+        Ok(Bound { socket })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
+
+/// One unit's running accept loop.
+struct Serving {
+    bound: Bound,
+    cfg: ListenerConfig,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Every unit's listener.
+pub struct Listeners {
+    router: Arc<Router>,
+    serving: BTreeMap<String, Serving>,
+    /// Accept loops told to stop whose connections may still be finishing.
+    stopping: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// How the proxy treats a unit's clients, from its config.
+pub fn listener_config(app: &AppConfig) -> ListenerConfig {
+    ListenerConfig {
+        request_timeout: app.proxy.request_timeout.std(),
+        max_header_bytes: app.proxy.max_header_bytes,
+    }
+}
+
+impl Listeners {
+    /// No listeners yet; they route through `router`.
+    pub fn new(router: Arc<Router>) -> Self {
+        Self {
+            router,
+            serving: BTreeMap::new(),
+            stopping: Vec::new(),
+        }
+    }
+
+    /// Each unit's address.
+    pub fn addrs(&self) -> BTreeMap<String, SocketAddr> {
+        self.serving
+            .iter()
+            .filter_map(|(k, s)| Some((k.clone(), s.bound.local_addr().ok()?)))
+            .collect()
+    }
+
+    /// The socket already listening on `addr`, duplicated, so a unit that takes over the
+    /// address of one a reload moves or removes gets it without a gap or a bind error.
+    pub fn take_over(&self, addr: SocketAddr) -> Option<Bound> {
+        let s = self
+            .serving
+            .values()
+            .find(|s| s.bound.local_addr().ok() == Some(addr))?;
+        let socket = s.bound.socket.try_clone().ok()?;
+        Some(Bound { socket })
+    }
+
+    /// Starts accepting for unit `key` on `bound`. A listener the unit had is stopped (it
+    /// drains) once the new one accepts.
+    pub fn start(&mut self, key: &str, bound: Bound, cfg: ListenerConfig) -> anyhow::Result<()> {
+        let socket = bound
+            .socket
+            .try_clone()
+            .context("cannot duplicate a listening socket")?;
+        socket.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(socket)
+            .context("cannot register a listening socket")?;
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(baton_proxy::serve(
+            listener,
+            key.to_string(),
+            self.router.clone(),
+            cfg.clone(),
+            crate::daemon::wait_true(rx),
+        ));
+        let old = self.serving.insert(
+            key.to_string(),
+            Serving {
+                bound,
+                cfg,
+                stop,
+                task,
+            },
+        );
+        if let Some(old) = old {
+            self.retire(old);
+        }
+        Ok(())
+    }
+
+    /// Restarts unit `key`'s accept loop on the same socket when its proxy settings differ
+    /// from `cfg`; true if it did.
+    pub fn reconfigure(&mut self, key: &str, cfg: ListenerConfig) -> anyhow::Result<bool> {
+        let Some(s) = self.serving.get(key) else {
+            return Ok(false);
+        };
+        if s.cfg.request_timeout == cfg.request_timeout
+            && s.cfg.max_header_bytes == cfg.max_header_bytes
+        {
+            return Ok(false);
+        }
+        let socket = s
+            .bound
+            .socket
+            .try_clone()
+            .context("cannot duplicate a listening socket")?;
+        self.start(key, Bound { socket }, cfg)?;
+        Ok(true)
+    }
+
+    /// Stops unit `key`'s listener: it accepts no more, its in-flight requests finish in the
+    /// background (bounded by its `request_timeout`).
+    pub fn stop(&mut self, key: &str) {
+        if let Some(s) = self.serving.remove(key) {
+            self.retire(s);
+        }
+    }
+
+    fn retire(&mut self, s: Serving) {
+        let _ = s.stop.send(true);
+        // The socket closes when the accept loop drops its copy: this one goes now.
+        drop(s.bound);
+        self.stopping.retain(|t| !t.is_finished());
+        self.stopping.push(s.task);
+    }
+
+    /// Stops every listener and waits until their connections finished.
+    pub async fn shutdown(mut self) {
+        let keys: Vec<String> = self.serving.keys().cloned().collect();
+        for key in keys {
+            self.stop(&key);
+        }
+        for task in self.stopping {
+            if let Ok(Err(e)) = task.await {
+                tracing::warn!(error = %e, "proxy listener ended with an error");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn connects(addr: SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn new_proxy_settings_restart_the_accept_loop_on_the_same_socket() {
+        let mut l = Listeners::new(Router::new());
+        let bound = Bound::bind("127.0.0.1:0".parse().unwrap(), "a test")
+            .await
+            .unwrap();
+        let addr = bound.local_addr().unwrap();
+        l.start("web@production", bound, ListenerConfig::default())
+            .unwrap();
+        assert!(connects(addr).await);
+        assert!(
+            !l.reconfigure("web@production", ListenerConfig::default())
+                .unwrap(),
+            "same settings: untouched"
+        );
+        let shorter = ListenerConfig {
+            request_timeout: Duration::from_secs(5),
+            ..ListenerConfig::default()
+        };
+        assert!(l.reconfigure("web@production", shorter).unwrap());
+        assert_eq!(l.addrs()["web@production"], addr);
+        // The old loop is told to stop; the socket stays open for the new one.
+        for task in std::mem::take(&mut l.stopping) {
+            task.await.unwrap().unwrap();
+        }
+        assert!(connects(addr).await);
+        // Another unit takes the address over without binding it again.
+        assert!(l.take_over(addr).is_some());
+
+        l.stop("web@production");
+        for task in std::mem::take(&mut l.stopping) {
+            task.await.unwrap().unwrap();
+        }
+        assert!(
+            !connects(addr).await,
+            "a stopped listener's socket is closed"
+        );
+        assert!(l.addrs().is_empty());
+    }
+}
