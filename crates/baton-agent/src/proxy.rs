@@ -171,6 +171,8 @@ impl HostProxy {
                 let cfg = ListenerConfig {
                     request_timeout: Duration::from_millis(app.request_timeout_ms),
                     max_header_bytes: app.max_header_bytes,
+                    // host_port listeners serve plain HTTP for now (README, "Not yet").
+                    tls: None,
                 };
                 let serve = baton_proxy::serve(
                     listener,

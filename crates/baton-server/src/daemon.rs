@@ -104,6 +104,7 @@ pub async fn run(
         .await?;
         app_listeners.push((unit.key.clone(), l));
     }
+    let (tls, redirects) = crate::tls::load(config_path, &config, &units, &app_listeners).await?;
     let cluster_listener = match &config.cluster {
         Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
         None => None,
@@ -171,6 +172,7 @@ pub async fn run(
         let cfg = ListenerConfig {
             request_timeout: app.proxy.request_timeout.std(),
             max_header_bytes: app.proxy.max_header_bytes,
+            tls: tls.get(&name).cloned(),
         };
         let stop = wait_true(stop_rx.clone());
         proxies.push(tokio::spawn(baton_proxy::serve(
@@ -179,6 +181,12 @@ pub async fn run(
             shared.router.clone(),
             cfg,
             stop,
+        )));
+    }
+    for (app, listener, https_port) in redirects {
+        let stop = wait_true(stop_rx.clone());
+        proxies.push(tokio::spawn(baton_proxy::serve_redirect(
+            listener, app, https_port, stop,
         )));
     }
     let limits = api::Limits::new(&shared.config.api, fd_limit);

@@ -11,6 +11,7 @@ mod handle;
 pub mod notify;
 pub mod scrape;
 mod shared;
+mod tls;
 mod token;
 pub mod views;
 

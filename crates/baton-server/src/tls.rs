@@ -1,0 +1,55 @@
+//! TLS at `baton up`: each unit's certificates (`[apps.<name>.tls]`), read and checked before
+//! anything serves, so that a bad one stops the start with its file named; and the plain-HTTP
+//! redirect listeners (`redirect_http`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use baton_core::config::{Config, Unit};
+use baton_proxy::Tls;
+use tokio::net::TcpListener;
+
+/// A redirect listener to serve: the app, its listener, and the HTTPS port it sends to.
+pub(crate) type Redirect = (String, TcpListener, u16);
+
+/// The certificates of every unit with `tls`, by unit key, and the bound redirect listeners
+/// (one per app, to its listener in the last environment it runs in).
+pub(crate) async fn load(
+    config_path: &Path,
+    config: &Config,
+    units: &BTreeMap<String, Unit>,
+    listeners: &[(String, TcpListener)],
+) -> anyhow::Result<(BTreeMap<String, Arc<Tls>>, Vec<Redirect>)> {
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    let mut certs = BTreeMap::new();
+    for unit in units.values() {
+        if let Some(tls) = &unit.config.tls {
+            let loaded = Tls::load(tls.certificates(base)).with_context(|| {
+                format!("app {} in {}: [apps.{}.tls]", unit.app, unit.env, unit.app)
+            })?;
+            certs.insert(unit.key.clone(), loaded);
+        }
+    }
+    let mut redirects = Vec::new();
+    for (name, app) in &config.apps {
+        let Some(addr) = app.tls.as_ref().and_then(|t| t.redirect_http) else {
+            continue;
+        };
+        let last = config.environments.iter().rev().find_map(|env| {
+            listeners.iter().find(|(key, _)| {
+                units
+                    .get(key)
+                    .is_some_and(|u| &u.app == name && &u.env == env)
+            })
+        });
+        let Some((_, https)) = last else { continue };
+        let https_port = https.local_addr()?.port();
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for app {name}'s redirect to HTTPS ([apps.{name}.tls] redirect_http): is another program using it? change the address in the config")
+        })?;
+        redirects.push((name.clone(), listener, https_port));
+    }
+    Ok((certs, redirects))
+}
