@@ -128,22 +128,16 @@ pub async fn serve(
             let served = match tls {
                 None => serve_client(stream, false, conn, &servers, &client).await,
                 // The handshake runs here, on the worker, never on the accept loop.
-                Some(tls) => {
-                    let accept = tls.acceptor().accept(stream);
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_client(stream, h2, conn, &servers, &client).await
-                }
+                Some(tls) => match handshake(&tls, stream, &client).await {
+                    Ok(stream) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_client(stream, h2, conn, &servers, &client).await
+                    }
+                    Err(why) => {
+                        tracing::debug!(%peer, %why, "no TLS session");
+                        return;
+                    }
+                },
             };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -162,6 +156,34 @@ pub async fn serve(
     clients.signal_all(Stage::Close);
     closing.cancel();
     Ok(())
+}
+
+/// The server side of a TLS handshake, within [`HANDSHAKE_TIMEOUT`], given up when the
+/// listener says to close now.
+async fn handshake(
+    tls: &Tls,
+    stream: tokio::net::TcpStream,
+    client: &Client,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    let accept = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    tokio::pin!(accept);
+    let mut watch = client.watch();
+    std::future::poll_fn(|cx| {
+        if client.stage() == Stage::Close {
+            return Poll::Ready(Err("the listener closed".to_string()));
+        }
+        while let Poll::Ready(stage) = watch.poll(cx) {
+            if stage == Stage::Close {
+                return Poll::Ready(Err("the listener closed".to_string()));
+            }
+        }
+        accept.as_mut().poll(cx).map(|accepted| match accepted {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(format!("handshake failed: {error}")),
+            Err(_) => Err("handshake timed out".to_string()),
+        })
+    })
+    .await
 }
 
 /// Serves one client connection: HTTP/2 (`h2`, chosen by ALPN) with hyper, else Baton's own

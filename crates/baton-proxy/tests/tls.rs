@@ -127,3 +127,33 @@ async fn http1_and_h2_over_tls_forward_https() {
     let seen = body(h2.send_request(req).await.unwrap()).await;
     assert!(seen.contains("x-forwarded-proto: https\n"), "{seen}");
 }
+
+#[tokio::test]
+async fn a_stalled_handshake_is_closed_with_the_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, roots) = tls(dir.path());
+    let b = TestBackend::start("a").await;
+    let cfg = ListenerConfig {
+        tls: Some(tls),
+        request_timeout: std::time::Duration::from_millis(200),
+        ..config()
+    };
+    let mut proxy = proxy_to(b.backend("1.0"), cfg).await;
+    // Connected, and never a ClientHello.
+    let mut stalled = TcpStream::connect(proxy.addr).await.unwrap();
+    // Accepted in order: once a later connection has its handshake, this one was accepted.
+    connect(proxy.addr, &roots, &[]).await;
+    proxy.shutdown().await.unwrap().unwrap();
+    // After the grace (request_timeout) the listener says "close now": the handshake gives up
+    // then, long before HANDSHAKE_TIMEOUT.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(
+        baton_proxy::HANDSHAKE_TIMEOUT / 2,
+        tokio::io::AsyncReadExt::read(&mut stalled, &mut byte),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0) | Err(_))),
+        "the stalled handshake outlived the listener: {closed:?}"
+    );
+}
