@@ -93,7 +93,7 @@ pub async fn run(
     let units: BTreeMap<String, Unit> = config
         .units()
         .into_iter()
-        .map(|u| (u.key.clone(), u))
+        .map(|u| (u.key.clone(), crate::tls::resolve(u, config_path)))
         .collect();
     for unit in units.values() {
         let listen = unit.config.listen.expect("units have a listen address");

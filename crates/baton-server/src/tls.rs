@@ -11,6 +11,16 @@ use baton_core::config::{Config, Unit};
 use baton_proxy::Tls;
 use tokio::net::TcpListener;
 
+/// `unit` with its `[apps.<name>.tls]` paths resolved against the config file's directory:
+/// its certificates are read here and, for `host_port`, on every host.
+pub(crate) fn resolve(mut unit: Unit, config_path: &Path) -> Unit {
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    if let Some(tls) = &mut unit.config.tls {
+        *tls = tls.resolved(base);
+    }
+    unit
+}
+
 /// A redirect listener to serve: the app, its listener, and the HTTPS port it sends to.
 pub(crate) type Redirect = (String, TcpListener, u16);
 

@@ -66,6 +66,25 @@ impl TlsConfig {
             .collect()
     }
 
+    /// This section with its relative paths resolved against `base`, so that it means the
+    /// same wherever it is read (an agent's host).
+    pub fn resolved(&self, base: &Path) -> TlsConfig {
+        TlsConfig {
+            cert: self.cert.as_ref().map(|c| base.join(c)),
+            key: self.key.as_ref().map(|k| base.join(k)),
+            certs: self
+                .certs
+                .iter()
+                .map(|c| CertConfig {
+                    cert: base.join(&c.cert),
+                    key: base.join(&c.key),
+                    names: c.names.clone(),
+                })
+                .collect(),
+            redirect_http: self.redirect_http,
+        }
+    }
+
     /// The first problem with this section, as (key under `tls`, what to do).
     pub(super) fn problem(&self) -> Option<(String, String)> {
         match (&self.cert, &self.key) {
@@ -162,6 +181,9 @@ names = ["api.example.com"]
         assert_eq!(certs[0].key, PathBuf::from("/abs/web.key"));
         assert_eq!(certs[1].key, PathBuf::from("/etc/baton/api.key"));
         assert_eq!(certs[1].names, ["api.example.com"]);
+        // Resolved once, the same wherever it is read again.
+        let resolved = t.resolved(Path::new("/etc/baton"));
+        assert_eq!(resolved.certificates(Path::new("/elsewhere")), certs);
     }
 
     #[test]

@@ -454,3 +454,73 @@ fn bad_certificates_are_refused_at_start_naming_the_file() {
         assert!(err.contains("[apps.web.tls]"), "{err}");
     }
 }
+
+const TLS_HOST_PORT: &str = r#"
+[api]
+listen = "127.0.0.1:@API@"
+
+[cluster]
+listen = "127.0.0.1:@CLUSTER@"
+
+[hosts.web-1]
+address = "127.0.0.2"
+
+[apps.web]
+listen = "127.0.0.1:@WEB@"
+hosts = ["web-1"]
+host_port = @OTHER@
+command = ["{artifact}/baton-demo"]
+
+[apps.web.health]
+interval = "200ms"
+healthy_threshold = 1
+
+[apps.web.tls]
+cert = "@CERTS@/web.pem"
+key = "@CERTS@/web.key"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_host_port_serves_https_too() {
+    let ca = TestCa::new();
+    ca.leaf("web", &["web.test"], false);
+    let b = Baton::start(&TLS_HOST_PORT.replace("@CERTS@", ca.dir.path().to_str().unwrap()));
+    let _agents = crate::hosts::Agents::join_all(&b, &[("web-1", "127.0.0.2")]);
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let cacert = ca.ca().display().to_string();
+    for (ip, port) in [
+        ("127.0.0.1", b.web().port()),
+        ("127.0.0.2", b.apps["other"].port()),
+    ] {
+        let url = format!("https://web.test:{port}/");
+        let resolve = format!("web.test:{port}:{ip}");
+        let https = || {
+            Command::new("curl")
+                .args([
+                    "-sf",
+                    "--max-time",
+                    "5",
+                    "--cacert",
+                    &cacert,
+                    "--resolve",
+                    &resolve,
+                    &url,
+                ])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1.0.0")
+                })
+        };
+        let ok = crate::harness::wait_until(Duration::from_secs(30), https);
+        assert!(ok, "{url} at {ip}: no HTTPS answer; log:\n{}", b.log());
+        let plain = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &format!("http://{ip}:{port}/")])
+            .output()
+            .unwrap();
+        assert!(
+            !plain.status.success(),
+            "plain HTTP answered at {ip}:{port}"
+        );
+    }
+}
