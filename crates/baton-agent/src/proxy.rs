@@ -164,6 +164,20 @@ impl HostProxy {
 
     async fn listen(&self, app: &HostApp) {
         let addr = SocketAddr::new(self.address, app.port);
+        // An HTTPS app's listener never serves plain HTTP: without its certificates (they
+        // must be on this host at the controller's paths), no listener; the next split tries
+        // again.
+        let tls = if app.tls.is_empty() {
+            None
+        } else {
+            match baton_proxy::Tls::load(app.tls.clone()) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot serve host_port over TLS: its certificate must be on this host");
+                    return;
+                }
+            }
+        };
         match TcpListener::bind(addr).await {
             Ok(listener) => {
                 tracing::info!(app = %app.app, listen = %addr, "host proxy listening");
@@ -171,6 +185,7 @@ impl HostProxy {
                 let cfg = ListenerConfig {
                     request_timeout: Duration::from_millis(app.request_timeout_ms),
                     max_header_bytes: app.max_header_bytes,
+                    tls,
                 };
                 let serve = baton_proxy::serve(
                     listener,

@@ -20,7 +20,8 @@ use baton_core::run::{HostSplit, RunSpec, Running};
 use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, sent in `join` and `hello`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: `HostApp::tls` (an agent of version 2 would serve an HTTPS app's `host_port` in plain HTTP).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// How often an agent sends a heartbeat, in milliseconds.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Driver;
+use crate::config::{CertConfig, Driver};
 
 /// One instance a host should run. The host renders `command` itself: only it knows where the
 /// artifact is stored and which port is free on its address.
@@ -91,6 +91,10 @@ pub struct HostApp {
     /// The host's health endpoint for the app's external load balancer (`external_lb`).
     #[serde(default)]
     pub lb: Option<HostLb>,
+    /// `[apps.<name>.tls]`'s certificates, absolute paths on the host (the default first);
+    /// empty: plain HTTP.
+    #[serde(default)]
+    pub tls: Vec<CertConfig>,
 }
 
 /// A host's health endpoint for an app's external load balancer: `port` on the host's

@@ -42,6 +42,15 @@ pub(crate) struct Proxy {
     pub(crate) closing: CancellationToken,
     /// The app's request counter ([`Router::requests`]).
     pub(crate) requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Clients speak HTTPS here (`X-Forwarded-Proto: https`).
+    pub(crate) https: bool,
+}
+
+impl Proxy {
+    /// `X-Forwarded-Proto`'s value for this listener's requests.
+    pub(crate) fn proto(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
 }
 
 /// What the requests of one client connection share.
@@ -86,7 +95,12 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let host = rules::check(&parts)?;
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    add_forwarded(&mut parts.headers, &conn.client_ip, host.clone());
+    add_forwarded(
+        &mut parts.headers,
+        &conn.client_ip,
+        proxy.proto(),
+        host.clone(),
+    );
     if let Some(host) = host {
         // HTTP/2 carries the host in :authority, an absolute-form target in the target; the
         // HTTP/1.1 backend needs it as the Host header.

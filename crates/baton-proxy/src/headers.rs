@@ -97,10 +97,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Adds `X-Forwarded-For` (appending `client_ip` to any list the client sent),
-/// `X-Forwarded-Proto: http`, `X-Forwarded-Host` (the original host; none without one, even if
+/// `X-Forwarded-Proto: proto` (`http` or `https`), `X-Forwarded-Host` (the original host; none without one, even if
 /// the client sent one), `X-Real-IP: client_ip`, drops a client's `Forwarded`, and keeps or
 /// creates `X-Request-Id`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Option<HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
     headers.remove(&FORWARDED);
     headers.insert(&X_REAL_IP, client_ip.clone());
     match headers.entry(&X_FORWARDED_FOR) {
@@ -121,7 +126,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Opt
             slot.insert(client_ip.clone());
         }
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -223,7 +228,12 @@ mod tests {
     fn forwarded_headers_append_and_keep_request_id() {
         let ip = HeaderValue::from_static("127.0.0.1");
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-request-id", "abc")]);
-        add_forwarded(&mut h, &ip, Some(HeaderValue::from_static("example.com")));
+        add_forwarded(
+            &mut h,
+            &ip,
+            "http",
+            Some(HeaderValue::from_static("example.com")),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
@@ -233,7 +243,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-for", "10.0.0.2"),
         ]);
-        add_forwarded(&mut two_lines, &ip, None);
+        add_forwarded(&mut two_lines, &ip, "https", None);
         assert_eq!(
             two_lines
                 .get_all("x-forwarded-for")
@@ -241,13 +251,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
         );
+        assert_eq!(two_lines["x-forwarded-proto"], "https");
 
         let mut empty = map(&[("x-forwarded-for", ""), ("x-forwarded-for", " 10.0.0.3 ")]);
-        add_forwarded(&mut empty, &ip, None);
+        add_forwarded(&mut empty, &ip, "http", None);
         assert_eq!(empty["x-forwarded-for"], "10.0.0.3, 127.0.0.1");
 
         let mut fresh = HeaderMap::new();
-        add_forwarded(&mut fresh, &ip, None);
+        add_forwarded(&mut fresh, &ip, "http", None);
         let id = fresh["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));

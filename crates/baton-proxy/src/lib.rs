@@ -2,7 +2,9 @@
 //!
 //! The controller builds [`Backend`]s as instances start, publishes [`RoutingTable`]s through
 //! a [`Router`], runs one [`serve`] per app listener and one [`spawn_health_checker`] per
-//! backend, and reads [`Backend::metrics`] for analysis.
+//! backend, and reads [`Backend::metrics`] for analysis. A listener that terminates TLS gets
+//! a [`Tls`] (its certificates, reloaded as they change) and, if asked, a [`serve_redirect`]
+//! listener beside it.
 
 mod affinity;
 mod backend;
@@ -15,9 +17,11 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
+mod redirect;
 mod router;
 mod select;
 mod signals;
+mod tls;
 mod upgrade;
 mod workers;
 
@@ -28,5 +32,7 @@ pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_I
 pub use health::{CHECKS_PER_CONNECTION, HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
 pub use metrics::{BUCKETS, MetricsSnapshot};
+pub use redirect::serve_redirect;
 pub use router::{AppRoute, ReleaseRoute, Router, RoutingTable};
 pub use select::{pick_backend, select, select_retry, select_target};
+pub use tls::{HANDSHAKE_TIMEOUT, Tls, TlsError, WATCH_INTERVAL};

@@ -1,5 +1,6 @@
 //! One app's listener: accepts client connections (HTTP/1.1 keep-alive and h2c prior
-//! knowledge), serves them through the proxy, and shuts down gracefully.
+//! knowledge, or HTTPS with HTTP/2 by ALPN when it terminates TLS), serves them through the
+//! proxy, and shuts down gracefully.
 
 use std::future::Future;
 use std::io;
@@ -14,13 +15,14 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::{ClientConn, Proxy, handle};
-use crate::h1;
+use crate::h1::{self, ClientIo};
 use crate::router::Router;
 use crate::signals::{Client, Clients, Stage};
+use crate::tls::{HANDSHAKE_TIMEOUT, Tls};
 use crate::workers::Workers;
 
 /// Longest wait for a client's request head (slowloris), unless `request_timeout` is shorter.
@@ -37,6 +39,8 @@ pub struct ListenerConfig {
     pub request_timeout: Duration,
     /// Largest request head accepted (431 above); at least [`MIN_HEADER_BYTES`] for HTTP/1.
     pub max_header_bytes: usize,
+    /// TLS termination: clients speak HTTPS (none: plain HTTP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ListenerConfig {
@@ -45,6 +49,7 @@ impl Default for ListenerConfig {
         Self {
             request_timeout: defaults::REQUEST_TIMEOUT.std(),
             max_header_bytes: defaults::MAX_HEADER_BYTES,
+            tls: None,
         }
     }
 }
@@ -73,8 +78,12 @@ pub async fn serve(
         head_timeout: HEADER_READ_TIMEOUT.min(cfg.request_timeout),
         max_header_bytes: cfg.max_header_bytes.max(MIN_HEADER_BYTES),
         closing: closing.clone(),
+        https: cfg.tls.is_some(),
     });
-    tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), "listening");
+    tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), tls = cfg.tls.is_some(), "listening");
+    if let Some(tls) = &cfg.tls {
+        tokio::spawn(tls.clone().watch(proxy.app.clone(), closing.clone()));
+    }
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -105,6 +114,7 @@ pub async fn serve(
             client_ip,
         });
         let servers = servers.clone();
+        let tls = cfg.tls.clone();
         // Registered here, before the hand-over, so that a shutdown never misses it.
         let client = Clients::register(&clients);
         workers.spawn(async move {
@@ -115,22 +125,19 @@ pub async fn serve(
                     return;
                 }
             };
-            // Baton's own HTTP/1.1 server first; what it does not take, hyper serves.
-            let mut watch = client.watch();
-            let (stream, read) = match h1::serve(stream, &conn, &mut watch).await {
-                h1::Served::Closed => return,
-                h1::Served::Handoff(stream, read) => (stream, read),
-            };
-            drop(watch);
-            let service = service_fn(move |req| handle(conn.clone(), req));
-            let h2 = is_h2_preface(&read);
-            let io = TokioIo::new(Prefixed { read, stream });
-            let served = if h2 {
-                let connection = servers.http2.serve_connection(io, service);
-                until_closed(connection, &client, |c| c.graceful_shutdown()).await
-            } else {
-                let connection = servers.http1.serve_connection(io, service).with_upgrades();
-                until_closed(connection, &client, |c| c.graceful_shutdown()).await
+            let served = match tls {
+                None => serve_client(stream, false, conn, &servers, &client).await,
+                // The handshake runs here, on the worker, never on the accept loop.
+                Some(tls) => match handshake(&tls, stream, &client).await {
+                    Ok(stream) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        serve_client(stream, h2, conn, &servers, &client).await
+                    }
+                    Err(why) => {
+                        tracing::debug!(%peer, %why, "no TLS session");
+                        return;
+                    }
+                },
             };
             if let Err(error) = served {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -151,14 +158,72 @@ pub async fn serve(
     Ok(())
 }
 
-/// A client connection hyper serves after Baton's own server has read from it: the bytes
-/// read come first.
-struct Prefixed {
-    read: BytesMut,
-    stream: TcpStream,
+/// The server side of a TLS handshake, within [`HANDSHAKE_TIMEOUT`], given up when the
+/// listener says to close now.
+async fn handshake(
+    tls: &Tls,
+    stream: tokio::net::TcpStream,
+    client: &Client,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    let accept = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    tokio::pin!(accept);
+    let mut watch = client.watch();
+    std::future::poll_fn(|cx| {
+        if client.stage() == Stage::Close {
+            return Poll::Ready(Err("the listener closed".to_string()));
+        }
+        while let Poll::Ready(stage) = watch.poll(cx) {
+            if stage == Stage::Close {
+                return Poll::Ready(Err("the listener closed".to_string()));
+            }
+        }
+        accept.as_mut().poll(cx).map(|accepted| match accepted {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(format!("handshake failed: {error}")),
+            Err(_) => Err("handshake timed out".to_string()),
+        })
+    })
+    .await
 }
 
-impl AsyncRead for Prefixed {
+/// Serves one client connection: HTTP/2 (`h2`, chosen by ALPN) with hyper, else Baton's own
+/// HTTP/1.1 server first and hyper for what it does not take.
+async fn serve_client<S: ClientIo>(
+    stream: S,
+    h2: bool,
+    conn: Arc<ClientConn>,
+    servers: &Servers,
+    client: &Client,
+) -> Result<(), hyper::Error> {
+    let (stream, read) = if h2 {
+        (stream, BytesMut::new())
+    } else {
+        let mut watch = client.watch();
+        match h1::serve(stream, &conn, &mut watch).await {
+            h1::Served::Closed => return Ok(()),
+            h1::Served::Handoff(stream, read) => (stream, read),
+        }
+    };
+    let service = service_fn(move |req| handle(conn.clone(), req));
+    let h2 = h2 || is_h2_preface(&read);
+    let io = TokioIo::new(Prefixed { read, stream });
+    if h2 {
+        let connection = servers.http2.serve_connection(io, service);
+        until_closed(connection, client, |c| c.graceful_shutdown()).await
+    } else {
+        let connection = servers.http1.serve_connection(io, service).with_upgrades();
+        until_closed(connection, client, |c| c.graceful_shutdown()).await
+    }
+}
+
+/// A client connection hyper serves after Baton's own server has read from it: the bytes
+/// read come first.
+struct Prefixed<S> {
+    read: BytesMut,
+    stream: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -178,7 +243,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

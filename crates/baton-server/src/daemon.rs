@@ -96,7 +96,7 @@ pub async fn run(
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
     let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
-    let snapshot = ConfigSnapshot::new(config);
+    let snapshot = ConfigSnapshot::new(config, config_path);
     let mut app_listeners = Vec::new();
     for unit in snapshot.units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
@@ -104,6 +104,8 @@ pub async fn run(
         app_listeners.push((unit.key.clone(), Bound::bind(listen, &what).await?));
     }
     let config = &snapshot.config;
+    let (tls, redirects) =
+        crate::tls::load(config_path, config, &snapshot.units, &app_listeners).await?;
     let cluster_listener = match &config.cluster {
         Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
         None => None,
@@ -170,9 +172,16 @@ pub async fn run(
     let mut listeners = Listeners::new(shared.router.clone());
     for (key, bound) in app_listeners {
         let app = shared.app(&key).expect("a listener per unit");
-        listeners.start(&key, bound, listener_config(&app))?;
+        listeners.start(&key, bound, listener_config(&app, tls.get(&key).cloned()))?;
     }
     daemon.apps = listeners.addrs();
+    let mut redirect_tasks = Vec::new();
+    for (app, listener, https_port) in redirects {
+        let stop = wait_true(stop_rx.clone());
+        redirect_tasks.push(tokio::spawn(baton_proxy::serve_redirect(
+            listener, app, https_port, stop,
+        )));
+    }
     tracing::info!(
         fd_limit,
         max_connections = limits.max_connections,
@@ -232,6 +241,11 @@ pub async fn run(
     );
     let _ = stop_tx.send(true);
     let (_, ()) = tokio::join!(ctl, listeners.shutdown());
+    for task in redirect_tasks {
+        if let Ok(Err(e)) = task.await {
+            tracing::warn!(error = %e, "redirect listener ended with an error");
+        }
+    }
     let _ = api.await;
     if let Some(task) = cluster_task
         && let Ok(Err(e)) = task.await

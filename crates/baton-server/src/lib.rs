@@ -13,6 +13,7 @@ pub mod notify;
 mod reload;
 pub mod scrape;
 mod shared;
+mod tls;
 mod token;
 pub mod views;
 

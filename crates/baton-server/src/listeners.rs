@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use baton_core::config::AppConfig;
-use baton_proxy::{ListenerConfig, Router};
+use baton_proxy::{ListenerConfig, Router, Tls};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -55,12 +55,24 @@ pub struct Listeners {
     stopping: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
-/// How the proxy treats a unit's clients, from its config.
-pub fn listener_config(app: &AppConfig) -> ListenerConfig {
+/// How the proxy treats a unit's clients, from its config and its certificates (`tls.rs`).
+pub fn listener_config(app: &AppConfig, tls: Option<Arc<Tls>>) -> ListenerConfig {
     ListenerConfig {
         request_timeout: app.proxy.request_timeout.std(),
         max_header_bytes: app.proxy.max_header_bytes,
+        tls,
     }
+}
+
+/// Whether two listener settings serve the same: the same limits and the same certificate
+/// holder (new certificates in the same holder reach new handshakes without a restart).
+fn same_settings(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+    let same_tls = match (&a.tls, &b.tls) {
+        (None, None) => true,
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    };
+    a.request_timeout == b.request_timeout && a.max_header_bytes == b.max_header_bytes && same_tls
 }
 
 impl Listeners {
@@ -71,6 +83,11 @@ impl Listeners {
             serving: BTreeMap::new(),
             stopping: Vec::new(),
         }
+    }
+
+    /// Unit `key`'s certificates, if its listener serves TLS.
+    pub fn tls(&self, key: &str) -> Option<Arc<Tls>> {
+        self.serving.get(key)?.cfg.tls.clone()
     }
 
     /// Each unit's address.
@@ -131,9 +148,7 @@ impl Listeners {
         let Some(s) = self.serving.get(key) else {
             return Ok(false);
         };
-        if s.cfg.request_timeout == cfg.request_timeout
-            && s.cfg.max_header_bytes == cfg.max_header_bytes
-        {
+        if same_settings(&s.cfg, &cfg) {
             return Ok(false);
         }
         let socket = s

@@ -100,8 +100,10 @@ pub(crate) async fn reload(
         )));
     }
     let changes = diff(&old.config, &new);
-    let next = ConfigSnapshot::new(new);
-    check(shared, &changes, &next)?;
+    let next = ConfigSnapshot::new(new, path);
+    check(shared, &changes, &old, &next)?;
+    let certs = crate::tls::prepare(&next.units, |key| listeners.tls(key))
+        .map_err(|e| ReloadError::Refused(format!("{e:#}; nothing was changed")))?;
     // Bound before anything changes: a listener that cannot bind refuses the whole reload.
     let mut bound = Vec::new();
     for key in changes.added.iter().chain(&changes.moved) {
@@ -116,7 +118,7 @@ pub(crate) async fn reload(
         };
         bound.push((key.clone(), b));
     }
-    apply(shared, listeners, &old, next, &changes, bound);
+    apply(shared, listeners, &old, next, &changes, bound, &certs);
     let message = format!("{} reloaded: {changes}", path.display());
     if let Err(e) = shared.event(
         clock::now(),
@@ -139,6 +141,7 @@ fn apply(
     next: ConfigSnapshot,
     changes: &ConfigDiff,
     bound: Vec<(String, Bound)>,
+    certs: &crate::tls::Prepared,
 ) {
     let next = Arc::new(next);
     {
@@ -151,9 +154,11 @@ fn apply(
         }
     }
     shared.snapshot.store(next.clone());
+    certs.apply();
+    let cfg = |key: &str| listener_config(&next.apps[key], certs.holders.get(key).cloned());
     for (key, b) in bound {
         // Only a failed dup of a fresh socket: the unit stays without a listener; logged.
-        if let Err(e) = listeners.start(&key, b, listener_config(&next.apps[&key])) {
+        if let Err(e) = listeners.start(&key, b, cfg(&key)) {
             tracing::error!(app = %key, error = %format!("{e:#}"), "cannot start a listener");
         }
     }
@@ -161,14 +166,35 @@ fn apply(
         listeners.stop(key);
     }
     for key in changes.changed.keys() {
-        if let Err(e) = listeners.reconfigure(key, listener_config(&next.apps[key])) {
+        if let Err(e) = listeners.reconfigure(key, cfg(key)) {
             tracing::error!(app = %key, error = %format!("{e:#}"), "cannot restart a listener with its new proxy settings");
         }
     }
 }
 
 /// What a valid config may still not do live.
-fn check(shared: &Shared, changes: &ConfigDiff, next: &ConfigSnapshot) -> Result<(), ReloadError> {
+fn check(
+    shared: &Shared,
+    changes: &ConfigDiff,
+    old: &ConfigSnapshot,
+    next: &ConfigSnapshot,
+) -> Result<(), ReloadError> {
+    // Redirect listeners are bound at start only.
+    let redirect = |c: &baton_core::config::Config, app: &str| {
+        c.apps
+            .get(app)
+            .and_then(|a| a.tls.as_ref())
+            .and_then(|t| t.redirect_http)
+    };
+    let apps = old.config.apps.keys().chain(next.config.apps.keys());
+    if let Some(app) = apps
+        .into_iter()
+        .find(|app| redirect(&old.config, app) != redirect(&next.config, app))
+    {
+        return Err(ReloadError::RestartOnly(format!(
+            "[apps.{app}.tls] redirect_http changed, and redirect listeners are opened only when Baton starts: put it back and reload, or restart Baton (`baton restart`) to apply it; nothing was changed"
+        )));
+    }
     for key in &changes.removed {
         let active = shared
             .store

@@ -72,12 +72,13 @@ pub struct ConfigSnapshot {
 }
 
 impl ConfigSnapshot {
-    /// Resolves the units of `config`.
-    pub fn new(config: Config) -> Self {
+    /// Resolves the units of `config`, read from `config_path` (relative certificate paths
+    /// are resolved against its directory).
+    pub fn new(config: Config, config_path: &std::path::Path) -> Self {
         let units: BTreeMap<String, Unit> = config
             .units()
             .into_iter()
-            .map(|u| (u.key.clone(), u))
+            .map(|u| (u.key.clone(), crate::tls::resolve(u, config_path)))
             .collect();
         let apps = units
             .iter()

@@ -23,6 +23,7 @@ mod listeners;
 mod notify;
 mod span;
 mod text;
+mod tls;
 #[cfg(test)]
 mod unusable_tests;
 
@@ -43,6 +44,8 @@ pub use diff::{ConfigDiff, RESTART_ONLY, diff, restart_only_change};
 pub use external_lb::ExternalLbConfig;
 
 pub use listeners::clash;
+
+pub use tls::{CertConfig, TlsConfig};
 
 pub use canary::{
     AnalysisConfig, CanaryConfig, CanaryStep, MatchRule, MetricConfig, MetricKindConfig,
@@ -229,6 +232,9 @@ pub struct AppConfig {
     /// front of `host_port`, and how that load balancer checks it.
     #[serde(default)]
     pub external_lb: Option<ExternalLbConfig>,
+    /// `[apps.<name>.tls]`: TLS termination on the app's listeners (every environment's).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// How instances run: `process` (default) or `docker`.
     #[serde(default)]
     pub driver: Driver,
@@ -525,6 +531,17 @@ impl Config {
                 owner: unit.key,
             });
         }
+        for (name, app) in &self.apps {
+            if let Some(addr) = app.tls.as_ref().and_then(|t| t.redirect_http) {
+                listeners.push(listeners::Listener {
+                    addr,
+                    owner: format!("{name}'s redirect to HTTPS"),
+                    key: ["apps", name, "tls", "redirect_http"]
+                        .map(String::from)
+                        .to_vec(),
+                });
+            }
+        }
         if let Err((key, message)) = listeners::check(&listeners) {
             return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);
         }
@@ -741,6 +758,9 @@ impl Config {
                 && let Some(msg) = external_lb::check(&self.apps, name, app, lb)
             {
                 return fail(&["apps", name, "external_lb", msg.0], msg.1);
+            }
+            if let Some((key, message)) = app.tls.as_ref().and_then(TlsConfig::problem) {
+                return fail(&["apps", name, "tls", &key], message);
             }
             if app.host_port == Some(0) {
                 return fail(

@@ -16,11 +16,10 @@
 
 use std::future::Future;
 use std::io;
-use std::task::{Context, Poll, ready};
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use baton_h1::RequestBody;
@@ -28,6 +27,8 @@ use baton_h1::request::{Parsed, RequestHead, as_http_1_1, parse};
 
 use crate::forward::ClientConn;
 use crate::signals::Watch;
+
+pub(crate) use wire::ClientIo;
 
 mod request;
 mod respond;
@@ -47,15 +48,19 @@ const READ_CHUNK: usize = 8 * 1024;
 const COPY_LIMIT: usize = 16 * 1024;
 
 /// How a connection served here ended.
-pub(crate) enum Served {
+pub(crate) enum Served<S> {
     /// Closed (by either side, a timeout or the shutdown).
     Closed,
     /// hyper takes over: the stream, and the bytes read from it that no request consumed.
-    Handoff(TcpStream, BytesMut),
+    Handoff(S, BytesMut),
 }
 
 /// Serves `stream` until it closes or a request needs hyper.
-pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watch<'_>) -> Served {
+pub(crate) async fn serve<S: ClientIo>(
+    stream: S,
+    conn: &ClientConn,
+    watch: &mut Watch<'_>,
+) -> Served<S> {
     let proxy = &conn.proxy;
     let head_timeout = proxy.head_timeout;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -116,7 +121,7 @@ pub(crate) async fn serve(stream: TcpStream, conn: &ClientConn, watch: &mut Watc
                 if wire.finishing && buf.is_empty() {
                     return Poll::Ready(Wait::Close);
                 }
-                poll_read(&wire.stream, &mut buf, cx).map(Wait::Read)
+                wire.stream.poll_read_buf(&mut buf, cx).map(Wait::Read)
             })
             .await;
             match read {
@@ -189,19 +194,4 @@ enum Wait {
     Read(io::Result<usize>),
     TimedOut,
     Close,
-}
-
-fn poll_read(
-    stream: &TcpStream,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    loop {
-        ready!(stream.poll_read_ready(cx))?;
-        match stream.try_read_buf(buf) {
-            // The readiness was stale: wait for the next.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
-        }
-    }
 }

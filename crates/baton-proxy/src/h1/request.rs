@@ -102,7 +102,9 @@ pub(super) async fn forward(
                 dst.extend_from_slice(conn.client_ip.as_bytes());
                 dst.extend_from_slice(b"\r\nx-real-ip: ");
                 dst.extend_from_slice(conn.client_ip.as_bytes());
-                dst.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+                dst.extend_from_slice(b"\r\nx-forwarded-proto: ");
+                dst.extend_from_slice(conn.proxy.proto().as_bytes());
+                dst.extend_from_slice(b"\r\n");
                 if let Some(host) = host {
                     put_header(&mut dst, b"x-forwarded-host", host);
                 }
@@ -137,7 +139,7 @@ pub(super) async fn forward(
         map.append(name, value);
     }
     let host = map.get(header::HOST).cloned();
-    add_forwarded(&mut map, &conn.client_ip, host.clone());
+    add_forwarded(&mut map, &conn.client_ip, conn.proxy.proto(), host.clone());
     let decision = affinity.decide(&map, || fresh_key(&mut rng));
     let prefer = decision
         .target

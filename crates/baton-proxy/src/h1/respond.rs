@@ -17,7 +17,7 @@ use super::wire::Wire;
 use crate::backend::InFlight;
 use crate::error::ProxyError;
 
-impl Wire<'_, '_> {
+impl<S: super::wire::ClientIo> Wire<'_, '_, S> {
     /// Writes the response head and streams the body, re-framed for this connection: its
     /// length if known, else chunked (an HTTP/1.0 client: the end of the connection). Returns
     /// whether the connection must close after it.

@@ -1,6 +1,9 @@
 //! The client side of a connection Baton's own HTTP/1.1 server serves: its stream, the bytes
 //! waiting to go out, and the listener's signals, which every wait watches (with the client's
 //! own end of the connection while the proxy waits on the instance).
+//!
+//! The stream is a plain TCP connection or a TLS one ([`ClientIo`]): the plain one is read and
+//! written through its readiness, straight into and out of Baton's buffers, as before TLS.
 
 use std::future::Future;
 use std::io;
@@ -9,15 +12,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 use crate::signals::{Stage, Watch};
 
 /// The client side of a connection: its stream, the bytes waiting to go out, and the
 /// listener's signals, which every wait watches.
-pub(super) struct Wire<'a, 'w> {
-    pub(super) stream: TcpStream,
+pub(super) struct Wire<'a, 'w, S> {
+    pub(super) stream: S,
     pub(super) out: BytesMut,
     pub(super) watch: &'a mut Watch<'w>,
     /// The listener is shutting down: close after the response in flight.
@@ -27,7 +31,7 @@ pub(super) struct Wire<'a, 'w> {
     pub(super) client_sent_more: bool,
 }
 
-impl Wire<'_, '_> {
+impl<S: ClientIo> Wire<'_, '_, S> {
     /// Ready when the listener says to close now; notes a request to finish in between.
     pub(super) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while let Poll::Ready(stage) = self.watch.poll(cx) {
@@ -67,7 +71,7 @@ impl Wire<'_, '_> {
         }
         let mut byte = [MaybeUninit::uninit(); 1];
         let mut probe = ReadBuf::uninit(&mut byte);
-        match self.stream.poll_peek(cx, &mut probe) {
+        match self.stream.tcp().poll_peek(cx, &mut probe) {
             Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(()),
             Poll::Ready(Ok(_)) => {
                 self.client_sent_more = true;
@@ -84,7 +88,7 @@ impl Wire<'_, '_> {
             if self.poll_close(cx).is_ready() {
                 return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
             }
-            poll_write_all(&self.stream, &self.out, &mut written, cx)
+            self.stream.poll_write_all(&self.out, &mut written, cx)
         })
         .await;
         self.out.clear();
@@ -99,26 +103,99 @@ impl Wire<'_, '_> {
             if self.poll_close(cx).is_ready() {
                 return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
             }
-            poll_write_all(&self.stream, data, &mut written, cx)
+            self.stream.poll_write_all(data, &mut written, cx)
         })
         .await
     }
 }
 
-fn poll_write_all(
-    stream: &TcpStream,
-    bytes: &[u8],
-    written: &mut usize,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    while *written < bytes.len() {
-        ready!(stream.poll_write_ready(cx))?;
-        match stream.try_write(&bytes[*written..]) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(n) => *written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Poll::Ready(Err(e)),
+/// A client connection Baton's own HTTP/1.1 server can serve: plain TCP or TLS over it.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP connection underneath, to notice the client leaving (a TLS client's alerts
+    /// and pipelined records count as bytes sent, as a plain client's pipelined requests do).
+    fn tcp(&self) -> &TcpStream;
+
+    /// Reads what has arrived into `buf`'s spare room: 0 at the end of the stream.
+    fn poll_read_buf(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>>;
+
+    /// Writes `bytes[*written..]` and flushes it out to the socket.
+    fn poll_write_all(
+        &mut self,
+        bytes: &[u8],
+        written: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>>;
+}
+
+impl ClientIo for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn poll_read_buf(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            match self.try_read_buf(buf) {
+                // The readiness was stale: wait for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
         }
     }
-    Poll::Ready(Ok(()))
+
+    fn poll_write_all(
+        &mut self,
+        bytes: &[u8],
+        written: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while *written < bytes.len() {
+            ready!(self.poll_write_ready(cx))?;
+            match self.try_write(&bytes[*written..]) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ClientIo for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn poll_read_buf(
+        &mut self,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    fn poll_write_all(
+        &mut self,
+        bytes: &[u8],
+        written: &mut usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while *written < bytes.len() {
+            match ready!(Pin::new(&mut *self).poll_write(cx, &bytes[*written..]))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => *written += n,
+            }
+        }
+        // rustls holds the records it could not write yet.
+        Pin::new(self).poll_flush(cx)
+    }
 }

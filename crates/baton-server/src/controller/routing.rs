@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
 
 use baton_core::model::{Millis, Phase, Strategy};
 use baton_proxy::{Affinity, AppRoute, Match, MatchSource, MatchValue, ReleaseRoute, RoutingTable};
@@ -241,6 +242,12 @@ fn host_split(
             request_timeout_ms: config.proxy.request_timeout.as_millis(),
             max_header_bytes: config.proxy.max_header_bytes,
             releases,
+            // Resolved at start (crate::tls::resolve): the same paths on every host.
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| t.certificates(Path::new("")))
+                .unwrap_or_default(),
             lb: config.external_lb.as_ref().map(|lb| HostLb {
                 port: lb.health_port,
                 passing: endpoints

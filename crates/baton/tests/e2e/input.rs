@@ -52,7 +52,7 @@ fn a_config_typo_exits_2_naming_file_line_and_column() {
 
 /// `baton up` on `config`; killed if it is still running after 30 s (a config that was
 /// accepted). Returns its exit code and stderr.
-fn up_exit(dir: &std::path::Path, config: &str) -> (Option<i32>, String) {
+pub(crate) fn up_exit(dir: &std::path::Path, config: &str) -> (Option<i32>, String) {
     let path = dir.join("baton.toml");
     std::fs::write(&path, config).unwrap();
     let stderr = dir.join("stderr");

@@ -22,4 +22,5 @@ mod migrations;
 mod readme;
 mod readme_config;
 mod reload;
+mod tls;
 mod webhooks;

@@ -45,6 +45,14 @@ const TABLES: &[(&str, &str)] = &[
     ),
     ("apps.<name>.analysis", "[apps.web.analysis]"),
     (
+        "apps.<name>.tls",
+        "[apps.web.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"",
+    ),
+    (
+        "apps.<name>.tls.certs",
+        "[[apps.web.tls.certs]]\ncert = \"c.pem\"\nkey = \"k.pem\"",
+    ),
+    (
         "apps.<name>.analysis.metric",
         "[[apps.web.analysis.metric]]\nname = \"m\"",
     ),
