@@ -17,9 +17,10 @@ use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::handover::{Control, ControllerTask, Ending, Incoming};
 use crate::notify::{Notifier, RetryPolicy};
 use crate::shared::Shared;
-use crate::{api, controller, token};
+use crate::{api, controller, handover, token};
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -61,13 +62,33 @@ pub struct Daemon {
     pub token: String,
 }
 
-/// Runs Baton until `shutdown` resolves, then closes the listeners, lets in-flight requests
-/// finish and stops every instance. `ready` receives the bound addresses.
+/// Runs Baton until `shutdown` resolves (or `baton stop`), then closes the listeners, lets
+/// in-flight requests finish and stops every instance. `ready` receives the bound addresses.
+///
+/// Started by `baton restart` (`handover.rs`), it takes the listeners and the control plane
+/// from the running process, and tells it why if it cannot.
 pub async fn run(
     config_path: &Path,
     config: Config,
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<Daemon>>,
+) -> anyhow::Result<()> {
+    let command = handover::own_command()?;
+    let mut incoming = Incoming::from_env().await?;
+    let result = serve(config_path, config, shutdown, ready, &mut incoming, command).await;
+    if let Err(e) = &result {
+        incoming.failed(&format!("{e:#}")).await;
+    }
+    result
+}
+
+async fn serve(
+    config_path: &Path,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<Daemon>>,
+    incoming: &mut Incoming,
+    (exe, args): (PathBuf, Vec<std::ffi::OsString>),
 ) -> anyhow::Result<()> {
     let fd_limit = raise_fd_limit();
     let data_dir = config.data_dir(config_path);
@@ -82,13 +103,16 @@ pub async fn run(
     let data_dir = std::fs::canonicalize(&data_dir)
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
-    let _lock = lock_data_dir(&data_dir)?;
+    // A new process of a restart takes the lock once the old one released it.
+    incoming.take().await?;
+    let lock = lock_data_dir(&data_dir)?;
+    let sockets = incoming.sockets.clone();
     let db = data_dir.join("baton.db");
     private_db_files(&db)?;
     let store = Store::open(&db).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
-    let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
+    let api_listener = bind(&sockets, "api", config.api.listen, "the API ([api] listen)").await?;
     let mut app_listeners = Vec::new();
     let units: BTreeMap<String, Unit> = config
         .units()
@@ -98,6 +122,8 @@ pub async fn run(
     for unit in units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
         let l = bind(
+            &sockets,
+            &format!("app:{}", unit.key),
             listen,
             &format!("app {} in {} (its listen address)", unit.app, unit.env),
         )
@@ -105,7 +131,15 @@ pub async fn run(
         app_listeners.push((unit.key.clone(), l));
     }
     let cluster_listener = match &config.cluster {
-        Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
+        Some(c) => Some(
+            bind(
+                &sockets,
+                "cluster",
+                c.listen,
+                "the cluster ([cluster] listen)",
+            )
+            .await?,
+        ),
         None => None,
     };
     let cluster = match &config.cluster {
@@ -140,6 +174,7 @@ pub async fn run(
     let owner = owner_id(&data_dir)?;
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_EVENTS);
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel(LIFECYCLE_REQUESTS);
     let shared = Arc::new(Shared {
         artifacts,
         config,
@@ -157,6 +192,7 @@ pub async fn run(
         started: started_tx,
         agent_events: agent_tx,
         remote: Default::default(),
+        lifecycle: lifecycle_tx,
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -164,6 +200,9 @@ pub async fn run(
     for (inst, live) in controller::adopt_all(&shared, &exits_tx).await? {
         tokio::spawn(controller::drain_task(shared.clone(), inst, live));
     }
+    // Before accepting: the re-adopted instances take requests at once (a restart must not
+    // answer a single 503).
+    controller::publish_now(&shared)?;
 
     let mut proxies = Vec::new();
     for (name, listener) in app_listeners {
@@ -204,14 +243,20 @@ pub async fn run(
         ))),
         _ => None,
     };
-    let ctl = tokio::spawn(controller::run(
-        shared.clone(),
-        started_rx,
-        agent_rx,
-        exits_rx,
+    let inputs = controller::Inputs {
+        started: started_rx,
+        agent_events: agent_rx,
+        exits: exits_rx,
         exits_tx,
-        stop_rx.clone(),
-    ));
+    };
+    let mut control = Control {
+        controller: Some(ControllerTask::spawn(shared.clone(), inputs)),
+        shared: shared.clone(),
+        lock: Some(lock),
+        sockets,
+        exe,
+        args,
+    };
 
     tracing::info!(api = %daemon.api, data_dir = %daemon.data_dir.display(), "baton is up");
     if let (Some(listen), Some(cluster)) = (daemon.cluster, &shared.cluster) {
@@ -220,16 +265,31 @@ pub async fn run(
     for (app, addr) in &daemon.apps {
         tracing::info!(app = %app, listen = %addr, "proxy listening");
     }
+    // Recorded before the old process hears of it: `baton restart` returns with it in place.
+    handover::announce(&shared.data_dir)?;
+    incoming.ready().await;
     if let Some(ready) = ready {
         let _ = ready.send(daemon);
     }
 
-    shutdown.await;
-    tracing::info!(
-        "shutting down: closing listeners, finishing in-flight requests, stopping instances"
-    );
+    let ending = control.serve_until(shutdown, lifecycle_rx).await;
+    match ending {
+        Ending::Stop {
+            keep_instances: false,
+        } => tracing::info!(
+            "shutting down: closing listeners, finishing in-flight requests, stopping instances"
+        ),
+        Ending::Stop {
+            keep_instances: true,
+        } => tracing::info!(
+            "shutting down: closing listeners, finishing in-flight requests; instances keep running for the next `baton up`"
+        ),
+        Ending::HandedOver => control.sockets.forget_serving(),
+    }
     let _ = stop_tx.send(true);
-    let _ = ctl.await;
+    if let Some(c) = control.controller.take() {
+        c.stop().await;
+    }
     for p in proxies {
         if let Ok(Err(e)) = p.await {
             tracing::warn!(error = %e, "proxy listener ended with an error");
@@ -241,7 +301,16 @@ pub async fn run(
     {
         tracing::warn!(error = %format!("{e:#}"), "cluster listener ended with an error");
     }
-    controller::stop_all(&shared).await;
+    if ending
+        == (Ending::Stop {
+            keep_instances: false,
+        })
+    {
+        controller::stop_all(&shared).await;
+    }
+    if ending != Ending::HandedOver {
+        handover::unannounce(&shared.data_dir);
+    }
     // Give the webhooks a moment for the last events; never hold shutdown on them.
     shared
         .notifier
@@ -298,7 +367,8 @@ fn private_db_files(db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+/// Locks the data directory for this process (`DATA/lock`), or says who holds it.
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let path = data_dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -311,8 +381,16 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     })
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Listens on `addr` under `name`: on the socket a restart handed over if it has that name
+/// and address, else on a new one.
+async fn bind(
+    sockets: &baton_proxy::handoff::Sockets,
+    name: &str,
+    addr: SocketAddr,
+    what: &str,
+) -> anyhow::Result<TcpListener> {
+    sockets
+        .listen(name, addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))
 }
@@ -327,6 +405,8 @@ async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// How many agent reports may wait for the controller loop.
 const AGENT_EVENTS: usize = 1024;
+/// How many restart and stop requests may wait (one is carried out at a time).
+const LIFECYCLE_REQUESTS: usize = 8;
 
 /// The local Docker Engine, connected at start when an app runs containers on this host, so
 /// that a missing engine stops `baton up` with a clear error instead of failing every start.

@@ -8,12 +8,16 @@ pub mod cluster;
 mod controller;
 mod daemon;
 mod handle;
+pub mod handover;
 pub mod notify;
 pub mod scrape;
 mod shared;
 mod token;
 pub mod views;
 
-pub use api::{AnalysisView, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run};
+pub use api::{
+    AnalysisView, HANDING_OVER, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run,
+    StopRequest, Stopping,
+};
 pub use daemon::{Daemon, load_config, run};
 pub use token::{TOKEN_FILE, read_token};

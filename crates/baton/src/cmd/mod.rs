@@ -7,6 +7,7 @@ mod deploy;
 mod hosts;
 mod image;
 mod intents;
+mod lifecycle;
 mod release;
 mod status;
 mod up;
@@ -26,6 +27,8 @@ pub fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Up => up::run(&config).await,
+            Command::Restart => lifecycle::restart(&config).await,
+            Command::Stop { keep_instances } => lifecycle::stop(&config, keep_instances).await,
             Command::Release(ReleaseCmd::Create {
                 app,
                 version_arg,

@@ -21,4 +21,5 @@ mod ledger;
 mod migrations;
 mod readme;
 mod readme_config;
+mod restart;
 mod webhooks;

@@ -1,0 +1,602 @@
+//! Hands a process's listening sockets to the process that replaces it (`baton restart`, an
+//! agent's SIGUSR2), so that no connection is refused or lost while Baton itself restarts
+//! (docs/DESIGN.md I10).
+//!
+//! The old process starts the new one with [`HANDOFF_ENV`] naming a unix socket in its data
+//! directory (mode 0600, accepted only from that child's pid), and sends each listener's
+//! descriptor over it (`SCM_RIGHTS`) with its name and configured address. Both processes
+//! then hold the same sockets: connections wait in the one kernel queue whoever accepts them.
+//! The protocol is a few text lines, in this order:
+//!
+//! ```text
+//! old -> new   listener NAME ADDR   (one per socket, its descriptor attached)
+//! old -> new   offered PID
+//! new -> old   take | refuse REASON (the new process read its config)
+//! old -> new   released             (the old one stopped its control plane)
+//! new -> old   ready PID | failed REASON
+//! ```
+//!
+//! After `ready`, the old process stops accepting, finishes its requests and exits. A new
+//! process that refuses, fails, exits or falls silent leaves the old one serving.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use tokio::io::Interest;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::process::{Child, Command};
+
+/// The environment variable that tells a starting process where its predecessor waits.
+pub const HANDOFF_ENV: &str = "BATON_HANDOFF";
+/// The hand-over socket's file in the data directory.
+pub const SOCKET_FILE: &str = "handoff.sock";
+/// How long the new process may take to connect, and to say whether it takes over.
+pub const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the new process may take from `released` to `ready` (it re-adopts every instance).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest line either side accepts.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Why a hand-over did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The hand-over socket or a descriptor could not be used.
+    #[error("hand-over: {0}")]
+    Io(#[from] io::Error),
+    /// The new program could not be started.
+    #[error("cannot start {}: {source}", .exe.display())]
+    Spawn {
+        /// The program.
+        exe: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The new process said why it does not take over.
+    #[error("{0}")]
+    Refused(String),
+    /// The new process exited before it was ready.
+    #[error("the new process exited ({0}) before it was ready; its log (this one's) says why")]
+    Exited(String),
+    /// The new process took too long.
+    #[error("the new process did not {what} within {}s; it was stopped", .within.as_secs())]
+    Timeout {
+        /// What it did not do.
+        what: &'static str,
+        /// The time it had.
+        within: Duration,
+    },
+    /// The other side sent something else than the protocol says.
+    #[error("hand-over protocol: {0}")]
+    Protocol(String),
+}
+
+/// One named listening socket.
+struct Named {
+    name: String,
+    addr: SocketAddr,
+    fd: OwnedFd,
+}
+
+/// The listening sockets a process serves on, by name, so that a successor can take them;
+/// and, in a successor, the ones its predecessor offered until it takes or drops them.
+#[derive(Default)]
+pub struct Sockets {
+    state: Mutex<SocketsState>,
+}
+
+#[derive(Default)]
+struct SocketsState {
+    /// Offered by the predecessor and not taken yet.
+    inherited: Vec<Named>,
+    /// Serving now: a copy of each descriptor, offered to a successor.
+    serving: Vec<Named>,
+}
+
+impl Sockets {
+    fn lock(&self) -> MutexGuard<'_, SocketsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A listener for `name` on `addr` (as configured: `127.0.0.1:0` stays that): the
+    /// predecessor's socket if it offered one of that name and address, else a new one.
+    pub async fn listen(&self, name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
+        let inherited = {
+            let mut state = self.lock();
+            let at = state
+                .inherited
+                .iter()
+                .position(|n| n.name == name && n.addr == addr);
+            at.map(|i| state.inherited.remove(i))
+        };
+        let listener = match inherited {
+            Some(named) => {
+                let std = std::net::TcpListener::from(named.fd);
+                std.set_nonblocking(true)?;
+                tracing::debug!(name, %addr, "listening on the socket handed over");
+                TcpListener::from_std(std)?
+            }
+            None => TcpListener::bind(addr).await?,
+        };
+        let fd = listener.as_fd().try_clone_to_owned()?;
+        let mut state = self.lock();
+        state.serving.retain(|n| n.name != name);
+        state.serving.push(Named {
+            name: name.to_string(),
+            addr,
+            fd,
+        });
+        Ok(listener)
+    }
+
+    /// `name` is closed for good: not offered to a successor.
+    pub fn close(&self, name: &str) {
+        self.lock().serving.retain(|n| n.name != name);
+    }
+
+    /// Closes what the predecessor offered and this process did not take (a listener no
+    /// longer in the config), and forgets every socket: after a hand-over the old process
+    /// keeps none open beyond its own listeners' lives.
+    pub fn close_unclaimed(&self) {
+        self.lock().inherited.clear();
+    }
+
+    /// Forgets the sockets served now (the successor has them).
+    pub fn forget_serving(&self) {
+        self.lock().serving.clear();
+    }
+
+    /// The names of the sockets offered by the predecessor and not taken yet.
+    pub fn unclaimed(&self) -> Vec<String> {
+        self.lock()
+            .inherited
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    fn offer(&self) -> io::Result<Vec<Named>> {
+        self.lock()
+            .serving
+            .iter()
+            .map(|n| {
+                Ok(Named {
+                    name: n.name.clone(),
+                    addr: n.addr,
+                    fd: n.fd.try_clone()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The old process's side: the new process it started, until that one is ready.
+pub struct Successor {
+    channel: Channel,
+    child: Child,
+    /// The new process's pid.
+    pub pid: u32,
+}
+
+impl Successor {
+    /// Starts `exe` with `args` and offers it `sockets` through `DATA/handoff.sock`.
+    pub async fn start(
+        data_dir: &Path,
+        exe: &Path,
+        args: &[OsString],
+        sockets: &Sockets,
+    ) -> Result<Successor, HandoffError> {
+        let path = data_dir.join(SOCKET_FILE);
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let spawned = Command::new(exe)
+            .args(args)
+            .env(HANDOFF_ENV, &path)
+            .stdin(Stdio::null())
+            .kill_on_drop(false)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(source) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(HandoffError::Spawn {
+                    exe: exe.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let connected = tokio::select! {
+            stream = accept_from(&listener, pid) => stream.map_err(HandoffError::Io),
+            status = child.wait() => Err(HandoffError::Exited(exit_text(status))),
+            () = tokio::time::sleep(TAKE_TIMEOUT) => Err(HandoffError::Timeout { what: "connect", within: TAKE_TIMEOUT }),
+        };
+        let _ = std::fs::remove_file(&path);
+        let mut successor = match connected {
+            Ok(stream) => Successor {
+                channel: Channel::new(stream),
+                child,
+                pid,
+            },
+            Err(e) => {
+                stop_child(&mut child).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = successor.offer(sockets).await {
+            successor.abandon().await;
+            return Err(e);
+        }
+        Ok(successor)
+    }
+
+    async fn offer(&mut self, sockets: &Sockets) -> Result<(), HandoffError> {
+        for named in sockets.offer()? {
+            let line = format!("listener {} {}", named.name, named.addr);
+            self.channel.send(&line, Some(named.fd.as_fd())).await?;
+        }
+        let line = format!("offered {}", std::process::id());
+        self.channel.send(&line, None).await?;
+        Ok(())
+    }
+
+    /// Waits for the new process to take over (it read its config), or for why not.
+    pub async fn taken(&mut self) -> Result<(), HandoffError> {
+        let line = self
+            .expect("say whether it takes over", TAKE_TIMEOUT)
+            .await?;
+        match split_word(&line) {
+            ("take", _) => Ok(()),
+            ("refuse", reason) => Err(HandoffError::Refused(reason.to_string())),
+            _ => Err(HandoffError::Protocol(format!("unexpected {line:?}"))),
+        }
+    }
+
+    /// Tells the new process that the control plane is its to run.
+    pub async fn released(&mut self) -> Result<(), HandoffError> {
+        Ok(self.channel.send("released", None).await?)
+    }
+
+    /// Waits until the new process serves, or for why it cannot.
+    pub async fn ready(&mut self) -> Result<u32, HandoffError> {
+        let line = self.expect("become ready", READY_TIMEOUT).await?;
+        match split_word(&line) {
+            ("ready", pid) => pid
+                .parse()
+                .map_err(|_| HandoffError::Protocol(format!("bad pid in {line:?}"))),
+            ("failed", reason) => Err(HandoffError::Refused(reason.to_string())),
+            _ => Err(HandoffError::Protocol(format!("unexpected {line:?}"))),
+        }
+    }
+
+    /// The hand-over is off: stops the new process (if it still runs) and reaps it.
+    pub async fn abandon(mut self) {
+        stop_child(&mut self.child).await;
+    }
+
+    async fn expect(
+        &mut self,
+        what: &'static str,
+        within: Duration,
+    ) -> Result<String, HandoffError> {
+        let received = tokio::select! {
+            biased;
+            line = self.channel.recv() => line,
+            () = tokio::time::sleep(within) => return Err(HandoffError::Timeout { what, within }),
+        };
+        match received {
+            Ok(line) => Ok(line),
+            // The connection closed: the process exited (or is about to); say how.
+            Err(e) => match tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await {
+                Ok(status) => Err(HandoffError::Exited(exit_text(status))),
+                Err(_) => Err(e),
+            },
+        }
+    }
+}
+
+/// The new process's side: the process it replaces, until this one is ready.
+pub struct Predecessor {
+    channel: Channel,
+    /// The old process's pid.
+    pub pid: u32,
+}
+
+impl Predecessor {
+    /// If [`HANDOFF_ENV`] is set, connects to the process that started this one and takes the
+    /// sockets it offers.
+    pub async fn connect_from_env() -> Result<Option<(Predecessor, Sockets)>, HandoffError> {
+        let Some(path) = std::env::var_os(HANDOFF_ENV) else {
+            return Ok(None);
+        };
+        let stream = UnixStream::connect(&path).await?;
+        let mut channel = Channel::new(stream);
+        let sockets = Sockets::default();
+        loop {
+            let line = tokio::time::timeout(TAKE_TIMEOUT, channel.recv())
+                .await
+                .map_err(|_| HandoffError::Timeout {
+                    what: "offer its sockets",
+                    within: TAKE_TIMEOUT,
+                })??;
+            match split_word(&line) {
+                ("listener", rest) => {
+                    let (name, addr) = split_word(rest);
+                    let addr = addr
+                        .parse()
+                        .map_err(|_| HandoffError::Protocol(format!("bad address in {line:?}")))?;
+                    let fd = channel.fds.pop_front().ok_or_else(|| {
+                        HandoffError::Protocol(format!("no descriptor with {line:?}"))
+                    })?;
+                    sockets.lock().inherited.push(Named {
+                        name: name.to_string(),
+                        addr,
+                        fd,
+                    });
+                }
+                ("offered", pid) => {
+                    let pid = pid
+                        .parse()
+                        .map_err(|_| HandoffError::Protocol(format!("bad pid in {line:?}")))?;
+                    return Ok(Some((Predecessor { channel, pid }, sockets)));
+                }
+                _ => return Err(HandoffError::Protocol(format!("unexpected {line:?}"))),
+            }
+        }
+    }
+
+    /// Says why this process does not take over (the old one keeps serving).
+    pub async fn refuse(self, reason: &str) {
+        let _ = self.channel.send(&format!("refuse {reason}"), None).await;
+    }
+
+    /// Takes over: waits until the old process has released the control plane.
+    pub async fn take(&mut self) -> Result<(), HandoffError> {
+        self.channel.send("take", None).await?;
+        let line = tokio::time::timeout(READY_TIMEOUT, self.channel.recv())
+            .await
+            .map_err(|_| HandoffError::Timeout {
+                what: "release the control plane",
+                within: READY_TIMEOUT,
+            })??;
+        match line.as_str() {
+            "released" => Ok(()),
+            _ => Err(HandoffError::Protocol(format!("unexpected {line:?}"))),
+        }
+    }
+
+    /// This process serves: the old one may stop accepting.
+    pub async fn ready(self) -> Result<(), HandoffError> {
+        let line = format!("ready {}", std::process::id());
+        Ok(self.channel.send(&line, None).await?)
+    }
+
+    /// This process cannot serve: the old one takes the control plane back.
+    pub async fn failed(self, reason: &str) {
+        let _ = self.channel.send(&format!("failed {reason}"), None).await;
+    }
+}
+
+/// Tells a starting process started for a hand-over (if this is one) why it cannot take
+/// over, before it has read the offer (e.g. its config is invalid).
+pub async fn refuse_from_env(reason: &str) {
+    if let Ok(Some((predecessor, _))) = Predecessor::connect_from_env().await {
+        predecessor.refuse(reason).await;
+    }
+}
+
+/// Accepts the connection of process `pid` (any other peer is turned away).
+async fn accept_from(listener: &UnixListener, pid: u32) -> io::Result<UnixStream> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let peer = stream.peer_cred()?.pid();
+        if peer.and_then(|p| u32::try_from(p).ok()) == Some(pid) {
+            return Ok(stream);
+        }
+        tracing::warn!(
+            ?peer,
+            "hand-over socket: a connection from another process; closed"
+        );
+    }
+}
+
+/// Kills the process (SIGKILL: a SIGTERM would be its full stop, which stops the instances it
+/// may have adopted) and reaps it.
+async fn stop_child(child: &mut Child) {
+    let _ = child.kill().await;
+}
+
+fn exit_text(status: io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("cannot tell how: {e}"),
+    }
+}
+
+fn split_word(line: &str) -> (&str, &str) {
+    line.split_once(' ').unwrap_or((line, ""))
+}
+
+/// Lines over a unix stream, with descriptors riding along.
+struct Channel {
+    stream: UnixStream,
+    read: Vec<u8>,
+    /// Descriptors received, in the order they came.
+    fds: VecDeque<OwnedFd>,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> Channel {
+        Channel {
+            stream,
+            read: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// Sends `line` (newlines become spaces), with `fd` attached to its first byte.
+    async fn send(&self, line: &str, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let mut bytes = line.replace(['\n', '\r'], " ").into_bytes();
+        bytes.push(b'\n');
+        let mut sent = 0;
+        while sent < bytes.len() {
+            sent += self
+                .stream
+                .async_io(Interest::WRITABLE, || {
+                    let fds: Vec<BorrowedFd<'_>> = fd.filter(|_| sent == 0).into_iter().collect();
+                    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                    let mut control = SendAncillaryBuffer::new(&mut space);
+                    if !fds.is_empty() {
+                        control.push(SendAncillaryMessage::ScmRights(&fds));
+                    }
+                    let iov = [IoSlice::new(&bytes[sent..])];
+                    rustix::net::sendmsg(&self.stream, &iov, &mut control, SendFlags::NOSIGNAL)
+                        .map_err(io::Error::from)
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The next line; an error once the other side has closed.
+    async fn recv(&mut self) -> Result<String, HandoffError> {
+        loop {
+            if let Some(end) = self.read.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.read.drain(..=end).collect();
+                return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
+            }
+            if self.read.len() > MAX_LINE {
+                return Err(HandoffError::Protocol("a line too long".into()));
+            }
+            let mut chunk = [0u8; 4096];
+            let Channel { stream, fds, .. } = self;
+            let n = stream
+                .async_io(Interest::READABLE, || {
+                    // Linux hands over at most one sender's descriptors per read.
+                    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+                    let mut control = RecvAncillaryBuffer::new(&mut space);
+                    let mut iov = [IoSliceMut::new(&mut chunk)];
+                    let msg = rustix::net::recvmsg(
+                        &*stream,
+                        &mut iov,
+                        &mut control,
+                        RecvFlags::CMSG_CLOEXEC,
+                    )
+                    .map_err(io::Error::from)?;
+                    for message in control.drain() {
+                        if let RecvAncillaryMessage::ScmRights(received) = message {
+                            fds.extend(received);
+                        }
+                    }
+                    Ok(msg.bytes)
+                })
+                .await?;
+            if n == 0 {
+                return Err(HandoffError::Protocol(
+                    "the other process closed the hand-over".into(),
+                ));
+            }
+            self.read.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn listeners_cross_with_their_names_and_keep_their_queue() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let old = Sockets::default();
+        let api = old
+            .listen("api", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let web = old
+            .listen("app:web", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let web_addr = web.local_addr().unwrap();
+        // A client connects before the hand-over and is accepted by the new process.
+        let mut client = tokio::net::TcpStream::connect(web_addr).await.unwrap();
+        let sender = Channel::new(a);
+        for named in old.offer().unwrap() {
+            let line = format!("listener {} {}", named.name, named.addr);
+            sender.send(&line, Some(named.fd.as_fd())).await.unwrap();
+        }
+        sender.send("offered 1", None).await.unwrap();
+        drop((api, web, old));
+
+        let mut receiver = Channel::new(b);
+        let new = Sockets::default();
+        loop {
+            let line = receiver.recv().await.unwrap();
+            let (word, rest) = split_word(&line);
+            if word == "offered" {
+                break;
+            }
+            let (name, addr) = split_word(rest);
+            let fd = receiver.fds.pop_front().unwrap();
+            new.lock().inherited.push(Named {
+                name: name.into(),
+                addr: addr.parse().unwrap(),
+                fd,
+            });
+        }
+        assert_eq!(new.unclaimed(), ["api", "app:web"]);
+        let taken = new
+            .listen("app:web", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(taken.local_addr().unwrap(), web_addr, "the same socket");
+        let (mut server, _) = taken.accept().await.unwrap();
+        server.write_all(b"hi").await.unwrap();
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hi");
+        assert_eq!(new.unclaimed(), ["api"]);
+        new.close_unclaimed();
+        assert!(new.unclaimed().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_changed_address_is_bound_anew() {
+        let new = Sockets::default();
+        let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        new.lock().inherited.push(Named {
+            name: "api".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            fd: OwnedFd::from(old),
+        });
+        let l = new
+            .listen("api", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        assert_ne!(l.local_addr().unwrap().port(), 1);
+        assert_eq!(new.unclaimed(), ["api"], "the old socket is not taken");
+    }
+
+    #[test]
+    fn lines_split_into_a_word_and_the_rest() {
+        assert_eq!(
+            split_word("refuse bad config here"),
+            ("refuse", "bad config here")
+        );
+        assert_eq!(split_word("take"), ("take", ""));
+    }
+}
