@@ -397,6 +397,45 @@ pub async fn refuse_from_env(reason: &str) {
     }
 }
 
+/// SIGUSR2, which asks a running Baton or agent to restart (as nginx's binary upgrade).
+pub struct RestartSignal(Option<tokio::signal::unix::Signal>);
+
+impl RestartSignal {
+    /// Watches SIGUSR2 from now on (a warning, and no restarts by signal, if it cannot).
+    pub fn new() -> RestartSignal {
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGUSR2 (restart)"))
+            .ok();
+        RestartSignal(signal)
+    }
+
+    /// Resolves at the next SIGUSR2.
+    pub async fn recv(&mut self) {
+        let received = match &mut self.0 {
+            Some(s) => s.recv().await.is_some(),
+            None => false,
+        };
+        if !received {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Default for RestartSignal {
+    fn default() -> Self {
+        RestartSignal::new()
+    }
+}
+
+/// The program and arguments this process runs, for a restart: read at start, before an
+/// upgrade replaces the file (`/proc/self/exe` then reads `... (deleted)`).
+pub fn own_command() -> io::Result<(PathBuf, Vec<OsString>)> {
+    Ok((
+        std::env::current_exe()?,
+        std::env::args_os().skip(1).collect(),
+    ))
+}
+
 /// Accepts the connection of process `pid` (any other peer is turned away).
 async fn accept_from(listener: &UnixListener, pid: u32) -> io::Result<UnixStream> {
     loop {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Context;
 use baton_proxy::handoff::{Predecessor, Sockets, Successor};
 use nix::fcntl::Flock;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -155,14 +154,12 @@ impl Control {
         mut requests: mpsc::Receiver<Request>,
     ) -> Ending {
         tokio::pin!(shutdown);
-        let mut usr2 = signal(SignalKind::user_defined2())
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot watch SIGUSR2 (restart)"))
-            .ok();
+        let mut usr2 = baton_proxy::handoff::RestartSignal::new();
         loop {
             let request = tokio::select! {
                 () = &mut shutdown => return Ending::Stop { keep_instances: false },
                 Some(r) = requests.recv() => r,
-                () = usr2_received(&mut usr2) => {
+                () = usr2.recv() => {
                     tracing::info!("SIGUSR2: restarting");
                     Request::Restart(None)
                 }
@@ -257,17 +254,6 @@ impl Control {
     }
 }
 
-async fn usr2_received(usr2: &mut Option<Signal>) {
-    match usr2 {
-        Some(s) => {
-            if s.recv().await.is_none() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Records this process as the data directory's `baton up` (DATA/baton.pid), and tells a
 /// service manager that watches through `$NOTIFY_SOCKET` (systemd's `Type=notify`) which
 /// process is the main one now.
@@ -315,8 +301,7 @@ fn notify_service_manager(socket: &std::ffi::OsStr, message: &str) {
 
 /// The program and arguments this process runs, for a restart.
 pub fn own_command() -> anyhow::Result<(PathBuf, Vec<OsString>)> {
-    let exe = std::env::current_exe().context("cannot tell which program this baton runs")?;
-    Ok((exe, std::env::args_os().skip(1).collect()))
+    baton_proxy::handoff::own_command().context("cannot tell which program this baton runs")
 }
 
 /// If this process was started by `baton restart`, tells the running baton why it cannot take
