@@ -19,24 +19,22 @@
 //! After `ready`, the old process stops accepting, finishes its requests and exits. A new
 //! process that refuses, fails, exits or falls silent leaves the old one serving.
 
-use std::collections::VecDeque;
+mod channel;
+mod sockets;
+
 use std::ffi::OsString;
-use std::io::{self, IoSlice, IoSliceMut};
-use std::mem::MaybeUninit;
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
-};
-use tokio::io::Interest;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
+
+use channel::Channel;
+use sockets::Named;
+pub use sockets::Sockets;
 
 /// The environment variable that tells a starting process where its predecessor waits.
 pub const HANDOFF_ENV: &str = "BATON_HANDOFF";
@@ -46,8 +44,6 @@ pub const SOCKET_FILE: &str = "handoff.sock";
 pub const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the new process may take from `released` to `ready` (it re-adopts every instance).
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// The longest line either side accepts.
-const MAX_LINE: usize = 64 * 1024;
 
 /// Why a hand-over did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -80,105 +76,6 @@ pub enum HandoffError {
     /// The other side sent something else than the protocol says.
     #[error("hand-over protocol: {0}")]
     Protocol(String),
-}
-
-/// One named listening socket.
-struct Named {
-    name: String,
-    addr: SocketAddr,
-    fd: OwnedFd,
-}
-
-/// The listening sockets a process serves on, by name, so that a successor can take them;
-/// and, in a successor, the ones its predecessor offered until it takes or drops them.
-#[derive(Default)]
-pub struct Sockets {
-    state: Mutex<SocketsState>,
-}
-
-#[derive(Default)]
-struct SocketsState {
-    /// Offered by the predecessor and not taken yet.
-    inherited: Vec<Named>,
-    /// Serving now: a copy of each descriptor, offered to a successor.
-    serving: Vec<Named>,
-}
-
-impl Sockets {
-    fn lock(&self) -> MutexGuard<'_, SocketsState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A listener for `name` on `addr` (as configured: `127.0.0.1:0` stays that): the
-    /// predecessor's socket if it offered one of that name and address, else a new one.
-    pub async fn listen(&self, name: &str, addr: SocketAddr) -> io::Result<TcpListener> {
-        let inherited = {
-            let mut state = self.lock();
-            let at = state
-                .inherited
-                .iter()
-                .position(|n| n.name == name && n.addr == addr);
-            at.map(|i| state.inherited.remove(i))
-        };
-        let listener = match inherited {
-            Some(named) => {
-                let std = std::net::TcpListener::from(named.fd);
-                std.set_nonblocking(true)?;
-                tracing::debug!(name, %addr, "listening on the socket handed over");
-                TcpListener::from_std(std)?
-            }
-            None => TcpListener::bind(addr).await?,
-        };
-        let fd = listener.as_fd().try_clone_to_owned()?;
-        let mut state = self.lock();
-        state.serving.retain(|n| n.name != name);
-        state.serving.push(Named {
-            name: name.to_string(),
-            addr,
-            fd,
-        });
-        Ok(listener)
-    }
-
-    /// `name` is closed for good: not offered to a successor.
-    pub fn close(&self, name: &str) {
-        self.lock().serving.retain(|n| n.name != name);
-    }
-
-    /// Closes what the predecessor offered and this process did not take (a listener no
-    /// longer in the config), and forgets every socket: after a hand-over the old process
-    /// keeps none open beyond its own listeners' lives.
-    pub fn close_unclaimed(&self) {
-        self.lock().inherited.clear();
-    }
-
-    /// Forgets the sockets served now (the successor has them).
-    pub fn forget_serving(&self) {
-        self.lock().serving.clear();
-    }
-
-    /// The names of the sockets offered by the predecessor and not taken yet.
-    pub fn unclaimed(&self) -> Vec<String> {
-        self.lock()
-            .inherited
-            .iter()
-            .map(|n| n.name.clone())
-            .collect()
-    }
-
-    fn offer(&self) -> io::Result<Vec<Named>> {
-        self.lock()
-            .serving
-            .iter()
-            .map(|n| {
-                Ok(Named {
-                    name: n.name.clone(),
-                    addr: n.addr,
-                    fd: n.fd.try_clone()?,
-                })
-            })
-            .collect()
-    }
 }
 
 /// The old process's side: the new process it started, until that one is ready.
@@ -259,7 +156,7 @@ impl Successor {
             .await?;
         match split_word(&line) {
             ("take", _) => Ok(()),
-            ("refuse", reason) => Err(HandoffError::Refused(reason.to_string())),
+            ("refuse" | "failed", reason) => Err(HandoffError::Refused(reason.to_string())),
             _ => Err(HandoffError::Protocol(format!("unexpected {line:?}"))),
         }
     }
@@ -468,174 +365,5 @@ fn split_word(line: &str) -> (&str, &str) {
     line.split_once(' ').unwrap_or((line, ""))
 }
 
-/// Lines over a unix stream, with descriptors riding along.
-struct Channel {
-    stream: UnixStream,
-    read: Vec<u8>,
-    /// Descriptors received, in the order they came.
-    fds: VecDeque<OwnedFd>,
-}
-
-impl Channel {
-    fn new(stream: UnixStream) -> Channel {
-        Channel {
-            stream,
-            read: Vec::new(),
-            fds: VecDeque::new(),
-        }
-    }
-
-    /// Sends `line` (newlines become spaces), with `fd` attached to its first byte.
-    async fn send(&self, line: &str, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let mut bytes = line.replace(['\n', '\r'], " ").into_bytes();
-        bytes.push(b'\n');
-        let mut sent = 0;
-        while sent < bytes.len() {
-            sent += self
-                .stream
-                .async_io(Interest::WRITABLE, || {
-                    let fds: Vec<BorrowedFd<'_>> = fd.filter(|_| sent == 0).into_iter().collect();
-                    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-                    let mut control = SendAncillaryBuffer::new(&mut space);
-                    if !fds.is_empty() {
-                        control.push(SendAncillaryMessage::ScmRights(&fds));
-                    }
-                    let iov = [IoSlice::new(&bytes[sent..])];
-                    rustix::net::sendmsg(&self.stream, &iov, &mut control, SendFlags::NOSIGNAL)
-                        .map_err(io::Error::from)
-                })
-                .await?;
-        }
-        Ok(())
-    }
-
-    /// The next line; an error once the other side has closed.
-    async fn recv(&mut self) -> Result<String, HandoffError> {
-        loop {
-            if let Some(end) = self.read.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.read.drain(..=end).collect();
-                return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
-            }
-            if self.read.len() > MAX_LINE {
-                return Err(HandoffError::Protocol("a line too long".into()));
-            }
-            let mut chunk = [0u8; 4096];
-            let Channel { stream, fds, .. } = self;
-            let n = stream
-                .async_io(Interest::READABLE, || {
-                    // Linux hands over at most one sender's descriptors per read.
-                    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
-                    let mut control = RecvAncillaryBuffer::new(&mut space);
-                    let mut iov = [IoSliceMut::new(&mut chunk)];
-                    let msg = rustix::net::recvmsg(
-                        &*stream,
-                        &mut iov,
-                        &mut control,
-                        RecvFlags::CMSG_CLOEXEC,
-                    )
-                    .map_err(io::Error::from)?;
-                    for message in control.drain() {
-                        if let RecvAncillaryMessage::ScmRights(received) = message {
-                            fds.extend(received);
-                        }
-                    }
-                    Ok(msg.bytes)
-                })
-                .await?;
-            if n == 0 {
-                return Err(HandoffError::Protocol(
-                    "the other process closed the hand-over".into(),
-                ));
-            }
-            self.read.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[tokio::test]
-    async fn listeners_cross_with_their_names_and_keep_their_queue() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let old = Sockets::default();
-        let api = old
-            .listen("api", "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let web = old
-            .listen("app:web", "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let web_addr = web.local_addr().unwrap();
-        // A client connects before the hand-over and is accepted by the new process.
-        let mut client = tokio::net::TcpStream::connect(web_addr).await.unwrap();
-        let sender = Channel::new(a);
-        for named in old.offer().unwrap() {
-            let line = format!("listener {} {}", named.name, named.addr);
-            sender.send(&line, Some(named.fd.as_fd())).await.unwrap();
-        }
-        sender.send("offered 1", None).await.unwrap();
-        drop((api, web, old));
-
-        let mut receiver = Channel::new(b);
-        let new = Sockets::default();
-        loop {
-            let line = receiver.recv().await.unwrap();
-            let (word, rest) = split_word(&line);
-            if word == "offered" {
-                break;
-            }
-            let (name, addr) = split_word(rest);
-            let fd = receiver.fds.pop_front().unwrap();
-            new.lock().inherited.push(Named {
-                name: name.into(),
-                addr: addr.parse().unwrap(),
-                fd,
-            });
-        }
-        assert_eq!(new.unclaimed(), ["api", "app:web"]);
-        let taken = new
-            .listen("app:web", "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(taken.local_addr().unwrap(), web_addr, "the same socket");
-        let (mut server, _) = taken.accept().await.unwrap();
-        server.write_all(b"hi").await.unwrap();
-        let mut got = [0u8; 2];
-        client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"hi");
-        assert_eq!(new.unclaimed(), ["api"]);
-        new.close_unclaimed();
-        assert!(new.unclaimed().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_changed_address_is_bound_anew() {
-        let new = Sockets::default();
-        let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        new.lock().inherited.push(Named {
-            name: "api".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            fd: OwnedFd::from(old),
-        });
-        let l = new
-            .listen("api", "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        assert_ne!(l.local_addr().unwrap().port(), 1);
-        assert_eq!(new.unclaimed(), ["api"], "the old socket is not taken");
-    }
-
-    #[test]
-    fn lines_split_into_a_word_and_the_rest() {
-        assert_eq!(
-            split_word("refuse bad config here"),
-            ("refuse", "bad config here")
-        );
-        assert_eq!(split_word("take"), ("take", ""));
-    }
-}
+mod tests;
