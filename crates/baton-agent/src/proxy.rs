@@ -214,6 +214,8 @@ impl HostProxy {
                 let cfg = ListenerConfig {
                     request_timeout: Duration::from_millis(app.request_timeout_ms),
                     max_header_bytes: app.max_header_bytes,
+                    // The split sent to hosts has no drain timeout: the default's.
+                    ..ListenerConfig::default()
                 };
                 let mut closing = self.closing.subscribe();
                 let serve = baton_proxy::serve(

@@ -37,6 +37,9 @@ pub struct ListenerConfig {
     pub request_timeout: Duration,
     /// Largest request head accepted (431 above); at least [`MIN_HEADER_BYTES`] for HTTP/1.
     pub max_header_bytes: usize,
+    /// How long a shutdown (a stop, or the old process of a restart) lets upgraded connections
+    /// (WebSocket tunnels) go on after the requests finished: the app's `drain.timeout`.
+    pub upgrade_grace: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -45,6 +48,7 @@ impl Default for ListenerConfig {
         Self {
             request_timeout: defaults::REQUEST_TIMEOUT.std(),
             max_header_bytes: defaults::MAX_HEADER_BYTES,
+            upgrade_grace: defaults::DRAIN_TIMEOUT.std(),
         }
     }
 }
@@ -73,6 +77,7 @@ pub async fn serve(
         head_timeout: HEADER_READ_TIMEOUT.min(cfg.request_timeout),
         max_header_bytes: cfg.max_header_bytes.max(MIN_HEADER_BYTES),
         closing: closing.clone(),
+        tunnels: Arc::new(Clients::default()),
     });
     tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), "listening");
     tokio::pin!(shutdown);
@@ -147,6 +152,12 @@ pub async fn serve(
         tracing::warn!(app = %proxy.app, "requests still running after the grace period; closing them");
     }
     clients.signal_all(Stage::Close);
+    if tokio::time::timeout(cfg.upgrade_grace, proxy.tunnels.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(app = %proxy.app, tunnels = proxy.tunnels.count(), "upgraded connections still open after the drain timeout; closing them");
+    }
     closing.cancel();
     Ok(())
 }

@@ -210,6 +210,7 @@ async fn serve(
         let cfg = ListenerConfig {
             request_timeout: app.proxy.request_timeout.std(),
             max_header_bytes: app.proxy.max_header_bytes,
+            upgrade_grace: app.drain.timeout.std(),
         };
         let stop = wait_true(stop_rx.clone());
         proxies.push(tokio::spawn(baton_proxy::serve(

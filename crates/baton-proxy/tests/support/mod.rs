@@ -277,6 +277,7 @@ pub fn config() -> ListenerConfig {
     ListenerConfig {
         request_timeout: Duration::from_secs(30),
         max_header_bytes: 16 * 1024,
+        upgrade_grace: Duration::from_secs(30),
     }
 }
 
