@@ -586,6 +586,12 @@ async fn agents_restarted_by_sigusr2_under_load_lose_no_request_and_keep_their_i
     let host_load = load_at(addr);
     let edge = load(&b);
     let dir = agents.dir.join("web-1");
+    // Load before, between and after the restarts (each takes well under a second).
+    let served = |n: u64| {
+        let at = host_load.snapshot().sent + n;
+        wait_until(Duration::from_secs(30), || host_load.snapshot().sent >= at)
+    };
+    assert!(served(100));
     for _ in 0..3 {
         let old = crate::hosts::agent_pid(&dir).expect("DATA/agent.pid");
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGUSR2).unwrap();
@@ -598,6 +604,7 @@ async fn agents_restarted_by_sigusr2_under_load_lose_no_request_and_keep_their_i
             agents.log("web-1")
         );
         wait_state(&b, &agents, "web-1", "connected");
+        assert!(served(50));
     }
     assert_no_failures(&host_load.stop().await, "host_port across 3 agent restarts");
     assert_no_failures(&edge.stop().await, "edge across 3 agent restarts");
