@@ -44,6 +44,7 @@ impl Executor {
         data_dir: &Path,
         controller: &str,
         address: IpAddr,
+        sockets: Arc<baton_proxy::handoff::Sockets>,
     ) -> (Arc<Executor>, mpsc::UnboundedReceiver<HostEvent>) {
         let (host, events) = HostRuntime::new(address, data_dir);
         for gone in host.adopt().await {
@@ -55,7 +56,7 @@ impl Executor {
         }
         let executor = Executor {
             host,
-            proxy: HostProxy::new(address),
+            proxy: HostProxy::new(address, sockets),
             artifacts,
             fetching: Mutex::new(()),
             controller: controller.to_string(),
@@ -91,6 +92,11 @@ impl Executor {
             }
             Err(e) => tracing::warn!(error = %e, "ignoring an unreadable kept split"),
         }
+    }
+
+    /// Closes the host's listeners once their requests finished (a new agent serves them).
+    pub async fn close_listeners(&self) {
+        self.proxy.close().await;
     }
 
     /// The requests each app's `host_port` listener received since the agent started.

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use baton_proxy::Router;
+use baton_proxy::handoff::Sockets;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -38,15 +39,19 @@ impl Drop for Endpoint {
 }
 
 impl Endpoint {
-    /// Binds `address:port` and answers for `app` from now on.
+    /// Listens on `address:port` (the socket a restarted agent handed over, if it had one
+    /// there) and answers for `app` from now on.
     pub(crate) async fn bind(
+        sockets: &Sockets,
         address: IpAddr,
         port: u16,
         app: &str,
         router: Arc<Router>,
         passing: bool,
     ) -> std::io::Result<Endpoint> {
-        let listener = TcpListener::bind(SocketAddr::new(address, port)).await?;
+        let listener = sockets
+            .listen(&socket_name(app), SocketAddr::new(address, port))
+            .await?;
         tracing::info!(app, listen = %listener.local_addr()?, "load-balancer health endpoint listening");
         let flag = Arc::new(AtomicBool::new(passing));
         let task = tokio::spawn(serve(listener, app.to_string(), router, flag.clone()));
@@ -85,6 +90,11 @@ async fn serve(listener: TcpListener, app: String, router: Arc<Router>, passing:
             drop(permit);
         });
     }
+}
+
+/// The name of `app`'s endpoint among the sockets a restart hands over.
+pub(crate) fn socket_name(app: &str) -> String {
+    format!("lb:{app}")
 }
 
 /// Whether the host's proxy has an instance of `app` it would route to.
@@ -142,6 +152,7 @@ mod tests {
         let port = probe.local_addr().unwrap().port();
         drop(probe);
         let ep = Endpoint::bind(
+            &Sockets::default(),
             "127.0.0.1".parse().unwrap(),
             port,
             "web",

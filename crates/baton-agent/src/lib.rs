@@ -10,6 +10,7 @@
 mod backoff;
 mod connect;
 mod executor;
+mod handover;
 mod identity;
 mod join;
 mod lb;
@@ -60,6 +61,9 @@ pub enum AgentError {
     /// A stored credential could not be written.
     #[error(transparent)]
     Store(baton_cluster::CaError),
+    /// A restart's hand-over failed.
+    #[error(transparent)]
+    Handoff(#[from] baton_proxy::handoff::HandoffError),
     /// A stored credential does not parse.
     #[error("{}: {what}: remove the data directory and join again with a new token", .path.display())]
     Corrupt {
@@ -78,8 +82,23 @@ impl AgentError {
 }
 
 /// Runs the agent until `shutdown` resolves: joins first if the data directory holds no
-/// credentials, then keeps a session with the controller.
+/// credentials, then keeps a session with the controller. SIGUSR2 hands over to the agent
+/// binary on disk (`handover.rs`); started for such a hand-over, it takes over.
 pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    let mut handover = handover::Handover::from_env().await?;
+    let result = start(&opts, shutdown, &mut handover).await;
+    if let Err(e) = &result {
+        handover.failed(&e.to_string()).await;
+    }
+    result
+}
+
+async fn start(
+    opts: &AgentOptions,
+    shutdown: impl Future<Output = ()>,
+    handover: &mut handover::Handover,
+) -> Result<(), AgentError> {
+    let opts = opts.clone();
     connect::check_local_address(opts.address)?;
     identity::prepare(&opts.data_dir)?;
     tokio::pin!(shutdown);
@@ -112,6 +131,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl Future<Output = ()>) -> Resu
             }
         }
     };
-    session::run_forever(&opts, identity, shutdown).await;
+    handover.take().await?;
+    session::run_forever(&opts, identity, shutdown, handover).await;
     Ok(())
 }

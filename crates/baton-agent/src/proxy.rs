@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use baton_core::run::{HostApp, HostSplit, Running};
+use baton_proxy::handoff::Sockets;
 use baton_proxy::{
     AppRoute, Backend, Health, HealthCheck, ListenerConfig, ReleaseRoute, Router, RoutingTable,
 };
-use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::lb::Endpoint;
@@ -33,6 +34,8 @@ struct State {
     leaving: HashMap<String, Watched>,
     /// Each `external_lb` app's health endpoint (`lb.rs`).
     endpoints: HashMap<String, Endpoint>,
+    /// The listeners' tasks, which end once they closed and their requests finished.
+    serving: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 /// The proxy of one host.
@@ -40,15 +43,39 @@ pub struct HostProxy {
     address: IpAddr,
     router: Arc<Router>,
     state: Mutex<State>,
+    /// The listening sockets, by name, for a restart of the agent to hand over.
+    sockets: Arc<Sockets>,
+    /// Set when the listeners close (the agent handed over to a new process).
+    closing: watch::Sender<bool>,
 }
 
 impl HostProxy {
-    /// A proxy on `address` with no app yet.
-    pub fn new(address: IpAddr) -> HostProxy {
+    /// A proxy on `address` with no app yet; it listens on `sockets` (those a restarted
+    /// agent handed over, where names and addresses match).
+    pub fn new(address: IpAddr, sockets: Arc<Sockets>) -> HostProxy {
         HostProxy {
             address,
             router: Router::new(),
             state: Mutex::new(State::default()),
+            sockets,
+            closing: watch::channel(false).0,
+        }
+    }
+
+    /// Stops accepting on every listener, lets their requests finish, and closes the health
+    /// endpoints: a new agent serves the same sockets.
+    pub async fn close(&self) {
+        let _ = self.closing.send(true);
+        let (serving, endpoints) = {
+            let mut state = self.lock();
+            (
+                std::mem::take(&mut state.serving),
+                std::mem::take(&mut state.endpoints),
+            )
+        };
+        drop(endpoints);
+        for task in serving {
+            let _ = task.await;
         }
     }
 
@@ -110,17 +137,29 @@ impl HostProxy {
             .filter_map(|a| a.lb.map(|lb| (a.app.as_str(), lb)))
             .collect();
         self.lock().endpoints.retain(|app, ep| {
-            wanted
+            let keep = wanted
                 .get(app.as_str())
-                .is_some_and(|lb| lb.port == ep.port)
+                .is_some_and(|lb| lb.port == ep.port);
+            if !keep {
+                self.sockets.close(&crate::lb::socket_name(app));
+            }
+            keep
         });
         for (app, lb) in wanted {
             if let Some(ep) = self.lock().endpoints.get(app) {
                 ep.set_passing(lb.passing);
                 continue;
             }
-            match Endpoint::bind(self.address, lb.port, app, self.router.clone(), lb.passing).await
-            {
+            let bound = Endpoint::bind(
+                &self.sockets,
+                self.address,
+                lb.port,
+                app,
+                self.router.clone(),
+                lb.passing,
+            )
+            .await;
+            match bound {
                 Ok(ep) => {
                     self.lock().endpoints.insert(app.to_string(), ep);
                 }
@@ -178,7 +217,11 @@ impl HostProxy {
                 }
             }
         };
-        match TcpListener::bind(addr).await {
+        match self
+            .sockets
+            .listen(&format!("host:{}", app.app), addr)
+            .await
+        {
             Ok(listener) => {
                 tracing::info!(app = %app.app, listen = %addr, "host proxy listening");
                 self.lock().listeners.insert(app.app.clone(), app.port);
@@ -186,15 +229,20 @@ impl HostProxy {
                     request_timeout: Duration::from_millis(app.request_timeout_ms),
                     max_header_bytes: app.max_header_bytes,
                     tls,
+                    // The split sent to hosts has no drain timeout: the default's.
+                    ..ListenerConfig::default()
                 };
+                let mut closing = self.closing.subscribe();
                 let serve = baton_proxy::serve(
                     listener,
                     app.app.clone(),
                     self.router.clone(),
                     cfg,
-                    std::future::pending(),
+                    async move {
+                        let _ = closing.wait_for(|c| *c).await;
+                    },
                 );
-                tokio::spawn(serve);
+                self.lock().serving.push(tokio::spawn(serve));
             }
             Err(e) => {
                 tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot listen for host_port");

@@ -17,10 +17,17 @@ use crate::AgentOptions;
 use crate::backoff::Backoff;
 use crate::connect::{CONNECT_TIMEOUT, connect};
 use crate::executor::{Executor, forward_exits};
+use crate::handover::Handover;
 use crate::identity::Identity;
 
-/// Keeps a session with the controller until `shutdown` resolves.
-pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Future<Output = ()>) {
+/// Keeps a session with the controller until `shutdown` resolves, or SIGUSR2 handed over to
+/// a new agent.
+pub(crate) async fn run_forever(
+    opts: &AgentOptions,
+    id: Identity,
+    shutdown: impl Future<Output = ()>,
+    handover: &mut Handover,
+) {
     let config = match baton_cluster::agent_config(&id.ca, id.chain, id.key) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -29,8 +36,16 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
         }
     };
     tokio::pin!(shutdown);
-    let (executor, exits) = Executor::start(&opts.data_dir, &opts.controller, opts.address).await;
+    let (executor, exits) = Executor::start(
+        &opts.data_dir,
+        &opts.controller,
+        opts.address,
+        handover.sockets.clone(),
+    )
+    .await;
     executor.restore_split().await;
+    handover.ready(&opts.data_dir).await;
+    let mut usr2 = baton_proxy::handoff::RestartSignal::new();
     let outbox: Outbox = Arc::default();
     tokio::spawn(forward_exits(exits, outbox.clone()));
     let mut backoff = Backoff::default();
@@ -41,11 +56,17 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
             executor: &executor,
             outbox: &outbox,
         };
-        tokio::select! {
+        let restart = tokio::select! {
             ended = session.run(config.clone()) => {
                 tracing::warn!(controller = %opts.controller, reason = %ended, "session with the controller ended");
+                false
             }
             _ = &mut shutdown => return,
+            () = usr2.recv() => true,
+        };
+        // The session is closed (its future dropped): the control channel is the new agent's.
+        if restart && restarted(opts, handover, &executor).await {
+            return;
         }
         if session.welcomed {
             backoff.reset();
@@ -54,6 +75,31 @@ pub async fn run_forever(opts: &AgentOptions, id: Identity, shutdown: impl Futur
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut shutdown => return,
+            () = usr2.recv() => {
+                if restarted(opts, handover, &executor).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// SIGUSR2: hands over to the agent binary on disk; true once the new agent serves and this
+/// one's listeners have finished their requests.
+async fn restarted(opts: &AgentOptions, handover: &Handover, executor: &Executor) -> bool {
+    tracing::info!("SIGUSR2: restarting the agent");
+    match handover.hand_over(&opts.data_dir).await {
+        Ok(pid) => {
+            tracing::info!(
+                pid,
+                "the new agent serves; finishing in-flight requests and exiting"
+            );
+            executor.close_listeners().await;
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "agent restart failed; this agent keeps serving");
+            false
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Proxy {
     pub(crate) max_header_bytes: usize,
     /// Cancelled when the listener has shut down: closes upgraded tunnels.
     pub(crate) closing: CancellationToken,
+    /// The upgraded connections (tunnels) open now, which a shutdown waits for a while.
+    pub(crate) tunnels: Arc<crate::signals::Clients>,
     /// The app's request counter ([`Router::requests`]).
     pub(crate) requests: Arc<std::sync::atomic::AtomicU64>,
     /// Clients speak HTTPS here (`X-Forwarded-Proto: https`).
@@ -283,6 +285,7 @@ fn respond(
             already_read,
             guard,
             proxy.closing.clone(),
+            crate::signals::Clients::register(&proxy.tunnels),
         );
         return Ok(Response::from_parts(parts, ResponseBody::empty()));
     }

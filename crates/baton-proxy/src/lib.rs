@@ -13,6 +13,7 @@ mod date;
 mod error;
 mod forward;
 mod h1;
+pub mod handoff;
 mod headers;
 mod health;
 mod listener;

@@ -41,6 +41,9 @@ pub struct ListenerConfig {
     pub max_header_bytes: usize,
     /// TLS termination: clients speak HTTPS (none: plain HTTP).
     pub tls: Option<Arc<Tls>>,
+    /// How long a shutdown (a stop, or the old process of a restart) lets upgraded connections
+    /// (WebSocket tunnels) go on after the requests finished: the app's `drain.timeout`.
+    pub upgrade_grace: Duration,
 }
 
 impl Default for ListenerConfig {
@@ -50,6 +53,7 @@ impl Default for ListenerConfig {
             request_timeout: defaults::REQUEST_TIMEOUT.std(),
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             tls: None,
+            upgrade_grace: defaults::DRAIN_TIMEOUT.std(),
         }
     }
 }
@@ -79,6 +83,7 @@ pub async fn serve(
         max_header_bytes: cfg.max_header_bytes.max(MIN_HEADER_BYTES),
         closing: closing.clone(),
         https: cfg.tls.is_some(),
+        tunnels: Arc::new(Clients::default()),
     });
     tracing::info!(app = %proxy.app, addr = ?listener.local_addr().ok(), tls = cfg.tls.is_some(), "listening");
     if let Some(tls) = &cfg.tls {
@@ -154,6 +159,12 @@ pub async fn serve(
         tracing::warn!(app = %proxy.app, "requests still running after the grace period; closing them");
     }
     clients.signal_all(Stage::Close);
+    if tokio::time::timeout(cfg.upgrade_grace, proxy.tunnels.all_closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(app = %proxy.app, tunnels = proxy.tunnels.count(), "upgraded connections still open after the drain timeout; closing them");
+    }
     closing.cancel();
     Ok(())
 }

@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::InFlight;
 
 /// Once both sides have switched, copies bytes both ways until either closes or the listener
-/// is gone. The guard keeps the backend busy (so a drain waits) for the tunnel's life.
+/// is gone. The guard keeps the backend busy (so a drain waits) for the tunnel's life; the
+/// registration keeps the listener's shutdown waiting (up to its `upgrade_grace`).
 pub(crate) fn spawn_tunnel(
     client: OnUpgrade,
     backend: TcpStream,
     already_read: Bytes,
     guard: InFlight,
     closing: CancellationToken,
+    registered: crate::signals::Client,
 ) {
     tokio::spawn(async move {
         let tunnel = async {
@@ -47,5 +49,6 @@ pub(crate) fn spawn_tunnel(
             () = closing.cancelled() => tracing::debug!("tunnel closed by listener shutdown"),
         }
         drop(guard);
+        drop(registered);
     });
 }

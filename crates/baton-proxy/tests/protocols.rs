@@ -42,6 +42,45 @@ async fn upgrade_tunnels_bytes_and_counts_in_flight() {
     .await;
 }
 
+// The old process of a restart finishes its WebSocket connections too: a tunnel open at
+// shutdown goes on (up to `upgrade_grace`, the app's drain timeout) while the listener is gone.
+#[tokio::test]
+async fn a_tunnel_open_at_shutdown_goes_on_until_it_closes() {
+    let b = TestBackend::start("a").await;
+    let backend = b.backend("1.0");
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![backend.clone()])]));
+    let cfg = ListenerConfig {
+        upgrade_grace: std::time::Duration::from_secs(600),
+        ..config()
+    };
+    let mut proxy = TestProxy::start(router, cfg).await;
+    let (mut stream, head) = raw_head(
+        proxy.addr,
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let serving = proxy.shutdown();
+    eventually("the listener to close", || {
+        std::net::TcpStream::connect(proxy.addr).is_err()
+    })
+    .await;
+    for _ in 0..3 {
+        stream.write_all(b"ping").await.unwrap();
+        let mut echoed = [0u8; 4];
+        stream.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"ping");
+    }
+    assert!(!serving.is_finished(), "the shutdown waits for the tunnel");
+    drop(stream);
+    tokio::time::timeout(std::time::Duration::from_secs(20), serving)
+        .await
+        .expect("the listener returns once the tunnel closed")
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn h2c_prior_knowledge_is_served() {
     let b = TestBackend::start("a").await;
@@ -111,6 +150,47 @@ async fn shutdown_lets_the_request_in_flight_finish() {
     b.gate.add_permits(1);
     assert_eq!(slow.await.unwrap().status, 200);
     serving.await.unwrap().unwrap();
+}
+
+// A restart stops the old process's listener while its kept-alive clients go on sending: the
+// request that crosses the shutdown is answered (with `Connection: close`), not failed.
+#[tokio::test]
+async fn shutdown_answers_the_next_request_of_an_idle_connection_then_closes_it() {
+    let b = TestBackend::start("a").await;
+    let router = Router::new();
+    router.publish(table(vec![("1.0", 100, vec![b.backend("1.0")])]));
+    let cfg = ListenerConfig {
+        request_timeout: std::time::Duration::from_secs(600),
+        ..config()
+    };
+    let mut proxy = TestProxy::start(router, cfg).await;
+    // HEAD: a response without a body, so the connection is idle after its head.
+    let (mut kept, head) = raw_head(proxy.addr, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:?}");
+    let serving = proxy.shutdown();
+    eventually("the listener to close", || {
+        std::net::TcpStream::connect(proxy.addr).is_err()
+    })
+    .await;
+    kept.write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        kept.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the connection closes after the answer")
+    .expect("answered, not reset");
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer:?}");
+    assert!(answer.contains("connection: close"), "{answer:?}");
+    tokio::time::timeout(std::time::Duration::from_secs(20), serving)
+        .await
+        .expect("the listener returns")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

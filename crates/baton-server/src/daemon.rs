@@ -18,11 +18,12 @@ use baton_store::{ArtifactStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::handover::{Control, ControllerTask, Ending, Incoming};
 use crate::listeners::{Bound, Listeners, listener_config};
 use crate::notify::{Notifier, RetryPolicy};
 use crate::reload::{Reloader, Reloads};
 use crate::shared::{ConfigSnapshot, Shared};
-use crate::{api, controller, token};
+use crate::{api, controller, handover, token};
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +69,33 @@ pub struct Daemon {
     pub reload: Reloader,
 }
 
-/// Runs Baton until `shutdown` resolves, then closes the listeners, lets in-flight requests
-/// finish and stops every instance. `ready` receives the bound addresses.
+/// Runs Baton until `shutdown` resolves (or `baton stop`), then closes the listeners, lets
+/// in-flight requests finish and stops every instance. `ready` receives the bound addresses.
+///
+/// Started by `baton restart` (`handover.rs`), it takes the listeners and the control plane
+/// from the running process, and tells it why if it cannot.
 pub async fn run(
     config_path: &Path,
     config: Config,
     shutdown: impl Future<Output = ()>,
     ready: Option<oneshot::Sender<Daemon>>,
+) -> anyhow::Result<()> {
+    let command = handover::own_command()?;
+    let mut incoming = Incoming::from_env().await?;
+    let result = serve(config_path, config, shutdown, ready, &mut incoming, command).await;
+    if let Err(e) = &result {
+        incoming.failed(&format!("{e:#}")).await;
+    }
+    result
+}
+
+async fn serve(
+    config_path: &Path,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: Option<oneshot::Sender<Daemon>>,
+    incoming: &mut Incoming,
+    (exe, args): (PathBuf, Vec<std::ffi::OsString>),
 ) -> anyhow::Result<()> {
     let fd_limit = raise_fd_limit();
     let data_dir = config.data_dir(config_path);
@@ -89,25 +110,43 @@ pub async fn run(
     let data_dir = std::fs::canonicalize(&data_dir)
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
-    let _lock = lock_data_dir(&data_dir)?;
+    // A new process of a restart takes the lock once the old one released it.
+    incoming.take().await?;
+    let lock = lock_data_dir(&data_dir)?;
+    let sockets = incoming.sockets.clone();
     let db = data_dir.join("baton.db");
     private_db_files(&db)?;
     let store = Store::open(&db).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
-    let api_listener = bind(config.api.listen, "the API ([api] listen)").await?;
+    let api_listener = bind(&sockets, "api", config.api.listen, "the API ([api] listen)").await?;
     let snapshot = ConfigSnapshot::new(config, config_path);
     let mut app_listeners = Vec::new();
     for unit in snapshot.units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
         let what = format!("app {} in {} (its listen address)", unit.app, unit.env);
-        app_listeners.push((unit.key.clone(), Bound::bind(listen, &what).await?));
+        let bound = Bound::bind(&sockets, &unit.key, listen, &what).await?;
+        app_listeners.push((unit.key.clone(), bound));
     }
     let config = &snapshot.config;
-    let (tls, redirects) =
-        crate::tls::load(config_path, config, &snapshot.units, &app_listeners).await?;
+    let (tls, redirects) = crate::tls::load(
+        config_path,
+        config,
+        &snapshot.units,
+        &app_listeners,
+        &sockets,
+    )
+    .await?;
     let cluster_listener = match &config.cluster {
-        Some(c) => Some(bind(c.listen, "the cluster ([cluster] listen)").await?),
+        Some(c) => Some(
+            bind(
+                &sockets,
+                "cluster",
+                c.listen,
+                "the cluster ([cluster] listen)",
+            )
+            .await?,
+        ),
         None => None,
     };
     let cluster = match &config.cluster {
@@ -141,6 +180,7 @@ pub async fn run(
     let owner = owner_id(&data_dir)?;
     let (started_tx, started_rx) = mpsc::unbounded_channel();
     let (agent_tx, agent_rx) = mpsc::channel(AGENT_EVENTS);
+    let (lifecycle_tx, lifecycle_rx) = mpsc::channel(LIFECYCLE_REQUESTS);
     let shared = Arc::new(Shared {
         artifacts,
         snapshot: ArcSwap::from_pointee(snapshot),
@@ -160,6 +200,7 @@ pub async fn run(
         started: started_tx,
         agent_events: agent_tx,
         remote: Default::default(),
+        lifecycle: lifecycle_tx,
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -168,8 +209,11 @@ pub async fn run(
     for (inst, live) in controller::adopt_all(&shared, &exits_tx).await? {
         tokio::spawn(controller::drain_task(shared.clone(), inst, live));
     }
+    // Before accepting: the re-adopted instances take requests at once (a restart must not
+    // answer a single 503).
+    controller::publish_now(&shared)?;
 
-    let mut listeners = Listeners::new(shared.router.clone());
+    let mut listeners = Listeners::new(shared.router.clone(), sockets.clone());
     for (key, bound) in app_listeners {
         let app = shared.app(&key).expect("a listener per unit");
         listeners.start(&key, bound, listener_config(&app, tls.get(&key).cloned()))?;
@@ -204,14 +248,20 @@ pub async fn run(
         ))),
         _ => None,
     };
-    let ctl = tokio::spawn(controller::run(
-        shared.clone(),
-        started_rx,
-        agent_rx,
-        exits_rx,
+    let inputs = controller::Inputs {
+        started: started_rx,
+        agent_events: agent_rx,
+        exits: exits_rx,
         exits_tx,
-        stop_rx.clone(),
-    ));
+    };
+    let mut control = Control {
+        controller: Some(ControllerTask::spawn(shared.clone(), inputs)),
+        shared: shared.clone(),
+        lock: Some(lock),
+        sockets,
+        exe,
+        args,
+    };
 
     tracing::info!(api = %daemon.api, data_dir = %daemon.data_dir.display(), "baton is up");
     if let (Some(listen), Some(cluster)) = (daemon.cluster, &shared.cluster) {
@@ -220,6 +270,9 @@ pub async fn run(
     for (app, addr) in &daemon.apps {
         tracing::info!(app = %app, listen = %addr, "proxy listening");
     }
+    // Recorded before the old process hears of it: `baton restart` returns with it in place.
+    handover::announce(&shared.data_dir)?;
+    incoming.ready().await;
     if let Some(ready) = ready {
         let _ = ready.send(daemon);
     }
@@ -229,18 +282,29 @@ pub async fn run(
         shared: shared.clone(),
         queue: reload_queue,
     };
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            served = reloads.serve_one(&mut listeners) => if !served { shutdown.await; break },
-        }
+    let ending = control
+        .serve_until(shutdown, lifecycle_rx, &mut reloads, &mut listeners)
+        .await;
+    match ending {
+        Ending::Stop {
+            keep_instances: false,
+        } => tracing::info!(
+            "shutting down: closing listeners, finishing in-flight requests, stopping instances"
+        ),
+        Ending::Stop {
+            keep_instances: true,
+        } => tracing::info!(
+            "shutting down: closing listeners, finishing in-flight requests; instances keep running for the next `baton up`"
+        ),
+        Ending::HandedOver => control.sockets.forget_serving(),
     }
-    tracing::info!(
-        "shutting down: closing listeners, finishing in-flight requests, stopping instances"
-    );
     let _ = stop_tx.send(true);
-    let (_, ()) = tokio::join!(ctl, listeners.shutdown());
+    let controller = async {
+        if let Some(c) = control.controller.take() {
+            c.stop().await;
+        }
+    };
+    let ((), ()) = tokio::join!(controller, listeners.shutdown());
     for task in redirect_tasks {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "redirect listener ended with an error");
@@ -252,7 +316,16 @@ pub async fn run(
     {
         tracing::warn!(error = %format!("{e:#}"), "cluster listener ended with an error");
     }
-    controller::stop_all(&shared).await;
+    if ending
+        == (Ending::Stop {
+            keep_instances: false,
+        })
+    {
+        controller::stop_all(&shared).await;
+    }
+    if ending != Ending::HandedOver {
+        handover::unannounce(&shared.data_dir);
+    }
     // Give the webhooks a moment for the last events; never hold shutdown on them.
     shared
         .notifier
@@ -309,7 +382,8 @@ fn private_db_files(db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+/// Locks the data directory for this process (`DATA/lock`), or says who holds it.
+pub(crate) fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let path = data_dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -322,8 +396,16 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     })
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
+/// Listens on `addr` under `name`: on the socket a restart handed over if it has that name
+/// and address, else on a new one.
+async fn bind(
+    sockets: &baton_proxy::handoff::Sockets,
+    name: &str,
+    addr: SocketAddr,
+    what: &str,
+) -> anyhow::Result<TcpListener> {
+    sockets
+        .listen(name, addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))
 }
@@ -339,6 +421,8 @@ pub(crate) async fn wait_true(mut rx: watch::Receiver<bool>) {
 
 /// How many agent reports may wait for the controller loop.
 const AGENT_EVENTS: usize = 1024;
+/// How many restart and stop requests may wait (one is carried out at a time).
+const LIFECYCLE_REQUESTS: usize = 8;
 
 /// The local Docker Engine, connected at start when an app runs containers on this host, so
 /// that a missing engine stops `baton up` with a clear error instead of failing every start.

@@ -8,6 +8,7 @@ pub mod cluster;
 mod controller;
 mod daemon;
 mod handle;
+pub mod handover;
 mod listeners;
 pub mod notify;
 mod reload;
@@ -17,7 +18,10 @@ mod tls;
 mod token;
 pub mod views;
 
-pub use api::{AnalysisView, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run};
+pub use api::{
+    AnalysisView, HANDING_OVER, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run,
+    StopRequest, Stopping,
+};
 pub use daemon::{Daemon, LoadError, load_config, run};
 pub use reload::{EVENT_APP as RELOAD_EVENT_APP, ReloadError, Reloader};
 pub use token::{TOKEN_FILE, read_token};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use baton_core::config::AppConfig;
+use baton_proxy::handoff::Sockets;
 use baton_proxy::{ListenerConfig, Router, Tls};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,18 +20,28 @@ use tokio::task::JoinHandle;
 pub struct Bound {
     /// The socket (non-blocking).
     pub socket: std::net::TcpListener,
+    /// The address as configured (`127.0.0.1:0` stays that): what a restart matches it by.
+    pub addr: SocketAddr,
 }
 
 impl Bound {
-    /// Binds `addr` for `what` (named in the error).
-    pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<Bound> {
-        let listener = tokio::net::TcpListener::bind(addr)
+    /// Listens on `addr` for unit `key` (`what` is named in the error): on the socket a
+    /// restart handed over if it had that unit and address (`baton_proxy::handoff`), else on
+    /// a new one; either way offered to the next restart.
+    pub async fn bind(
+        sockets: &Sockets,
+        key: &str,
+        addr: SocketAddr,
+        what: &str,
+    ) -> anyhow::Result<Bound> {
+        let listener = sockets
+            .listen(&socket_name(key), addr)
             .await
             .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))?;
         let socket = listener
             .into_std()
             .context("cannot take over a bound socket")?;
-        Ok(Bound { socket })
+        Ok(Bound { socket, addr })
     }
 
     /// The bound address.
@@ -50,9 +61,16 @@ struct Serving {
 /// Every unit's listener.
 pub struct Listeners {
     router: Arc<Router>,
+    /// Every listening socket of this process, offered to the next restart.
+    sockets: Arc<Sockets>,
     serving: BTreeMap<String, Serving>,
     /// Accept loops told to stop whose connections may still be finishing.
     stopping: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+/// The name unit `key`'s socket is handed over under at a restart.
+fn socket_name(key: &str) -> String {
+    format!("app:{key}")
 }
 
 /// How the proxy treats a unit's clients, from its config and its certificates (`tls.rs`).
@@ -61,6 +79,7 @@ pub fn listener_config(app: &AppConfig, tls: Option<Arc<Tls>>) -> ListenerConfig
         request_timeout: app.proxy.request_timeout.std(),
         max_header_bytes: app.proxy.max_header_bytes,
         tls,
+        upgrade_grace: app.drain.timeout.std(),
     }
 }
 
@@ -72,17 +91,26 @@ fn same_settings(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         (Some(x), Some(y)) => Arc::ptr_eq(x, y),
         _ => false,
     };
-    a.request_timeout == b.request_timeout && a.max_header_bytes == b.max_header_bytes && same_tls
+    a.request_timeout == b.request_timeout
+        && a.max_header_bytes == b.max_header_bytes
+        && a.upgrade_grace == b.upgrade_grace
+        && same_tls
 }
 
 impl Listeners {
     /// No listeners yet; they route through `router`.
-    pub fn new(router: Arc<Router>) -> Self {
+    pub fn new(router: Arc<Router>, sockets: Arc<Sockets>) -> Self {
         Self {
             router,
+            sockets,
             serving: BTreeMap::new(),
             stopping: Vec::new(),
         }
+    }
+
+    /// The listening sockets offered to the next restart.
+    pub fn sockets(&self) -> Arc<Sockets> {
+        self.sockets.clone()
     }
 
     /// Unit `key`'s certificates, if its listener serves TLS.
@@ -106,7 +134,7 @@ impl Listeners {
             .values()
             .find(|s| s.bound.local_addr().ok() == Some(addr))?;
         let socket = s.bound.socket.try_clone().ok()?;
-        Some(Bound { socket })
+        Some(Bound { socket, addr })
     }
 
     /// Starts accepting for unit `key` on `bound`. A listener the unit had is stopped (it
@@ -116,6 +144,10 @@ impl Listeners {
             .socket
             .try_clone()
             .context("cannot duplicate a listening socket")?;
+        // A socket taken over from a moved or removed unit is offered under this one's name.
+        self.sockets
+            .offer_as(&socket_name(key), bound.addr, &bound.socket)
+            .context("cannot keep a listening socket for the next restart")?;
         socket.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(socket)
             .context("cannot register a listening socket")?;
@@ -156,7 +188,8 @@ impl Listeners {
             .socket
             .try_clone()
             .context("cannot duplicate a listening socket")?;
-        self.start(key, Bound { socket }, cfg)?;
+        let addr = s.bound.addr;
+        self.start(key, Bound { socket, addr }, cfg)?;
         Ok(true)
     }
 
@@ -164,6 +197,7 @@ impl Listeners {
     /// background (bounded by its `request_timeout`).
     pub fn stop(&mut self, key: &str) {
         if let Some(s) = self.serving.remove(key) {
+            self.sockets.close(&socket_name(key));
             self.retire(s);
         }
     }
@@ -202,8 +236,9 @@ mod tests {
 
     #[tokio::test]
     async fn new_proxy_settings_restart_the_accept_loop_on_the_same_socket() {
-        let mut l = Listeners::new(Router::new());
-        let bound = Bound::bind("127.0.0.1:0".parse().unwrap(), "a test")
+        let sockets = Arc::new(Sockets::default());
+        let mut l = Listeners::new(Router::new(), sockets.clone());
+        let bound = Bound::bind(&sockets, "web", "127.0.0.1:0".parse().unwrap(), "a test")
             .await
             .unwrap();
         let addr = bound.local_addr().unwrap();

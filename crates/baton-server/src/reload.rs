@@ -95,7 +95,7 @@ pub(crate) async fn reload(
     let old = shared.config();
     if let Some(key) = restart_only_change(&old.config, &new) {
         return Err(ReloadError::RestartOnly(format!(
-            "{}: `{key}` changed, and it is applied only when Baton starts: put it back and reload, or restart Baton (stop `baton up` and start it again) to apply it; nothing was changed",
+            "{}: `{key}` changed, and it is applied only when Baton starts: put it back and reload, or restart Baton (`baton restart`) to apply it; nothing was changed",
             path.display()
         )));
     }
@@ -112,7 +112,7 @@ pub(crate) async fn reload(
         let what = format!("app {} in {} (its listen address)", unit.app, unit.env);
         let b = match listeners.take_over(listen) {
             Some(b) => b,
-            None => Bound::bind(listen, &what)
+            None => Bound::bind(&listeners.sockets(), key, listen, &what)
                 .await
                 .map_err(|e| ReloadError::Refused(format!("{e:#}; nothing was changed")))?,
         };

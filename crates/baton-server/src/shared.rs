@@ -59,6 +59,8 @@ pub struct Shared {
     pub agent_events: mpsc::Sender<AgentEvent>,
     /// The instances on other hosts the controller watches.
     pub remote: crate::controller::remote::Remote,
+    /// Restart and stop requests for the daemon (`baton restart`, `baton stop`).
+    pub lifecycle: mpsc::Sender<crate::handover::Request>,
 }
 
 /// One whole config, as loaded at start or by a reload.

@@ -31,6 +31,7 @@ pub(crate) async fn load(
     config: &Config,
     units: &BTreeMap<String, Unit>,
     listeners: &[(String, crate::listeners::Bound)],
+    sockets: &baton_proxy::handoff::Sockets,
 ) -> anyhow::Result<(BTreeMap<String, Arc<Tls>>, Vec<Redirect>)> {
     let base = config_path.parent().unwrap_or(Path::new(""));
     let mut certs = BTreeMap::new();
@@ -56,7 +57,7 @@ pub(crate) async fn load(
         });
         let Some((_, https)) = last else { continue };
         let https_port = https.local_addr()?.port();
-        let listener = TcpListener::bind(addr).await.with_context(|| {
+        let listener = sockets.listen(&format!("redirect:{name}"), addr).await.with_context(|| {
             format!("cannot listen on {addr} for app {name}'s redirect to HTTPS ([apps.{name}.tls] redirect_http): is another program using it? change the address in the config")
         })?;
         redirects.push((name.clone(), listener, https_port));

@@ -34,6 +34,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hand over to the baton binary on disk (an upgrade) with no request lost: instances
+    /// are re-adopted, never restarted. If the new one cannot start, the old one keeps serving.
+    Restart,
+    /// Stop `baton up`: its proxies finish their requests, then its instances stop (or keep
+    /// running with --keep-instances, for the next `baton up` to re-adopt).
+    Stop {
+        /// Leave the instances running.
+        #[arg(long)]
+        keep_instances: bool,
+    },
     /// Manage releases.
     #[command(subcommand)]
     Release(ReleaseCmd),

@@ -32,6 +32,8 @@ pub struct ApiFailure {
     /// Whether the request itself was wrong (400/404): bad usage, exit 2.
     pub usage: bool,
     pub message: String,
+    /// The API's error code (`ErrorDetail::code`), when it answered with one.
+    pub code: Option<String>,
 }
 
 impl From<ApiFailure> for Failure {
@@ -131,6 +133,7 @@ impl Client {
     ) -> std::result::Result<T, ApiFailure> {
         let body = crate::upload::file_body(head, file).map_err(|e| ApiFailure {
             usage: false,
+            code: None,
             message: format!("reading the packed artifact: {e}"),
         })?;
         self.request(Method::POST, path, body, content_type).await
@@ -165,6 +168,7 @@ impl Client {
             .expect("valid request");
         let unreachable = |e: String| ApiFailure {
             usage: false,
+            code: None,
             message: format!(
                 "cannot reach the Baton API at {}: {e}; is `baton up` running?",
                 self.api
@@ -174,6 +178,7 @@ impl Client {
         // connection over its cap (crates/baton-server/src/api/listener.rs).
         let closed = |e: String| ApiFailure {
             usage: false,
+            code: None,
             message: format!(
                 "the Baton API at {} refused the connection: it closed it before answering ({e}), \
                  perhaps because it is at its `[api] max_connections` cap; retry in a moment",
@@ -198,15 +203,23 @@ impl Client {
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => b.error.message,
-                Err(_) => format!("API answered {status}: {}", String::from_utf8_lossy(&bytes)),
+            let (message, code) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => (b.error.message, Some(b.error.code)),
+                Err(_) => (
+                    format!("API answered {status}: {}", String::from_utf8_lossy(&bytes)),
+                    None,
+                ),
             };
             let usage = status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND;
-            return Err(ApiFailure { usage, message });
+            return Err(ApiFailure {
+                usage,
+                message,
+                code,
+            });
         }
         serde_json::from_slice(&bytes).map_err(|e| ApiFailure {
             usage: false,
+            code: None,
             message: format!(
                 "unexpected API answer ({e}); are the CLI and `baton up` the same version?"
             ),

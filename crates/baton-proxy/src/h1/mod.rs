@@ -46,6 +46,11 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Body data up to this size is copied next to the head (one write); larger pieces are
 /// written from where they are.
 const COPY_LIMIT: usize = 16 * 1024;
+/// How long a kept-alive connection that is idle when the listener shuts down may still send
+/// its next request, which is answered with `Connection: close`. Closing it at once races
+/// with a request the client is sending (it fails), and a connection just accepted has not
+/// sent its first request yet: during a restart both are clients of the process that stops.
+const FINISH_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a connection served here ended.
 pub(crate) enum Served<S> {
@@ -77,6 +82,8 @@ pub(crate) async fn serve<S: ClientIo>(
     tokio::pin!(head_timer);
     let answer_timer = tokio::time::sleep(proxy.request_timeout);
     tokio::pin!(answer_timer);
+    // Started when the listener says to finish while no request is in.
+    let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         head_timer.as_mut().reset(Instant::now() + head_timeout);
         // A request whose head is in and whose body is still arriving.
@@ -107,8 +114,6 @@ pub(crate) async fn serve<S: ClientIo>(
                         return Served::Handoff(wire.stream, buf);
                     }
                 }
-            } else if buf.is_empty() && wire.finishing {
-                return Served::Closed;
             }
             buf.reserve(READ_CHUNK);
             let read = std::future::poll_fn(|cx| {
@@ -119,7 +124,11 @@ pub(crate) async fn serve<S: ClientIo>(
                     return Poll::Ready(Wait::TimedOut);
                 }
                 if wire.finishing && buf.is_empty() {
-                    return Poll::Ready(Wait::Close);
+                    let linger =
+                        linger.get_or_insert_with(|| Box::pin(tokio::time::sleep(FINISH_LINGER)));
+                    if linger.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Wait::Close);
+                    }
                 }
                 wire.stream.poll_read_buf(&mut buf, cx).map(Wait::Read)
             })

@@ -278,6 +278,7 @@ pub fn config() -> ListenerConfig {
         request_timeout: Duration::from_secs(30),
         max_header_bytes: 16 * 1024,
         tls: None,
+        upgrade_grace: Duration::from_secs(30),
     }
 }
 

@@ -22,6 +22,9 @@ pub(crate) fn spawn_child(spec: &ProcessSpec) -> Result<Child, DriverError> {
     command
         .args(&spec.argv[1..])
         .envs(&spec.env)
+        // Where a restarting Baton waited for this Baton (crates/baton-proxy/src/handoff/mod.rs):
+        // nothing of the instance's.
+        .env_remove("BATON_HANDOFF")
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         // The child writes its log itself, so it keeps logging while Baton is down.

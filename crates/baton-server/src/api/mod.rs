@@ -7,6 +7,7 @@ mod handlers;
 mod hosts;
 mod intents;
 mod ledger;
+mod lifecycle;
 mod listener;
 mod status;
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use error::ApiError;
 pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
 pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
+pub use lifecycle::{HANDING_OVER, StopRequest, Stopping};
 pub use listener::{Limits, serve};
 
 use crate::shared::Shared;
@@ -63,6 +65,8 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/hosts/{host}/drain", post(hosts::drain))
         .route("/v1/hosts/{host}/undrain", post(hosts::undrain))
         .route("/v1/reload", post(reload))
+        .route("/v1/restart", post(lifecycle::restart))
+        .route("/v1/stop", post(lifecycle::stop))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn_with_state(Arc::new(token), authorize))

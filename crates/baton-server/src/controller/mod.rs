@@ -41,19 +41,35 @@ pub struct Exited {
     pub info: String,
 }
 
-/// Runs until `shutdown` resolves.
+/// What the controller loop reads: handed back when it stops, so that it can run again (a
+/// restart whose new process failed gives the control plane back, `handover.rs`).
+pub struct Inputs {
+    /// Instances started in the background report here.
+    pub started: mpsc::UnboundedReceiver<crate::shared::Started>,
+    /// Agents' reports.
+    pub agent_events: mpsc::Receiver<crate::shared::AgentEvent>,
+    /// Instance exits.
+    pub exits: mpsc::UnboundedReceiver<Exited>,
+    /// Where exit watchers send, for the instances the loop starts.
+    pub exits_tx: mpsc::UnboundedSender<Exited>,
+}
+
+/// Runs until `shutdown` changes; returns its inputs.
 ///
 /// Each round ticks only the apps that are due (`schedule.rs`): a deployment in progress, a
 /// health change, an exit, a deadline, a wake-up from the API, or the idle resync. Then the
 /// split is published once for every app, so a round costs what the busy apps cost.
 pub async fn run(
     shared: Arc<Shared>,
-    mut started: mpsc::UnboundedReceiver<crate::shared::Started>,
-    mut agent_events: mpsc::Receiver<crate::shared::AgentEvent>,
-    mut exits: mpsc::UnboundedReceiver<Exited>,
-    exits_tx: mpsc::UnboundedSender<Exited>,
+    mut inputs: Inputs,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
+) -> Inputs {
+    let Inputs {
+        started,
+        agent_events,
+        exits,
+        exits_tx,
+    } = &mut inputs;
     let mut published = routing::Published::default();
     let mut windows = analysis::Windows::default();
     let mut schedule = schedule::Schedule::default();
@@ -77,12 +93,12 @@ pub async fn run(
             everyone = true;
         }
         let health = schedule::health_signatures(&shared);
-        let mut after_publish = retired::tick(&shared, now, &exits_tx);
+        let mut after_publish = retired::tick(&shared, now, exits_tx);
         for app in snapshot.units.keys() {
             if !everyone && !schedule.is_due(app, now, &health) {
                 continue;
             }
-            match tick(&shared, app, now, &lost, &exits_tx, &mut windows).await {
+            match tick(&shared, app, now, &lost, exits_tx, &mut windows).await {
                 Ok(ticked) => {
                     schedule.ticked(app, now, &ticked, &health);
                     after_publish.push(ticked);
@@ -104,7 +120,7 @@ pub async fn run(
             finish(&shared, ticked, published_ok);
         }
         tokio::select! {
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
             Some(exit) = exits.recv() => {
                 schedule.wake(&exit.app);
                 if let Err(e) = instances::on_exit(&shared, exit, clock::now()) {
@@ -112,7 +128,7 @@ pub async fn run(
                 }
             }
             Some(event) = agent_events.recv() => {
-                match agents::on_event(&shared, event, clock::now(), &exits_tx) {
+                match agents::on_event(&shared, event, clock::now(), exits_tx) {
                     Ok(Some(app)) => schedule.wake(&app),
                     Ok(None) => everyone = true,
                     Err(e) => tracing::error!(error = %format!("{e:#}"), "applying an agent's report failed"),
@@ -120,7 +136,7 @@ pub async fn run(
             }
             Some(start) = started.recv() => {
                 schedule.wake(&start.app);
-                if let Err(e) = instances::on_started(&shared, start, clock::now(), &exits_tx).await {
+                if let Err(e) = instances::on_started(&shared, start, clock::now(), exits_tx).await {
                     tracing::error!(error = %format!("{e:#}"), "recording an instance start failed");
                 }
             }
@@ -128,6 +144,13 @@ pub async fn run(
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+    inputs
+}
+
+/// Publishes the split of the instances recorded in it, before the listeners accept: a
+/// process that took over from another routes to the instances it re-adopted at once.
+pub fn publish_now(shared: &Shared) -> anyhow::Result<()> {
+    routing::publish(shared, &mut routing::Published::default())
 }
 
 /// The app's hosts as the planner sees them: the local host always takes instances; another

@@ -7,6 +7,7 @@ mod deploy;
 mod hosts;
 mod image;
 mod intents;
+mod lifecycle;
 mod release;
 mod reload;
 mod status;
@@ -28,6 +29,8 @@ pub fn run(cli: Cli) -> Result<()> {
         match cli.command {
             Command::Up => up::run(&config).await,
             Command::Reload { json } => reload::reload(&config, json).await,
+            Command::Restart => lifecycle::restart(&config).await,
+            Command::Stop { keep_instances } => lifecycle::stop(&config, keep_instances).await,
             Command::Release(ReleaseCmd::Create {
                 app,
                 version_arg,

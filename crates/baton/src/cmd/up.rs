@@ -1,5 +1,6 @@
-//! `baton up`: the daemon in the foreground until SIGINT or SIGTERM; SIGHUP reloads the config
-//! (as `baton reload` does).
+//! `baton up`: the daemon in the foreground until SIGINT, SIGTERM or `baton stop`; SIGHUP reloads
+//! the config (as `baton reload` does); SIGUSR2 (or `baton restart`) hands over to the binary on
+//! disk.
 
 use std::path::Path;
 
@@ -9,8 +10,14 @@ use tokio::sync::oneshot;
 use crate::exit::{Failure, Result};
 
 pub async fn run(config_path: &Path) -> Result<()> {
-    let config =
-        baton_server::load_config(config_path).map_err(|e| Failure::usage(e.to_string()))?;
+    let config = match baton_server::load_config(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            // Started by `baton restart`: the running baton keeps serving, and says why.
+            baton_server::handover::refuse(&e.to_string()).await;
+            return Err(Failure::usage(e.to_string()));
+        }
+    };
     super::init_logs("info");
     let mut term = signal(SignalKind::terminate()).map_err(|e| Failure::failed(e.to_string()))?;
     // Installed before the daemon starts, so an early SIGHUP never kills it.

@@ -559,3 +559,54 @@ async fn every_host_serves_on_host_port_through_a_rollout_and_without_the_contro
     b.up();
     drop(agents);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_restarted_by_sigusr2_under_load_lose_no_request_and_keep_their_instances() {
+    let (b, agents, port) = host_port_fleet();
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let serving = wait_until(Duration::from_secs(30), || {
+        version_at(addr).is_ok_and(|v| v == "1.0.0")
+    });
+    assert!(serving, "{addr}: {:?}", version_at(addr));
+    let pids = |b: &Baton| {
+        let mut p: Vec<u32> = b
+            .status("web")
+            .instances
+            .iter()
+            .filter_map(|i| i.pid)
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    let before = pids(&b);
+    assert_eq!(before.len(), 4, "{:?}", b.status("web"));
+
+    let host_load = load_at(addr);
+    let edge = load(&b);
+    let dir = agents.dir.join("web-1");
+    // Load before, between and after the restarts (each takes well under a second).
+    let served = |n: u64| {
+        let at = host_load.snapshot().sent + n;
+        wait_until(Duration::from_secs(30), || host_load.snapshot().sent >= at)
+    };
+    assert!(served(100));
+    for _ in 0..3 {
+        let old = crate::hosts::agent_pid(&dir).expect("DATA/agent.pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGUSR2).unwrap();
+        let handed_over = wait_until(Duration::from_secs(30), || {
+            crate::hosts::agent_pid(&dir).is_some_and(|p| p != old) && !crate::harness::alive(old)
+        });
+        assert!(
+            handed_over,
+            "agent {old} did not hand over\n{}",
+            agents.log("web-1")
+        );
+        wait_state(&b, &agents, "web-1", "connected");
+        assert!(served(50));
+    }
+    assert_no_failures(&host_load.stop().await, "host_port across 3 agent restarts");
+    assert_no_failures(&edge.stop().await, "edge across 3 agent restarts");
+    assert_eq!(pids(&b), before, "instances re-adopted, never restarted");
+}

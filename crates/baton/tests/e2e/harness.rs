@@ -67,6 +67,7 @@ pub struct Baton {
     pub cluster: Option<SocketAddr>,
     /// The open-file limit (soft and hard) `baton up` runs under, if not the test's own.
     pub nofile: Option<u64>,
+    binary: Option<PathBuf>,
     child: Option<Child>,
     _serial: MutexGuard<'static, ()>,
 }
@@ -75,6 +76,14 @@ impl Baton {
     /// Writes `template` with free ports and starts `baton up`.
     pub fn start(template: &str) -> Baton {
         let mut b = Baton::prepare(template);
+        b.up();
+        b
+    }
+
+    /// [`Baton::start`] from a copy of the binary ([`Baton::use_copy`]).
+    pub fn start_from_copy(template: &str) -> Baton {
+        let mut b = Baton::prepare(template);
+        b.use_copy();
         b.up();
         b
     }
@@ -121,6 +130,7 @@ impl Baton {
             apps,
             cluster,
             nofile: None,
+            binary: None,
             child: None,
             _serial: serial,
         }
@@ -129,6 +139,29 @@ impl Baton {
     /// The pid of the running `baton up`.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("baton running").id()
+    }
+
+    /// The pid of the `baton up` that serves now (DATA/baton.pid): after a `baton restart`
+    /// it is no longer the child this harness started.
+    pub fn serving_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("baton.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// The binary `baton up` runs from: the test build, or a copy set by [`Baton::use_copy`].
+    fn binary(&self) -> PathBuf {
+        self.binary.clone().unwrap_or_else(|| PathBuf::from(BATON))
+    }
+
+    /// Runs `baton up` from a copy of the binary in the test directory, which a test may
+    /// replace (an upgrade, or a broken one) before `baton restart`. Returns its path.
+    pub fn use_copy(&mut self) -> PathBuf {
+        let copy = self.dir.path().join("bin").join("baton");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(BATON, &copy).unwrap();
+        self.binary = Some(copy.clone());
+        copy
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -141,6 +174,12 @@ impl Baton {
 
     /// Starts `baton up` and waits until its API answers.
     pub fn up(&mut self) {
+        // A `baton up` that exited by itself (`baton stop`, a restart) is reaped first.
+        if let Some(child) = &mut self.child
+            && let Ok(Some(_)) = child.try_wait()
+        {
+            self.child = None;
+        }
         assert!(self.child.is_none(), "baton already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -151,10 +190,11 @@ impl Baton {
             // The shell sets the limit and becomes `baton up` (exec): the pid stays Baton's.
             Some(n) => {
                 let mut c = Command::new("sh");
-                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BATON]);
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(self.binary());
                 c
             }
-            None => Command::new(BATON),
+            None => Command::new(self.binary()),
         };
         let child = command
             .args(["up", "--config"])
@@ -182,19 +222,24 @@ impl Baton {
         child.wait().unwrap();
     }
 
-    /// Stops `baton up` with SIGTERM and waits.
+    /// Stops `baton up` with SIGTERM and waits; also the process a `baton restart` started.
     pub fn stop(&mut self) {
+        let serving = self.serving_pid();
         if let Some(mut child) = self.child.take() {
             let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let exited = wait_until(Duration::from_secs(20), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            let _ = child.kill();
-            let _ = child.wait();
+        }
+        if let Some(pid) = serving.filter(|p| alive(*p)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            if !wait_until(Duration::from_secs(20), || !alive(pid)) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
         }
     }
 
@@ -354,6 +399,16 @@ pub fn processes_under(dir: &Path) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Whether process `pid` runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    !stat
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
 }
 
 pub fn text(o: &Output) -> String {

@@ -151,10 +151,27 @@ impl Drop for Agents {
         // Instances outlive their agent by design: the test kills them itself.
         if let Ok(hosts) = std::fs::read_dir(&self.dir) {
             for host in hosts.flatten() {
+                // An agent restarted by SIGUSR2 is not a child of the test.
+                if let Some(pid) = agent_pid(&host.path()).filter(|p| {
+                    // Not a pid reused since by another program.
+                    std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| {
+                        String::from_utf8_lossy(&c).contains(&*host.path().to_string_lossy())
+                    })
+                }) {
+                    let pid = nix::unistd::Pid::from_raw(pid as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
                 baton_runtime::kill_pid_files(&host.path().join("run"));
             }
         }
     }
+}
+
+/// The pid of the agent serving the data directory `dir` (DATA/agent.pid).
+pub(crate) fn agent_pid(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("agent.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 pub(crate) fn hosts(b: &Baton) -> Vec<HostView> {

@@ -22,5 +22,6 @@ mod migrations;
 mod readme;
 mod readme_config;
 mod reload;
+mod restart;
 mod tls;
 mod webhooks;
