@@ -238,9 +238,14 @@ mod tests {
     async fn new_proxy_settings_restart_the_accept_loop_on_the_same_socket() {
         let sockets = Arc::new(Sockets::default());
         let mut l = Listeners::new(Router::new(), sockets.clone());
-        let bound = Bound::bind(&sockets, "web", "127.0.0.1:0".parse().unwrap(), "a test")
-            .await
-            .unwrap();
+        let bound = Bound::bind(
+            &sockets,
+            "web@production",
+            "127.0.0.1:0".parse().unwrap(),
+            "a test",
+        )
+        .await
+        .unwrap();
         let addr = bound.local_addr().unwrap();
         l.start("web@production", bound, ListenerConfig::default())
             .unwrap();
