@@ -185,3 +185,47 @@ async fn stop_keep_instances_then_up_re_adopts_the_same_processes() {
         "baton stop stops the instances"
     );
 }
+
+/// An HTTP answer (any status) from `addr`: the status line.
+fn status_line(addr: std::net::SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out.lines().next().unwrap_or_default().to_string())
+}
+
+/// A restart hands over the listeners the process has now, not only those it started with:
+/// an app a reload added keeps its socket (the new process could not bind it while the old
+/// one holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_hands_over_the_listeners_a_reload_added() {
+    let baton = Baton::start(THREE_WEB);
+    let port = crate::harness::free_port();
+    let config = std::fs::read_to_string(&baton.config).unwrap();
+    let added = format!(
+        "{config}\n[apps.api]\nlisten = \"127.0.0.1:{port}\"\ncommand = [\"{{artifact}}/baton-demo\", \"--port\", \"{{port}}\"]\n"
+    );
+    std::fs::write(&baton.config, added).unwrap();
+    let o = baton.cli_async(&["reload"]).await;
+    assert!(o.status.success(), "baton reload: {}", text(&o));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // No release yet: the new app's listener answers 503.
+    let before = status_line(addr);
+    assert!(
+        before.as_deref().is_ok_and(|l| l.contains(" 503")),
+        "{before:?}"
+    );
+    let old = restart_ok(&baton).await;
+    assert!(alive(old));
+    let after = status_line(addr);
+    assert!(
+        after.as_deref().is_ok_and(|l| l.contains(" 503")),
+        "the added app's listener after the restart: {after:?}\n{}",
+        baton.log()
+    );
+}
