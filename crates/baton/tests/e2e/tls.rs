@@ -524,3 +524,52 @@ async fn an_agents_host_port_serves_https_too() {
         );
     }
 }
+
+/// `baton reload` puts new certificate files in force (checked first, for new handshakes),
+/// and one with a bad certificate changes nothing: the certificate in force keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_new_certificate_files_and_refuses_a_bad_one() {
+    let ca = TestCa::new();
+    let (b, _) = start(&ca).await;
+    let addr = b.web();
+    let fresh = ca.connector(false);
+    let config = std::fs::read_to_string(&b.config).unwrap();
+    let renewed = ca.leaf("web2", &["web.test"], false);
+    std::fs::write(
+        &b.config,
+        config
+            .replace("/web.pem", "/web2.pem")
+            .replace("/web.key", "/web2.key"),
+    )
+    .unwrap();
+    let o = b.cli_async(&["reload"]).await;
+    assert!(o.status.success(), "baton reload: {}", text(&o));
+    let leaf = open(&fresh, addr).await.map(|(_, leaf)| leaf);
+    assert!(
+        leaf.as_ref().is_ok_and(|l| *l == renewed),
+        "{:?}",
+        leaf.err()
+    );
+
+    ca.leaf("web3", &["web.test"], true);
+    std::fs::write(
+        &b.config,
+        config
+            .replace("/web.pem", "/web3.pem")
+            .replace("/web.key", "/web3.key"),
+    )
+    .unwrap();
+    let o = b.cli_async(&["reload"]).await;
+    assert!(
+        !o.status.success(),
+        "an expired certificate was taken: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains(&ca.path("web3.pem")), "{}", text(&o));
+    let leaf = open(&fresh, addr).await.map(|(_, leaf)| leaf);
+    assert!(
+        leaf.as_ref().is_ok_and(|l| *l == renewed),
+        "{:?}",
+        leaf.err()
+    );
+}
