@@ -111,6 +111,7 @@ async fn serve(
         .with_context(|| format!("cannot resolve data directory {}", data_dir.display()))?;
     // One daemon per data directory: two would both adopt and restart the same instances.
     // A new process of a restart takes the lock once the old one released it.
+    incoming.check_data_dir(&data_dir)?;
     incoming.take().await?;
     let lock = lock_data_dir(&data_dir)?;
     let sockets = incoming.sockets.clone();

@@ -82,6 +82,28 @@ impl Incoming {
         })
     }
 
+    /// Refuses a hand-over to another data directory than the running baton's (a changed
+    /// `data_dir`): this process would serve an empty (or another) store while the running
+    /// instances lose their owner.
+    pub fn check_data_dir(&self, data_dir: &Path) -> anyhow::Result<()> {
+        if self.predecessor.is_none() {
+            return Ok(());
+        }
+        let theirs = std::env::var_os(baton_proxy::handoff::HANDOFF_ENV)
+            .map(PathBuf::from)
+            .and_then(|sock| sock.parent().map(Path::to_path_buf))
+            .and_then(|dir| std::fs::canonicalize(dir).ok());
+        match theirs {
+            Some(dir) if dir == data_dir => Ok(()),
+            Some(dir) => anyhow::bail!(
+                "data_dir changed from {} to {}: a restart cannot move Baton's store and instance records; put data_dir back, or stop Baton, move the directory and start it again",
+                dir.display(),
+                data_dir.display()
+            ),
+            None => anyhow::bail!("cannot tell the running baton's data directory"),
+        }
+    }
+
     /// Takes over the control plane: returns once the old process has released it.
     pub async fn take(&mut self) -> anyhow::Result<()> {
         if let Some(p) = &mut self.predecessor {
@@ -242,6 +264,10 @@ impl Control {
 
     /// After a failed hand-over: the lock and the controller loop again.
     async fn take_back(&mut self, inputs: Option<controller::Inputs>) {
+        // The new process may have named itself already (pid file, systemd's MAINPID).
+        if let Err(e) = announce(&self.shared.data_dir) {
+            tracing::error!(error = %format!("{e:#}"), "cannot name this process as the serving baton again");
+        }
         let deadline = tokio::time::Instant::now() + RELOCK_TIMEOUT;
         loop {
             match crate::daemon::lock_data_dir(&self.shared.data_dir) {

@@ -44,6 +44,18 @@ impl Bound {
         Ok(Bound { socket, addr })
     }
 
+    /// Binds `addr` for `what` without offering it to a restart yet (a reload's new
+    /// listener: [`Listeners::start`] offers it once the reload commits).
+    pub async fn bind_unoffered(addr: SocketAddr, what: &str) -> anyhow::Result<Bound> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for {what}: is another baton (or another program) using it? change the address in the config"))?;
+        let socket = listener
+            .into_std()
+            .context("cannot take over a bound socket")?;
+        Ok(Bound { socket, addr })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
@@ -106,11 +118,6 @@ impl Listeners {
             serving: BTreeMap::new(),
             stopping: Vec::new(),
         }
-    }
-
-    /// The listening sockets offered to the next restart.
-    pub fn sockets(&self) -> Arc<Sockets> {
-        self.sockets.clone()
     }
 
     /// Unit `key`'s certificates, if its listener serves TLS.

@@ -93,6 +93,12 @@ pub(crate) async fn reload(
 ) -> Result<ConfigDiff, ReloadError> {
     let new = load_config(path)?;
     let old = shared.config();
+    if restart_only_change(&old.config, &new) == Some("data_dir") {
+        return Err(ReloadError::RestartOnly(format!(
+            "{}: `data_dir` changed: Baton's store, artifacts and instance records live there, so neither a reload nor `baton restart` can move it; put it back, or stop Baton, move the directory and start it again; nothing was changed",
+            path.display()
+        )));
+    }
     if let Some(key) = restart_only_change(&old.config, &new) {
         return Err(ReloadError::RestartOnly(format!(
             "{}: `{key}` changed, and it is applied only when Baton starts: put it back and reload, or restart Baton (`baton restart`) to apply it; nothing was changed",
@@ -112,7 +118,9 @@ pub(crate) async fn reload(
         let what = format!("app {} in {} (its listen address)", unit.app, unit.env);
         let b = match listeners.take_over(listen) {
             Some(b) => b,
-            None => Bound::bind(&listeners.sockets(), key, listen, &what)
+            // Not in the hand-over registry yet: `Listeners::start` offers it once the reload
+            // commits, so a refused reload leaves no socket behind.
+            None => Bound::bind_unoffered(listen, &what)
                 .await
                 .map_err(|e| ReloadError::Refused(format!("{e:#}; nothing was changed")))?,
         };
@@ -187,12 +195,23 @@ fn check(
             .and_then(|t| t.redirect_http)
     };
     let apps = old.config.apps.keys().chain(next.config.apps.keys());
-    if let Some(app) = apps
-        .into_iter()
-        .find(|app| redirect(&old.config, app) != redirect(&next.config, app))
-    {
+    // The redirect sends to the port of the app's listener in its last environment, as
+    // it was at start.
+    let target = |snap: &ConfigSnapshot, app: &str| {
+        snap.config
+            .environments
+            .iter()
+            .rev()
+            .find_map(|env| snap.units.get(&format!("{app}@{env}")))
+            .and_then(|u| u.config.listen)
+    };
+    let mut apps = apps;
+    if let Some(app) = apps.find(|app| {
+        redirect(&old.config, app) != redirect(&next.config, app)
+            || (redirect(&old.config, app).is_some() && target(old, app) != target(next, app))
+    }) {
         return Err(ReloadError::RestartOnly(format!(
-            "[apps.{app}.tls] redirect_http changed, and redirect listeners are opened only when Baton starts: put it back and reload, or restart Baton (`baton restart`) to apply it; nothing was changed"
+            "[apps.{app}.tls] redirect_http, or the listener it redirects to, changed, and redirect listeners are set up only when Baton starts: put it back and reload, or restart Baton (`baton restart`) to apply it; nothing was changed"
         )));
     }
     for key in &changes.removed {

@@ -168,9 +168,12 @@ async fn a_reload_adds_changes_and_removes_apps_while_another_serves_without_a_f
     let o = baton.cli_async(&["reload"]).await;
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`notify` changed"));
+    // `aaa` binds before `busy` fails: its socket is closed again, not left listening.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let aaa_port = free_port();
     let busy = format!(
-        "{after}{}",
+        "{after}{}{}",
+        app("aaa", aaa_port, 1),
         app("busy", taken.local_addr().unwrap().port(), 1)
     );
     write(&baton, &busy);
@@ -178,6 +181,10 @@ async fn a_reload_adds_changes_and_removes_apps_while_another_serves_without_a_f
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("cannot listen on"));
     assert_eq!(status(&baton, "busy").await.map(|s| s.app), None);
+    assert!(
+        !answers(format!("127.0.0.1:{aaa_port}").parse().unwrap()),
+        "a refused reload left a socket listening"
+    );
 
     // SIGHUP reloads too: other goes back to 1 instance, fresh moves to another port.
     let moved_port = free_port();

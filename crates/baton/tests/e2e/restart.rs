@@ -229,3 +229,39 @@ async fn a_restart_hands_over_the_listeners_a_reload_added() {
         baton.log()
     );
 }
+
+/// A restart never moves the data directory: with `data_dir` changed in the file, the new
+/// process refuses before taking anything over, and the running baton keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_to_another_data_dir_is_refused() {
+    let baton = Baton::start(THREE_WEB);
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let pids = instance_pids(&baton);
+    let before = baton.serving_pid().expect("DATA/baton.pid");
+    let elsewhere = baton.dir.path().join("elsewhere");
+    let config = std::fs::read_to_string(&baton.config).unwrap();
+    std::fs::write(
+        &baton.config,
+        format!("data_dir = \"{}\"\n{config}", elsewhere.display()),
+    )
+    .unwrap();
+    // The CLI would look for the token in the new directory: the signal asks directly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .unwrap();
+    let refused = wait_until(Duration::from_secs(30), || {
+        baton.log().contains("data_dir changed")
+    });
+    assert!(refused, "{}", baton.log());
+    std::fs::write(&baton.config, config).unwrap();
+    assert_eq!(baton.serving_pid(), Some(before));
+    assert!(alive(before));
+    let answered = wait_until(Duration::from_secs(10), || {
+        status_line(baton.web()).is_ok_and(|l| l.contains(" 200"))
+    });
+    assert!(answered, "{:?}", status_line(baton.web()));
+    assert_eq!(instance_pids(&baton), pids);
+}
