@@ -194,7 +194,7 @@ fn check(
             .and_then(|a| a.tls.as_ref())
             .and_then(|t| t.redirect_http)
     };
-    let apps = old.config.apps.keys().chain(next.config.apps.keys());
+    let mut apps = old.config.apps.keys().chain(next.config.apps.keys());
     // The redirect sends to the port of the app's listener in its last environment, as
     // it was at start.
     let target = |snap: &ConfigSnapshot, app: &str| {
@@ -205,7 +205,6 @@ fn check(
             .find_map(|env| snap.units.get(&format!("{app}@{env}")))
             .and_then(|u| u.config.listen)
     };
-    let mut apps = apps;
     if let Some(app) = apps.find(|app| {
         redirect(&old.config, app) != redirect(&next.config, app)
             || (redirect(&old.config, app).is_some() && target(old, app) != target(next, app))
