@@ -30,6 +30,17 @@ pub(crate) fn p_value(p: f64) -> String {
     }
 }
 
+/// An e-value: one decimal below 1000, scientific from there, `inf` when infinite.
+pub(crate) fn e_value(e: f64) -> String {
+    if !e.is_finite() {
+        "inf".to_string()
+    } else if e < 1_000.0 {
+        format!("{e:.1}")
+    } else {
+        format!("{e:.1e}")
+    }
+}
+
 /// A significance level: `"0.001"`, `"1e-6"`, without float noise from `1 - confidence`.
 pub(crate) fn level(alpha: f64) -> String {
     if alpha >= 1e-4 {
@@ -65,6 +76,9 @@ mod tests {
         assert_eq!(p_value(0.0342), "0.034");
         assert_eq!(p_value(1.234e-7), "1.2e-7");
         assert_eq!(p_value(0.0), "0.000");
+        assert_eq!(e_value(3.25), "3.2");
+        assert_eq!(e_value(12_345.0), "1.2e4");
+        assert_eq!(e_value(f64::INFINITY), "inf");
         assert_eq!(level(1.0 - 0.999), "0.001");
         assert_eq!(level(1.0 - 0.99), "0.01");
         assert_eq!(level(1e-6), "1e-6");

@@ -2,8 +2,9 @@
 //! metrics, against a step's criteria, into a verdict with its figures.
 
 use super::criteria::{Criteria, MetricRule};
-use super::figures::{latency, level, number, p_value, percent};
-use super::stats::{binomial_sf, difference_above, mann_whitney_greater, proportion_greater};
+use super::figures::{e_value, latency, level, number, p_value, percent};
+use super::sequential::{e_value_above, p_value_of, rate_lower_bound, rate_upper_bound};
+use super::stats::{binomial_sf, mann_whitney_greater};
 use super::verdict::{Check, Outcome, Verdict};
 use super::window::{MetricReading, Window};
 
@@ -19,6 +20,9 @@ pub const CHECK_COMPARE_LATENCY: &str = "compare.latency";
 pub const CHECK_METRIC_PREFIX: &str = "metric.";
 /// Share of samples allowed at or above `max_p99_us`: that is what "p99 below it" means.
 pub const P99_ALLOWED_EXCEEDANCE: f64 = 0.01;
+/// Largest e-value stored in a check: beyond it the evidence is overwhelming anyway, and an
+/// infinite one would not survive JSON.
+const E_VALUE_CAP: f64 = 1e300;
 
 /// Judges the canary against `criteria`: absolute checks on `canary` and `metrics`, and,
 /// when `criteria.compare`, comparisons with `stable` over the same window.
@@ -55,6 +59,7 @@ fn check(name: &str, outcome: Outcome, samples: u64, detail: String) -> Check {
         observed: None,
         threshold: None,
         p_value: None,
+        e_value: None,
         samples,
         detail,
     }
@@ -65,43 +70,39 @@ fn fail_if(fail: bool, pass: Outcome) -> Outcome {
     if fail { Outcome::Fail } else { pass }
 }
 
-/// Absolute error rate: fails when the canary's rate is above `max` and an exact one-sided
-/// binomial test rejects "the true rate is at most `max`".
+/// Absolute error rate, as a sequential test valid at every judgement of the step's window:
+/// fails as soon as the e-value against "the true rate is at most `max`" reaches
+/// `1 / (1 - confidence)`, before `min_requests` too (overwhelming evidence needs no more
+/// requests); passes only with `min_requests` and an observed rate at most `max`.
 fn error_rate(criteria: &Criteria, canary: &Window, max: f64) -> Check {
     let (n, k) = (canary.requests, canary.error_count());
     let min = criteria.min_requests.max(1);
     let mut c = check(CHECK_ERROR_RATE, Outcome::Inconclusive, n, String::new());
     c.threshold = Some(max);
     c.observed = canary.error_rate();
-    let Some(rate) = c.observed.filter(|_| n >= min) else {
+    let Some(rate) = c.observed else {
         c.detail = format!("{n} of {min} requests");
         return c;
     };
+    let e = e_value_above(k, n, max);
+    let needed = 1.0 / criteria.alpha();
+    c.e_value = Some(e.min(E_VALUE_CAP));
+    c.p_value = Some(p_value_of(e));
     let counts = format!("error rate {} ({k} of {n})", percent(rate));
-    if rate <= max {
+    let (max_text, e_text, needed_text) = (percent(max), e_value(e), number(needed));
+    // `e >= needed` implies `rate > max`: at or below it, no alternative above `max` is more
+    // likely than `max` itself, so the e-value is at most 1.
+    c.detail = if e >= needed {
+        c.outcome = Outcome::Fail;
+        format!("{counts} > max {max_text}: e-value {e_text} >= {needed_text}")
+    } else if n < min {
+        format!("{n} of {min} requests; {counts}, e-value {e_text} (fails at {needed_text})")
+    } else if rate <= max {
         c.outcome = Outcome::Pass;
-        c.detail = format!("{counts} <= max {}", percent(max));
-        return c;
-    }
-    let p = binomial_sf(k, n, max);
-    let alpha = criteria.alpha();
-    c.p_value = Some(p);
-    // Here and below, `p < alpha` -> `<=` is an equivalent mutant in practice: a p-value equal
-    // to `1 - confidence` to the last bit happens only by floating-point coincidence.
-    c.outcome = fail_if(p < alpha, Outcome::Inconclusive);
-    c.detail = if p < alpha {
-        format!(
-            "{counts} > max {}, p = {} < {}",
-            percent(max),
-            p_value(p),
-            level(alpha)
-        )
+        format!("{counts} <= max {max_text}")
     } else {
         format!(
-            "{counts} > max {} but within noise: p = {}, needs < {}",
-            percent(max),
-            p_value(p),
-            level(alpha)
+            "{counts} > max {max_text} but within noise: e-value {e_text}, needs >= {needed_text}"
         )
     };
     c
@@ -153,15 +154,16 @@ fn p99(criteria: &Criteria, canary: &Window, max_us: u64) -> Check {
     c
 }
 
-/// Error rates against the stable release: fails when, at `confidence`, the canary's rate is
-/// higher (Fisher's exact test for small counts, the two-proportion z-test otherwise) *and*
-/// higher by more than `min_error_diff` (Agresti-Caffo test against that margin), with an
-/// observed difference of at least `min_error_diff`. The check's p-value is the larger of
-/// the two.
+/// Error rates against the stable release, as a sequential test valid at every judgement
+/// of the step's window: fails as soon as the canary's rate is, beyond doubt, more than
+/// `min_error_diff` above the stable's, before `min_requests` too. "Beyond doubt" means that
+/// the canary's always-valid lower bound exceeds the stable's always-valid upper bound by
+/// more than the margin, each bound at `(1 - confidence) / 2`: when the canary is within the
+/// margin, both bounds hold at every judgement with probability at least `confidence`, and
+/// then they cannot be that far apart. Passes with `min_requests` on both sides otherwise.
 ///
-/// The margin test is what keeps a healthy canary from failing by chance in one of the many
-/// judgements of a rollout: "4 errors in 50 against 0.3 %" is significantly worse, but not
-/// significantly worse by more than a point.
+/// The margin is what keeps a healthy canary from failing in one of the many judgements of
+/// a rollout: "4 errors in 50 against 0.3 %" is worse, but not worse by more than a point.
 fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Check {
     let (n1, n2) = (canary.requests, stable.requests);
     let min = criteria.min_requests.max(1);
@@ -172,36 +174,40 @@ fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Chec
         String::new(),
     );
     c.threshold = Some(criteria.min_error_diff);
+    let waiting = format!("canary {n1}, stable {n2} of {min} requests");
     let (Some(r1), Some(r2)) = (canary.error_rate(), stable.error_rate()) else {
-        c.detail = format!("canary {n1}, stable {n2} of {min} requests");
+        c.detail = waiting;
         return c;
     };
     let diff = r1 - r2;
     c.observed = Some(diff);
-    if n1 < min || n2 < min {
-        c.detail = format!("canary {n1}, stable {n2} of {min} requests");
-        return c;
-    }
     let (x1, x2) = (canary.error_count(), stable.error_count());
     let margin = criteria.min_error_diff.max(0.0);
-    let (p_worse, test) = proportion_greater(x1, n1, x2, n2);
-    let p_margin = difference_above(x1, n1, x2, n2, margin);
-    let p = p_worse.max(p_margin);
     let alpha = criteria.alpha();
-    c.p_value = Some(p);
-    c.outcome = fail_if(p < alpha && diff >= margin, Outcome::Pass);
-    c.detail = format!(
-        "canary {} ({x1} of {n1}) vs stable {} ({x2} of {n2}): {:+.2} points (min {:.2}); \
-         worse: {} p = {}, by more than the min: p = {} (needs < {})",
+    let low = rate_lower_bound(x1, n1, alpha / 2.0);
+    let high = rate_upper_bound(x2, n2, alpha / 2.0);
+    let fail = low - high > margin;
+    let figures = format!(
+        "canary {} ({x1} of {n1}) vs stable {} ({x2} of {n2}): {:+.2} points; \
+         at {}: canary at least {}, stable at most {}, {:+.2} points apart (fails above {:.2})",
         percent(r1),
         percent(r2),
         diff * 100.0,
+        percent(1.0 - alpha),
+        percent(low),
+        percent(high),
+        (low - high) * 100.0,
         margin * 100.0,
-        test.as_str(),
-        p_value(p_worse),
-        p_value(p_margin),
-        level(alpha),
     );
+    c.detail = if fail {
+        c.outcome = Outcome::Fail;
+        figures
+    } else if n1 < min || n2 < min {
+        format!("{waiting}; {figures}")
+    } else {
+        c.outcome = Outcome::Pass;
+        figures
+    };
     c
 }
 

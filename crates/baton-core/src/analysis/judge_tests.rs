@@ -59,26 +59,55 @@ fn the(v: &Verdict, name: &str) -> Check {
 }
 
 #[test]
-fn thirty_percent_errors_fail_as_soon_as_min_requests_is_met() {
-    let v = judge(&only_errors(0.05), &window(50, 15, vec![]), &stable(), &[]);
-    assert_eq!(v.outcome, Outcome::Fail);
+fn overwhelming_errors_fail_before_min_requests() {
+    // Ten errors in fifteen requests against a 2 % max: no need to wait for fifty.
+    let v = judge(&only_errors(0.02), &window(15, 10, vec![]), &stable(), &[]);
+    assert_eq!(v.outcome, Outcome::Fail, "{}", v.summary);
     let c = the(&v, "error_rate");
-    assert_eq!(
-        (c.observed, c.threshold, c.samples),
-        (Some(0.3), Some(0.05), 50)
+    assert_eq!((c.threshold, c.samples), (Some(0.02), 15));
+    let e = c.e_value.unwrap();
+    assert!(e > 1e10, "{e:e}");
+    assert_eq!(c.p_value, Some(1.0 / e));
+    assert!(
+        c.detail
+            .starts_with("error rate 66.7 % (10 of 15) > max 2.0 %: e-value "),
+        "{}",
+        c.detail
     );
-    let p = c.p_value.unwrap();
-    assert!((p - 1.287_458e-8).abs() < 1e-13, "{p:e}");
-    assert_eq!(
-        c.detail,
-        "error rate 30.0 % (15 of 50) > max 5.0 %, p = 1.3e-8 < 0.001"
-    );
+    assert!(c.detail.ends_with(" >= 1000"), "{}", c.detail);
     assert_eq!(v.summary, format!("fail: error_rate: {}", c.detail));
 
-    let v = judge(&only_errors(0.05), &window(49, 15, vec![]), &stable(), &[]);
-    assert_eq!(v.outcome, Outcome::Inconclusive);
-    assert_eq!(the(&v, "error_rate").detail, "49 of 50 requests");
-    assert_eq!(v.summary, "inconclusive: error_rate: 49 of 50 requests");
+    // (requests, errors, outcome) against 2 %: thirty percent fails once the evidence is
+    // there, whatever min_requests says; weak evidence waits for it.
+    let table = [
+        (5, 3, Outcome::Inconclusive),
+        (10, 3, Outcome::Inconclusive),
+        (10, 4, Outcome::Fail),
+        (15, 5, Outcome::Fail),
+        (20, 6, Outcome::Fail),
+        (25, 5, Outcome::Inconclusive),
+        (50, 15, Outcome::Fail),
+        (49, 2, Outcome::Inconclusive),
+        (50, 2, Outcome::Inconclusive),
+        (50, 1, Outcome::Pass),
+        (0, 0, Outcome::Inconclusive),
+    ];
+    for (n, k, outcome) in table {
+        let c = the(
+            &judge(&only_errors(0.02), &window(n, k, vec![]), &stable(), &[]),
+            "error_rate",
+        );
+        assert_eq!(c.outcome, outcome, "{k} of {n}: {}", c.detail);
+    }
+    let v = judge(&only_errors(0.05), &window(10, 3, vec![]), &stable(), &[]);
+    let detail = the(&v, "error_rate").detail;
+    assert!(
+        detail.starts_with("10 of 50 requests; error rate 30.0 % (3 of 10), e-value "),
+        "{detail}"
+    );
+    assert!(detail.ends_with(" (fails at 1000)"), "{detail}");
+    let v = judge(&only_errors(0.05), &Window::default(), &stable(), &[]);
+    assert_eq!(v.summary, "inconclusive: error_rate: 0 of 50 requests");
 }
 
 #[test]
@@ -86,15 +115,31 @@ fn an_error_rate_over_the_max_within_noise_is_inconclusive() {
     let v = judge(&only_errors(0.05), &window(50, 4, vec![]), &stable(), &[]);
     let c = the(&v, "error_rate");
     assert_eq!(c.outcome, Outcome::Inconclusive);
-    assert!((c.p_value.unwrap() - 0.239_592).abs() < 1e-5);
+    assert!(c.e_value.unwrap() < 10.0, "{}", c.detail);
     assert!(c.detail.contains("within noise"), "{}", c.detail);
 
     let v = judge(&only_errors(0.05), &window(50, 2, vec![]), &stable(), &[]);
     assert_eq!(v.outcome, Outcome::Pass);
+    let c = the(&v, "error_rate");
+    assert_eq!(c.detail, "error rate 4.0 % (2 of 50) <= max 5.0 %");
+    assert!(c.e_value.unwrap() <= 1.0, "{:?}", c.e_value);
+    assert_eq!(c.p_value, Some(1.0));
+}
+
+#[test]
+fn a_stricter_confidence_needs_more_evidence() {
+    let strict = Criteria {
+        confidence: 0.999_999,
+        ..only_errors(0.02)
+    };
+    let canary = window(20, 6, vec![]);
     assert_eq!(
-        the(&v, "error_rate").detail,
-        "error rate 4.0 % (2 of 50) <= max 5.0 %"
+        judge(&only_errors(0.02), &canary, &stable(), &[]).outcome,
+        Outcome::Fail
     );
+    let c = the(&judge(&strict, &canary, &stable(), &[]), "error_rate");
+    assert_eq!(c.outcome, Outcome::Inconclusive, "{}", c.detail);
+    assert!(c.detail.ends_with("(fails at 1000000)"), "{}", c.detail);
 }
 
 #[test]
@@ -142,7 +187,7 @@ fn p99_does_not_count_a_bucket_that_straddles_the_max() {
 }
 
 #[test]
-fn the_error_comparison_needs_significance_and_the_minimum_difference() {
+fn the_error_comparison_needs_certainty_beyond_the_minimum_difference() {
     let compare = Criteria::default();
     let same_latency = stable().latency;
     let v = judge(
@@ -153,15 +198,19 @@ fn the_error_comparison_needs_significance_and_the_minimum_difference() {
     );
     let c = the(&v, "compare.errors");
     assert_eq!(c.outcome, Outcome::Fail, "{}", c.detail);
-    assert!(c.p_value.unwrap() < 1e-4);
     assert!((c.observed.unwrap() - (0.3 - 10.0 / 950.0)).abs() < 1e-12);
+    assert_eq!(c.threshold, Some(0.01));
     assert!(
         c.detail
-            .starts_with("canary 30.0 % (15 of 50) vs stable 1.1 % (10 of 950): +28.95 points"),
+            .starts_with("canary 30.0 % (15 of 50) vs stable 1.1 % (10 of 950): +28.95 points; at 99.9 %: canary at least "),
         "{}",
         c.detail
     );
-    assert!(c.detail.contains("Fisher exact"), "{}", c.detail);
+    assert!(c.detail.ends_with("(fails above 1.00)"), "{}", c.detail);
+
+    // The same share in fifteen requests is already beyond doubt, before min_requests.
+    let early = judge(&compare, &window(15, 10, vec![]), &stable(), &[]);
+    assert_eq!(the(&early, "compare.errors").outcome, Outcome::Fail);
 
     // 1.3 % against 1.0 % over two million requests: surely worse, but by less than a point.
     let canary = window(100_000, 1_300, same_latency.clone());
@@ -171,8 +220,13 @@ fn the_error_comparison_needs_significance_and_the_minimum_difference() {
         "compare.errors",
     );
     assert_eq!(c.outcome, Outcome::Pass, "{}", c.detail);
-    assert!(c.detail.contains("two-proportion z p = "), "{}", c.detail);
-    assert!(c.p_value.unwrap() > 0.5, "{}", c.detail);
+    // 3 % against 1 % over as many: more than a point worse, beyond doubt.
+    let canary = window(100_000, 3_000, same_latency.clone());
+    let c = the(
+        &judge(&compare, &canary, &stable_big, &[]),
+        "compare.errors",
+    );
+    assert_eq!(c.outcome, Outcome::Fail, "{}", c.detail);
 
     // 4 of 50 against 0.3 %: worse, but not surely by more than a point.
     let canary = window(50, 4, same_latency.clone());
@@ -237,12 +291,13 @@ fn the_latency_comparison_passes_the_same_buckets_and_small_shifts() {
 
 #[test]
 fn comparisons_wait_for_min_requests_on_both_sides() {
-    let canary = window(30, 15, hist(&[(300, 30)]));
+    let canary = window(30, 1, hist(&[(300, 30)]));
     let v = judge(&Criteria::default(), &canary, &stable(), &[]);
     assert_eq!(v.outcome, Outcome::Inconclusive);
-    assert_eq!(
-        the(&v, "compare.errors").detail,
-        "canary 30, stable 950 of 50 requests"
+    let errors = the(&v, "compare.errors").detail;
+    assert!(
+        errors.starts_with("canary 30, stable 950 of 50 requests; canary 3.3 % (1 of 30)"),
+        "{errors}"
     );
     assert_eq!(
         the(&v, "compare.latency").detail,
@@ -379,12 +434,13 @@ fn comparisons_wait_for_min_requests_of_the_stable_release_too() {
     );
     assert_eq!(v.outcome, Outcome::Inconclusive);
     let errors = the(&v, "compare.errors");
-    assert_eq!(
-        (errors.outcome, errors.detail.as_str()),
-        (
-            Outcome::Inconclusive,
-            "canary 950, stable 49 of 50 requests"
-        )
+    assert_eq!(errors.outcome, Outcome::Inconclusive, "{}", errors.detail);
+    assert!(
+        errors
+            .detail
+            .starts_with("canary 950, stable 49 of 50 requests; "),
+        "{}",
+        errors.detail
     );
     let slow = the(&v, "compare.latency");
     assert_eq!(

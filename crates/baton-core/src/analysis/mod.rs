@@ -26,6 +26,7 @@
 mod criteria;
 mod figures;
 mod judge;
+pub mod sequential;
 pub mod stats;
 mod verdict;
 mod window;

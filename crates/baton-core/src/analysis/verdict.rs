@@ -39,8 +39,13 @@ pub struct Check {
     pub observed: Option<f64>,
     /// The threshold it was compared with.
     pub threshold: Option<f64>,
-    /// The p-value of the statistical test, when one ran.
+    /// The p-value of the statistical test, when one ran. For a sequential test (the error
+    /// checks) it is the always-valid one, `min(1, 1 / e_value)`.
     pub p_value: Option<f64>,
+    /// The e-value of a sequential test, when one ran: the evidence against the criterion
+    /// being met, which fails the check on reaching `1 / (1 - confidence)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_value: Option<f64>,
     /// The canary's requests or latency samples the check saw.
     pub samples: u64,
     /// One line for people, with the numbers.
@@ -105,6 +110,7 @@ mod tests {
             observed: Some(0.3),
             threshold: Some(0.05),
             p_value: None,
+            e_value: None,
             samples: 50,
             detail: format!("{name} figures"),
         }
