@@ -87,11 +87,7 @@ pub fn e_value_above(errors: u64, requests: u64, max: f64) -> f64 {
 /// The always-valid p-value of an e-value: `min(1, 1 / e)`. Under the null it is at most
 /// `alpha` at some judgement with probability at most `alpha`.
 pub fn p_value_of(e_value: f64) -> f64 {
-    if e_value <= 1.0 {
-        1.0
-    } else {
-        1.0 / e_value
-    }
+    if e_value <= 1.0 { 1.0 } else { 1.0 / e_value }
 }
 
 /// Bisection steps of the bounds: 2^-60 of the interval, far below any figure shown.
