@@ -7,21 +7,27 @@
 //! rates, p-values, thresholds) that justify it, so the verdict can be stored as JSON and
 //! shown by `baton analysis`.
 //!
-//! Two kinds of check:
-//! - *absolute* checks (error rate, p99, app metric ranges) fail fast, as soon as the canary
-//!   has `min_requests` and the excess over the threshold is beyond noise (an exact one-sided
-//!   binomial test at `confidence`);
-//! - *comparison* checks set the canary against the stable release over the same window,
-//!   with the minimum effect inside the tested hypothesis (Kayenta's approach, made strict so
-//!   that a rollout judged every few seconds raises no false alarm):
-//!   - errors fail when the canary is worse (Fisher's exact test for small counts, the
-//!     two-proportion z-test otherwise) *and* worse by more than `min_error_diff`
-//!     (Agresti-Caffo test against that margin), both at `confidence`;
-//!   - latency fails when a one-sided Mann-Whitney U test on the histograms (a bucket is a
-//!     tie group) says the canary is slower than `min_latency_ratio` times the stable at
-//!     `confidence`, and its typical latency (geometric mean) is at least that ratio.
+//! Three kinds of check:
+//! - *sequential* checks of errors, valid however often the growing window is judged
+//!   ([`sequential`]): they fail as soon as the evidence is overwhelming, before
+//!   `min_requests` too, and a healthy canary fails each of them at some judgement of a step
+//!   with probability at most `1 - confidence`:
+//!   - the error rate fails when the e-value (a mixture likelihood ratio) against "the rate
+//!     is at most `max_error_rate`" reaches `1 / (1 - confidence)`;
+//!   - the comparison of errors fails when the canary's always-valid lower bound is more than
+//!     `min_error_diff` above the stable's always-valid upper bound;
+//! - *absolute* checks of latency and app metrics (p99, metric ranges), judged once the
+//!   canary has `min_requests`; p99 fails when the excess over the threshold is beyond noise
+//!   (an exact one-sided binomial test at `confidence`);
+//! - the *comparison* of latency with the stable release over the same window, with the
+//!   minimum effect inside the tested hypothesis (Kayenta's approach, made strict so that a
+//!   rollout judged every few seconds raises no false alarm): it fails when a one-sided
+//!   Mann-Whitney U test on the histograms (a bucket is a tie group) says the canary is slower
+//!   than `min_latency_ratio` times the stable at `confidence`, and its typical latency
+//!   (geometric mean) is at least that ratio.
 //!
-//! Too little data is always [`Outcome::Inconclusive`], never a silent pass or fail.
+//! A pass always needs `min_requests`; too little data is [`Outcome::Inconclusive`], never a
+//! silent pass.
 
 mod criteria;
 mod figures;
