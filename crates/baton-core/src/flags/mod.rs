@@ -63,7 +63,8 @@ impl FlagSpec {
             ));
         }
         for (i, r) in self.rules.iter().enumerate() {
-            r.check().map_err(|m| ("match", format!("rule {}: {m}", i + 1)))?;
+            r.check()
+                .map_err(|m| ("match", format!("rule {}: {m}", i + 1)))?;
         }
         Ok(())
     }

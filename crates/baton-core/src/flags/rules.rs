@@ -96,7 +96,8 @@ impl std::fmt::Display for FlagRule {
 /// Parses a rule's command-line form: `ATTR=VALUE` (equals), `ATTR=A,B` (one of),
 /// `ATTR^=PREFIX` (starts with). `header:x-beta=1` is the attribute `header:x-beta`.
 pub fn parse_rule(s: &str) -> Result<FlagRule, String> {
-    let usage = "write ATTR=VALUE, ATTR=A,B (one of) or ATTR^=PREFIX, e.g. plan=pro or header:x-beta=1";
+    let usage =
+        "write ATTR=VALUE, ATTR=A,B (one of) or ATTR^=PREFIX, e.g. plan=pro or header:x-beta=1";
     let (attr, value, prefix) = match s.split_once('=') {
         Some((a, v)) if a.ends_with('^') => (&a[..a.len() - 1], v, true),
         Some((a, v)) => (a, v, false),

@@ -20,9 +20,15 @@ fn eval(spec: &FlagSpec, ctx: serde_json::Value) -> Result<Evaluation, EvalError
 fn reasons_follow_the_definition() {
     let user = json!({"targetingKey": "user-1"});
     let e = eval(&spec(100.0), json!({})).unwrap();
-    assert_eq!((e.value, e.reason, e.variant()), (true, Reason::Static, "on"));
+    assert_eq!(
+        (e.value, e.reason, e.variant()),
+        (true, Reason::Static, "on")
+    );
     let e = eval(&spec(0.0), json!({})).unwrap();
-    assert_eq!((e.value, e.reason, e.variant()), (false, Reason::Static, "off"));
+    assert_eq!(
+        (e.value, e.reason, e.variant()),
+        (false, Reason::Static, "off")
+    );
     let off = FlagSpec {
         enabled: false,
         ..spec(100.0)
@@ -50,7 +56,11 @@ fn rollout_is_sticky_monotone_and_about_the_percentage() {
         for (i, was) in before.iter_mut().enumerate() {
             let ctx = json!({"targetingKey": format!("user-{i}")});
             let now = eval(&spec(p), ctx.clone()).unwrap().value;
-            assert_eq!(now, eval(&spec(p), ctx).unwrap().value, "same key, same answer");
+            assert_eq!(
+                now,
+                eval(&spec(p), ctx).unwrap().value,
+                "same key, same answer"
+            );
             assert!(now || !*was, "user-{i} left the rollout at {p}%");
             *was = now;
             on += usize::from(now);
