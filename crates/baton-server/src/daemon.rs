@@ -134,7 +134,8 @@ async fn serve(
         None => None,
     };
     let snapshot = ConfigSnapshot::new(config, config_path);
-    let flags = Arc::new(crate::flags::FlagBook::default());
+    let router = Router::new();
+    let flags = Arc::new(crate::flags::FlagBook::new(router.clone()));
     flags.set_config(snapshot.units.values());
     crate::flags::load_stored(&flags, &store).context("cannot read the feature flags")?;
     let mut app_listeners = Vec::new();
@@ -205,7 +206,7 @@ async fn serve(
         reload: reloader,
         data_dir,
         store,
-        router: Router::new(),
+        router,
         wake: Notify::new(),
         live: Mutex::new(Default::default()),
         notifier,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use baton_core::config::Unit;
+use baton_core::config::{StickyConfig, Unit, unit_key};
 use baton_core::flags::FlagSpec;
 use baton_core::model::Millis;
 use baton_store::{FlagChange, FlagToken};
@@ -61,6 +61,8 @@ struct Inputs {
     overrides: Vec<FlagChange>,
     tokens: Vec<FlagToken>,
     forced: BTreeMap<(String, String, String), String>,
+    /// Each unit's sticky key (`[apps.<app>.canary] sticky`), the proxy header's targeting key.
+    sticky: BTreeMap<Scope, Option<StickyConfig>>,
 }
 
 /// The flag snapshot and what it is built from.
@@ -68,9 +70,19 @@ struct Inputs {
 pub struct FlagBook {
     snapshot: ArcSwap<FlagSnapshot>,
     inputs: Mutex<Inputs>,
+    /// Where the proxy's `X-Baton-Flags` header reads the flags.
+    router: Option<Arc<baton_proxy::Router>>,
 }
 
 impl FlagBook {
+    /// A book that also publishes every change to `router` (the proxy header's flags).
+    pub fn new(router: Arc<baton_proxy::Router>) -> Self {
+        Self {
+            router: Some(router),
+            ..Self::default()
+        }
+    }
+
     /// The snapshot in force: load it once per request.
     pub fn snapshot(&self) -> Arc<FlagSnapshot> {
         self.snapshot.load_full()
@@ -78,11 +90,17 @@ impl FlagBook {
 
     /// Takes the flag definitions of `units` (the config in force).
     pub fn set_config<'a>(&self, units: impl IntoIterator<Item = &'a Unit>) {
-        let file = units
-            .into_iter()
-            .map(|u| ((u.app.clone(), u.env.clone()), u.config.flags.clone()))
-            .collect();
-        self.update(|i| i.file = file);
+        let mut file = BTreeMap::new();
+        let mut sticky = BTreeMap::new();
+        for u in units {
+            let scope = (u.app.clone(), u.env.clone());
+            file.insert(scope.clone(), u.config.flags.clone());
+            sticky.insert(scope, u.config.canary.sticky.clone());
+        }
+        self.update(|i| {
+            i.file = file;
+            i.sticky = sticky;
+        });
     }
 
     /// Takes the store's live changes and tokens.
@@ -111,8 +129,36 @@ impl FlagBook {
     fn update(&self, change: impl FnOnce(&mut Inputs)) {
         let mut inputs = self.inputs.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut inputs);
-        self.snapshot.store(Arc::new(build(&inputs)));
+        let snapshot = build(&inputs);
+        if let Some(router) = &self.router {
+            router.publish_flags(proxy_table(&snapshot, &inputs.sticky));
+        }
+        self.snapshot.store(Arc::new(snapshot));
     }
+}
+
+/// The proxy's view: every unit's flags with its sticky key.
+fn proxy_table(
+    snapshot: &FlagSnapshot,
+    sticky: &BTreeMap<Scope, Option<StickyConfig>>,
+) -> baton_proxy::FlagTable {
+    let mut table = baton_proxy::FlagTable::new();
+    for ((app, env), flags) in &snapshot.units {
+        let key = sticky.get(&(app.clone(), env.clone())).cloned().flatten();
+        let app_flags = baton_proxy::AppFlags {
+            key_header: key
+                .as_ref()
+                .and_then(|k| k.header.as_deref())
+                .and_then(|h| h.parse().ok()),
+            key_cookie: key.and_then(|k| k.cookie),
+            flags: flags
+                .iter()
+                .map(|(n, e)| (n.clone(), e.spec.clone(), e.forced_off.clone()))
+                .collect(),
+        };
+        table.insert(unit_key(app, env), Arc::new(app_flags));
+    }
+    table
 }
 
 fn build(i: &Inputs) -> FlagSnapshot {
@@ -209,7 +255,7 @@ mod tests {
             i.file.insert(
                 ("web".into(), "production".into()),
                 [("checkout".to_string(), spec)].into(),
-            )
+            );
         });
         b
     }

@@ -348,3 +348,84 @@ async fn bulk_evaluation_has_an_etag_and_the_token_only_evaluates() {
     .await;
     assert_eq!(status, 404);
 }
+
+/// GETs the demo's `/headers` through the app's listener: the `X-Baton-Flags` it got.
+async fn flags_header(web: SocketAddr, headers: &[(&str, &str)]) -> String {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let mut req = hyper::Request::get(format!("http://{web}/headers"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    let lines: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-baton-flags: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one X-Baton-Flags header: {body}");
+    lines[0].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_adds_x_baton_flags_with_the_same_answers_as_ofrep() {
+    let flags_port = free_port();
+    let config = CONFIG.replace("@FLAGS@", &flags_port.to_string())
+        + "\n[apps.web.canary]\nsticky = { header = \"x-user\", cookie = \"uid\" }\n";
+    let baton = Baton::start(&config);
+    let ofrep = SocketAddr::from(([127, 0, 0, 1], flags_port));
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let o = baton.cli(&["flag", "token", "web"]);
+    let bearer = format!("Bearer {}", String::from_utf8(o.stdout).unwrap().trim());
+
+    // Per request, sticky on the user's key: the same answer as OFREP for the same key; a
+    // client's own X-Baton-Flags never reaches the app.
+    set(&baton, &["new-checkout", "--percent", "30"]);
+    let mut on = 0;
+    for i in 0..200 {
+        let user = format!("user-{i}");
+        let forged = [
+            ("x-user", user.as_str()),
+            ("x-baton-flags", "new-checkout=on; admin=on"),
+        ];
+        let header = flags_header(baton.web(), &forged).await;
+        let body = format!(r#"{{"context": {{"targetingKey": "{user}"}}}}"#);
+        let (_, _, want) = call(
+            ofrep,
+            Some(&bearer),
+            "/ofrep/v1/evaluate/flags/new-checkout",
+            &body,
+            None,
+        )
+        .await;
+        let want = if want["value"] == true { "on" } else { "off" };
+        assert_eq!(
+            header,
+            format!("beta-search=off; new-checkout={want}"),
+            "{user}"
+        );
+        on += usize::from(want == "on");
+        let cookie = format!("uid={user}");
+        assert_eq!(
+            flags_header(baton.web(), &[("cookie", &cookie)]).await,
+            header
+        );
+    }
+    assert!((30..=90).contains(&on), "{on} of 200 at 30%");
+
+    // A rule on a request header, set live.
+    set(&baton, &["beta-search", "--match", "header:x-beta=1"]);
+    let h = flags_header(baton.web(), &[("x-beta", "1")]).await;
+    assert!(h.starts_with("beta-search=on; "), "{h}");
+    let h = flags_header(baton.web(), &[("x-beta", "2")]).await;
+    assert!(h.starts_with("beta-search=off; "), "{h}");
+}
