@@ -41,3 +41,47 @@ pub(super) fn validate(flags: &BTreeMap<String, FlagSpec>) -> Result<(), (Vec<St
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const APP: &str = "[apps.web]\nlisten = \"127.0.0.1:8080\"\ncommand = [\"x\"]\n";
+
+    #[test]
+    fn flags_parse_and_bad_ones_name_file_line_col() {
+        let ok = format!(
+            "[flags]\nlisten = \"127.0.0.1:7071\"\n{APP}[apps.web.flags.new-checkout]\npercent = 10\nmatch = [{{ attribute = \"plan\", in = [\"pro\"] }}]\n"
+        );
+        let c = Config::parse(&ok, Path::new("baton.toml")).unwrap();
+        assert_eq!(c.apps["web"].flags["new-checkout"].percent, 10.0);
+        assert!(c.apps["web"].flags["new-checkout"].enabled);
+        let bad = format!("{APP}[apps.web.flags.x]\npercent = 150\n");
+        let e = Config::parse(&bad, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("baton.toml:5:") && e.contains("0 to 100"),
+            "{e}"
+        );
+        let bad = format!("{APP}[apps.web.flags.x]\nmatch = [{{ attribute = \"a\" }}]\n");
+        let e = Config::parse(&bad, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+        let bad = format!("{APP}[apps.web.flags.x]\nprecent = 5\n");
+        let e = Config::parse(&bad, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("precent"), "{e}");
+        let clash = format!(
+            "[api]\nlisten = \"127.0.0.1:7071\"\n[flags]\nlisten = \"127.0.0.1:7071\"\n{APP}"
+        );
+        let e = Config::parse(&clash, Path::new("baton.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("already used by api"), "{e}");
+    }
+}
