@@ -347,6 +347,24 @@ async fn bulk_evaluation_has_an_etag_and_the_token_only_evaluates() {
     )
     .await;
     assert_eq!(status, 404);
+
+    // baton.toml's definitions follow a reload; `[flags] listen` is restart-only.
+    let config = std::fs::read_to_string(&baton.config).unwrap();
+    let moved = config.replace(&flags_port.to_string(), &free_port().to_string());
+    std::fs::write(&baton.config, &moved).unwrap();
+    let o = baton.cli(&["reload"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("`flags` changed"), "{}", text(&o));
+    std::fs::write(
+        &baton.config,
+        config.replace("percent = 10", "percent = 100"),
+    )
+    .unwrap();
+    let o = baton.cli(&["reload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (status, _, body) = call(ofrep, Some(&bearer), one, "{}", None).await;
+    let got = (status, body["value"].as_bool(), body["reason"].as_str());
+    assert_eq!(got, (200, Some(true), Some("STATIC")), "{body}");
 }
 
 /// GETs the demo's `/headers` through the app's listener: the `X-Baton-Flags` it got.
