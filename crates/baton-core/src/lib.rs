@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod config;
 pub mod duration;
+pub mod flags;
 pub mod model;
 pub mod plan;
 pub mod prom;

@@ -417,6 +417,8 @@ pub enum EventKind {
     LbEndpoint,
     /// `baton reload` (or SIGHUP) put a new config in force; the message says what changed.
     ConfigReloaded,
+    /// A feature flag was changed live (`baton flag set`); the message says how and by whom.
+    FlagChanged,
 }
 
 impl EventKind {
@@ -454,6 +456,7 @@ impl EventKind {
             EventKind::HostDrain => "host_drain",
             EventKind::LbEndpoint => "lb_endpoint",
             EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::FlagChanged => "flag_changed",
         }
     }
 }

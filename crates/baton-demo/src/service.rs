@@ -111,6 +111,7 @@ async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response
         (&Method::GET, "/metrics") => ("/metrics", metrics(state)),
         (&Method::POST, "/signup") => ("/signup", signup(state, req).await),
         (&Method::POST, "/echo") => ("/echo", echo(req)),
+        (&Method::GET, "/headers") => ("/headers", headers(&req)),
         (&Method::GET, "/whoami") => ("/whoami", whoami(state, req.uri().query())),
         _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
     }
@@ -213,6 +214,18 @@ fn echo(req: Request<Incoming>) -> Response<Body> {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     resp
+}
+
+/// The request's headers as it got them, one `name: value` line each (what a proxy added).
+fn headers(req: &Request<Incoming>) -> Response<Body> {
+    let mut out = String::new();
+    for (name, value) in req.headers() {
+        out.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    text(StatusCode::OK, out)
 }
 
 fn json(status: StatusCode, body: Bytes) -> Response<Body> {

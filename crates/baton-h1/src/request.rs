@@ -259,6 +259,8 @@ fn role(name: &[u8]) -> Option<Role> {
         5 if is("proxy") => Role::Drop,
         9 if is("forwarded") || is("x-real-ip") => Role::Drop,
         12 if is("x-request-id") => Role::RequestId,
+        // Baton's own feature-flag header: a client's is never believed.
+        13 if is("x-baton-flags") => Role::Drop,
         15 if is("x-forwarded-for") => Role::ForwardedFor,
         16 if is("x-forwarded-host") => Role::ForwardedHost,
         17 if is("x-forwarded-proto") => Role::ForwardedProto,

@@ -103,6 +103,8 @@ async fn forward(
         proxy.proto(),
         host.clone(),
     );
+    let flags = proxy.router.flags();
+    crate::flags::add_header(flags.get(&proxy.app).map(|f| &**f), &mut parts.headers);
     if let Some(host) = host {
         // HTTP/2 carries the host in :authority, an absolute-form target in the target; the
         // HTTP/1.1 backend needs it as the Host header.

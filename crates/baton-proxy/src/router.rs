@@ -43,6 +43,8 @@ pub struct Router {
     /// Requests received per app on the listeners [`crate::serve`] runs with this router,
     /// routed or not (a host's traffic, which the external-LB handshake watches).
     requests: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Every app's feature flags, for the `X-Baton-Flags` header (`flags.rs`).
+    flags: ArcSwap<crate::flags::FlagTable>,
 }
 
 impl Router {
@@ -51,6 +53,7 @@ impl Router {
         Arc::new(Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             requests: Mutex::default(),
+            flags: ArcSwap::default(),
         })
     }
 
@@ -62,6 +65,16 @@ impl Router {
     /// The table new requests use now.
     pub fn current(&self) -> Arc<RoutingTable> {
         self.table.load_full()
+    }
+
+    /// Replaces every app's flags: requests that start after this see them.
+    pub fn publish_flags(&self, flags: crate::flags::FlagTable) {
+        self.flags.store(Arc::new(flags));
+    }
+
+    /// The flags new requests use now.
+    pub fn flags(&self) -> Arc<crate::flags::FlagTable> {
+        self.flags.load_full()
     }
 
     /// The counter of `app`'s requests, made on first use (a listener takes it once).

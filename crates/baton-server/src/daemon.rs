@@ -121,7 +121,23 @@ async fn serve(
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
 
     let api_listener = bind(&sockets, "api", config.api.listen, "the API ([api] listen)").await?;
+    let flags_listener = match &config.flags {
+        Some(f) => Some(
+            bind(
+                &sockets,
+                "flags",
+                f.listen,
+                "the OFREP listener ([flags] listen)",
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let snapshot = ConfigSnapshot::new(config, config_path);
+    let router = Router::new();
+    let flags = Arc::new(crate::flags::FlagBook::new(router.clone()));
+    flags.set_config(snapshot.units.values());
+    crate::flags::load_stored(&flags, &store).context("cannot read the feature flags")?;
     let mut app_listeners = Vec::new();
     for unit in snapshot.units.values() {
         let listen = unit.config.listen.expect("units have a listen address");
@@ -190,7 +206,7 @@ async fn serve(
         reload: reloader,
         data_dir,
         store,
-        router: Router::new(),
+        router,
         wake: Notify::new(),
         live: Mutex::new(Default::default()),
         notifier,
@@ -202,6 +218,7 @@ async fn serve(
         agent_events: agent_tx,
         remote: Default::default(),
         lifecycle: lifecycle_tx,
+        flags,
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -240,6 +257,17 @@ async fn serve(
         limits,
         wait_true(stop_rx.clone()),
     ));
+    let ofrep = flags_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "OFREP listening (feature flags)");
+        }
+        tokio::spawn(api::serve(
+            listener,
+            crate::flags::ofrep::router(shared.flags.clone()),
+            limits,
+            wait_true(stop_rx.clone()),
+        ))
+    });
     let cluster_task = match (cluster, cluster_listener) {
         (Some(cluster), Some(listener)) => Some(tokio::spawn(crate::cluster::serve(
             shared.clone(),
@@ -312,6 +340,9 @@ async fn serve(
         }
     }
     let _ = api.await;
+    if let Some(task) = ofrep {
+        let _ = task.await;
+    }
     if let Some(task) = cluster_task
         && let Ok(Err(e)) = task.await
     {

@@ -7,6 +7,7 @@ mod clock;
 pub mod cluster;
 mod controller;
 mod daemon;
+pub mod flags;
 mod handle;
 pub mod handover;
 mod listeners;

@@ -162,6 +162,7 @@ fn apply(
         }
     }
     shared.snapshot.store(next.clone());
+    shared.flags.set_config(next.units.values());
     certs.apply();
     let cfg = |key: &str| listener_config(&next.apps[key], certs.holders.get(key).cloned());
     for (key, b) in bound {

@@ -61,6 +61,8 @@ pub struct Shared {
     pub remote: crate::controller::remote::Remote,
     /// Restart and stop requests for the daemon (`baton restart`, `baton stop`).
     pub lifecycle: mpsc::Sender<crate::handover::Request>,
+    /// Feature flags in force, for OFREP and the API; `force_off` is the breakers' hook.
+    pub flags: Arc<crate::flags::FlagBook>,
 }
 
 /// One whole config, as loaded at start or by a reload.

@@ -19,6 +19,7 @@ mod error;
 mod events;
 #[cfg(test)]
 mod fixtures;
+mod flags;
 mod hosts;
 mod instances;
 mod limits;
@@ -37,6 +38,7 @@ pub use contracts::{Contract, ContractState};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;
+pub use flags::{FlagChange, FlagToken};
 pub use hosts::{HostJoin, StoredHost, StoredToken, TokenRefusal, check_token};
 pub use limits::ImportLimits;
 pub use releases::ReleaseOutcome;

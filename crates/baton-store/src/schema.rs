@@ -174,6 +174,29 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deployments ADD COLUMN config TEXT;
     "#,
+    // 12: feature flags: live changes (append-only; the newest per flag overrides baton.toml,
+    // a NULL spec hands the flag back to the file) and the OFREP listener's read-only tokens
+    // (sha256 of the secret), each scoped to one app in one environment.
+    r#"
+    CREATE TABLE flag_changes (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        app    TEXT    NOT NULL,
+        env    TEXT    NOT NULL,
+        flag   TEXT    NOT NULL,
+        spec   TEXT,
+        actor  TEXT    NOT NULL,
+        at     INTEGER NOT NULL
+    );
+    CREATE INDEX flag_changes_by_flag ON flag_changes (app, env, flag, id);
+    CREATE TABLE flag_tokens (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        app           TEXT    NOT NULL,
+        env           TEXT    NOT NULL,
+        secret_sha256 TEXT    NOT NULL UNIQUE,
+        actor         TEXT    NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -164,6 +164,58 @@ pub enum Command {
     /// Run this host's agent: join the controller once with a token, then keep a session
     /// with it. Opens no control port (only its apps' `host_port` listeners).
     Agent(AgentArgs),
+    /// Change a feature flag live, or make a read-only token for OpenFeature clients (OFREP).
+    #[command(subcommand)]
+    Flag(FlagCmd),
+    /// Every feature flag of an app: its state, where it comes from, who changed it, and a
+    /// breaker holding it off.
+    Flags {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlagCmd {
+    /// Turn a flag on or off, roll it out to a percentage of users, or target contexts;
+    /// recorded with who did it. Overrides baton.toml until `baton flag reset`.
+    #[command(group(ArgGroup::new("state").args(["on", "off", "percent"])))]
+    Set {
+        /// The app.
+        app: String,
+        /// The flag.
+        flag: String,
+        /// On for everyone.
+        #[arg(long)]
+        on: bool,
+        /// Off for everyone (rules too).
+        #[arg(long)]
+        off: bool,
+        /// On for this percentage of targeting keys (sticky: raising it only adds users).
+        #[arg(long, value_name = "N")]
+        percent: Option<f64>,
+        /// On where a context attribute matches: ATTR=VALUE, ATTR=A,B (one of), ATTR^=PREFIX;
+        /// the proxy header offers request headers as header:NAME. Repeat for more rules;
+        /// given, they replace the flag's rules.
+        #[arg(long = "match", value_name = "RULE")]
+        matches: Vec<String>,
+    },
+    /// Drop the live definition: baton.toml's is in force again.
+    Reset {
+        /// The app.
+        app: String,
+        /// The flag.
+        flag: String,
+    },
+    /// Print a new read-only token for the OFREP listener, scoped to one app and environment
+    /// (it can evaluate that app's flags and do nothing else).
+    Token {
+        /// The app.
+        app: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,7 +13,7 @@ use super::{Config, Unit, units};
 
 /// The top-level keys bound or opened once at start: a reload that changes one is refused,
 /// with the key named, and the running daemon keeps its config.
-pub const RESTART_ONLY: [&str; 4] = ["data_dir", "api", "cluster", "notify"];
+pub const RESTART_ONLY: [&str; 5] = ["data_dir", "api", "cluster", "notify", "flags"];
 
 /// The difference between the config in force and a new one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

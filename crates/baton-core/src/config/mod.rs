@@ -19,6 +19,7 @@ mod cluster;
 mod diff;
 mod environments;
 mod external_lb;
+mod flags;
 mod listeners;
 mod notify;
 mod span;
@@ -42,6 +43,8 @@ pub use environments::{
 pub use diff::{ConfigDiff, RESTART_ONLY, diff, restart_only_change};
 
 pub use external_lb::ExternalLbConfig;
+
+pub use flags::{FlagsConfig, MAX_FLAGS};
 
 pub use listeners::clash;
 
@@ -133,6 +136,9 @@ pub struct Config {
     /// `[hosts.<name>]`: the hosts that may join, by name.
     #[serde(default)]
     pub hosts: BTreeMap<String, HostConfig>,
+    /// `[flags]`: the OFREP listener where OpenFeature clients evaluate flags.
+    #[serde(default)]
+    pub flags: Option<FlagsConfig>,
 }
 
 fn default_environments() -> Vec<String> {
@@ -274,6 +280,9 @@ pub struct AppConfig {
     /// `[apps.<name>.migrate]`: schema migrations that travel with the release.
     #[serde(default)]
     pub migrate: Option<MigrateConfig>,
+    /// `[apps.<name>.flags.<flag>]`: feature flags, the same in every environment.
+    #[serde(default)]
+    pub flags: BTreeMap<String, crate::flags::FlagSpec>,
 }
 
 fn default_instances() -> u32 {
@@ -506,6 +515,13 @@ impl Config {
             owner: "api".into(),
             key: vec!["api".into(), "listen".into()],
         }];
+        if let Some(f) = &self.flags {
+            listeners.push(listeners::Listener {
+                addr: f.listen,
+                owner: "flags (OFREP)".into(),
+                key: vec!["flags".into(), "listen".into()],
+            });
+        }
         // The cluster listener is only ever the cluster listener (docs/DESIGN.md I9).
         if let Some(c) = &self.cluster {
             listeners.push(listeners::Listener {
@@ -700,6 +716,11 @@ impl Config {
                         app.instances.saturating_sub(1)
                     ),
                 );
+            }
+            if let Err((key, message)) = flags::validate(&app.flags) {
+                let mut path = vec!["apps", name.as_str()];
+                path.extend(key.iter().map(String::as_str));
+                return fail(&path, message);
             }
             if let Err((key, message)) = canary::validate_canary(&app.canary) {
                 return fail(&["apps", name, "canary", key], message);

@@ -53,7 +53,9 @@ pub(super) async fn forward(
         .find(|h| h.role == Role::Host)
         .map(|h| text(h.value));
     let mut rng = fastrand::Rng::new();
-    let Some(affinity) = &route.affinity else {
+    let flags = proxy.router.flags();
+    let app_flags = flags.get(&proxy.app).filter(|f| !f.flags.is_empty());
+    if route.affinity.is_none() && app_flags.is_none() {
         let (incoming, guard) = exchange(
             proxy,
             route,
@@ -126,8 +128,9 @@ pub(super) async fn forward(
             guard,
             set_cookie: None,
         });
-    };
-    // A canary with affinity: its rules read the headers as the backend will see them.
+    }
+    // A canary with affinity, or feature flags: they read the headers as the backend will
+    // see them.
     let mut map = HeaderMap::with_capacity(headers.len() + 4);
     for h in headers.iter().filter(|h| h.role != Role::Drop) {
         let (Ok(name), Ok(value)) = (
@@ -140,11 +143,17 @@ pub(super) async fn forward(
     }
     let host = map.get(header::HOST).cloned();
     add_forwarded(&mut map, &conn.client_ip, conn.proxy.proto(), host.clone());
-    let decision = affinity.decide(&map, || fresh_key(&mut rng));
-    let prefer = decision
-        .target
+    crate::flags::add_header(app_flags.map(|f| &**f), &mut map);
+    let decision = route
+        .affinity
         .as_ref()
-        .map(|t| (affinity.canary.as_str(), t));
+        .map(|a| a.decide(&map, || fresh_key(&mut rng)))
+        .unwrap_or_default();
+    let prefer = route
+        .affinity
+        .as_ref()
+        .zip(decision.target.as_ref())
+        .map(|(a, t)| (a.canary.as_str(), t));
     let target =
         std::str::from_utf8(text(target)).map_err(|_| ProxyError::Client("invalid target"))?;
     let (incoming, guard) = exchange(

@@ -9,7 +9,7 @@ mod intents;
 mod ledger;
 mod lifecycle;
 mod listener;
-mod status;
+pub(crate) mod status;
 #[cfg(test)]
 mod tests;
 mod upload;
@@ -22,8 +22,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use error::ApiError;
-pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
+pub use error::{ApiError, quote};
+pub use handlers::{MAX_ACTOR_CHARS, RELEASE_ENVELOPE, ReleaseQuery};
 pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
 pub use lifecycle::{HANDING_OVER, StopRequest, Stopping};
@@ -59,6 +59,12 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/abort", post(intents::abort))
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
+        .route("/v1/apps/{app}/flags", get(crate::flags::api::list))
+        .route("/v1/apps/{app}/flags/{flag}", post(crate::flags::api::set))
+        .route(
+            "/v1/apps/{app}/flag-tokens",
+            post(crate::flags::api::create_token),
+        )
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/tokens", post(hosts::create_token))
@@ -150,6 +156,11 @@ async fn authorize(
         Some(p) if constant_time_eq(p, token.as_bytes()) => Ok(next.run(req).await),
         _ => Err(ApiError::unauthorized()),
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (also for the OFREP listener).
+pub(crate) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    bearer(value)
 }
 
 /// The token of an `Authorization: Bearer TOKEN` value; the scheme is case-insensitive

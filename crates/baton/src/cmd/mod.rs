@@ -4,6 +4,7 @@ mod agent;
 mod demo;
 mod demo_hosts;
 mod deploy;
+mod flags;
 mod hosts;
 mod image;
 mod intents;
@@ -13,7 +14,7 @@ mod reload;
 mod status;
 mod up;
 
-use crate::cli::{Cli, Command, DemoCmd, HostCmd, ReleaseCmd};
+use crate::cli::{Cli, Command, DemoCmd, FlagCmd, HostCmd, ReleaseCmd};
 use crate::exit::{Failure, Result};
 
 /// Runs the parsed command.
@@ -138,6 +139,27 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Host(HostCmd::Drain { host }) => hosts::drain(&config, &host, true).await,
             Command::Host(HostCmd::Undrain { host }) => hosts::drain(&config, &host, false).await,
             Command::Hosts { json } => hosts::list(&config, json).await,
+            Command::Flags { app, json } => flags::list(&config, &app, env, json).await,
+            Command::Flag(FlagCmd::Set {
+                app,
+                flag,
+                on,
+                off,
+                percent,
+                matches,
+            }) => {
+                let change = flags::Change {
+                    on,
+                    off,
+                    percent,
+                    matches,
+                };
+                flags::set(&config, &app, &flag, env, change).await
+            }
+            Command::Flag(FlagCmd::Reset { app, flag }) => {
+                flags::reset(&config, &app, &flag, env).await
+            }
+            Command::Flag(FlagCmd::Token { app }) => flags::token(&config, &app, env).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Demo(args) => match args.command {
                 Some(DemoCmd::Artifact {

@@ -13,6 +13,7 @@ mod environments;
 mod escaping;
 mod external_lb;
 mod failures;
+mod flags;
 mod fleet;
 mod fleet_containers;
 mod hosts;

@@ -44,6 +44,12 @@ const TABLES: &[(&str, &str)] = &[
         "[[apps.web.canary.match]]\nheader = \"x\"\nequals = \"y\"",
     ),
     ("apps.<name>.analysis", "[apps.web.analysis]"),
+    ("flags", "[flags]\nlisten = \"127.0.0.1:5\""),
+    ("apps.<name>.flags.<flag>", "[apps.web.flags.f]"),
+    (
+        "apps.<name>.flags.<flag>.match",
+        "[[apps.web.flags.f.match]]\nattribute = \"a\"\nequals = \"b\"",
+    ),
     (
         "apps.<name>.tls",
         "[apps.web.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"",

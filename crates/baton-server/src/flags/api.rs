@@ -1,0 +1,280 @@
+//! The admin API's flag routes (behind the API token): `GET /v1/apps/{app}/flags` (every
+//! flag in force with its source and any breaker holding it off), `POST
+//! /v1/apps/{app}/flags/{flag}` (a live change, recorded with its actor as a `flag_changed`
+//! event) and `POST /v1/apps/{app}/flag-tokens` (a read-only OFREP token, shown once).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use baton_core::flags::{FlagRule, FlagSpec, valid_flag_name};
+use baton_store::FlagChange;
+use serde::{Deserialize, Serialize};
+
+use super::{Source, load_stored, secret_sha256};
+use crate::api::ApiError;
+use crate::api::status::unknown_app;
+use crate::api::{MAX_ACTOR_CHARS, quote};
+use crate::clock;
+use crate::shared::Shared;
+
+/// `?env=ENV`
+#[derive(Debug, Default, Deserialize)]
+pub struct EnvQuery {
+    /// Only this environment.
+    pub env: Option<String>,
+}
+
+/// One flag in force, as `baton flags` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlagView {
+    /// The flag.
+    pub name: String,
+    /// The environment.
+    pub env: String,
+    /// `on`, `off`, `10%`, `10% + 1 rule`.
+    pub summary: String,
+    /// The definition in force.
+    pub spec: FlagSpec,
+    /// `file` or `live`.
+    pub source: String,
+    /// Who changed it live.
+    pub actor: Option<String>,
+    /// When.
+    pub changed_at: Option<i64>,
+    /// A breaker's reason while it holds the flag off.
+    pub forced_off: Option<String>,
+}
+
+/// `POST /v1/apps/{app}/flags/{flag}`: what changes; fields left out keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagSetRequest {
+    /// The environment (default: the app's last one in `environments`).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// On or off.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The rollout percentage.
+    #[serde(default)]
+    pub percent: Option<f64>,
+    /// The targeting rules (replace the old ones).
+    #[serde(default, rename = "match")]
+    pub rules: Option<Vec<FlagRule>>,
+    /// Drop the live definition: `baton.toml`'s is in force again.
+    #[serde(default)]
+    pub reset: bool,
+    /// Who asks (recorded in the event).
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// `POST /v1/apps/{app}/flag-tokens`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagTokenRequest {
+    /// The environment (default: the app's last one).
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Who asks.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// A new OFREP token: the secret is shown only here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlagTokenCreated {
+    /// Its id.
+    pub id: i64,
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// The secret.
+    pub token: String,
+}
+
+/// The environment `asked` for `app` (or its last one), if the app runs there.
+fn resolve_env(shared: &Shared, app: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let snapshot = shared.config();
+    if !snapshot.config.apps.contains_key(app) {
+        return Err(unknown_app(shared, app));
+    }
+    let envs: Vec<&str> = snapshot
+        .units
+        .values()
+        .filter(|u| u.app == app)
+        .map(|u| u.env.as_str())
+        .collect();
+    let order = &snapshot.config.environments;
+    match asked {
+        Some(e) if envs.contains(&e) => Ok(e.to_string()),
+        Some(e) => Err(ApiError::not_found(format!(
+            "app {app} does not run in environment {}; it runs in: {}; pick one with --env",
+            quote(e),
+            envs.join(", ")
+        ))),
+        None => Ok(order
+            .iter()
+            .rev()
+            .find(|e| envs.contains(&e.as_str()))
+            .cloned()
+            .unwrap_or_default()),
+    }
+}
+
+fn check_actor(actor: Option<&str>) -> Result<String, ApiError> {
+    let actor = actor.unwrap_or("an operator");
+    let n = actor.chars().count();
+    if n > MAX_ACTOR_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "\"actor\" is {n} characters long; at most {MAX_ACTOR_CHARS} are allowed: send a shorter name (e.g. the user's login)"
+        )));
+    }
+    Ok(actor.to_string())
+}
+
+pub(crate) async fn list(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<Vec<FlagView>>, ApiError> {
+    if let Some(env) = &q.env {
+        resolve_env(&shared, &app, Some(env))?;
+    } else if !shared.config().config.apps.contains_key(&app) {
+        return Err(unknown_app(&shared, &app));
+    }
+    let snap = shared.flags.snapshot();
+    let mut out = Vec::new();
+    for ((a, env), flags) in &snap.units {
+        if *a != app || q.env.as_ref().is_some_and(|e| e != env) {
+            continue;
+        }
+        for (name, e) in flags {
+            let (source, actor, changed_at) = match &e.source {
+                Source::File => ("file", None, None),
+                Source::Live { actor, at } => ("live", Some(actor.clone()), Some(*at)),
+            };
+            out.push(FlagView {
+                name: name.clone(),
+                env: env.clone(),
+                summary: e.spec.summary(),
+                spec: e.spec.clone(),
+                source: source.into(),
+                actor,
+                changed_at,
+                forced_off: e.forced_off.clone(),
+            });
+        }
+    }
+    Ok(Json(out))
+}
+
+pub(crate) async fn set(
+    State(shared): State<Arc<Shared>>,
+    Path((app, flag)): Path<(String, String)>,
+    body: Result<Json<FlagSetRequest>, JsonRejection>,
+) -> Result<Json<Vec<FlagView>>, ApiError> {
+    let req = body
+        .map_err(|e| ApiError::json_body(&e, r#"{"env": "production", "percent": 10}"#))?
+        .0;
+    let env = resolve_env(&shared, &app, req.env.as_deref())?;
+    if !valid_flag_name(&flag) {
+        return Err(ApiError::bad_request(format!(
+            "flag name {} is invalid: use 1 to 64 of a-z, A-Z, 0-9, '-', '_' and '.'",
+            quote(&flag)
+        )));
+    }
+    let actor = check_actor(req.actor.as_deref())?;
+    let scope = (app.clone(), env.clone());
+    let current = shared
+        .flags
+        .snapshot()
+        .units
+        .get(&scope)
+        .and_then(|f| f.get(&flag))
+        .map(|e| e.spec.clone());
+    let (spec, message) = if req.reset {
+        (None, format!("flag {flag} reset to baton.toml by {actor}"))
+    } else {
+        let mut spec = current.unwrap_or(FlagSpec {
+            enabled: true,
+            percent: 0.0,
+            rules: Vec::new(),
+        });
+        if let Some(e) = req.enabled {
+            spec.enabled = e;
+        }
+        if let Some(p) = req.percent {
+            spec.percent = p;
+        }
+        if let Some(r) = req.rules {
+            spec.rules = r;
+        }
+        spec.check()
+            .map_err(|(key, m)| ApiError::bad_request(format!("{key}: {m}")))?;
+        let message = format!("flag {flag} set to {} by {actor}", spec.summary());
+        (Some(spec), message)
+    };
+    let change = FlagChange {
+        app: app.clone(),
+        env: env.clone(),
+        flag,
+        spec: spec.map(|s| serde_json::to_string(&s).expect("a spec serializes")),
+        actor,
+        at: clock::now(),
+    };
+    shared.store.record_flag_change(&change, &message)?;
+    load_stored(&shared.flags, &shared.store)?;
+    tracing::info!(app = %app, env = %env, flag = %change.flag, actor = %change.actor, "{message}");
+    list(State(shared), Path(app), Query(EnvQuery { env: Some(env) })).await
+}
+
+pub(crate) async fn create_token(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    body: Result<Json<FlagTokenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<FlagTokenCreated>), ApiError> {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => FlagTokenRequest::default(),
+        Err(e) => return Err(ApiError::json_body(&e, r#"{"env": "production"}"#)),
+    };
+    let env = resolve_env(&shared, &app, req.env.as_deref())?;
+    let actor = check_actor(req.actor.as_deref())?;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot read /dev/urandom: {e}"),
+            )
+        })?;
+    let token: String = std::iter::once("bft_".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let id = shared.store.create_flag_token(
+        &app,
+        &env,
+        &secret_sha256(token.as_bytes()),
+        &actor,
+        clock::now(),
+    )?;
+    load_stored(&shared.flags, &shared.store)?;
+    tracing::info!(app = %app, env = %env, id, actor = %actor, "flag token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(FlagTokenCreated {
+            id,
+            app,
+            env,
+            token,
+        }),
+    ))
+}
