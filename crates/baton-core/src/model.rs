@@ -417,6 +417,12 @@ pub enum EventKind {
     LbEndpoint,
     /// `baton reload` (or SIGHUP) put a new config in force; the message says what changed.
     ConfigReloaded,
+    /// A circuit breaker opened: its route's window crossed a threshold (or a probe failed).
+    BreakerOpened,
+    /// An open breaker's cooldown ended: it admits probe requests.
+    BreakerHalfOpen,
+    /// A breaker closed: its probes succeeded.
+    BreakerClosed,
 }
 
 impl EventKind {
@@ -454,6 +460,9 @@ impl EventKind {
             EventKind::HostDrain => "host_drain",
             EventKind::LbEndpoint => "lb_endpoint",
             EventKind::ConfigReloaded => "config_reloaded",
+            EventKind::BreakerOpened => "breaker_opened",
+            EventKind::BreakerHalfOpen => "breaker_half_open",
+            EventKind::BreakerClosed => "breaker_closed",
         }
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Proxy {
     pub(crate) requests: Arc<std::sync::atomic::AtomicU64>,
     /// Clients speak HTTPS here (`X-Forwarded-Proto: https`).
     pub(crate) https: bool,
+    /// The app's circuit breakers (`breaker.rs`).
+    pub(crate) breakers: crate::breaker::AppBreakers,
 }
 
 impl Proxy {
@@ -125,13 +127,14 @@ async fn forward(
         .as_ref()
         .and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
     let set_cookie = decision.as_ref().and_then(|(_, d)| d.set_cookie.clone());
+    let ticket = crate::breaker::gate(&proxy.breakers, path.as_str().as_bytes())?;
 
     // Without a host from the client, the backend's own address (the next one's on a retry).
     let host_from_backend = !parts.headers.contains_key(header::HOST);
     let mut body = RequestBody::Incoming(body);
     let timeout = tokio::time::sleep(proxy.request_timeout);
     tokio::pin!(timeout);
-    let (incoming, guard) = exchange(
+    let exchanged = exchange(
         proxy,
         route,
         prefer,
@@ -151,7 +154,9 @@ async fn forward(
             upstream::encode_head(&request, framing)
         },
     )
-    .await?;
+    .await;
+    crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+    let (incoming, guard) = exchanged?;
     let mut response = respond(proxy, incoming, guard, client_upgrade)?;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

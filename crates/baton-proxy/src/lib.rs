@@ -9,6 +9,7 @@
 mod affinity;
 mod backend;
 mod body;
+mod breaker;
 mod date;
 mod error;
 mod forward;
@@ -28,6 +29,7 @@ mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
+pub use breaker::{BreakerStatus, BreakerTransition};
 pub use error::{ErrorKind, ProxyError, UpstreamError};
 pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_IP, X_REQUEST_ID};
 pub use health::{CHECKS_PER_CONNECTION, HealthCheck, spawn_health_checker};

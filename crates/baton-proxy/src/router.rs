@@ -43,6 +43,8 @@ pub struct Router {
     /// Requests received per app on the listeners [`crate::serve`] runs with this router,
     /// routed or not (a host's traffic, which the external-LB handshake watches).
     requests: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Every app's circuit breakers (`breaker.rs`).
+    pub(crate) breakers: crate::breaker::Registry,
 }
 
 impl Router {
@@ -51,6 +53,7 @@ impl Router {
         Arc::new(Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             requests: Mutex::default(),
+            breakers: Default::default(),
         })
     }
 

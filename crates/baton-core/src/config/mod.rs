@@ -14,6 +14,7 @@ use crate::model::Strategy;
 use span::{key_at, line_col, locate};
 
 mod artifacts;
+mod breakers;
 mod canary;
 mod cluster;
 mod diff;
@@ -28,6 +29,8 @@ mod tls;
 mod unusable_tests;
 
 pub use artifacts::ArtifactsConfig;
+
+pub use breakers::{BreakerConfig, FallbackConfig, path_matches};
 
 pub use cluster::{
     ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST, MAX_HOST_NAME,
@@ -274,6 +277,9 @@ pub struct AppConfig {
     /// `[apps.<name>.migrate]`: schema migrations that travel with the release.
     #[serde(default)]
     pub migrate: Option<MigrateConfig>,
+    /// `[[apps.<name>.breakers]]`: circuit breakers on the app's routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerConfig>,
 }
 
 fn default_instances() -> u32 {
@@ -767,6 +773,17 @@ impl Config {
                     &at("host_port"),
                     "0 is not a port: every host listens on the same one, e.g. 8080".into(),
                 );
+            }
+            if let Err((i, key, message)) = breakers::validate(&app.breakers) {
+                let (line, col) = breakers::locate_entry(text, name, i, key)
+                    .unwrap_or_else(|| locate(text, &["apps", name, "breakers"]));
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line,
+                    col,
+                    key: Some(format!("apps.{name}.breakers[{i}].{key}")),
+                    message,
+                });
             }
             if let Err((key, message)) = text::check_app(name, app) {
                 return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);

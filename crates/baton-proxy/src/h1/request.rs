@@ -53,8 +53,9 @@ pub(super) async fn forward(
         .find(|h| h.role == Role::Host)
         .map(|h| text(h.value));
     let mut rng = fastrand::Rng::new();
+    let ticket = crate::breaker::gate(&proxy.breakers, text(target))?;
     let Some(affinity) = &route.affinity else {
-        let (incoming, guard) = exchange(
+        let exchanged = exchange(
             proxy,
             route,
             None,
@@ -120,7 +121,9 @@ pub(super) async fn forward(
                 dst.freeze()
             },
         )
-        .await?;
+        .await;
+        crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+        let (incoming, guard) = exchanged?;
         return Ok(Answer {
             incoming,
             guard,
@@ -147,7 +150,7 @@ pub(super) async fn forward(
         .map(|t| (affinity.canary.as_str(), t));
     let target =
         std::str::from_utf8(text(target)).map_err(|_| ProxyError::Client("invalid target"))?;
-    let (incoming, guard) = exchange(
+    let exchanged = exchange(
         proxy,
         route,
         prefer,
@@ -167,7 +170,9 @@ pub(super) async fn forward(
             upstream::encode_head(&request, framing)
         },
     )
-    .await?;
+    .await;
+    crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+    let (incoming, guard) = exchanged?;
     Ok(Answer {
         incoming,
         guard,

@@ -59,6 +59,7 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/abort", post(intents::abort))
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
+        .route("/v1/apps/{app}/breakers", get(intents::breakers))
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/tokens", post(hosts::create_token))
