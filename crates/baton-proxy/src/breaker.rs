@@ -296,3 +296,75 @@ fn now_ms() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_error_rate: f64) -> BreakerConfig {
+        let text = format!(
+            "name = \"orders\"\npath = \"/orders\"\nmin_requests = 2\nmax_error_rate = {max_error_rate}\n\n[fallback]\nstatus = 429\nbody = \"later\"\nretry_after = \"7s\"\n"
+        );
+        toml_config(&text)
+    }
+
+    fn toml_config(text: &str) -> BreakerConfig {
+        // The schema's own parser: a breaker is a table of `[[apps.x.breakers]]`.
+        let full = format!(
+            "[apps.x]\nlisten = \"127.0.0.1:1\"\ncommand = [\"x\"]\n[[apps.x.breakers]]\n{}",
+            text.replace("[fallback]", "[apps.x.breakers.fallback]")
+        );
+        let c = baton_core::config::Config::parse(&full, std::path::Path::new("t.toml")).unwrap();
+        c.apps["x"].breakers[0].clone()
+    }
+
+    fn fail_twice(slot: &AppBreakers) {
+        for _ in 0..2 {
+            let ticket = gate(slot, b"/orders/1").unwrap().expect("watched");
+            ticket.finish(Ok(StatusCode::INTERNAL_SERVER_ERROR));
+        }
+    }
+
+    #[test]
+    fn a_breaker_opens_serves_its_fallback_and_keeps_its_state_across_an_unchanged_reload() {
+        let router = Router::new();
+        let mut transitions = router.breaker_transitions().unwrap();
+        assert!(router.breaker_transitions().is_none(), "taken once");
+        router.set_breakers("web", &[config(0.5)]);
+        let slot = router.breakers.of("web");
+        assert!(
+            gate(&slot, b"/other").unwrap().is_none(),
+            "other routes are not watched"
+        );
+        fail_twice(&slot);
+        let Err(ProxyError::Fallback(f)) = gate(&slot, b"http://h/orders?x") else {
+            panic!("open: the fallback");
+        };
+        assert_eq!((f.status.as_u16(), &f.body[..]), (429, &b"later"[..]));
+        assert_eq!(f.retry_after.as_ref().unwrap(), "7");
+        let t = transitions.try_recv().unwrap();
+        assert_eq!((t.app.as_str(), t.transition.to), ("web", State::Open));
+        // The same config again keeps it open; a changed one starts closed.
+        router.set_breakers("web", &[config(0.5)]);
+        assert_eq!(router.breakers("web")[0].state, State::Open);
+        router.set_breakers("web", &[config(0.9)]);
+        assert_eq!(router.breakers("web")[0].state, State::Closed);
+        assert!(gate(&slot, b"/orders").unwrap().is_some());
+        router.set_breakers("web", &[]);
+        assert!(gate(&slot, b"/orders").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_client_error_or_a_dropped_ticket_is_no_verdict() {
+        let router = Router::new();
+        router.set_breakers("web", &[config(0.5)]);
+        let slot = router.breakers.of("web");
+        for _ in 0..5 {
+            let ticket = gate(&slot, b"/orders").unwrap().unwrap();
+            ticket.finish(Err(&ProxyError::Client("bad")));
+            drop(gate(&slot, b"/orders").unwrap());
+        }
+        assert_eq!(router.breakers("web")[0].window.requests, 0);
+        assert_eq!(router.breakers("web")[0].state, State::Closed);
+    }
+}

@@ -162,6 +162,10 @@ fn apply(
         }
     }
     shared.snapshot.store(next.clone());
+    crate::breakers::sync(shared, &next);
+    for key in &changes.removed {
+        shared.router.set_breakers(key, &[]);
+    }
     certs.apply();
     let cfg = |key: &str| listener_config(&next.apps[key], certs.holders.get(key).cloned());
     for (key, b) in bound {

@@ -57,6 +57,14 @@ const TABLES: &[(&str, &str)] = &[
         "[[apps.web.analysis.metric]]\nname = \"m\"",
     ),
     (
+        "apps.<name>.breakers",
+        "[[apps.web.breakers]]\nname = \"b\"\npath = \"/b\"\nmax_error_rate = 0.5",
+    ),
+    (
+        "apps.<name>.breakers.fallback",
+        "[[apps.web.breakers]]\nname = \"b\"\npath = \"/b\"\nmax_error_rate = 0.5\n[apps.web.breakers.fallback]",
+    ),
+    (
         "apps.<name>.migrate",
         "[apps.web.migrate]\ncommand = [\"x\"]",
     ),
