@@ -34,8 +34,9 @@ struct State {
     error_json: Bytes,
     /// Signups are also stored in SQLite once the expand migration created the table.
     signups: Option<crate::db::Signups>,
-    /// `BATON_DEMO_FAULT_FILE`: while this file exists, requests under the path prefix it
-    /// holds answer 500 (a route that starts failing, and recovers when it is removed).
+    /// `BATON_DEMO_FAULT_FILE`: while this file exists, requests under a path prefix it holds
+    /// (one a line, optionally followed by an instance id: only that instance) answer 500:
+    /// a route that starts failing, and recovers when the file is removed.
     fault_file: Option<std::path::PathBuf>,
 }
 
@@ -115,16 +116,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-/// Whether `path` is under the prefix in the fault file, if it exists now.
+/// Whether `path` is under a prefix of the fault file (for this instance), if it exists now.
 fn faulty(state: &State, path: &str) -> bool {
     let Some(file) = &state.fault_file else {
         return false;
     };
-    let Ok(prefix) = std::fs::read_to_string(file) else {
+    let Ok(text) = std::fs::read_to_string(file) else {
         return false;
     };
-    let prefix = prefix.trim();
-    !prefix.is_empty() && path != "/health" && path.starts_with(prefix)
+    path != "/health"
+        && text.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            let prefix = words.next().unwrap_or("");
+            let ours = words.next().is_none_or(|i| i == state.opts.instance);
+            !prefix.is_empty() && ours && path.starts_with(prefix)
+        })
 }
 
 /// Answers one request; returns the route label used in metrics with the response.

@@ -48,6 +48,8 @@ pub(crate) struct Proxy {
     pub(crate) https: bool,
     /// The app's circuit breakers (`breaker.rs`).
     pub(crate) breakers: crate::breaker::AppBreakers,
+    /// The app's outlier ejection config (`outlier.rs`).
+    pub(crate) outlier: crate::outlier::AppOutlier,
 }
 
 impl Proxy {
@@ -209,6 +211,8 @@ pub(crate) async fn exchange(
         let failed = match sent {
             Some(Ok(answered)) => {
                 backend.note_reachable();
+                let error = answered.head.status.is_server_error();
+                crate::outlier::note(&proxy.outlier, route, backend, error);
                 return Ok((answered, guard));
             }
             // The client's own body failed: nothing to blame the instance for.
@@ -218,6 +222,7 @@ pub(crate) async fn exchange(
             }
             Some(Err(failed)) => failed,
             None => {
+                crate::outlier::note(&proxy.outlier, route, backend, true);
                 guard.metrics().timeout();
                 guard.metrics().status(StatusCode::GATEWAY_TIMEOUT);
                 return Err(ProxyError::Timeout {
@@ -229,6 +234,7 @@ pub(crate) async fn exchange(
         let error = ProxyError::from_upstream(backend.addr(), failed);
         // Not sent: the body is untouched and the request may go elsewhere.
         let ProxyError::Connect { .. } = &error else {
+            crate::outlier::note(&proxy.outlier, route, backend, true);
             guard.metrics().status(StatusCode::BAD_GATEWAY);
             return Err(error);
         };

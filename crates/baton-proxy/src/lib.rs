@@ -19,6 +19,7 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
+mod outlier;
 mod redirect;
 mod router;
 mod select;
@@ -35,6 +36,7 @@ pub use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REAL_I
 pub use health::{CHECKS_PER_CONNECTION, HealthCheck, spawn_health_checker};
 pub use listener::{HEADER_READ_TIMEOUT, ListenerConfig, MIN_HEADER_BYTES, serve};
 pub use metrics::{BUCKETS, MetricsSnapshot};
+pub use outlier::Ejected;
 pub use redirect::serve_redirect;
 pub use router::{AppRoute, ReleaseRoute, Router, RoutingTable};
 pub use select::{pick_backend, select, select_retry, select_target};

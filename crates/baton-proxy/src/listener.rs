@@ -77,6 +77,7 @@ pub async fn serve(
     let proxy = Arc::new(Proxy {
         requests: router.request_counter(&app),
         breakers: router.breakers.of(&app),
+        outlier: router.outliers.of(&app),
         app,
         router,
         request_timeout: cfg.request_timeout,

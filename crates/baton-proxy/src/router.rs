@@ -45,6 +45,8 @@ pub struct Router {
     requests: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Every app's circuit breakers (`breaker.rs`).
     pub(crate) breakers: crate::breaker::Registry,
+    /// Every app's outlier ejection config (`outlier.rs`).
+    pub(crate) outliers: crate::outlier::Registry,
 }
 
 impl Router {
@@ -54,6 +56,7 @@ impl Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             requests: Mutex::default(),
             breakers: Default::default(),
+            outliers: Default::default(),
         })
     }
 

@@ -13,10 +13,12 @@ use tokio::sync::mpsc;
 
 use crate::shared::{ConfigSnapshot, Shared};
 
-/// Puts every unit's breakers of `snapshot` in force; unchanged breakers keep their state.
+/// Puts every unit's breakers and outlier ejection of `snapshot` in force; unchanged
+/// breakers keep their state.
 pub fn sync(shared: &Shared, snapshot: &ConfigSnapshot) {
     for (key, app) in &snapshot.apps {
         shared.router.set_breakers(key, &app.breakers);
+        shared.router.set_outlier(key, app.outlier.as_ref());
     }
 }
 
@@ -142,13 +144,40 @@ pub struct BreakerView {
     pub min_requests: u32,
 }
 
-/// The breakers of one unit.
+/// The breakers of one unit, and its instances ejected now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BreakersView {
     /// The unit (`app` or `app@env`).
     pub app: String,
     /// Its breakers, in config order.
     pub breakers: Vec<BreakerView>,
+    /// Its instances ejected now (`[apps.<name>.outlier]`).
+    pub ejected: Vec<EjectedView>,
+}
+
+/// An instance ejected now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EjectedView {
+    /// The instance.
+    pub instance: String,
+    /// Its release.
+    pub release: String,
+    /// When the ejection ends (unix ms).
+    pub until: i64,
+    /// How many times it has been ejected.
+    pub ejections: u32,
+}
+
+impl EjectedView {
+    /// The view of an ejected instance.
+    pub fn of(e: baton_proxy::Ejected) -> EjectedView {
+        EjectedView {
+            instance: e.instance,
+            release: e.release,
+            until: e.until,
+            ejections: e.ejections,
+        }
+    }
 }
 
 impl BreakerView {

@@ -165,6 +165,7 @@ fn apply(
     crate::breakers::sync(shared, &next);
     for key in &changes.removed {
         shared.router.set_breakers(key, &[]);
+        shared.router.set_outlier(key, None);
     }
     certs.apply();
     let cfg = |key: &str| listener_config(&next.apps[key], certs.holders.get(key).cloned());

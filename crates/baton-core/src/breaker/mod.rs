@@ -7,6 +7,7 @@
 //! `probes` requests: all of them succeeding closes it, one failing opens it again. Pure: the
 //! caller passes `now` and the outcome of each request.
 
+pub mod outlier;
 mod window;
 
 pub use window::{BUCKETS, Figures, Window};

@@ -30,7 +30,7 @@ mod unusable_tests;
 
 pub use artifacts::ArtifactsConfig;
 
-pub use breakers::{BreakerConfig, FallbackConfig, path_matches};
+pub use breakers::{BreakerConfig, FallbackConfig, OutlierConfig, path_matches};
 
 pub use cluster::{
     ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST, MAX_HOST_NAME,
@@ -280,6 +280,9 @@ pub struct AppConfig {
     /// `[[apps.<name>.breakers]]`: circuit breakers on the app's routes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub breakers: Vec<BreakerConfig>,
+    /// `[apps.<name>.outlier]`: ejection of instances that keep failing; absent, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
 }
 
 fn default_instances() -> u32 {
@@ -773,6 +776,9 @@ impl Config {
                     &at("host_port"),
                     "0 is not a port: every host listens on the same one, e.g. 8080".into(),
                 );
+            }
+            if let Some((key, message)) = app.outlier.as_ref().and_then(OutlierConfig::problem) {
+                return fail(&["apps", name, "outlier", key], message);
             }
             if let Err((i, key, message)) = breakers::validate(&app.breakers) {
                 let (line, col) = breakers::locate_entry(text, name, i, key)

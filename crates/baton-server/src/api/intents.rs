@@ -168,5 +168,15 @@ pub async fn breakers(
         .into_iter()
         .map(crate::breakers::BreakerView::of)
         .collect();
-    Ok(Json(crate::breakers::BreakersView { app: key, breakers }))
+    let ejected = shared
+        .router
+        .ejected(&key)
+        .into_iter()
+        .map(crate::breakers::EjectedView::of)
+        .collect();
+    Ok(Json(crate::breakers::BreakersView {
+        app: key,
+        breakers,
+        ejected,
+    }))
 }

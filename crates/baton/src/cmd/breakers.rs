@@ -24,6 +24,15 @@ pub async fn breakers(config: &Path, app: &str, env: Option<&str>, json: bool) -
         );
         return Ok(());
     }
+    for e in &view.ejected {
+        println!(
+            "ejected {} ({}) until {} (ejection {})",
+            esc(&e.instance),
+            esc(&e.release),
+            output::clock(e.until),
+            e.ejections
+        );
+    }
     if view.breakers.is_empty() {
         println!(
             "{} has no breakers: add [[apps.{}.breakers]] to the config",

@@ -161,3 +161,80 @@ async fn a_failing_route_opens_its_breaker_serves_the_fallback_and_closes_after_
     );
     assert_eq!(opened["app"], "web");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_keeps_failing_is_ejected_but_never_more_than_the_max_percent() {
+    let config = format!(
+        "{}\n[apps.web.outlier]\nconsecutive_errors = 3\nbase_ejection = \"60s\"\nmax_ejection = \"120s\"\nmax_ejection_percent = 50\n",
+        THREE_WEB.replace(
+            "env = { GREETING = \"hello\" }",
+            "env = { GREETING = \"hello\", BATON_DEMO_FAULT_FILE = \"@DIR@/fault\" }"
+        )
+    );
+    let baton = Baton::start(&config);
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let web = baton.web();
+    let ids: Vec<String> = baton
+        .status("web")
+        .instances
+        .iter()
+        .map(|i| i.id.clone())
+        .collect();
+    assert_eq!(ids.len(), 3);
+
+    // Two of the three instances fail every request; 50 % of 3 lets one be ejected.
+    std::fs::write(
+        baton.dir.path().join("fault"),
+        format!("/whoami {}\n/whoami {}\n", ids[0], ids[1]),
+    )
+    .unwrap();
+    let ejected = |v: &serde_json::Value| -> Vec<String> {
+        v["ejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["instance"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let one = wait_until_async(Duration::from_secs(20), || async {
+        for _ in 0..20 {
+            get(&client, web, "/whoami").await;
+        }
+        ejected(&baton.api_get("/v1/apps/web/breakers").await.1).len() == 1
+    })
+    .await;
+    assert!(one, "no instance ejected: {}", baton.log());
+    let out = ejected(&baton.api_get("/v1/apps/web/breakers").await.1);
+    let gone = &out[0];
+    assert!(
+        gone == &ids[0] || gone == &ids[1],
+        "ejected a healthy one: {gone}"
+    );
+    let still = if gone == &ids[0] { &ids[1] } else { &ids[0] };
+
+    // The ejected instance gets nothing; the other failing one still serves (and fails).
+    let mut from_still = 0;
+    for _ in 0..90 {
+        let (status, _, body) = get(&client, web, "/whoami").await;
+        assert!(
+            !body.contains(gone.as_str()),
+            "the ejected instance answered: {body}"
+        );
+        if status == 500 && body.contains(still.as_str()) {
+            from_still += 1;
+        }
+    }
+    assert!(from_still > 0, "the second failing instance got no request");
+    assert_eq!(
+        ejected(&baton.api_get("/v1/apps/web/breakers").await.1),
+        vec![gone.clone()]
+    );
+    let o = baton.cli(&["breakers", "web"]);
+    assert!(
+        text(&o).contains(&format!("ejected {gone}")),
+        "{}",
+        text(&o)
+    );
+}

@@ -56,6 +56,7 @@ const TABLES: &[(&str, &str)] = &[
         "apps.<name>.analysis.metric",
         "[[apps.web.analysis.metric]]\nname = \"m\"",
     ),
+    ("apps.<name>.outlier", "[apps.web.outlier]"),
     (
         "apps.<name>.breakers",
         "[[apps.web.breakers]]\nname = \"b\"\npath = \"/b\"\nmax_error_rate = 0.5",

@@ -20,6 +20,71 @@ pub const MAX_FALLBACK_BODY: usize = 64 * 1024;
 /// Most breakers per app: each request compares its path with every one of them.
 pub const MAX_BREAKERS: usize = 64;
 
+/// Consecutive errors of an instance before it is ejected, unless told otherwise.
+pub const DEFAULT_CONSECUTIVE_ERRORS: u32 = 5;
+/// The first ejection's length unless told otherwise (each next one is longer by as much).
+pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
+/// The longest ejection unless told otherwise.
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
+/// The most of a release's instances ejected at once, in percent, unless told otherwise.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+
+/// `[apps.<name>.outlier]`: instances that keep failing leave the split for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Errors in a row (5xx answers, timeouts, failed exchanges) that eject an instance.
+    pub consecutive_errors: u32,
+    /// The first ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// The most of a release's instances ejected at once (never all of them).
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_errors: DEFAULT_CONSECUTIVE_ERRORS,
+            base_ejection: DEFAULT_BASE_EJECTION,
+            max_ejection: DEFAULT_MAX_EJECTION,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// The key that is wrong and why, if any.
+    pub(in crate::config) fn problem(&self) -> Option<(&'static str, String)> {
+        if self.consecutive_errors == 0 {
+            return Some(("consecutive_errors", "must be at least 1".into()));
+        }
+        if self.base_ejection.as_millis() == 0 {
+            return Some(("base_ejection", "must be more than 0, e.g. \"30s\"".into()));
+        }
+        if self.max_ejection < self.base_ejection {
+            return Some((
+                "max_ejection",
+                format!(
+                    "{} is shorter than base_ejection {}",
+                    self.max_ejection, self.base_ejection
+                ),
+            ));
+        }
+        if !(1..=100).contains(&self.max_ejection_percent) {
+            return Some((
+                "max_ejection_percent",
+                format!(
+                    "{} is out of range: use 1 to 100",
+                    self.max_ejection_percent
+                ),
+            ));
+        }
+        None
+    }
+}
+
 /// `[[apps.<name>.breakers]]`
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
