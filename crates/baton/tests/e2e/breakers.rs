@@ -238,3 +238,47 @@ async fn an_instance_that_keeps_failing_is_ejected_but_never_more_than_the_max_p
         text(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_puts_a_breaker_in_force_and_an_unchanged_one_keeps_its_state() {
+    let config = THREE_WEB.replace(
+        "env = { GREETING = \"hello\" }",
+        "env = { GREETING = \"hello\", BATON_DEMO_FAULT_FILE = \"@DIR@/fault\" }",
+    );
+    let baton = Baton::start(&config);
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let web = baton.web();
+    std::fs::write(baton.dir.path().join("fault"), "/whoami").unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(&client, web, "/whoami").await.0, 500, "no breaker yet");
+    }
+
+    // One error opens this one; its cooldown outlasts the test.
+    let breaker = "[[apps.web.breakers]]\nname = \"whoami\"\npath = \"/whoami\"\nmin_requests = 1\nmax_error_rate = 0.0\ncooldown = \"1h\"\n";
+    let toml = std::fs::read_to_string(&baton.config).unwrap();
+    std::fs::write(&baton.config, format!("{toml}\n{breaker}")).unwrap();
+    let o = baton.cli(&["reload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("breakers"), "{}", text(&o));
+    assert_eq!(get(&client, web, "/whoami").await.0, 500);
+    let (status, _, body) = get(&client, web, "/whoami").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "circuit breaker whoami is open\n")
+    );
+
+    // A reload that leaves the breaker as it is keeps it open.
+    let toml = std::fs::read_to_string(&baton.config).unwrap();
+    std::fs::write(
+        &baton.config,
+        toml.replace("instances = 3", "instances = 3\n# same"),
+    )
+    .unwrap();
+    let o = baton.cli(&["reload"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(baton.dir.path().join("fault")).unwrap();
+    assert_eq!(get(&client, web, "/whoami").await.0, 503, "still open");
+    assert_eq!(get(&client, web, "/").await.0, 200);
+}
