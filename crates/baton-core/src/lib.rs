@@ -5,6 +5,7 @@
 //! time takes `now` (unix milliseconds) as an argument, so decisions can be table-tested.
 
 pub mod analysis;
+pub mod breaker;
 pub mod config;
 pub mod duration;
 pub mod flags;

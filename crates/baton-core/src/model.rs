@@ -419,6 +419,12 @@ pub enum EventKind {
     ConfigReloaded,
     /// A feature flag was changed live (`baton flag set`); the message says how and by whom.
     FlagChanged,
+    /// A circuit breaker opened: its route's window crossed a threshold (or a probe failed).
+    BreakerOpened,
+    /// An open breaker's cooldown ended: it admits probe requests.
+    BreakerHalfOpen,
+    /// A breaker closed: its probes succeeded.
+    BreakerClosed,
 }
 
 impl EventKind {
@@ -457,6 +463,9 @@ impl EventKind {
             EventKind::LbEndpoint => "lb_endpoint",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::FlagChanged => "flag_changed",
+            EventKind::BreakerOpened => "breaker_opened",
+            EventKind::BreakerHalfOpen => "breaker_half_open",
+            EventKind::BreakerClosed => "breaker_closed",
         }
     }
 }

@@ -34,6 +34,10 @@ struct State {
     error_json: Bytes,
     /// Signups are also stored in SQLite once the expand migration created the table.
     signups: Option<crate::db::Signups>,
+    /// `BATON_DEMO_FAULT_FILE`: while this file exists, requests under a path prefix it holds
+    /// (one a line, optionally followed by an instance id: only that instance) answer 500:
+    /// a route that starts failing, and recovers when the file is removed.
+    fault_file: Option<std::path::PathBuf>,
 }
 
 impl State {
@@ -52,6 +56,9 @@ impl State {
             version_json: Bytes::from(version_json.to_string()),
             error_json: Bytes::from(error_json.to_string()),
             signups: crate::db::Signups::open(),
+            fault_file: std::env::var_os("BATON_DEMO_FAULT_FILE")
+                .filter(|f| !f.is_empty())
+                .map(Into::into),
         }
     }
 }
@@ -97,9 +104,33 @@ pub async fn serve(
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let _in_flight = state.metrics.begin();
+    if faulty(&state, req.uri().path()) {
+        state.metrics.record("fault", 500);
+        return Ok(json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            state.error_json.clone(),
+        ));
+    }
     let (route, resp) = route(&state, req).await;
     state.metrics.record(route, resp.status().as_u16());
     Ok(resp)
+}
+
+/// Whether `path` is under a prefix of the fault file (for this instance), if it exists now.
+fn faulty(state: &State, path: &str) -> bool {
+    let Some(file) = &state.fault_file else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    path != "/health"
+        && text.lines().any(|line| {
+            let mut words = line.split_whitespace();
+            let prefix = words.next().unwrap_or("");
+            let ours = words.next().is_none_or(|i| i == state.opts.instance);
+            !prefix.is_empty() && ours && path.starts_with(prefix)
+        })
 }
 
 /// Answers one request; returns the route label used in metrics with the response.

@@ -82,6 +82,8 @@ pub struct Backend {
     idle: Notify,
     passive_threshold: u32,
     connect_errors_in_a_row: AtomicU32,
+    /// Its errors in a row and its ejection (`outlier.rs`).
+    pub(crate) outlier: crate::outlier::OutlierState,
     /// One per data plane worker (see [`crate::workers`]): what a request changes is on its
     /// own worker's shard, so two cores never write the same cache line per request.
     shards: Box<[Shard]>,
@@ -131,6 +133,7 @@ impl Backend {
             idle: Notify::new(),
             passive_threshold,
             connect_errors_in_a_row: AtomicU32::new(0),
+            outlier: Default::default(),
             shards: (0..crate::workers::slots())
                 .map(|slot| Shard {
                     in_flight: AtomicU64::new(0),

@@ -97,6 +97,9 @@ pub enum ProxyError {
     /// A defect in the proxy.
     #[error("internal proxy error: {0}")]
     Internal(String),
+    /// The route's circuit breaker refused the request: its fallback is the answer.
+    #[error("circuit breaker open: fallback {}", .0.status)]
+    Fallback(std::sync::Arc<crate::breaker::Fallback>),
 }
 
 impl From<Refusal> for ProxyError {
@@ -110,7 +113,7 @@ impl ProxyError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ProxyError::Client(_) | ProxyError::Refused(..) => ErrorKind::Client,
-            ProxyError::NoBackend { .. } => ErrorKind::Unavailable,
+            ProxyError::NoBackend { .. } | ProxyError::Fallback(_) => ErrorKind::Unavailable,
             ProxyError::Connect { .. } => ErrorKind::UpstreamConnect,
             ProxyError::Upstream { .. } => ErrorKind::UpstreamOther,
             ProxyError::Timeout { .. } => ErrorKind::Timeout,
@@ -133,13 +136,15 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Refused(status, _) => *status,
+            ProxyError::Fallback(f) => f.status,
             _ => self.kind().status(),
         }
     }
 
     /// The text of the response the client gets.
-    pub(crate) fn body(&self) -> &'static [u8] {
+    pub(crate) fn body(&self) -> &[u8] {
         match self {
+            ProxyError::Fallback(f) => &f.body,
             ProxyError::Refused(status, _) if *status == StatusCode::NOT_IMPLEMENTED => {
                 b"not implemented\n"
             }
@@ -152,14 +157,39 @@ impl ProxyError {
         matches!(self, ProxyError::Refused(..))
     }
 
+    /// The `Content-Type` of [`ProxyError::body`].
+    pub(crate) fn content_type(&self) -> &'static str {
+        match self {
+            ProxyError::Fallback(f) => f.content_type,
+            _ => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// The `Retry-After` the answer carries (a breaker's fallback may set one).
+    pub(crate) fn retry_after(&self) -> Option<&HeaderValue> {
+        match self {
+            ProxyError::Fallback(f) => f.retry_after.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The response the client gets.
     pub(crate) fn to_response(&self) -> Response<ResponseBody> {
-        let mut response = Response::new(ResponseBody::full(Bytes::from_static(self.body())));
+        let body = match self {
+            ProxyError::Fallback(f) => f.body.clone(),
+            _ => Bytes::copy_from_slice(self.body()),
+        };
+        let mut response = Response::new(ResponseBody::full(body));
         *response.status_mut() = self.status();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
+            HeaderValue::from_static(self.content_type()),
         );
+        if let Some(retry_after) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.clone());
+        }
         if self.closes() {
             response
                 .headers_mut()

@@ -46,6 +46,10 @@ pub(crate) struct Proxy {
     pub(crate) requests: Arc<std::sync::atomic::AtomicU64>,
     /// Clients speak HTTPS here (`X-Forwarded-Proto: https`).
     pub(crate) https: bool,
+    /// The app's circuit breakers (`breaker.rs`).
+    pub(crate) breakers: crate::breaker::AppBreakers,
+    /// The app's outlier ejection config (`outlier.rs`).
+    pub(crate) outlier: crate::outlier::AppOutlier,
 }
 
 impl Proxy {
@@ -127,13 +131,14 @@ async fn forward(
         .as_ref()
         .and_then(|(canary, d)| d.target.as_ref().map(|t| (*canary, t)));
     let set_cookie = decision.as_ref().and_then(|(_, d)| d.set_cookie.clone());
+    let ticket = crate::breaker::gate(&proxy.breakers, path.as_str().as_bytes())?;
 
     // Without a host from the client, the backend's own address (the next one's on a retry).
     let host_from_backend = !parts.headers.contains_key(header::HOST);
     let mut body = RequestBody::Incoming(body);
     let timeout = tokio::time::sleep(proxy.request_timeout);
     tokio::pin!(timeout);
-    let (incoming, guard) = exchange(
+    let exchanged = exchange(
         proxy,
         route,
         prefer,
@@ -153,7 +158,9 @@ async fn forward(
             upstream::encode_head(&request, framing)
         },
     )
-    .await?;
+    .await;
+    crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+    let (incoming, guard) = exchanged?;
     let mut response = respond(proxy, incoming, guard, client_upgrade)?;
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -206,6 +213,8 @@ pub(crate) async fn exchange(
         let failed = match sent {
             Some(Ok(answered)) => {
                 backend.note_reachable();
+                let error = answered.head.status.is_server_error();
+                crate::outlier::note(&proxy.outlier, route, backend, error);
                 return Ok((answered, guard));
             }
             // The client's own body failed: nothing to blame the instance for.
@@ -215,6 +224,7 @@ pub(crate) async fn exchange(
             }
             Some(Err(failed)) => failed,
             None => {
+                crate::outlier::note(&proxy.outlier, route, backend, true);
                 guard.metrics().timeout();
                 guard.metrics().status(StatusCode::GATEWAY_TIMEOUT);
                 return Err(ProxyError::Timeout {
@@ -226,6 +236,7 @@ pub(crate) async fn exchange(
         let error = ProxyError::from_upstream(backend.addr(), failed);
         // Not sent: the body is untouched and the request may go elsewhere.
         let ProxyError::Connect { .. } = &error else {
+            crate::outlier::note(&proxy.outlier, route, backend, true);
             guard.metrics().status(StatusCode::BAD_GATEWAY);
             return Err(error);
         };

@@ -76,6 +76,8 @@ pub async fn serve(
     let closing = CancellationToken::new();
     let proxy = Arc::new(Proxy {
         requests: router.request_counter(&app),
+        breakers: router.breakers.of(&app),
+        outlier: router.outliers.of(&app),
         app,
         router,
         request_timeout: cfg.request_timeout,

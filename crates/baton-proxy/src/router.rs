@@ -45,6 +45,10 @@ pub struct Router {
     requests: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Every app's feature flags, for the `X-Baton-Flags` header (`flags.rs`).
     flags: ArcSwap<crate::flags::FlagTable>,
+    /// Every app's circuit breakers (`breaker.rs`).
+    pub(crate) breakers: crate::breaker::Registry,
+    /// Every app's outlier ejection config (`outlier.rs`).
+    pub(crate) outliers: crate::outlier::Registry,
 }
 
 impl Router {
@@ -54,6 +58,8 @@ impl Router {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             requests: Mutex::default(),
             flags: ArcSwap::default(),
+            breakers: Default::default(),
+            outliers: Default::default(),
         })
     }
 

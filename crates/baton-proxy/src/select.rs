@@ -110,7 +110,9 @@ pub fn pick_backend<'a>(
 }
 
 fn is_candidate(backend: &Arc<Backend>, skip: Option<&Backend>) -> bool {
-    backend.is_eligible() && !skip.is_some_and(|s| std::ptr::eq(Arc::as_ptr(backend), s))
+    backend.is_eligible()
+        && !skip.is_some_and(|s| std::ptr::eq(Arc::as_ptr(backend), s))
+        && !backend.outlier.is_ejected()
 }
 
 fn eligible_count(backends: &[Arc<Backend>], skip: Option<&Backend>) -> usize {

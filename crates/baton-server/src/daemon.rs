@@ -230,6 +230,12 @@ async fn serve(
     // Before accepting: the re-adopted instances take requests at once (a restart must not
     // answer a single 503).
     controller::publish_now(&shared)?;
+    if let Some(transitions) = shared.router.breaker_transitions() {
+        tokio::spawn(crate::breakers::record(
+            Arc::downgrade(&shared),
+            transitions,
+        ));
+    }
 
     let mut listeners = Listeners::new(shared.router.clone(), sockets.clone());
     for (key, bound) in app_listeners {

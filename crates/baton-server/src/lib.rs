@@ -3,6 +3,7 @@
 //! flows"). `baton up` calls [`run`].
 
 mod api;
+pub mod breakers;
 mod clock;
 pub mod cluster;
 mod controller;

@@ -163,6 +163,11 @@ fn apply(
     }
     shared.snapshot.store(next.clone());
     shared.flags.set_config(next.units.values());
+    crate::breakers::sync(shared, &next);
+    for key in &changes.removed {
+        shared.router.set_breakers(key, &[]);
+        shared.router.set_outlier(key, None);
+    }
     certs.apply();
     let cfg = |key: &str| listener_config(&next.apps[key], certs.holders.get(key).cloned());
     for (key, b) in bound {

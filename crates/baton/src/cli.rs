@@ -139,6 +139,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An app's circuit breakers: state, since when, the figures of their window.
+    Breakers {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List an app's deployments: outcome, duration, trigger.
     History {
         /// The app.

@@ -14,6 +14,7 @@ use crate::model::Strategy;
 use span::{key_at, line_col, locate};
 
 mod artifacts;
+mod breakers;
 mod canary;
 mod cluster;
 mod diff;
@@ -29,6 +30,8 @@ mod tls;
 mod unusable_tests;
 
 pub use artifacts::ArtifactsConfig;
+
+pub use breakers::{BreakerConfig, FallbackConfig, OutlierConfig, path_matches};
 
 pub use cluster::{
     ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST, MAX_HOST_NAME,
@@ -283,6 +286,12 @@ pub struct AppConfig {
     /// `[apps.<name>.flags.<flag>]`: feature flags, the same in every environment.
     #[serde(default)]
     pub flags: BTreeMap<String, crate::flags::FlagSpec>,
+    /// `[[apps.<name>.breakers]]`: circuit breakers on the app's routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakers: Vec<BreakerConfig>,
+    /// `[apps.<name>.outlier]`: ejection of instances that keep failing; absent, none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
 }
 
 fn default_instances() -> u32 {
@@ -788,6 +797,20 @@ impl Config {
                     &at("host_port"),
                     "0 is not a port: every host listens on the same one, e.g. 8080".into(),
                 );
+            }
+            if let Some((key, message)) = app.outlier.as_ref().and_then(OutlierConfig::problem) {
+                return fail(&["apps", name, "outlier", key], message);
+            }
+            if let Err((i, key, message)) = breakers::validate(&app.breakers) {
+                let (line, col) = breakers::locate_entry(text, name, i, key)
+                    .unwrap_or_else(|| locate(text, &["apps", name, "breakers"]));
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line,
+                    col,
+                    key: Some(format!("apps.{name}.breakers[{i}].{key}")),
+                    message,
+                });
             }
             if let Err((key, message)) = text::check_app(name, app) {
                 return fail(&key.iter().map(String::as_str).collect::<Vec<_>>(), message);

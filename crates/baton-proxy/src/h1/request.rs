@@ -53,10 +53,11 @@ pub(super) async fn forward(
         .find(|h| h.role == Role::Host)
         .map(|h| text(h.value));
     let mut rng = fastrand::Rng::new();
+    let ticket = crate::breaker::gate(&proxy.breakers, text(target))?;
     let flags = proxy.router.flags();
     let app_flags = flags.get(&proxy.app).filter(|f| !f.flags.is_empty());
     if route.affinity.is_none() && app_flags.is_none() {
-        let (incoming, guard) = exchange(
+        let exchanged = exchange(
             proxy,
             route,
             None,
@@ -122,7 +123,9 @@ pub(super) async fn forward(
                 dst.freeze()
             },
         )
-        .await?;
+        .await;
+        crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+        let (incoming, guard) = exchanged?;
         return Ok(Answer {
             incoming,
             guard,
@@ -156,7 +159,7 @@ pub(super) async fn forward(
         .map(|(a, t)| (a.canary.as_str(), t));
     let target =
         std::str::from_utf8(text(target)).map_err(|_| ProxyError::Client("invalid target"))?;
-    let (incoming, guard) = exchange(
+    let exchanged = exchange(
         proxy,
         route,
         prefer,
@@ -176,7 +179,9 @@ pub(super) async fn forward(
             upstream::encode_head(&request, framing)
         },
     )
-    .await?;
+    .await;
+    crate::breaker::finish(ticket, &exchanged, |(incoming, _)| incoming.head.status);
+    let (incoming, guard) = exchanged?;
     Ok(Answer {
         incoming,
         guard,

@@ -181,7 +181,10 @@ pub(super) fn encode_error(
 ) {
     let body = error.body();
     encode_status(error.status(), out);
-    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    put_header(out, b"content-type", error.content_type().as_bytes());
+    if let Some(retry_after) = error.retry_after() {
+        put_header(out, b"retry-after", retry_after.as_bytes());
+    }
     put_header(
         out,
         b"content-length",

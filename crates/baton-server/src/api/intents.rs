@@ -154,3 +154,29 @@ pub async fn analysis(
         verdicts,
     }))
 }
+
+/// `GET /v1/apps/{app}/breakers`: the app's circuit breakers in one environment.
+pub async fn breakers(
+    State(shared): S,
+    Path(app): Path<String>,
+    Query(q): Query<EnvQuery>,
+) -> Result<Json<crate::breakers::BreakersView>, ApiError> {
+    let key = unit_key(&shared, &app, q.env.as_deref())?;
+    let breakers = shared
+        .router
+        .breakers(&key)
+        .into_iter()
+        .map(crate::breakers::BreakerView::of)
+        .collect();
+    let ejected = shared
+        .router
+        .ejected(&key)
+        .into_iter()
+        .map(crate::breakers::EjectedView::of)
+        .collect();
+    Ok(Json(crate::breakers::BreakersView {
+        app: key,
+        breakers,
+        ejected,
+    }))
+}

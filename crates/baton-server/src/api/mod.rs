@@ -65,6 +65,7 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
             "/v1/apps/{app}/flag-tokens",
             post(crate::flags::api::create_token),
         )
+        .route("/v1/apps/{app}/breakers", get(intents::breakers))
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/tokens", post(hosts::create_token))

@@ -69,6 +69,7 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
     let instances = shared.store.instances(None, false)?;
     let mut canary = BTreeMap::new();
     let snapshot = shared.config();
+    crate::breakers::sync(shared, &snapshot);
     for app in snapshot.units.keys() {
         if let Some(w) = canary_weight(shared, app)? {
             canary.insert(app.clone(), w);

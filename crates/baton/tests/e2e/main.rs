@@ -5,6 +5,7 @@ mod harness;
 
 mod api_load;
 mod artifacts;
+mod breakers;
 mod canary;
 mod containers;
 mod crash;

@@ -62,6 +62,15 @@ const TABLES: &[(&str, &str)] = &[
         "apps.<name>.analysis.metric",
         "[[apps.web.analysis.metric]]\nname = \"m\"",
     ),
+    ("apps.<name>.outlier", "[apps.web.outlier]"),
+    (
+        "apps.<name>.breakers",
+        "[[apps.web.breakers]]\nname = \"b\"\npath = \"/b\"\nmax_error_rate = 0.5",
+    ),
+    (
+        "apps.<name>.breakers.fallback",
+        "[[apps.web.breakers]]\nname = \"b\"\npath = \"/b\"\nmax_error_rate = 0.5\n[apps.web.breakers.fallback]",
+    ),
     (
         "apps.<name>.migrate",
         "[apps.web.migrate]\ncommand = [\"x\"]",

@@ -1,0 +1,261 @@
+//! Circuit breakers on the daemon's side: puts each unit's `[[apps.<name>.breakers]]` in force
+//! in the proxy, records every transition the proxy reports as an event (which the webhooks
+//! get), and says what a transition means for the breaker's flag.
+
+use std::sync::Weak;
+
+use baton_core::breaker::{Figures, State};
+use baton_core::config::split_key;
+use baton_core::model::EventKind;
+use baton_proxy::{BreakerStatus, BreakerTransition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::shared::{ConfigSnapshot, Shared};
+
+/// Puts every unit's breakers and outlier ejection of `snapshot` in force; unchanged
+/// breakers keep their state.
+pub fn sync(shared: &Shared, snapshot: &ConfigSnapshot) {
+    for (key, app) in &snapshot.apps {
+        shared.router.set_breakers(key, &app.breakers);
+        shared.router.set_outlier(key, app.outlier.as_ref());
+    }
+}
+
+/// Records each transition as an event until the daemon is gone. Holds the daemon weakly: the
+/// channel's sender lives in the daemon's router, so the channel ends with it.
+pub async fn record(
+    shared: Weak<Shared>,
+    mut transitions: mpsc::UnboundedReceiver<BreakerTransition>,
+) {
+    while let Some(t) = transitions.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        record_one(&shared, &t);
+        match flag_action(&t) {
+            Some(FlagAction::ForceOff {
+                app,
+                env,
+                flag,
+                reason,
+            }) => shared.flags.force_off(&app, &env, &flag, Some(&reason)),
+            Some(FlagAction::Clear { app, env, flag }) => {
+                shared.flags.force_off(&app, &env, &flag, None)
+            }
+            None => {}
+        }
+    }
+}
+
+fn record_one(shared: &Shared, t: &BreakerTransition) {
+    let kind = match t.transition.to {
+        State::Open => EventKind::BreakerOpened,
+        State::HalfOpen => EventKind::BreakerHalfOpen,
+        State::Closed => EventKind::BreakerClosed,
+    };
+    if let Err(error) = shared.event(t.transition.at, &t.app, None, kind, &message(t)) {
+        tracing::warn!(app = %t.app, breaker = %t.breaker, %error, "breaker transition not recorded");
+    }
+}
+
+/// The event's one line: which breaker, from and to, why, and the figures.
+pub fn message(t: &BreakerTransition) -> String {
+    let tr = &t.transition;
+    let mut line = format!(
+        "breaker {}: {} -> {}: {}; {}",
+        t.breaker,
+        tr.from.as_str(),
+        tr.to.as_str(),
+        tr.reason,
+        figures(&tr.figures)
+    );
+    if let Some(flag) = &t.flag {
+        line.push_str(&format!("; flag {flag}"));
+    }
+    line
+}
+
+fn figures(f: &Figures) -> String {
+    let p99 = f.p99_ms.map_or("-".to_string(), |ms| format!("{ms}ms"));
+    format!(
+        "requests={} errors={} error_rate={:.3} slow={} p99={p99}",
+        f.requests, f.errors, f.error_rate, f.slow
+    )
+}
+
+/// What the flag a breaker drives must do after a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagAction {
+    /// Evaluate `off` whatever its rules say (the breaker opened).
+    ForceOff {
+        /// The app (without environment).
+        app: String,
+        /// The environment.
+        env: String,
+        /// The flag.
+        flag: String,
+        /// The transition's reason.
+        reason: String,
+    },
+    /// Evaluate by its rules again (the breaker closed).
+    Clear {
+        /// The app (without environment).
+        app: String,
+        /// The environment.
+        env: String,
+        /// The flag.
+        flag: String,
+    },
+}
+
+/// The flag's action for `t`: off when the breaker opens, back to its rules when it closes;
+/// nothing for a breaker without a flag or while it probes (the flag stays off).
+pub fn flag_action(t: &BreakerTransition) -> Option<FlagAction> {
+    let flag = t.flag.clone()?;
+    let (app, env) = split_key(&t.app);
+    let (app, env) = (app.to_string(), env.to_string());
+    match t.transition.to {
+        State::Open => Some(FlagAction::ForceOff {
+            app,
+            env,
+            flag,
+            reason: format!("breaker {}: {}", t.breaker, t.transition.reason),
+        }),
+        State::Closed => Some(FlagAction::Clear { app, env, flag }),
+        State::HalfOpen => None,
+    }
+}
+
+/// One breaker as `GET /v1/apps/{app}/breakers` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakerView {
+    /// Its name.
+    pub name: String,
+    /// The path prefix it watches.
+    pub path: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: State,
+    /// Since when (unix ms).
+    pub since: i64,
+    /// The window now (closed only; empty otherwise).
+    pub window: Figures,
+    /// The figures of its last transition.
+    pub last: Figures,
+    /// The flag it drives.
+    pub flag: Option<String>,
+    /// Its thresholds, as configured.
+    pub max_error_rate: Option<f64>,
+    /// In ms.
+    pub max_p99_ms: Option<u64>,
+    /// The window's length in ms.
+    pub window_ms: u64,
+    /// Fewest requests judged.
+    pub min_requests: u32,
+}
+
+/// The breakers of one unit, and its instances ejected now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BreakersView {
+    /// The unit (`app` or `app@env`).
+    pub app: String,
+    /// Its breakers, in config order.
+    pub breakers: Vec<BreakerView>,
+    /// Its instances ejected now (`[apps.<name>.outlier]`).
+    pub ejected: Vec<EjectedView>,
+}
+
+/// An instance ejected now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EjectedView {
+    /// The instance.
+    pub instance: String,
+    /// Its release.
+    pub release: String,
+    /// When the ejection ends (unix ms).
+    pub until: i64,
+    /// How many times it has been ejected.
+    pub ejections: u32,
+}
+
+impl EjectedView {
+    /// The view of an ejected instance.
+    pub fn of(e: baton_proxy::Ejected) -> EjectedView {
+        EjectedView {
+            instance: e.instance,
+            release: e.release,
+            until: e.until,
+            ejections: e.ejections,
+        }
+    }
+}
+
+impl BreakerView {
+    /// The view of a breaker's status.
+    pub fn of(s: BreakerStatus) -> BreakerView {
+        BreakerView {
+            name: s.config.name,
+            path: s.config.path,
+            state: s.state,
+            since: s.since,
+            window: s.window,
+            last: s.last,
+            flag: s.config.flag,
+            max_error_rate: s.config.max_error_rate,
+            max_p99_ms: s.config.max_p99.map(|d| d.as_millis()),
+            window_ms: s.config.window.as_millis(),
+            min_requests: s.config.min_requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_core::breaker::Transition;
+
+    fn transition(to: State, flag: Option<&str>) -> BreakerTransition {
+        BreakerTransition {
+            app: "web@staging".into(),
+            breaker: "orders".into(),
+            flag: flag.map(String::from),
+            transition: Transition {
+                from: State::Closed,
+                to,
+                at: 1,
+                reason: "error rate 60.0% > 50.0%".into(),
+                figures: Figures {
+                    requests: 10,
+                    errors: 6,
+                    slow: 0,
+                    error_rate: 0.6,
+                    p99_ms: Some(5),
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn the_flag_is_off_while_open_and_back_once_closed() {
+        let off = flag_action(&transition(State::Open, Some("new-checkout")));
+        assert!(
+            matches!(&off, Some(FlagAction::ForceOff { app, env, flag, .. }) if app == "web" && env == "staging" && flag == "new-checkout"),
+            "{off:?}"
+        );
+        assert_eq!(flag_action(&transition(State::HalfOpen, Some("f"))), None);
+        assert!(matches!(
+            flag_action(&transition(State::Closed, Some("f"))),
+            Some(FlagAction::Clear { .. })
+        ));
+        assert_eq!(flag_action(&transition(State::Open, None)), None);
+    }
+
+    #[test]
+    fn the_message_carries_the_figures() {
+        let m = message(&transition(State::Open, Some("f")));
+        assert_eq!(
+            m,
+            "breaker orders: closed -> open: error rate 60.0% > 50.0%; requests=10 errors=6 error_rate=0.600 slow=0 p99=5ms; flag f"
+        );
+    }
+}
