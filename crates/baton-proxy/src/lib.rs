@@ -18,6 +18,7 @@ mod headers;
 mod health;
 mod listener;
 mod metrics;
+pub mod mirror;
 mod redirect;
 mod router;
 mod select;

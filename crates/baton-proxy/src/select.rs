@@ -177,6 +177,7 @@ mod tests {
                 release("2.0", 10, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         let counts = count_by_release(&route, 10_000);
         let canary = counts["2.0"];
@@ -203,6 +204,7 @@ mod tests {
                 release("3.0", 0, vec![backend("e", "3.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         assert_eq!(count_by_release(&route, 1_000)["1.0"], 1_000);
     }
@@ -217,6 +219,7 @@ mod tests {
                 vec![backend("a", "1.0", Health::Unhealthy)],
             )],
             affinity: None,
+            mirror: None,
         };
         assert!(select(&route, None, &mut rng).is_none());
         assert!(select(&AppRoute::default(), None, &mut rng).is_none());
@@ -250,6 +253,7 @@ mod tests {
                 release("2.0", 1000, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..100 {
@@ -261,6 +265,7 @@ mod tests {
         let alone = AppRoute {
             releases: vec![release("1.0", 1, vec![failed.clone()])],
             affinity: None,
+            mirror: None,
         };
         assert!(select_retry(&alone, &failed, &mut rng).is_none());
     }
