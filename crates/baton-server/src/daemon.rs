@@ -202,6 +202,7 @@ async fn serve(
         agent_events: agent_tx,
         remote: Default::default(),
         lifecycle: lifecycle_tx,
+        mirrors: Default::default(),
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -19,7 +19,7 @@ mod token;
 pub mod views;
 
 pub use api::{
-    AnalysisView, HANDING_OVER, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run,
+    AnalysisView, DarkView, HANDING_OVER, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run,
     StopRequest, Stopping,
 };
 pub use daemon::{Daemon, LoadError, load_config, run};

@@ -61,6 +61,8 @@ pub struct Shared {
     pub remote: crate::controller::remote::Remote,
     /// Restart and stop requests for the daemon (`baton restart`, `baton stop`).
     pub lifecycle: mpsc::Sender<crate::handover::Request>,
+    /// The apps' dark launches (mirrors and their reports).
+    pub mirrors: crate::controller::dark::Mirrors,
 }
 
 /// One whole config, as loaded at start or by a reload.

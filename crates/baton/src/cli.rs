@@ -59,7 +59,7 @@ pub enum Command {
         /// Go past the promotion gate; who forced it is recorded.
         #[arg(long)]
         force: bool,
-        /// rolling, blue-green or canary (default: the app's `strategy`).
+        /// rolling, blue-green, canary or dark (default: the app's `strategy`).
         #[arg(long)]
         strategy: Option<String>,
         #[command(flatten)]
@@ -106,7 +106,8 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Canary: go to the next step now, or with --full straight to 100 % (skipping analysis).
+    /// Canary: go to the next step now, or with --full straight to 100 % (skipping analysis);
+    /// dark: go on from the dark step to the canary's steps.
     Promote {
         /// The app.
         app: String,
@@ -133,6 +134,15 @@ pub enum Command {
     },
     /// The analysis verdicts of the current (or last) deployment, step by step.
     Analysis {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A dark launch: what was copied to the dark release, dropped, and how its answers differ
+    /// from production's, route by route.
+    Dark {
         /// The app.
         app: String,
         /// Print JSON.

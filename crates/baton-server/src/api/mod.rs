@@ -2,6 +2,7 @@
 //! `{"error": {"code", "message"}}`. It records intents and reads state; it never acts on
 //! instances or routes (docs/DESIGN.md rule 1).
 
+mod dark;
 mod error;
 mod handlers;
 mod hosts;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
+pub use dark::DarkView;
 pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
 pub use lifecycle::{HANDING_OVER, StopRequest, Stopping};
@@ -58,6 +60,7 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/resume", post(intents::resume))
         .route("/v1/apps/{app}/abort", post(intents::abort))
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
+        .route("/v1/apps/{app}/dark", get(dark::dark))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/deployments/{id}", get(handlers::deployment))
         .route("/v1/hosts", get(hosts::list))

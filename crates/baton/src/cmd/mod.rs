@@ -1,6 +1,7 @@
 //! One module per command; each returns a [`Failure`](crate::exit::Failure) with its exit code.
 
 mod agent;
+mod dark;
 mod demo;
 mod demo_hosts;
 mod deploy;
@@ -126,6 +127,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Resume { app } => intents::simple(&config, &app, env, "resume").await,
             Command::Abort { app, wait } => intents::abort(&config, &app, env, wait.wait).await,
             Command::Analysis { app, json } => intents::analysis(&config, &app, env, json).await,
+            Command::Dark { app, json } => dark::dark(&config, &app, env, json).await,
             Command::Status { app, json } => {
                 status::status(&config, app.as_deref(), env, json).await
             }
