@@ -314,5 +314,11 @@ pub enum DemoCmd {
         /// Delay before listening, in ms.
         #[arg(long, default_value_t = 0)]
         startup_ms: u64,
+        /// The price `GET /item/{id}` answers.
+        #[arg(long, default_value_t = 10)]
+        item_price: u64,
+        /// Hang every request but /health and /metrics.
+        #[arg(long)]
+        hang: bool,
     },
 }

@@ -7,7 +7,13 @@ use crate::duration::Duration;
 use crate::model::InstanceState::*;
 use crate::model::Promote;
 
-fn run(app: &AppConfig, d: &Deployment, set: &[Instance], now: Millis, v: Option<&Judgement>) -> Plan {
+fn run(
+    app: &AppConfig,
+    d: &Deployment,
+    set: &[Instance],
+    now: Millis,
+    v: Option<&Judgement>,
+) -> Plan {
     let hosts = [PlanHost::up(crate::model::LOCAL_HOST)];
     plan(PlanInput {
         app,
@@ -44,14 +50,27 @@ fn the_dark_step_starts_one_instance_and_never_admits_it() {
     assert_eq!(starts(&p), 1);
     assert!(drains(&p).is_empty(), "the stable set stays whole");
     let d = p.deployment.unwrap();
-    assert_eq!((d.phase, d.step, d.weight, d.exposed), (Phase::Progressing, 0, 0, false));
+    assert_eq!(
+        (d.phase, d.step, d.weight, d.exposed),
+        (Phase::Progressing, 0, 0, false)
+    );
     // Healthy: still not admitted; it holds until `baton promote`.
     let p = run(&app, &d, &with_dark(false), NOW + 1, None);
     assert!(admits(&p).is_empty(), "{:?}", p.actions);
     let d = p.deployment.unwrap();
     assert_eq!((d.deadline, d.pause_until), (None, None));
-    assert!(p.events.iter().any(|(_, m)| m.contains("users see only 1.0.0")));
-    let p = run(&app, &d, &with_dark(false), NOW + 3_600_000, Some(&Judgement::Pass));
+    assert!(
+        p.events
+            .iter()
+            .any(|(_, m)| m.contains("users see only 1.0.0"))
+    );
+    let p = run(
+        &app,
+        &d,
+        &with_dark(false),
+        NOW + 3_600_000,
+        Some(&Judgement::Pass),
+    );
     assert!(p.deployment.is_none() && p.actions.is_empty(), "{p:?}");
 }
 
@@ -62,7 +81,11 @@ fn a_failing_verdict_goes_back_and_nobody_was_served() {
     let p = run(&app, &holding(None), &with_dark(false), NOW, Some(&v));
     assert_eq!(drains(&p), vec!["web-4"]);
     let d = p.deployment.unwrap();
-    assert_eq!(d.phase, Phase::Failed, "never exposed: failed, not rolled back");
+    assert_eq!(
+        d.phase,
+        Phase::Failed,
+        "never exposed: failed, not rolled back"
+    );
     assert!(d.reason.unwrap().contains("no user was served"));
     assert_eq!(p.events[0].0, EventKind::VerdictFailed);
 }
@@ -73,7 +96,10 @@ fn promote_continues_as_a_canary_from_its_first_step() {
     let mut d = holding(None);
     d.intents.promote = Some(Promote::Step);
     let p = run(&app, &d, &with_dark(false), NOW, None);
-    assert!(drains(&p).is_empty(), "no env of its own: the instance is reused");
+    assert!(
+        drains(&p).is_empty(),
+        "no env of its own: the instance is reused"
+    );
     let d = p.deployment.unwrap();
     assert_eq!(d.step, 1);
     assert!(d.deadline.is_some());
@@ -86,7 +112,9 @@ fn promote_continues_as_a_canary_from_its_first_step() {
 #[test]
 fn instances_with_their_own_datastore_never_serve_users() {
     let mut app = app("dark");
-    app.dark.env.insert("DATABASE_URL".into(), "sqlite://dark".into());
+    app.dark
+        .env
+        .insert("DATABASE_URL".into(), "sqlite://dark".into());
     let mut d = holding(None);
     d.intents.promote = Some(Promote::Full);
     let p = run(&app, &d, &with_dark(false), NOW, None);
@@ -105,9 +133,21 @@ fn a_duration_holds_then_goes_on_only_with_a_pass() {
     let d = p.deployment.unwrap();
     assert_eq!(d.pause_until, Some(NOW + 30_000));
     let inconclusive = Judgement::Inconclusive("10 of 50 compared".into());
-    let p = run(&app, &d, &with_dark(false), NOW + 30_000, Some(&inconclusive));
+    let p = run(
+        &app,
+        &d,
+        &with_dark(false),
+        NOW + 30_000,
+        Some(&inconclusive),
+    );
     assert!(p.deployment.is_none(), "keeps copying without a pass");
-    let p = run(&app, &d, &with_dark(false), NOW + 30_000, Some(&Judgement::Pass));
+    let p = run(
+        &app,
+        &d,
+        &with_dark(false),
+        NOW + 30_000,
+        Some(&Judgement::Pass),
+    );
     assert_eq!(p.deployment.unwrap().step, 1);
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use baton_h1::RequestBody;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::backend::Backend;
@@ -24,8 +24,7 @@ use crate::router::AppRoute;
 
 pub use compare::{Answer, MAX_BODY, differences, route_template};
 pub use report::{
-    DarkReport, MAX_NOISE, MAX_ROUTES, MAX_SAMPLES, OTHER_ROUTE, RouteRecord, Sample,
-    SampleAnswer,
+    DarkReport, MAX_NOISE, MAX_ROUTES, MAX_SAMPLES, OTHER_ROUTE, RouteRecord, Sample, SampleAnswer,
 };
 
 /// Copies waiting to be sent; beyond it a copy is dropped and counted.
@@ -208,7 +207,11 @@ async fn compare_copy(inner: &Inner, copy: Copy) {
         && (inner.routes.compared(&route) < NOISE_FIRST || rng.f64() < config.noise_sample);
     let secondary = primary.filter(|_| learn).map(|p| {
         let n = copy.stable.len();
-        if n > 1 { (p + 1 + rng.usize(..n - 1)) % n } else { p }
+        if n > 1 {
+            (p + 1 + rng.usize(..n - 1)) % n
+        } else {
+            p
+        }
     });
     let send = |backend: Option<usize>| {
         let backend = backend.map(|i| copy.stable[i].clone());

@@ -157,7 +157,10 @@ impl Routes {
     ) {
         self.with(route, |r| {
             r.compared += 1;
-            let fields: Vec<String> = fields.into_iter().filter(|f| !r.noise.contains(f)).collect();
+            let fields: Vec<String> = fields
+                .into_iter()
+                .filter(|f| !r.noise.contains(f))
+                .collect();
             if fields.is_empty() {
                 return;
             }

@@ -23,9 +23,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use dark::DarkView;
 pub use error::ApiError;
 pub use handlers::{RELEASE_ENVELOPE, ReleaseQuery};
-pub use dark::DarkView;
 pub use intents::{AnalysisView, PromoteRequest};
 pub use ledger::{LedgerEntry, Run};
 pub use lifecycle::{HANDING_OVER, StopRequest, Stopping};

@@ -118,7 +118,12 @@ fn mirror_for(shared: &Shared, app: &str, d: &Deployment, config: &AppConfig) ->
 
 /// Judges `d`'s dark step every `analysis.interval` from its mirror's counts and stores the
 /// verdict (step 0) with the report's figures.
-pub fn judge(shared: &Shared, config: &AppConfig, d: &Deployment, now: Millis) -> anyhow::Result<()> {
+pub fn judge(
+    shared: &Shared,
+    config: &AppConfig,
+    d: &Deployment,
+    now: Millis,
+) -> anyhow::Result<()> {
     let report = {
         let mut mirrors = shared.mirrors.lock();
         let Some(l) = mirrors.get_mut(&d.app).filter(|l| l.deployment == d.id) else {
@@ -153,10 +158,7 @@ pub fn judge(shared: &Shared, config: &AppConfig, d: &Deployment, now: Millis) -
 }
 
 fn figures(r: &DarkReport) -> String {
-    format!(
-        "{} of {} compared answers differ",
-        r.differing, r.compared
-    )
+    format!("{} of {} compared answers differ", r.differing, r.compared)
 }
 
 /// The env an instance of `inst.release` starts with: the app's, plus `[apps.X.dark] env` for

@@ -71,7 +71,10 @@ pub async fn dark(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
         }
         if !rec.noise.is_empty() {
             let noise: Vec<String> = rec.noise.iter().map(|f| esc(f).into_owned()).collect();
-            println!("    noise (differs between stable answers): {}", noise.join(", "));
+            println!(
+                "    noise (differs between stable answers): {}",
+                noise.join(", ")
+            );
         }
         if let Some(s) = rec.samples.first() {
             println!("    e.g. {}", esc(&s.request));
@@ -80,7 +83,11 @@ pub async fn dark(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
                     .map(|b| esc(&b.chars().take(200).collect::<String>()).into_owned())
                     .unwrap_or_else(|| "(too large to compare)".into())
             };
-            println!("      production {} {}", s.production.status, body(&s.production.body));
+            println!(
+                "      production {} {}",
+                s.production.status,
+                body(&s.production.body)
+            );
             println!("      dark       {} {}", s.dark.status, body(&s.dark.body));
         }
     }

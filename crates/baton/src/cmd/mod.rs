@@ -149,6 +149,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     latency_ms,
                     unhealthy,
                     startup_ms,
+                    item_price,
+                    hang,
                 }) => demo::artifact(
                     &out_dir,
                     baton_demo::DemoOptions {
@@ -157,6 +159,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         latency_ms,
                         unhealthy,
                         startup_ms,
+                        item_price,
+                        hang,
                     },
                 ),
                 None if args.hosts > 0 => demo_hosts::run(args.hosts).await,

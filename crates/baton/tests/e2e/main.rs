@@ -8,6 +8,7 @@ mod artifacts;
 mod canary;
 mod containers;
 mod crash;
+mod dark;
 mod deploys;
 mod environments;
 mod escaping;
