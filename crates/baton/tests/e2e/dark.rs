@@ -248,3 +248,54 @@ async fn a_hanging_dark_release_never_slows_users_and_its_copies_are_dropped_and
     let o = baton.cli(&["dark", "web", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dark_release_over_max_diff_rate_fails_and_no_user_saw_it() {
+    let baton = Baton::start(&config("max_diff_rate = 0.05\nmin_requests = 20"));
+    start_dark(&baton, &["--item-price", "12"]).await;
+    let c = client();
+    let failed = wait_until_async(Duration::from_secs(60), || async {
+        for i in 0..10 {
+            let (status, body) = call(&c, &baton, "GET", &format!("/item/{i}")).await;
+            assert_eq!(status, 200);
+            assert!(body.contains("\"price\":10"), "{body}");
+        }
+        let s = baton.status("web");
+        s.deployment.is_none() && s.instances.iter().all(|i| i.release == "1.0.0")
+    })
+    .await;
+    assert!(failed, "the dark launch was not stopped:\n{}", baton.log());
+    let o = baton.cli(&["history", "web", "--json"]);
+    let history: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let last = &history[0];
+    assert_eq!(last["phase"], "failed", "{last:#}");
+    let reason = last["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("analysis failed at the dark step")
+            && reason.contains("compared answers differ"),
+        "{reason}"
+    );
+    // The report stays readable after the end.
+    let r = report(&baton).await;
+    assert_eq!(r["copying"], false);
+    assert_eq!(r["verdict"]["outcome"], "fail", "{r:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_dark_release_goes_on_as_a_canary() {
+    let baton = Baton::start(&config("fraction = 1.0"));
+    start_dark(&baton, &[]).await;
+    let o = baton.cli(&["promote", "web"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let canary = wait_until_async(Duration::from_secs(30), || async {
+        let s = baton.status("web");
+        s.split.iter().any(|r| r.release == "2.0.0" && r.weight > 0)
+    })
+    .await;
+    assert!(canary, "2.0.0 never joined the split:\n{}", baton.log());
+    let s = baton.status("web");
+    let d = s.deployment.unwrap();
+    assert_eq!((d.strategy.as_str(), d.step), ("dark", 1));
+    let r = report(&baton).await;
+    assert_eq!(r["copying"], false, "no copies once it serves users: {r:#}");
+}
