@@ -196,8 +196,9 @@ async fn work(mut rx: mpsc::Receiver<Copy>, inner: Arc<Inner>) {
     }
 }
 
-/// Sends one copy to the dark release and, for a read, to one or two stable instances at the
-/// same time; learns noise from the two stable answers, then files the differences.
+/// Sends one copy to the dark release and, once it answered, for a read to one or two stable
+/// instances at the same time; learns noise from the two stable answers, then files the
+/// differences.
 async fn compare_copy(inner: &Inner, copy: Copy) {
     let config = inner.config.load_full();
     let route = route_template(copy.method.as_str(), &copy.target);
@@ -223,17 +224,15 @@ async fn compare_copy(inner: &Inner, copy: Copy) {
             }
         }
     };
-    let (dark, production, second) = tokio::join!(
-        send::send(&copy.dark, &copy, &config),
-        send(primary),
-        send(secondary),
-    );
+    // The dark release first: one that is slow or down then costs the stable set nothing
+    // (replays in bursts, as timed-out copies free their slots, slowed the users' p99).
     let c = &inner.counters;
-    let Some(dark) = dark else {
+    let Some(dark) = send::send(&copy.dark, &copy, &config).await else {
         c.dropped_failed.fetch_add(1, Ordering::Relaxed);
         return;
     };
     c.answered.fetch_add(1, Ordering::Relaxed);
+    let (production, second) = tokio::join!(send(primary), send(secondary));
     let Some(production) = production else {
         inner.routes.not_compared(&route);
         return;
