@@ -181,6 +181,7 @@ mod tests {
                     backends: vec![backend],
                 }],
                 affinity: None,
+                mirror: None,
             },
         );
         router.publish(table);

@@ -119,6 +119,7 @@ impl HostProxy {
             let route = AppRoute {
                 releases,
                 affinity: None,
+                mirror: None,
             };
             table.apps.insert(app.app.clone(), route);
         }

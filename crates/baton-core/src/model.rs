@@ -22,6 +22,9 @@ pub enum Strategy {
     /// Give the new release a growing weight of traffic step by step while the analysis
     /// compares it with the stable release.
     Canary,
+    /// Start the new release beside the stable one with no user traffic; copy requests to it
+    /// and compare its answers; then continue as a canary.
+    Dark,
 }
 
 impl Strategy {
@@ -31,6 +34,7 @@ impl Strategy {
             Strategy::Rolling => "rolling",
             Strategy::BlueGreen => "blue-green",
             Strategy::Canary => "canary",
+            Strategy::Dark => "dark",
         }
     }
 }
@@ -48,8 +52,9 @@ impl FromStr for Strategy {
             "rolling" => Ok(Strategy::Rolling),
             "blue-green" | "blue_green" | "bluegreen" => Ok(Strategy::BlueGreen),
             "canary" => Ok(Strategy::Canary),
+            "dark" => Ok(Strategy::Dark),
             other => Err(format!(
-                "unknown strategy {other:?}: expected rolling, blue-green or canary"
+                "unknown strategy {other:?}: expected rolling, blue-green, canary or dark"
             )),
         }
     }

@@ -12,6 +12,8 @@ pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     signups: AtomicU64,
     in_flight: AtomicU64,
+    /// Requests that carried `X-Baton-Shadow` (a dark launch's copies).
+    shadow: AtomicU64,
 }
 
 /// Counts one request as in flight until dropped, even if the client goes away mid-handler.
@@ -33,6 +35,10 @@ impl Metrics {
     pub(crate) fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    pub(crate) fn shadow(&self) {
+        self.shadow.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn signup(&self) {
@@ -61,6 +67,13 @@ impl Metrics {
             out,
             "demo_signups_total {}",
             self.signups.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP demo_shadow_requests_total Requests that carried X-Baton-Shadow.\n");
+        out.push_str("# TYPE demo_shadow_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "demo_shadow_requests_total {}",
+            self.shadow.load(Ordering::Relaxed)
         );
         out.push_str(
             "# HELP demo_requests_in_flight Requests being handled, this scrape included.\n",

@@ -27,6 +27,16 @@ pub struct DemoOptions {
     /// Delay before the listener is bound, in milliseconds.
     #[serde(default)]
     pub startup_ms: u64,
+    /// The price `GET /item/{id}` answers (a release may answer differently there).
+    #[serde(default = "default_item_price")]
+    pub item_price: u64,
+    /// When true, every request but `/health` and `/metrics` hangs (up to 10 minutes).
+    #[serde(default)]
+    pub hang: bool,
+}
+
+fn default_item_price() -> u64 {
+    10
 }
 
 impl DemoOptions {
@@ -38,6 +48,8 @@ impl DemoOptions {
             latency_ms: 0,
             unhealthy: false,
             startup_ms: 0,
+            item_price: default_item_price(),
+            hang: false,
         }
     }
 
@@ -114,6 +126,8 @@ mod tests {
             latency_ms: 40,
             unhealthy: true,
             startup_ms: 300,
+            item_price: 12,
+            hang: true,
         };
         let text = opts.to_toml().unwrap();
         assert_eq!(

@@ -111,6 +111,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             state.error_json.clone(),
         ));
     }
+    if req.headers().contains_key("x-baton-shadow") {
+        state.metrics.shadow();
+    }
+    if state.opts.demo.hang && !matches!(req.uri().path(), "/health" | "/metrics") {
+        tokio::time::sleep(MAX_SLOW).await;
+    }
     let (route, resp) = route(&state, req).await;
     state.metrics.record(route, resp.status().as_u16());
     Ok(resp)
@@ -144,6 +150,18 @@ async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response
         (&Method::POST, "/echo") => ("/echo", echo(req)),
         (&Method::GET, "/headers") => ("/headers", headers(&req)),
         (&Method::GET, "/whoami") => ("/whoami", whoami(state, req.uri().query())),
+        (&Method::GET, "/greeting") => (
+            "/greeting",
+            answer(state, serde_json::json!({"greeting": "hello"})),
+        ),
+        (&Method::GET, path) if path.starts_with("/item/") => {
+            let id = path["/item/".len()..].to_string();
+            let price = state.opts.demo.item_price;
+            (
+                "/item",
+                answer(state, serde_json::json!({"id": id, "price": price})),
+            )
+        }
         _ => ("other", text(StatusCode::NOT_FOUND, "not found\n")),
     }
 }
@@ -157,6 +175,18 @@ async fn root(state: &State) -> Response<Body> {
         return json(StatusCode::INTERNAL_SERVER_ERROR, state.error_json.clone());
     }
     json(StatusCode::OK, state.version_json.clone())
+}
+
+/// `fields` plus what differs from answer to answer and instance to instance (a request id,
+/// the time, the instance name): the noise a dark launch's comparison must learn to ignore.
+fn answer(state: &State, mut fields: serde_json::Value) -> Response<Body> {
+    fields["request_id"] = format!("{:016x}", fastrand::u64(..)).into();
+    fields["served_at"] = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        .into();
+    fields["instance"] = state.opts.instance.clone().into();
+    json(StatusCode::OK, Bytes::from(fields.to_string()))
 }
 
 /// What this instance runs with: version, working directory (inside the stored artifact, so

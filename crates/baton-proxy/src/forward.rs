@@ -136,6 +136,14 @@ async fn forward(
     // Without a host from the client, the backend's own address (the next one's on a retry).
     let host_from_backend = !parts.headers.contains_key(header::HOST);
     let mut body = RequestBody::Incoming(body);
+    crate::mirror::offer(
+        route,
+        &parts.method,
+        path.as_str(),
+        || parts.headers.clone(),
+        &body,
+        &mut rng,
+    );
     let timeout = tokio::time::sleep(proxy.request_timeout);
     tokio::pin!(timeout);
     let exchanged = exchange(

@@ -21,6 +21,7 @@ mod health;
 mod listener;
 mod metrics;
 mod outlier;
+pub mod mirror;
 mod redirect;
 mod router;
 mod select;

@@ -22,6 +22,8 @@ pub struct AppRoute {
     pub releases: Vec<ReleaseRoute>,
     /// A canary's stickiness and targeting; none: each request by weight.
     pub affinity: Option<crate::affinity::Affinity>,
+    /// A dark launch's target: copies of requests go there (none: nothing is copied).
+    pub mirror: Option<crate::mirror::MirrorRoute>,
 }
 
 /// One release's share of an app's traffic.

@@ -179,6 +179,7 @@ mod tests {
                 release("2.0", 10, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         let counts = count_by_release(&route, 10_000);
         let canary = counts["2.0"];
@@ -205,6 +206,7 @@ mod tests {
                 release("3.0", 0, vec![backend("e", "3.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         assert_eq!(count_by_release(&route, 1_000)["1.0"], 1_000);
     }
@@ -219,6 +221,7 @@ mod tests {
                 vec![backend("a", "1.0", Health::Unhealthy)],
             )],
             affinity: None,
+            mirror: None,
         };
         assert!(select(&route, None, &mut rng).is_none());
         assert!(select(&AppRoute::default(), None, &mut rng).is_none());
@@ -252,6 +255,7 @@ mod tests {
                 release("2.0", 1000, vec![backend("c", "2.0", Health::Healthy)]),
             ],
             affinity: None,
+            mirror: None,
         };
         let mut rng = fastrand::Rng::with_seed(5);
         for _ in 0..100 {
@@ -263,6 +267,7 @@ mod tests {
         let alone = AppRoute {
             releases: vec![release("1.0", 1, vec![failed.clone()])],
             affinity: None,
+            mirror: None,
         };
         assert!(select_retry(&alone, &failed, &mut rng).is_none());
     }

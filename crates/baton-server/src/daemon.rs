@@ -219,6 +219,7 @@ async fn serve(
         remote: Default::default(),
         lifecycle: lifecycle_tx,
         flags,
+        mirrors: Default::default(),
     });
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -63,6 +63,8 @@ pub struct Shared {
     pub lifecycle: mpsc::Sender<crate::handover::Request>,
     /// Feature flags in force, for OFREP and the API; `force_off` is the breakers' hook.
     pub flags: Arc<crate::flags::FlagBook>,
+    /// The apps' dark launches (mirrors and their reports).
+    pub mirrors: crate::controller::dark::Mirrors,
 }
 
 /// One whole config, as loaded at start or by a reload.

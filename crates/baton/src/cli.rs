@@ -59,7 +59,7 @@ pub enum Command {
         /// Go past the promotion gate; who forced it is recorded.
         #[arg(long)]
         force: bool,
-        /// rolling, blue-green or canary (default: the app's `strategy`).
+        /// rolling, blue-green, canary or dark (default: the app's `strategy`).
         #[arg(long)]
         strategy: Option<String>,
         #[command(flatten)]
@@ -106,7 +106,8 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
-    /// Canary: go to the next step now, or with --full straight to 100 % (skipping analysis).
+    /// Canary: go to the next step now, or with --full straight to 100 % (skipping analysis);
+    /// dark: go on from the dark step to the canary's steps.
     Promote {
         /// The app.
         app: String,
@@ -141,6 +142,15 @@ pub enum Command {
     },
     /// An app's circuit breakers: state, since when, the figures of their window.
     Breakers {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A dark launch: what was copied to the dark release, dropped, and how its answers differ
+    /// from production's, route by route.
+    Dark {
         /// The app.
         app: String,
         /// Print JSON.
@@ -364,5 +374,11 @@ pub enum DemoCmd {
         /// Delay before listening, in ms.
         #[arg(long, default_value_t = 0)]
         startup_ms: u64,
+        /// The price `GET /item/{id}` answers.
+        #[arg(long, default_value_t = 10)]
+        item_price: u64,
+        /// Hang every request but /health and /metrics.
+        #[arg(long)]
+        hang: bool,
     },
 }

@@ -17,6 +17,7 @@ mod artifacts;
 mod breakers;
 mod canary;
 mod cluster;
+mod dark;
 mod diff;
 mod environments;
 mod external_lb;
@@ -44,6 +45,8 @@ pub use environments::{
 };
 
 pub use diff::{ConfigDiff, RESTART_ONLY, diff, restart_only_change};
+
+pub use dark::{DEFAULT_SHADOW_HEADER, DarkConfig, own_datastore, validate_dark};
 
 pub use external_lb::ExternalLbConfig;
 
@@ -277,6 +280,9 @@ pub struct AppConfig {
     /// `[apps.<name>.analysis]`
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// `[apps.<name>.dark]`: dark launches (`--strategy dark`).
+    #[serde(default)]
+    pub dark: DarkConfig,
     /// `[apps.<name>.environments.<env>]`: per-environment overrides.
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentOverride>,
@@ -736,6 +742,9 @@ impl Config {
             }
             if let Err((key, message)) = canary::validate_analysis(&app.analysis) {
                 return fail(&["apps", name, "analysis", key], message);
+            }
+            if let Err((key, message)) = dark::validate_dark(&app.dark, &app.env) {
+                return fail(&["apps", name, "dark", key], message);
             }
             if !(8192..=MAX_HEADER_BYTES).contains(&app.proxy.max_header_bytes) {
                 return fail(

@@ -111,7 +111,7 @@ pub(super) fn keep_capacity(
             .iter()
             .filter(|i| i.release == d.to && i.in_split)
             .count(),
-        Strategy::BlueGreen | Strategy::Canary => 0,
+        Strategy::BlueGreen | Strategy::Canary | Strategy::Dark => 0,
     };
     for _ in (of_from.len() + of_to)..input.app.instances as usize {
         out.actions.push(Action::Start {

@@ -8,6 +8,7 @@
 mod blue_green;
 mod canary;
 mod converge;
+mod dark;
 mod external_lb;
 mod hold;
 mod placement;
@@ -18,6 +19,8 @@ mod tests;
 #[cfg(test)]
 mod tests_canary;
 #[cfg(test)]
+mod tests_dark;
+#[cfg(test)]
 mod tests_hold;
 #[cfg(test)]
 mod tests_rolling;
@@ -27,6 +30,7 @@ use crate::model::{Deployment, EventKind, Instance, MigrationState, Millis, Phas
 
 pub use canary::{instances_for, weight_at};
 pub use converge::Converge;
+pub use dark::{DARK_INSTANCES, judge as judge_dark};
 pub use placement::{LbHost, PlanHost};
 
 /// The analysis verdict for the current step, as the planner needs it.
@@ -298,8 +302,13 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
             }
         }
     }
-    if d.strategy == Strategy::Canary {
-        match canary::progress(input.app, live, d, input.verdict, input.now, out) {
+    if matches!(d.strategy, Strategy::Canary | Strategy::Dark) {
+        let next = if d.strategy == Strategy::Dark && d.step == 0 {
+            dark::progress(input.app, live, d, input.verdict, input.now, out)
+        } else {
+            canary::progress(input.app, live, d, input.verdict, input.now, out)
+        };
+        match next {
             canary::Next::Done => succeed(input, d, n, out),
             canary::Next::Abort(why) => go_back(input, live, d, why, out),
             canary::Next::Continue => match d.deadline {
@@ -335,7 +344,7 @@ fn progress(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &
             let r = &input.app.rolling;
             converge::rolling(&d.to, n, r.max_surge, r.max_unavailable, live)
         }
-        (Strategy::BlueGreen | Strategy::Canary, _) => {
+        (Strategy::BlueGreen | Strategy::Canary | Strategy::Dark, _) => {
             let until = input
                 .now
                 .saturating_add(input.app.blue_green.keep_previous.as_millis_i64());
@@ -488,7 +497,7 @@ fn abort(input: PlanInput<'_>, live: &[&Instance], d: &mut Deployment, out: &mut
 fn step_message(d: &Deployment, c: &Converge, n: u32) -> String {
     match d.strategy {
         Strategy::Rolling => format!("{} of {} instances on {} serving", c.step, n, d.to),
-        Strategy::BlueGreen | Strategy::Canary => {
+        Strategy::BlueGreen | Strategy::Canary | Strategy::Dark => {
             format!("switched 100 % to {} ({} instances)", d.to, n)
         }
     }

@@ -54,6 +54,22 @@ pub(super) async fn forward(
         .map(|h| text(h.value));
     let mut rng = fastrand::Rng::new();
     let ticket = crate::breaker::gate(&proxy.breakers, text(target))?;
+    if route.mirror.is_some() {
+        let target = String::from_utf8_lossy(text(target));
+        let copied = || {
+            let mut map = HeaderMap::with_capacity(headers.len() + 1);
+            for h in headers.iter().filter(|h| h.role != Role::Drop) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(text(h.name)),
+                    HeaderValue::from_bytes(text(h.value)),
+                ) {
+                    map.append(n, v);
+                }
+            }
+            map
+        };
+        crate::mirror::offer(route, method, &target, copied, &body, &mut rng);
+    }
     let flags = proxy.router.flags();
     let app_flags = flags.get(&proxy.app).filter(|f| !f.flags.is_empty());
     if route.affinity.is_none() && app_flags.is_none() {

@@ -209,6 +209,7 @@ pub fn table(releases: Vec<(&str, u32, Vec<Arc<Backend>>)>) -> RoutingTable {
             AppRoute {
                 releases,
                 affinity: None,
+                mirror: None,
             },
         )]
         .into_iter()

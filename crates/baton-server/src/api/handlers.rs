@@ -389,7 +389,7 @@ fn create(
     let strategy: Strategy = match strategy {
         Some(s) => s.parse().map_err(|_| {
             ApiError::bad_request(format!(
-                "unknown strategy {}: expected rolling, blue-green or canary",
+                "unknown strategy {}: expected rolling, blue-green, canary or dark",
                 quote(s)
             ))
         })?,
@@ -436,6 +436,15 @@ fn create(
     }
     let now = clock::now();
     let from = shared.store.current_release(key)?;
+    if strategy == Strategy::Dark && from.as_deref().is_none_or(|f| f == version) {
+        return Err(ApiError::conflict(format!(
+            "a dark launch copies the requests of the release users see to another one; {app} in {env} {}: deploy it with `--strategy rolling` first",
+            match &from {
+                Some(f) => format!("already serves {}", quote(f)),
+                None => "serves nothing yet".to_string(),
+            }
+        )));
+    }
     let msg = format!(
         "{trigger}: {app} in {env} {} -> {version} ({strategy}) recorded as #{{id}}",
         from.as_deref().unwrap_or("nothing")

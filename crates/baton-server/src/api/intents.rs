@@ -38,10 +38,10 @@ fn record(
     let app = key.as_str();
     if canary_only
         && let Some(d) = shared.store.active_deployment(app)?
-        && d.strategy != Strategy::Canary
+        && !matches!(d.strategy, Strategy::Canary | Strategy::Dark)
     {
         return Err(ApiError::conflict(format!(
-            "{what} applies to canary deployments; deployment #{} of {app} is {}",
+            "{what} applies to canary and dark deployments; deployment #{} of {app} is {}",
             d.id, d.strategy
         )));
     }

@@ -2,6 +2,7 @@
 //! `{"error": {"code", "message"}}`. It records intents and reads state; it never acts on
 //! instances or routes (docs/DESIGN.md rule 1).
 
+mod dark;
 mod error;
 mod handlers;
 mod hosts;
@@ -22,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use dark::DarkView;
 pub use error::{ApiError, quote};
 pub use handlers::{MAX_ACTOR_CHARS, RELEASE_ENVELOPE, ReleaseQuery};
 pub use intents::{AnalysisView, PromoteRequest};
@@ -58,6 +60,7 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/resume", post(intents::resume))
         .route("/v1/apps/{app}/abort", post(intents::abort))
         .route("/v1/apps/{app}/analysis", get(intents::analysis))
+        .route("/v1/apps/{app}/dark", get(dark::dark))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/apps/{app}/flags", get(crate::flags::api::list))
         .route("/v1/apps/{app}/flags/{flag}", post(crate::flags::api::set))

@@ -34,7 +34,7 @@ struct StepWindow {
 
 /// The verdict the planner should read for `d`: the latest stored one of its current step.
 pub fn judgement(shared: &Shared, d: &Deployment) -> anyhow::Result<Option<Judgement>> {
-    if d.strategy != Strategy::Canary {
+    if !matches!(d.strategy, Strategy::Canary | Strategy::Dark) {
         return Ok(None);
     }
     let last = shared.store.verdicts(d.id, 1)?.pop();
@@ -58,8 +58,11 @@ pub async fn run(
     d: Option<&Deployment>,
     now: Millis,
 ) -> anyhow::Result<()> {
+    if let Some(d) = d.filter(|d| super::dark::in_dark_step(d)) {
+        return super::dark::judge(shared, config, d, now);
+    }
     let judged = d.filter(|d| {
-        d.strategy == Strategy::Canary
+        matches!(d.strategy, Strategy::Canary | Strategy::Dark)
             && matches!(d.phase, Phase::Progressing | Phase::Paused)
             && d.weight > 0
             && d.weight < 100

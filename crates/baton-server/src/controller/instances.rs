@@ -100,7 +100,7 @@ fn spawn(
         },
     );
     let env = instance_env(
-        &app.env,
+        &super::dark::env_for(shared, &app, inst),
         (LOCAL_ADDRESS, inst.port),
         &inst.app,
         &inst.release,
@@ -154,7 +154,8 @@ fn start_remote(
     inst.port = 0;
     inst.restart_at = Some(now.saturating_add(START_GRACE_MS));
     shared.store.upsert_instance(inst)?;
-    let spec = super::remote::run_spec(inst, app, digest);
+    let mut spec = super::remote::run_spec(inst, app, digest);
+    spec.env = super::dark::env_for(shared, app, inst);
     let sent = match &shared.cluster {
         Some(cluster) => cluster
             .send(&inst.host, baton_cluster::ControllerMsg::Run(spec))

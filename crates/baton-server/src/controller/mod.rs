@@ -7,6 +7,7 @@ mod agents;
 mod analysis;
 mod containers;
 mod contracts;
+pub mod dark;
 mod instances;
 mod migrate;
 pub(crate) mod pinned;

@@ -24,7 +24,8 @@ pub struct Published {
 /// A canary deployment's explicit weights and affinity: (canary release, its percent, rules).
 fn canary_weight(shared: &Shared, app: &str) -> anyhow::Result<Option<(String, u32, Affinity)>> {
     let Some(d) = shared.store.active_deployment(app)?.filter(|d| {
-        d.strategy == Strategy::Canary
+        matches!(d.strategy, Strategy::Canary | Strategy::Dark)
+            && !super::dark::in_dark_step(d)
             && matches!(d.phase, Phase::Pending | Phase::Progressing | Phase::Paused)
             && d.weight < 100
     }) else {
@@ -101,6 +102,7 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
         route.backends.push(l.backend.clone());
     }
     drop(live);
+    let mut mirrors = super::dark::routes(shared, &instances)?;
     // A canary's releases are weighed by percent, whatever their instance counts.
     for (app, (release, weight, _)) in &canary {
         if let Some(routes) = apps.get_mut(app) {
@@ -128,6 +130,12 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             }
         }
     }
+    for (app, m) in &mirrors {
+        for b in &m.dark {
+            let release = format!("dark:{}", b.release());
+            signature.push((app.clone(), release, 0, b.instance().to_string(), b.addr()));
+        }
+    }
     if signature == last.edge {
         return Ok(());
     }
@@ -136,11 +144,13 @@ pub fn publish(shared: &Shared, last: &mut Published) -> anyhow::Result<()> {
             .into_iter()
             .map(|(app, releases)| {
                 let affinity = canary.get(&app).map(|(_, _, a)| a.clone());
+                let mirror = mirrors.remove(&app);
                 (
                     app,
                     AppRoute {
                         releases: releases.into_values().collect(),
                         affinity,
+                        mirror,
                     },
                 )
             })

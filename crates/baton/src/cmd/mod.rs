@@ -2,6 +2,7 @@
 
 mod agent;
 mod breakers;
+mod dark;
 mod demo;
 mod demo_hosts;
 mod deploy;
@@ -129,6 +130,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Abort { app, wait } => intents::abort(&config, &app, env, wait.wait).await,
             Command::Analysis { app, json } => intents::analysis(&config, &app, env, json).await,
             Command::Breakers { app, json } => breakers::breakers(&config, &app, env, json).await,
+            Command::Dark { app, json } => dark::dark(&config, &app, env, json).await,
             Command::Status { app, json } => {
                 status::status(&config, app.as_deref(), env, json).await
             }
@@ -171,6 +173,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     latency_ms,
                     unhealthy,
                     startup_ms,
+                    item_price,
+                    hang,
                 }) => demo::artifact(
                     &out_dir,
                     baton_demo::DemoOptions {
@@ -179,6 +183,8 @@ pub fn run(cli: Cli) -> Result<()> {
                         latency_ms,
                         unhealthy,
                         startup_ms,
+                        item_price,
+                        hang,
                     },
                 ),
                 None if args.hosts > 0 => demo_hosts::run(args.hosts).await,

@@ -9,6 +9,7 @@ mod breakers;
 mod canary;
 mod containers;
 mod crash;
+mod dark;
 mod deploys;
 mod environments;
 mod escaping;
