@@ -1,6 +1,7 @@
 //! Circuit breakers: a route whose instances start failing gets its breaker opened within one
 //! window, the fallback is served, other routes are untouched, and it closes after recovery;
-//! each transition is an event and a webhook with its figures, and `baton breakers` shows it.
+//! each transition is an event and a webhook with its figures, `baton breakers` shows it, and
+//! the breaker's flag is forced off while it is not closed.
 
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ flag = "whoami-live"
 status = 503
 body = '{"whoami":"later"}'
 retry_after = "5s"
+
+[apps.web.flags.whoami-live]
+percent = 100
 "#;
 
 type Http = Client<HttpConnector, Empty<Bytes>>;
@@ -50,6 +54,19 @@ async fn get(
         .map(|v| v.to_str().unwrap().to_string());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Why the breaker's flag is forced off now (none: it evaluates by its rules).
+async fn forced_off(baton: &Baton) -> Option<String> {
+    let (code, view) = baton.api_get("/v1/apps/web/flags").await;
+    assert_eq!(code, 200, "{view}");
+    let flag = view
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "whoami-live")
+        .unwrap_or_else(|| panic!("no flag whoami-live: {view}"));
+    flag["forced_off"].as_str().map(String::from)
 }
 
 async fn state(baton: &Baton) -> String {
@@ -78,6 +95,7 @@ async fn a_failing_route_opens_its_breaker_serves_the_fallback_and_closes_after_
         assert_eq!(get(&client, web, "/whoami").await.0, 200);
     }
     assert_eq!(state(&baton).await, "closed");
+    assert_eq!(forced_off(&baton).await, None);
 
     // The route starts failing on every instance.
     std::fs::write(baton.dir.path().join("fault"), "/whoami").unwrap();
@@ -103,6 +121,14 @@ async fn a_failing_route_opens_its_breaker_serves_the_fallback_and_closes_after_
         )
     );
     assert_eq!(state(&baton).await, "open");
+    // Its flag evaluates off while it is open (the transition reaches the flags just after).
+    let off = wait_until_async(Duration::from_secs(10), || async {
+        forced_off(&baton).await.is_some()
+    })
+    .await;
+    assert!(off, "flag whoami-live not forced off: {}", baton.log());
+    let reason = forced_off(&baton).await.unwrap();
+    assert!(reason.starts_with("breaker whoami"), "{reason}");
     // Other routes are untouched.
     for _ in 0..20 {
         let (status, _, body) = get(&client, web, "/").await;
@@ -133,6 +159,14 @@ async fn a_failing_route_opens_its_breaker_serves_the_fallback_and_closes_after_
     })
     .await;
     assert!(closed, "breaker did not close: {}", baton.log());
+    let on = wait_until_async(Duration::from_secs(10), || async {
+        forced_off(&baton).await.is_none()
+    })
+    .await;
+    assert!(
+        on,
+        "flag whoami-live still forced off after the breaker closed"
+    );
     for _ in 0..10 {
         assert_eq!(get(&client, web, "/whoami").await.0, 200);
     }
