@@ -150,6 +150,7 @@ async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response
         (&Method::POST, "/echo") => ("/echo", echo(req)),
         (&Method::GET, "/headers") => ("/headers", headers(&req)),
         (&Method::GET, "/whoami") => ("/whoami", whoami(state, req.uri().query())),
+        (&Method::GET, "/checkout") => ("/checkout", checkout(state, &req)),
         (&Method::GET, "/greeting") => (
             "/greeting",
             answer(state, serde_json::json!({"greeting": "hello"})),
@@ -187,6 +188,25 @@ fn answer(state: &State, mut fields: serde_json::Value) -> Response<Body> {
         .into();
     fields["instance"] = state.opts.instance.clone().into();
     json(StatusCode::OK, Bytes::from(fields.to_string()))
+}
+
+/// The checkout page, new or classic by the `new-checkout` feature flag as Baton's proxy
+/// evaluated it for this request (`X-Baton-Flags: new-checkout=on; ...`): an app that reads
+/// its flags from the header, with no SDK.
+fn checkout(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    let on = req
+        .headers()
+        .get_all("x-baton-flags")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|f| f.trim() == "new-checkout=on");
+    let body = serde_json::json!({
+        "checkout": if on { "new" } else { "classic" },
+        "version": state.opts.demo.version,
+        "instance": state.opts.instance,
+    });
+    json(StatusCode::OK, Bytes::from(body.to_string()))
 }
 
 /// What this instance runs with: version, working directory (inside the stored artifact, so

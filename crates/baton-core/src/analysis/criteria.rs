@@ -10,6 +10,8 @@ pub const DEFAULT_MIN_REQUESTS: u64 = 50;
 pub const DEFAULT_CONFIDENCE: f64 = 0.999;
 /// Minimum latency effect for the comparison: canary typical latency 50 % above the stable's.
 pub const DEFAULT_MIN_LATENCY_RATIO: f64 = 1.5;
+/// Default smallest latency increase (microseconds) the comparison fails on.
+pub const DEFAULT_MIN_LATENCY_INCREASE_US: u64 = 1_000;
 /// Minimum error-rate effect for the comparison: one percentage point above the stable's.
 pub const DEFAULT_MIN_ERROR_DIFF: f64 = 0.01;
 
@@ -57,6 +59,11 @@ pub struct Criteria {
     /// the stable's, e.g. `1.5` for 50 % slower. Typical latency is the geometric mean (see
     /// [`Window::typical_us`](super::Window::typical_us)), the median for log-normal latency.
     pub min_latency_ratio: f64,
+    /// Minimum absolute latency effect, in microseconds: the canary's typical latency must
+    /// also be this much above the stable's. A cold canary process on a busy host is often
+    /// 1.5-2x slower than warm stable ones for a sub-millisecond service; that is not what a
+    /// user feels, and not a reason to roll back.
+    pub min_latency_increase_us: u64,
     /// Minimum absolute error-rate difference (canary - stable) for the comparison to fail,
     /// e.g. `0.01`.
     pub min_error_diff: f64,
@@ -99,6 +106,7 @@ impl Default for Criteria {
             metrics: Vec::new(),
             confidence: DEFAULT_CONFIDENCE,
             min_latency_ratio: DEFAULT_MIN_LATENCY_RATIO,
+            min_latency_increase_us: DEFAULT_MIN_LATENCY_INCREASE_US,
             min_error_diff: DEFAULT_MIN_ERROR_DIFF,
         }
     }

@@ -4,7 +4,7 @@
 use super::criteria::{Criteria, MetricRule};
 use super::figures::{e_value, latency, level, number, p_value, percent};
 use super::sequential::{e_value_above, p_value_of, rate_lower_bound, rate_upper_bound};
-use super::stats::{binomial_sf, mann_whitney_greater};
+use super::stats::{binomial_sf, mann_whitney_slower};
 use super::verdict::{Check, Outcome, Verdict};
 use super::window::{MetricReading, Window};
 
@@ -212,8 +212,9 @@ fn compare_errors(criteria: &Criteria, canary: &Window, stable: &Window) -> Chec
 }
 
 /// Latency against the stable release: fails when a one-sided Mann-Whitney U test says, at
-/// `confidence`, that the canary is slower than `min_latency_ratio` times the stable, and
-/// its typical latency (geometric mean) is indeed at least that ratio of the stable's.
+/// `confidence`, that the canary is slower than `min_latency_ratio` times the stable and by
+/// more than `min_latency_increase`, and its typical latency (geometric mean) is indeed at
+/// least that ratio of the stable's and that much above it.
 ///
 /// Putting the minimum effect into the tested hypothesis (not only into a gate on the point
 /// estimate) is what keeps a healthy canary on a slightly slower instance (say 1.3x) from
@@ -231,7 +232,8 @@ fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Che
     c.threshold = Some(criteria.min_latency_ratio);
     let typical = (canary.typical_us(), stable.typical_us());
     let shift = criteria.min_latency_ratio.max(1.0);
-    let mw = mann_whitney_greater(&canary.latency, &stable.latency, shift);
+    let plus = criteria.min_latency_increase_us as f64;
+    let mw = mann_whitney_slower(&canary.latency, &stable.latency, shift, plus);
     let (Some(t1), Some(t2), Some(mw)) = (typical.0, typical.1, mw) else {
         c.detail = format!("canary {n1}, stable {n2} of {min} latency samples");
         return c;
@@ -245,13 +247,18 @@ fn compare_latency(criteria: &Criteria, canary: &Window, stable: &Window) -> Che
     let alpha = criteria.alpha();
     c.p_value = Some(mw.p_value);
     c.outcome = fail_if(
-        mw.p_value < alpha && ratio >= criteria.min_latency_ratio,
+        mw.p_value < alpha && ratio >= criteria.min_latency_ratio && t1 - t2 >= plus,
         Outcome::Pass,
     );
     let median = |w: &Window| w.quantile_us(0.5).map_or("-".to_string(), latency);
+    let and = if plus > 0.0 {
+        format!(" and +{}", latency(plus))
+    } else {
+        String::new()
+    };
     c.detail = format!(
         "canary typical {} vs stable {}: ratio {ratio:.2} (min {shift:.2}), Mann-Whitney p = {} \
-         that it is over {shift:.2}x (needs < {}); medians {} vs {}, {n1} vs {n2} samples",
+         that it is over {shift:.2}x{and} (needs < {}); medians {} vs {}, {n1} vs {n2} samples",
         latency(t1),
         latency(t2),
         p_value(mw.p_value),

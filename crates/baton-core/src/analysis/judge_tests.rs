@@ -289,6 +289,58 @@ fn the_latency_comparison_passes_the_same_buckets_and_small_shifts() {
     assert_eq!(c.outcome, Outcome::Fail, "{}", c.detail);
 }
 
+/// A histogram of 10 µs buckets from `(start_us, count)` pairs.
+fn hist_us(buckets: &[(u64, u64)]) -> Vec<Bucket> {
+    buckets
+        .iter()
+        .map(|&(us, count)| Bucket {
+            low_us: us,
+            high_us: us + 10,
+            count,
+        })
+        .collect()
+}
+
+#[test]
+fn a_sub_millisecond_slowdown_is_not_a_rollback_by_default() {
+    // A cold canary process at ~200 µs against warm stable ones at ~100 µs: twice as slow,
+    // beyond doubt, but 0.1 ms is not what users feel.
+    let stable = window(950, 0, hist_us(&[(90, 300), (100, 350), (110, 300)]));
+    let canary = window(200, 0, hist_us(&[(190, 60), (200, 80), (210, 60)]));
+    let c = the(
+        &judge(&Criteria::default(), &canary, &stable, &[]),
+        "compare.latency",
+    );
+    assert_eq!(c.outcome, Outcome::Pass, "{}", c.detail);
+    assert!(c.observed.unwrap() > 1.9, "{}", c.detail);
+    assert!(c.detail.contains("over 1.50x and +1.0 ms"), "{}", c.detail);
+    // Without the absolute floor the ratio alone fails it.
+    let ratio_only = Criteria {
+        min_latency_increase_us: 0,
+        ..Criteria::default()
+    };
+    let c = the(
+        &judge(&ratio_only, &canary, &stable, &[]),
+        "compare.latency",
+    );
+    assert_eq!(c.outcome, Outcome::Fail, "{}", c.detail);
+    // 1.5 ms slower on the same stable: over both minimums, it fails with the defaults.
+    let slow = window(200, 0, hist_us(&[(1_590, 60), (1_600, 80), (1_610, 60)]));
+    let c = the(
+        &judge(&Criteria::default(), &slow, &stable, &[]),
+        "compare.latency",
+    );
+    assert_eq!(c.outcome, Outcome::Fail, "{}", c.detail);
+    // Over the ratio but not the floor in the tested hypothesis: 0.9 ms slower on 1 ms.
+    let stable_ms = window(950, 0, hist_us(&[(990, 300), (1_000, 350), (1_010, 300)]));
+    let near = window(200, 0, hist_us(&[(1_890, 60), (1_900, 80), (1_910, 60)]));
+    let c = the(
+        &judge(&Criteria::default(), &near, &stable_ms, &[]),
+        "compare.latency",
+    );
+    assert_eq!(c.outcome, Outcome::Pass, "{}", c.detail);
+}
+
 #[test]
 fn comparisons_wait_for_min_requests_on_both_sides() {
     let canary = window(30, 1, hist(&[(300, 30)]));

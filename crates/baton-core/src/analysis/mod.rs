@@ -23,8 +23,9 @@
 //!   minimum effect inside the tested hypothesis (Kayenta's approach, made strict so that a
 //!   rollout judged every few seconds raises no false alarm): it fails when a one-sided
 //!   Mann-Whitney U test on the histograms (a bucket is a tie group) says the canary is slower
-//!   than `min_latency_ratio` times the stable at `confidence`, and its typical latency
-//!   (geometric mean) is at least that ratio.
+//!   than `min_latency_ratio` times the stable and by more than `min_latency_increase` at
+//!   `confidence`, and its typical latency (geometric mean) is at least that ratio and that
+//!   increase above the stable's.
 //!
 //! A pass always needs `min_requests`; too little data is [`Outcome::Inconclusive`], never a
 //! silent pass.
@@ -43,8 +44,9 @@ mod judge_tests;
 mod simulation;
 
 pub use criteria::{
-    Criteria, CriteriaError, DEFAULT_CONFIDENCE, DEFAULT_MIN_ERROR_DIFF, DEFAULT_MIN_LATENCY_RATIO,
-    DEFAULT_MIN_REQUESTS, MetricKind, MetricRule,
+    Criteria, CriteriaError, DEFAULT_CONFIDENCE, DEFAULT_MIN_ERROR_DIFF,
+    DEFAULT_MIN_LATENCY_INCREASE_US, DEFAULT_MIN_LATENCY_RATIO, DEFAULT_MIN_REQUESTS, MetricKind,
+    MetricRule,
 };
 pub use judge::{
     CHECK_COMPARE_ERRORS, CHECK_COMPARE_LATENCY, CHECK_ERROR_RATE, CHECK_METRIC_PREFIX, CHECK_P99,

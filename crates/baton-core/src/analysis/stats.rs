@@ -236,17 +236,41 @@ fn bucket_value(b: &Bucket) -> f64 {
 /// One-sided Mann-Whitney U test that the values of histogram `a`, divided by `shift`, tend
 /// to be larger than those of histogram `b`. With `shift = 1` it asks "is `a` larger?"; with
 /// `shift = 1.5` it asks "is `a` more than 1.5 times `b`?", so the minimum effect is part
-/// of the hypothesis rather than a separate gate.
+/// of the hypothesis rather than a separate gate. [`mann_whitney_slower`] adds an absolute
+/// minimum effect.
 ///
 /// Each bucket stands for its midpoint. Samples at equal values (with `shift = 1`, the same
 /// bucket of both histograms) are one tie group: they get the group's mid-rank and the
 /// variance carries the usual tie correction, so coarse buckets make the test more cautious
 /// rather than wrong. `None` when either histogram is empty.
 pub fn mann_whitney_greater(a: &[Bucket], b: &[Bucket], shift: f64) -> Option<MannWhitney> {
+    mann_whitney_slower(a, b, shift, 0.0)
+}
+
+/// [`mann_whitney_greater`] with a minimum effect both relative and absolute: is `a` larger
+/// than each value `v` of `b` moved to `max(v * ratio, v + plus)`? "More than 1.5 times and
+/// more than 1 ms slower" for latencies in microseconds. The move is monotone, so the ranks
+/// (and the test's validity) are those of a shifted `b`.
+pub fn mann_whitney_slower(
+    a: &[Bucket],
+    b: &[Bucket],
+    ratio: f64,
+    plus: f64,
+) -> Option<MannWhitney> {
+    let moved = |v: f64| {
+        if plus > 0.0 {
+            (v * ratio).max(v + plus)
+        } else {
+            v * ratio
+        }
+    };
     let mut groups: Vec<(f64, f64, f64)> = a
         .iter()
-        .map(|x| (bucket_value(x) / shift, x.count as f64, 0.0))
-        .chain(b.iter().map(|x| (bucket_value(x), 0.0, x.count as f64)))
+        .map(|x| (bucket_value(x), x.count as f64, 0.0))
+        .chain(
+            b.iter()
+                .map(|x| (moved(bucket_value(x)), 0.0, x.count as f64)),
+        )
         .filter(|g| g.1 + g.2 > 0.0)
         .collect();
     groups.sort_by(|x, y| x.0.total_cmp(&y.0));

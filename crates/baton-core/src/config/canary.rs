@@ -171,6 +171,9 @@ pub struct AnalysisConfig {
     pub confidence: f64,
     /// Smallest latency slowdown the comparison fails on (canary median / stable median).
     pub min_latency_ratio: f64,
+    /// Smallest latency slowdown in time the comparison fails on (canary typical latency minus
+    /// the stable's); both this and `min_latency_ratio` must be exceeded.
+    pub min_latency_increase: Duration,
     /// Smallest error-rate difference (absolute) the comparison fails on.
     pub min_error_diff: f64,
     /// What a step that ends without a verdict does.
@@ -194,6 +197,7 @@ impl Default for AnalysisConfig {
             compare: true,
             confidence: 0.999,
             min_latency_ratio: 1.5,
+            min_latency_increase: Duration::from_millis(1),
             min_error_diff: 0.01,
             on_inconclusive: OnInconclusive::Hold,
             metric: Vec::new(),

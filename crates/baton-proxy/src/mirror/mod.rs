@@ -150,7 +150,7 @@ pub(crate) fn offer(
     };
     let eligible: Vec<&Arc<Backend>> = m.dark.iter().filter(|b| b.is_eligible()).collect();
     let Some(dark) = (!eligible.is_empty()).then(|| eligible[rng.usize(..eligible.len())]) else {
-        c.dropped_failed.fetch_add(1, Ordering::Relaxed);
+        c.skipped_unready.fetch_add(1, Ordering::Relaxed);
         return;
     };
     let stable = if safe {

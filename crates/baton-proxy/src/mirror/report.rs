@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub(crate) copied: AtomicU64,
     pub(crate) skipped_method: AtomicU64,
     pub(crate) skipped_body: AtomicU64,
+    pub(crate) skipped_unready: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
     pub(crate) dropped_failed: AtomicU64,
     pub(crate) answered: AtomicU64,
@@ -95,6 +96,10 @@ pub struct DarkReport {
     pub skipped_method: u64,
     /// Requests not copied because their body was streamed, not held whole.
     pub skipped_body: u64,
+    /// Requests not copied because no dark instance could take them yet (it is starting, or
+    /// failed its health checks).
+    #[serde(default)]
+    pub skipped_unready: u64,
     /// Copies dropped because the queue was full (the dark release is slow or down).
     pub dropped_queue_full: u64,
     /// Copies the dark release did not answer in time or at all.
@@ -199,6 +204,7 @@ impl Routes {
             copied: load(&c.copied),
             skipped_method: load(&c.skipped_method),
             skipped_body: load(&c.skipped_body),
+            skipped_unready: load(&c.skipped_unready),
             dropped_queue_full: load(&c.dropped_queue_full),
             dropped_failed: load(&c.dropped_failed),
             answered: load(&c.answered),

@@ -194,6 +194,8 @@ fn criteria(config: &AppConfig) -> Criteria {
             .collect(),
         confidence: a.confidence,
         min_latency_ratio: a.min_latency_ratio,
+        min_latency_increase_us: u64::try_from(a.min_latency_increase.std().as_micros())
+            .unwrap_or(u64::MAX),
         min_error_diff: a.min_error_diff,
     }
 }

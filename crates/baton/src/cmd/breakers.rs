@@ -24,6 +24,12 @@ pub async fn breakers(config: &Path, app: &str, env: Option<&str>, json: bool) -
         );
         return Ok(());
     }
+    print(&view, app);
+    Ok(())
+}
+
+/// The table as `baton breakers` prints it (also the demo's breaker act).
+pub fn print(view: &BreakersView, app: &str) {
     for e in &view.ejected {
         println!(
             "ejected {} ({}) until {} (ejection {})",
@@ -39,7 +45,7 @@ pub async fn breakers(config: &Path, app: &str, env: Option<&str>, json: bool) -
             esc(&view.app),
             esc(app)
         );
-        return Ok(());
+        return;
     }
     println!(
         "{:<16} {:<20} {:<10} {:<8} {:>8} {:>7} {:>8}  flag",
@@ -64,5 +70,4 @@ pub async fn breakers(config: &Path, app: &str, env: Option<&str>, json: bool) -
             esc(b.flag.as_deref().unwrap_or("-")),
         );
     }
-    Ok(())
 }

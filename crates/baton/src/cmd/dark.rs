@@ -21,6 +21,12 @@ pub async fn dark(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
         );
         return Ok(());
     }
+    print(&v);
+    Ok(())
+}
+
+/// The report as `baton dark` prints it (also the demo's dark act).
+pub fn print(v: &DarkView) {
     let r = &v.report;
     println!(
         "{} dark {} beside {} (deployment #{}, {})",
@@ -31,14 +37,15 @@ pub async fn dark(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
         if v.copying { "copying" } else { "over" }
     );
     println!(
-        "  copied {}  answered {}  dropped {} (queue full {}, failed or late {})  not copied: method {}, streamed body {}",
+        "  copied {}  answered {}  dropped {} (queue full {}, failed or late {})  not copied: method {}, streamed body {}, dark not ready {}",
         r.copied,
         r.answered,
         r.dropped_queue_full + r.dropped_failed,
         r.dropped_queue_full,
         r.dropped_failed,
         r.skipped_method,
-        r.skipped_body
+        r.skipped_body,
+        r.skipped_unready
     );
     println!(
         "  compared {}  differing {} ({:.1} %)",
@@ -91,5 +98,4 @@ pub async fn dark(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
             println!("      dark       {} {}", s.dark.status, body(&s.dark.body));
         }
     }
-    Ok(())
 }

@@ -1,7 +1,8 @@
 //! `baton demo`: the whole story on embedded defaults, and `baton demo artifact`.
 //!
 //! It starts Baton in this process on a temporary data dir, builds demo artifacts, drives
-//! steady load at the proxy, rolls, fails a broken release, switches blue-green and back, and
+//! steady load at the proxy, rolls, fails a broken release, switches blue-green and back, runs
+//! canaries, then a dark launch, a feature flag and a circuit breaker (`demo_acts`), and
 //! prints what users got.
 
 use std::path::Path;
@@ -24,7 +25,7 @@ listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 instances = 3
 command = ["{artifact}/baton-demo", "--port", "{port}"]
-env = { GREETING = "hello" }
+env = { GREETING = "hello", BATON_DEMO_FAULT_FILE = @FAULT_FILE@ }
 strategy = "rolling"
 
 [apps.web.health]
@@ -49,11 +50,35 @@ steps = [
   { weight = 50, pause = "4s" },
   { weight = 100 },
 ]
+sticky = { header = "x-user-id" }
 
 [apps.web.analysis]
 interval = "500ms"
 min_requests = 50
 max_error_rate = 0.02
+
+[apps.web.dark]
+max_diff_rate = 0.1
+min_requests = 40
+duration = "20s"
+
+[apps.web.flags.new-checkout]
+percent = 0
+
+[[apps.web.breakers]]
+name = "checkout"
+path = "/checkout"
+window = "1s"
+min_requests = 10
+max_error_rate = 0.25
+cooldown = "2s"
+probes = 3
+flag = "new-checkout"
+
+[apps.web.breakers.fallback]
+status = 503
+body = '{"checkout": "resting: try again in a moment"}'
+retry_after = "2s"
 "#;
 
 pub fn artifact(out: &Path, opts: DemoOptions) -> Result<()> {
@@ -109,6 +134,17 @@ pub(super) async fn start_in_process(dir: &Path, config: &str) -> Result<InProce
     }
 }
 
+/// The file that makes the demo's `/checkout` fail while it exists (`BATON_DEMO_FAULT_FILE`).
+fn fault_file(dir: &Path) -> std::path::PathBuf {
+    dir.join("fault")
+}
+
+/// The demo's config, its instances failing `/checkout` while `fault` exists.
+fn config(fault: &Path) -> String {
+    let quoted = serde_json::to_string(&fault.display().to_string()).expect("a string");
+    CONFIG.replace("@FAULT_FILE@", &quoted)
+}
+
 pub(super) struct Switch {
     pub(super) what: String,
     pub(super) outcome: String,
@@ -125,7 +161,7 @@ pub async fn run(keep_running: bool) -> Result<()> {
         ready,
         stop: stop_tx,
         daemon,
-    } = start_in_process(tmp.path(), CONFIG).await?;
+    } = start_in_process(tmp.path(), &config(&fault_file(tmp.path()))).await?;
     let proxy = ready.apps["web@production"];
     println!(
         "baton is up: proxy for `web` on http://{proxy}  (API {}, data {})",
@@ -151,6 +187,9 @@ pub async fn run(keep_running: bool) -> Result<()> {
         println!("  {exe} status web");
         println!("  {exe} history web");
         println!("  {exe} rollback web --wait");
+        println!("  {exe} dark web");
+        println!("  {exe} flags web");
+        println!("  {exe} breakers web");
         println!("  curl http://{proxy}/");
         println!("press Ctrl-C to stop");
         let _ = tokio::signal::ctrl_c().await;
@@ -170,12 +209,19 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
         ("1.2.0", true, 0.0, "  (broken: fails its health checks)"),
         ("1.3.0", false, 0.0, "  (healthy, for the canary)"),
         ("1.4.0", false, 0.3, "  (bad: 30 % of its answers are 500)"),
+        (
+            "1.5.0",
+            false,
+            0.0,
+            "  (answers GET /item/{id} with another price, for the dark launch)",
+        ),
     ];
     for (version, unhealthy, error_rate, note) in releases {
         let out = dir.join("artifacts-src").join(version);
         let opts = DemoOptions {
             unhealthy,
             error_rate,
+            item_price: if version == "1.5.0" { 12 } else { 10 },
             ..DemoOptions::new(version)
         };
         baton_demo::write_artifact(&out, &exe, &opts)
@@ -312,6 +358,11 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let bad = bad_load.stop().await;
+
+    let (dark, dark_line) = super::demo_acts::dark(client, proxy).await?;
+    switches.push(dark);
+    let flag_line = super::demo_acts::flag(client, proxy).await?;
+    let breaker_line = super::demo_acts::breaker(client, proxy, &fault_file(dir)).await?;
     println!("\n== summary");
     println!("{:<34} {:<12} {:>9}", "switch", "outcome", "took");
     for s in &switches {
@@ -345,6 +396,9 @@ async fn story(client: &Client, dir: &Path, proxy: std::net::SocketAddr) -> Resu
             bad.stats.sent
         );
     }
+    println!("{dark_line}");
+    println!("{flag_line}");
+    println!("{breaker_line}");
     println!();
     println!(
         "requests sent:    {} (rolling, broken release, blue-green, rollback, healthy canary)",
@@ -391,7 +445,7 @@ pub(super) async fn step(
     let d: DeploymentView = client.post_json(path, &req).await?;
     let outcome = follow(client, d.id, true).await;
     let detail: DeploymentDetail = client.get(&format!("/v1/deployments/{}", d.id)).await?;
-    let expected_failure = version == "1.2.0" || version == "1.4.0";
+    let expected_failure = matches!(version, "1.2.0" | "1.4.0" | "1.5.0");
     match (&outcome, expected_failure) {
         (Ok(()), _) => {}
         (Err(e), true) => println!("as expected: {}", e.message),

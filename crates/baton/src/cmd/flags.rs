@@ -90,7 +90,7 @@ pub async fn token(config: &Path, app: &str, env: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-fn describe(v: &FlagView) -> String {
+pub(super) fn describe(v: &FlagView) -> String {
     let mut s = esc(&v.summary).into_owned();
     if let Some(why) = &v.forced_off {
         s = format!("forced off ({}), else {s}", esc(why));

@@ -4,6 +4,7 @@ mod agent;
 mod breakers;
 mod dark;
 mod demo;
+mod demo_acts;
 mod demo_hosts;
 mod deploy;
 mod flags;

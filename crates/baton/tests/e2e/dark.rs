@@ -299,3 +299,39 @@ async fn a_promoted_dark_release_goes_on_as_a_canary() {
     let r = report(&baton).await;
     assert_eq!(r["copying"], false, "no copies once it serves users: {r:#}");
 }
+
+/// While the dark instance is not healthy (here: never), requests are not copied and are
+/// counted as such, not as dropped copies; users are served by stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_the_dark_release_is_healthy_are_counted_as_not_copied() {
+    let baton = Baton::start(&config("fraction = 1.0"));
+    baton.release("web", "1.0.0", &[]);
+    baton.release("web", "2.0.0", &["--unhealthy"]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let o = baton
+        .cli_async(&["deploy", "web", "2.0.0", "--strategy", "dark"])
+        .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let c = client();
+    let counted = wait_until_async(Duration::from_secs(20), || async {
+        let (status, body) = call(&c, &baton, "GET", "/greeting").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, v) = baton.api_get("/v1/apps/web/dark").await;
+        status == 200 && v["report"]["skipped_unready"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    let r = report(&baton).await;
+    assert!(counted, "{r:#}\n{}", baton.log());
+    let rep = &r["report"];
+    assert_eq!(rep["copied"], 0, "{rep:#}");
+    assert_eq!(rep["dropped_failed"], 0, "{rep:#}");
+    assert_eq!(rep["dropped_queue_full"], 0, "{rep:#}");
+    let o = baton.cli(&["dark", "web"]);
+    assert!(
+        text(&o).contains("dark not ready "),
+        "`baton dark` shows them: {}",
+        text(&o)
+    );
+    let o = baton.cli_async(&["abort", "web", "--wait"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+}

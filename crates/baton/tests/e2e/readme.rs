@@ -205,6 +205,23 @@ fn the_demo_ends_as_the_quick_start_shows() {
             "the demo did not print a line like the README's\n  {line}\ngot:\n{got}"
         );
     }
+    // The acts' one-line results (their counts vary): the same subject before the colon.
+    let acts: Vec<&str> = shown
+        .lines()
+        .filter(|l| {
+            ["dark launch ", "flag ", "breaker "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert_eq!(acts.len(), 3, "the README shows one line per act:\n{shown}");
+    for line in acts {
+        let subject = line.split(':').next().unwrap();
+        assert!(
+            got.lines().any(|l| l.split(':').next() == Some(subject)),
+            "the demo did not print a line for `{subject}`\ngot:\n{got}"
+        );
+    }
 }
 
 /// Walk-through steps 1 to 7, exactly as written: the same `app.py`, the same `baton.toml`
