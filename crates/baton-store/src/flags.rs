@@ -85,6 +85,31 @@ impl Store {
         rows.collect::<Result<_, _>>().op("read flag changes")
     }
 
+    /// The newest `limit` live changes of `app`'s flags in every environment, newest first:
+    /// the flags' part of the ledger.
+    pub fn flag_history(&self, app: &str, limit: usize) -> Result<Vec<FlagChange>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT app, env, flag, spec, actor, at FROM flag_changes WHERE app = ?1 \
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .op("list flag history")?;
+        let rows = stmt
+            .query_map(params![app, crate::db::sql_limit(limit)], |r| {
+                Ok(FlagChange {
+                    app: r.get(0)?,
+                    env: r.get(1)?,
+                    flag: r.get(2)?,
+                    spec: r.get(3)?,
+                    actor: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })
+            .op("list flag history")?;
+        rows.collect::<Result<_, _>>().op("read flag history")
+    }
+
     /// Stores a new OFREP token for `app` in `env`; returns its id.
     pub fn create_flag_token(
         &self,
@@ -160,6 +185,12 @@ mod tests {
                 change("b", None, 3)
             ]
         );
+        // The history: every change, newest first, of that app only.
+        let history = store.flag_history("web", 10).unwrap();
+        let ats: Vec<_> = history.iter().map(|c| (c.flag.as_str(), c.at)).collect();
+        assert_eq!(ats, vec![("b", 3), ("a", 2), ("a", 1)]);
+        assert_eq!(store.flag_history("web", 1).unwrap().len(), 1);
+        assert!(store.flag_history("api", 10).unwrap().is_empty());
         let id = store
             .create_flag_token("web", "production", "ab", "alice", 4)
             .unwrap();

@@ -47,9 +47,25 @@ fn needs_escape(c: char) -> bool {
 
 /// Formats a unix-ms time as `HH:MM:SS` UTC.
 pub fn clock(ms: i64) -> String {
-    let s = ms.div_euclid(1000);
-    let (h, m, sec) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
+    let s = ms.div_euclid(1000).rem_euclid(86_400);
+    let (h, m, sec) = (s / 3600, (s / 60) % 60, s % 60);
     format!("{h:02}:{m:02}:{sec:02}")
+}
+
+/// Formats unix ms as `2026-12-03 19:20:04` (UTC): for records that outlive a day.
+pub fn date_time(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's days_from_civil, inverted).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {}", clock(ms))
 }
 
 /// Formats a duration in ms as `1.2s` or `3m04s`.
@@ -195,6 +211,14 @@ pub fn history_line(d: &DeploymentView) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(date_time(0), "1970-01-01 00:00:00");
+        assert_eq!(date_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(date_time(1_796_335_634_580), "2026-12-03 22:07:14");
+        assert_eq!(date_time(-1_000), "1969-12-31 23:59:59");
+    }
 
     #[test]
     fn escape_codes_newlines_and_bidi_overrides_are_written_as_escapes() {

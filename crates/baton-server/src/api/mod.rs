@@ -63,6 +63,10 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/dark", get(dark::dark))
         .route("/v1/apps/{app}/ledger", get(ledger::ledger))
         .route("/v1/apps/{app}/flags", get(crate::flags::api::list))
+        .route(
+            "/v1/apps/{app}/flag-history",
+            get(crate::flags::api::history),
+        )
         .route("/v1/apps/{app}/flags/{flag}", post(crate::flags::api::set))
         .route(
             "/v1/apps/{app}/flag-tokens",

@@ -174,6 +174,60 @@ pub(crate) async fn list(
     Ok(Json(out))
 }
 
+/// One live change of a flag, as the ledger shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlagChangeView {
+    /// The environment.
+    pub env: String,
+    /// The flag.
+    pub flag: String,
+    /// What it became (`20% + 1 rule`), or `back to baton.toml`.
+    pub summary: String,
+    /// Who changed it.
+    pub actor: String,
+    /// When (unix ms).
+    pub at: i64,
+}
+
+/// `GET /v1/apps/{app}/flag-history?limit=N`: the live changes, newest first (default 50).
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryQuery {
+    /// At most this many (1 to 10000).
+    pub limit: Option<usize>,
+}
+
+pub(crate) async fn history(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<FlagChangeView>>, ApiError> {
+    if !shared.config().config.apps.contains_key(&app) {
+        return Err(unknown_app(&shared, &app));
+    }
+    let limit = q.limit.unwrap_or(50).clamp(1, 10_000);
+    let out = shared
+        .store
+        .flag_history(&app, limit)?
+        .into_iter()
+        .map(|c| {
+            let summary = match &c.spec {
+                None => "back to baton.toml".to_string(),
+                Some(json) => serde_json::from_str::<FlagSpec>(json)
+                    .map(|s| s.summary())
+                    .unwrap_or_else(|_| "unreadable definition".into()),
+            };
+            FlagChangeView {
+                env: c.env,
+                flag: c.flag,
+                summary,
+                actor: c.actor,
+                at: c.at,
+            }
+        })
+        .collect();
+    Ok(Json(out))
+}
+
 pub(crate) async fn set(
     State(shared): State<Arc<Shared>>,
     Path((app, flag)): Path<(String, String)>,

@@ -122,7 +122,7 @@ pub async fn list(config: &Path, app: &str, env: Option<&str>, json: bool) -> Re
     println!("{:<24} {:<12} {:<32} changed", "flag", "env", "state");
     for v in &flags {
         let changed = match (&v.actor, v.changed_at) {
-            (Some(a), Some(t)) => format!("{} UTC by {}", output::clock(t), esc(a)),
+            (Some(a), Some(t)) => format!("{} UTC by {}", output::date_time(t), esc(a)),
             _ => "baton.toml".into(),
         };
         println!(

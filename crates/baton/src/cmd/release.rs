@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use baton_core::model::{ImageManifest, Release};
 use baton_server::ReleaseQuery;
+use baton_server::flags::api::FlagChangeView;
 use baton_server::views::ReleaseCreated;
 
 use serde::Serialize;
@@ -296,6 +297,9 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
         );
         return Ok(());
     }
+    let flags: Vec<FlagChangeView> = client
+        .get(&format!("/v1/apps/{}/flag-history", encode(app)))
+        .await?;
     if entries.is_empty() {
         println!("{app} has no releases yet");
     }
@@ -321,6 +325,20 @@ pub async fn ledger(config: &Path, app: &str, json: bool) -> Result<()> {
                 esc(&run.trigger)
             );
         }
+    }
+    // Beside the releases: what was switched on and off live, and by whom.
+    if !flags.is_empty() {
+        println!("\nflag changes (newest first)");
+    }
+    for c in &flags {
+        println!(
+            "    {:<12} {}  {:<24} {}  by {}",
+            esc(&c.env),
+            output::date_time(c.at),
+            esc(&c.flag),
+            esc(&c.summary),
+            esc(&c.actor)
+        );
     }
     Ok(())
 }

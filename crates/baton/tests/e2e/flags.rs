@@ -220,6 +220,31 @@ async fn an_openfeature_client_gets_a_sticky_monotone_percentage_over_ofrep() {
         "{}",
         text(&o)
     );
+
+    // The ledger has every live change beside the releases, newest first, with its actor.
+    let o = baton.cli(&["releases", "web"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let changes: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("flag changes"))
+        .skip(1)
+        .collect();
+    let summaries: Vec<&str> = changes
+        .iter()
+        .filter(|l| l.contains("new-checkout"))
+        .map(|l| l.split_whitespace().nth(4).unwrap_or(""))
+        .collect();
+    assert_eq!(summaries, ["50%", "off", "50%", "20%"], "{out}");
+    let actor = nc["actor"].as_str().unwrap();
+    assert!(
+        changes.iter().all(|l| l.ends_with(&format!("by {actor}"))),
+        "{out}"
+    );
+    let (status, history) = baton.api_get("/v1/apps/web/flag-history?limit=2").await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    assert_eq!(history[0]["summary"], "50%", "{history}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
