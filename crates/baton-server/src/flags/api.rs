@@ -282,9 +282,10 @@ pub(crate) async fn set(
         actor,
         at: clock::now(),
     };
-    shared.store.record_flag_change(&change, &message)?;
+    let event = shared.store.record_flag_change(&change, &message)?;
     load_stored(&shared.flags, &shared.store)?;
-    tracing::info!(app = %app, env = %env, flag = %change.flag, actor = %change.actor, "{message}");
+    // Logged, and to the webhooks: a flag flipped is a change users see.
+    shared.published(&event);
     list(State(shared), Path(app), Query(EnvQuery { env: Some(env) })).await
 }
 

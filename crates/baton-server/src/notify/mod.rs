@@ -330,12 +330,14 @@ async fn futures_all<F: std::future::Future<Output = ()>>(futures: impl Iterator
 /// Whether an event of `kind` is about a deployment's course (started, step, paused, verdict
 /// failed, promoted, aborting, rolled back, succeeded, ...) rather than a single instance: the
 /// events the issue asks webhooks to receive. A config reload is one too: it changes what
-/// the next deployments do. So is a circuit breaker's transition: users got its fallback.
+/// the next deployments do. So is a circuit breaker's transition (users got its fallback) and
+/// a live flag change (users got other code paths).
 pub fn is_deployment_event(kind: &str) -> bool {
     kind.starts_with("deployment_")
         || kind.starts_with("verdict_")
         || kind.starts_with("breaker_")
         || kind == "config_reloaded"
+        || kind == "flag_changed"
 }
 
 /// The JSON body POSTed for `event`: its fields named as in the API, plus `"source": "baton"`.

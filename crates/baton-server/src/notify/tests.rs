@@ -381,6 +381,7 @@ fn deployment_events_are_told_from_instance_events() {
         "deployment_rolled_back",
         "deployment_succeeded",
         "config_reloaded",
+        "flag_changed",
     ] {
         assert!(is_deployment_event(kind), "{kind}");
     }

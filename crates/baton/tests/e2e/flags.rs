@@ -421,7 +421,9 @@ async fn flags_header(web: SocketAddr, headers: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_proxy_adds_x_baton_flags_with_the_same_answers_as_ofrep() {
     let flags_port = free_port();
-    let config = CONFIG.replace("@FLAGS@", &flags_port.to_string())
+    let (hook_port, hooks) = crate::webhooks::receiver().await;
+    let config = format!("[[notify]]\nwebhook = \"http://127.0.0.1:{hook_port}/hooks\"\n")
+        + &CONFIG.replace("@FLAGS@", &flags_port.to_string())
         + "\n[apps.web.canary]\nsticky = { header = \"x-user\", cookie = \"uid\" }\n";
     let baton = Baton::start(&config);
     let ofrep = SocketAddr::from(([127, 0, 0, 1], flags_port));
@@ -471,4 +473,24 @@ async fn the_proxy_adds_x_baton_flags_with_the_same_answers_as_ofrep() {
     assert!(h.starts_with("beta-search=on; "), "{h}");
     let h = flags_header(baton.web(), &[("x-beta", "2")]).await;
     assert!(h.starts_with("beta-search=off; "), "{h}");
+
+    // Each live change went to the webhooks too, with the flag, what it became and who.
+    let changes = || -> Vec<String> {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "flag_changed")
+            .map(|e| format!("{} {} {}", e["app"], e["env"], e["message"]))
+            .collect()
+    };
+    let delivered =
+        crate::harness::wait_until(std::time::Duration::from_secs(10), || changes().len() == 2);
+    let got = changes();
+    assert!(delivered, "{got:?}");
+    assert!(
+        got[0].starts_with("\"web\" \"production\" \"flag new-checkout set to 30% by ")
+            && got[1].contains("flag beta-search set to 1 rule by "),
+        "{got:?}"
+    );
 }
