@@ -158,12 +158,42 @@ impl BreakerConfig {
     }
 }
 
-/// Whether the request path `path` is under `prefix`, by whole segments.
+/// Whether the request path `path` is under `prefix`, by whole segments. A segment `*` of the
+/// prefix matches any one non-empty segment: `/api/orders/*/items` matches
+/// `/api/orders/7/items` and `/api/orders/7/items/3`, not `/api/orders/items`.
 pub fn path_matches(prefix: &[u8], path: &[u8]) -> bool {
+    if has_wildcard(prefix) {
+        return pattern_matches(prefix, path);
+    }
     let Some(rest) = path.strip_prefix(prefix) else {
         return false;
     };
     prefix.ends_with(b"/") || rest.is_empty() || rest[0] == b'/' || rest[0] == b'?'
+}
+
+fn has_wildcard(prefix: &[u8]) -> bool {
+    prefix.split(|&b| b == b'/').any(|s| s == b"*")
+}
+
+/// [`path_matches`] segment by segment, for a prefix with `*` segments.
+fn pattern_matches(prefix: &[u8], path: &[u8]) -> bool {
+    let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+    // A prefix that ends with '/' needs its segments and a '/' after them.
+    let (prefix, slash) = match prefix.strip_suffix(b"/") {
+        Some(p) => (p, true),
+        None => (prefix, false),
+    };
+    let mut segments = path.split(|&b| b == b'/');
+    let all = prefix.split(|&b| b == b'/').all(|want| {
+        segments.next().is_some_and(|got| {
+            if want == b"*" {
+                !got.is_empty()
+            } else {
+                got == want
+            }
+        })
+    });
+    all && (!slash || segments.next().is_some())
 }
 
 /// Checks an app's breakers: the index of the first bad one, its key and what is wrong.
@@ -199,6 +229,16 @@ fn check(b: &BreakerConfig) -> Result<(), (&'static str, String)> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !valid_name {
         return Err(("name", "use 1 to 64 of a-z, 0-9, '-' and '_'".into()));
+    }
+    let bad_star = b.path.split('/').any(|s| s.contains('*') && s != "*");
+    if bad_star {
+        return Err((
+            "path",
+            format!(
+                "{:?}: '*' stands for one whole segment (\"/api/orders/*/items\"), not part of one",
+                b.path
+            ),
+        ));
     }
     if !b.path.starts_with('/') || b.path.contains(['?', '#', ' ']) {
         return Err((

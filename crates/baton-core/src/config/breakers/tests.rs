@@ -47,6 +47,20 @@ fn a_prefix_matches_whole_segments() {
         ("/api/", "/api", false),
         ("/", "/anything", true),
         ("/api", "/", false),
+        // '*' is one whole, non-empty segment.
+        ("/api/orders/*/items", "/api/orders/7/items", true),
+        ("/api/orders/*/items", "/api/orders/7/items/3", true),
+        ("/api/orders/*/items", "/api/orders/7/items?x=1", true),
+        ("/api/orders/*/items", "/api/orders/7/itemsx", false),
+        ("/api/orders/*/items", "/api/orders/items", false),
+        ("/api/orders/*/items", "/api/orders//items", false),
+        ("/api/orders/*/items", "/api/orders/7", false),
+        ("/*/health", "/eu/health", true),
+        ("/api/*/", "/api/x/", true),
+        ("/api/*/", "/api/x/y", true),
+        ("/api/*/", "/api/x", false),
+        ("/api/*", "/api/x?q", true),
+        ("/api/*", "/api?x", false),
     ];
     for (prefix, path, matches) in table {
         assert_eq!(
@@ -78,6 +92,12 @@ fn bad_breakers_are_refused_at_their_key() {
             "name = \"b\"\npath = \"x\"\nmax_error_rate = 0.5\n",
             "[1].path",
             "starting with '/'",
+            12,
+        ),
+        (
+            "name = \"b\"\npath = \"/api/ord*\"\nmax_error_rate = 0.5\n",
+            "[1].path",
+            "one whole segment",
             12,
         ),
         (
