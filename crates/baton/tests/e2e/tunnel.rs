@@ -86,7 +86,8 @@ async fn the_edge_reaches_another_hosts_instances_only_through_its_mutual_tls_tu
     b.deploy_ok("web", "1.1.0", &["--strategy", "canary"]).await;
     assert_no_failures(&l.stop().await, "canary on another host");
     let o = b.cli(&["analysis", "web", "--json"]);
-    let a: baton_server::AnalysisView = serde_json::from_slice(&o.stdout).expect(&text(&o));
+    let a: baton_server::AnalysisView =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
     let scraped = a.verdicts.iter().any(|v| {
         v.figures["checks"].as_array().is_some_and(|checks| {
             checks.iter().any(|c| {
