@@ -246,6 +246,11 @@ impl Pool {
         })
     }
 
+    /// Whether its connections are opened by a [`Dial`] rather than a TCP connect.
+    pub fn is_dialed(&self) -> bool {
+        self.dial.is_some()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Idle> {
         // The critical sections cannot panic halfway; a poisoned lock still holds a valid list.
         self.idle
