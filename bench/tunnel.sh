@@ -71,7 +71,7 @@ wait_until 30 "the baton API" baton_cli status near --json
 host_connected() { baton_cli hosts --json | python3 -c "import json,sys; sys.exit(0 if any(h['name']=='web-1' and h['state']=='connected' for h in json.load(sys.stdin)) else 1)"; }
 token=$(baton_cli host token 2>/dev/null)
 bg_start "$dir/agent.log" "$BATON" agent --join "127.0.0.1:$CLUSTER_PORT" --token "$token" \
-    --name web-1 --address 127.0.0.2 --data-dir "$BENCH_TMP/agent"
+    --name web-1 --address 127.0.0.2 --data-dir "$BENCH_TMP/agent-web-1"
 AGENT_PID=$LAST_PID
 wait_until 30 "the agent to connect" host_connected
 "$BATON" demo artifact "$BENCH_TMP/artifacts/1.0.0" --version 1.0.0 >/dev/null
