@@ -45,6 +45,7 @@ pub(crate) async fn run_forever(
     )
     .await;
     let tunnel = Tunnel::start(
+        &opts.data_dir,
         opts.address,
         opts.tunnel_port,
         &id.ca,

@@ -11,6 +11,7 @@
 //! idempotent request that raced the close), so requests in flight finish.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +39,17 @@ const QUIET: Duration = Duration::from_millis(100);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes copied per read, each way.
 const SPLICE_BUF: usize = 16 * 1024;
+/// Most connections in their handshake or preamble at once; more are closed at accept, so
+/// strangers cannot hold the agent's file descriptors (which its `host_port` listeners share).
+const MAX_OPENING: usize = 64;
+/// A spliced connection with no byte either way for this long is closed (a peer gone
+/// without a word, a network cut): the edge's pool closes its idle connections far sooner.
+const SPLICE_IDLE: Duration = Duration::from_secs(600);
+/// The tunnel's key in the agent's data dir (0600), kept across restarts.
+const KEY_FILE: &str = "tunnel-key.pem";
+/// The last certificate the controller issued for it: a restarted agent serves the tunnel at
+/// once, before its new session's `welcome`.
+const CERT_FILE: &str = "tunnel.pem";
 
 /// The tunnel of this host: its port, and its key waiting for a certificate.
 pub(crate) struct Tunnel {
@@ -50,21 +62,48 @@ pub(crate) struct Tunnel {
     drain: watch::Sender<bool>,
     /// One clone per open connection.
     open: Arc<()>,
+    /// Where the certificate is kept.
+    cert_file: PathBuf,
+}
+
+/// The tunnel's key: the stored one, or a new one (stored, and any certificate for an older
+/// key removed).
+fn load_or_make_key(dir: &Path) -> Result<rcgen::KeyPair, AgentError> {
+    let stored = std::fs::read_to_string(dir.join(KEY_FILE)).ok();
+    if let Some(key) = stored.and_then(|pem| rcgen::KeyPair::from_pem(&pem).ok()) {
+        return Ok(key);
+    }
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| AgentError::Join(format!("cannot make the tunnel's key: {e}")))?;
+    let _ = std::fs::remove_file(dir.join(CERT_FILE));
+    baton_cluster::write_private(&dir.join(KEY_FILE), key.serialize_pem().as_bytes())
+        .map_err(AgentError::Store)?;
+    Ok(key)
 }
 
 impl Tunnel {
     /// Listens on `address:port` (the predecessor's socket after a restart) and serves
     /// connections to `executor`'s instances; handshakes fail until [`Tunnel::install`].
     pub(crate) async fn start(
+        data_dir: &Path,
         address: IpAddr,
         port: u16,
         ca: &CertificateDer<'static>,
         sockets: &baton_proxy::handoff::Sockets,
         executor: Arc<Executor>,
     ) -> Result<Tunnel, AgentError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| AgentError::Join(format!("cannot make the tunnel's key: {e}")))?;
+        let key = load_or_make_key(data_dir)?;
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let cert = Arc::new(TunnelCert::default());
+        let cert_file = data_dir.join(CERT_FILE);
+        if let Ok(pem) = std::fs::read(&cert_file) {
+            let stored = baton_cluster::pem::certs(&pem)
+                .map_err(|e| e.to_string())
+                .and_then(|chain| cert.set(chain, &private).map_err(|e| e.to_string()));
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, file = %cert_file.display(), "ignoring the stored tunnel certificate; waiting for the controller's");
+            }
+        }
         let config = baton_cluster::tunnel_server_config(ca, cert.clone())
             .map_err(|e| AgentError::Join(format!("cannot set up the tunnel: {e}")))?;
         let addr = SocketAddr::new(address, port);
@@ -92,11 +131,12 @@ impl Tunnel {
         Ok(Tunnel {
             port,
             public_key: key.public_key_raw().to_vec(),
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            key: private,
             cert,
             accept: tokio::spawn(serve(listener, conns)),
             drain,
             open,
+            cert_file,
         })
     }
 
@@ -127,13 +167,18 @@ impl Tunnel {
         }
     }
 
-    /// Serves the certificate the controller issued (`welcome`).
+    /// Serves the certificate the controller issued (`welcome`), and keeps it for the next
+    /// start.
     pub(crate) fn install(&self, cert_pem: &str) {
         let installed = baton_cluster::pem::certs(cert_pem.as_bytes())
             .map_err(|e| e.to_string())
             .and_then(|chain| self.cert.set(chain, &self.key).map_err(|e| e.to_string()));
         if let Err(e) = installed {
             tracing::error!(error = %e, "cannot use the tunnel certificate from the controller");
+            return;
+        }
+        if let Err(e) = baton_cluster::write_private(&self.cert_file, cert_pem.as_bytes()) {
+            tracing::warn!(error = %e, "cannot keep the tunnel certificate; a restart waits for the controller's");
         }
     }
 }
@@ -149,6 +194,7 @@ struct Conns {
 }
 
 async fn serve(listener: TcpListener, conns: Conns) {
+    let opening = Arc::new(tokio::sync::Semaphore::new(MAX_OPENING));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -158,9 +204,13 @@ async fn serve(listener: TcpListener, conns: Conns) {
                 continue;
             }
         };
+        let Ok(permit) = opening.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "tunnel connection closed: {MAX_OPENING} others are still in their handshake");
+            continue;
+        };
         let conns = conns.clone();
         tokio::spawn(async move {
-            if let Err(e) = open(tcp, &conns).await {
+            if let Err(e) = open(tcp, &conns, permit).await {
                 tracing::warn!(%peer, error = %e, "tunnel connection refused");
             }
         });
@@ -168,8 +218,13 @@ async fn serve(listener: TcpListener, conns: Conns) {
 }
 
 /// One tunnel connection: handshake, controller check, preamble, connect, splice.
-async fn open(tcp: TcpStream, conns: &Conns) -> Result<(), String> {
+async fn open(
+    tcp: TcpStream,
+    conns: &Conns,
+    opening: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), String> {
     let _ = tcp.set_nodelay(true);
+    baton_cluster::keepalive(&tcp);
     let open = async {
         let mut tls = conns
             .acceptor
@@ -180,6 +235,10 @@ async fn open(tcp: TcpStream, conns: &Conns) -> Result<(), String> {
         if !leaf.is_some_and(baton_cluster::is_controller) {
             return Err("the client's certificate is not the controller's".to_string());
         }
+        // rustls accepts a client that offers no ALPN at all: only the tunnel's own may pass.
+        if tls.get_ref().1.alpn_protocol() != Some(baton_cluster::TUNNEL_ALPN) {
+            return Err("the client did not ask for the tunnel protocol (ALPN)".to_string());
+        }
         let port = baton_cluster::read_preamble(&mut tls)
             .await
             .map_err(|e| e.to_string())?;
@@ -188,6 +247,7 @@ async fn open(tcp: TcpStream, conns: &Conns) -> Result<(), String> {
     let (mut tls, port) = tokio::time::timeout(OPEN_TIMEOUT, open)
         .await
         .map_err(|_| format!("no handshake and preamble within {OPEN_TIMEOUT:?}"))??;
+    drop(opening);
     if !conns.executor.running().iter().any(|r| r.port == port) {
         return Err(format!("port {port} is not an instance of this host"));
     }
@@ -258,7 +318,39 @@ async fn splice(
                 let _ = edge_wr.shutdown().await;
                 return Ok(());
             }
+            () = tokio::time::sleep_until(last.1 + SPLICE_IDLE) => {
+                let _ = edge_wr.shutdown().await;
+                return Ok(());
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_kept_across_starts_and_a_new_one_drops_the_old_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_make_key(dir.path()).unwrap();
+        let again = load_or_make_key(dir.path()).unwrap();
+        assert_eq!(first.public_key_raw(), again.public_key_raw());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A certificate for that key is kept; a key file that no longer parses makes a new
+        // key, and the certificate of the old one goes.
+        std::fs::write(dir.path().join(CERT_FILE), "a certificate").unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
+        let fresh = load_or_make_key(dir.path()).unwrap();
+        assert_ne!(fresh.public_key_raw(), first.public_key_raw());
+        assert!(!dir.path().join(CERT_FILE).exists());
+        let kept = load_or_make_key(dir.path()).unwrap();
+        assert_eq!(kept.public_key_raw(), fresh.public_key_raw());
+    }
 }

@@ -20,7 +20,7 @@ use crate::fingerprint::{Fingerprint, random_bytes};
 
 /// The name every agent verifies the controller's certificate for, whatever address it
 /// dials: only the pinned cluster CA can have signed a certificate for it.
-pub const CONTROLLER_NAME: &str = "baton-controller";
+pub const CONTROLLER_NAME: &str = baton_core::config::CONTROLLER_CERT_NAME;
 /// The cluster CA's subject. Issued certificates name it as their issuer, and the issuer is
 /// rebuilt from it at each start: never change it, or certificates already issued stop
 /// chaining to the stored CA.

@@ -27,8 +27,9 @@ pub use tls::{
 };
 pub use token::{JoinToken, TOKEN_PREFIX, TokenParseError, digests_equal};
 pub use tunnel::{
-    ACK, MAX_PREAMBLE, PreambleError, TUNNEL_ALPN, TunnelCert, is_controller, parse_preamble,
-    preamble, read_preamble, tunnel_client_config, tunnel_server_config, tunnel_server_name,
+    ACK, MAX_PREAMBLE, PreambleError, TUNNEL_ALPN, TunnelCert, is_controller, keepalive,
+    parse_preamble, preamble, read_preamble, tunnel_client_config, tunnel_server_config,
+    tunnel_server_name,
 };
 
 /// The version of Baton this crate was built with; agents report it.

@@ -64,6 +64,7 @@ impl HostDial {
         })?;
         let tcp = TcpStream::connect(addr).await?;
         let _ = tcp.set_nodelay(true);
+        baton_cluster::keepalive(&tcp);
         let name = tunnel_server_name(&self.host).map_err(io::Error::other)?;
         let mut tls = TlsConnector::from(self.cluster.tunnel_client.clone())
             .connect(name, tcp)
@@ -86,11 +87,16 @@ impl HostDial {
                 "tunnel of host {} at {addr}: not a tunnel's answer",
                 self.host
             ))),
-            Err(_) => Err(io::Error::new(
+            // The agent closes without a word both when no instance of its host listens on
+            // the port and when it refuses the controller's certificate (TLS 1.3 reports
+            // the client's rejection only at the first read): its log says which.
+            Err(e) => Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 format!(
-                    "tunnel of host {} at {addr} refused port {}: no instance of the host listens there (see the agent's log)",
-                    self.host, self.port
+                    "tunnel of host {} at {addr} closed instead of accepting port {}: {}; no instance of the host listens there, or the agent refused this controller's certificate (see the agent's log)",
+                    self.host,
+                    self.port,
+                    baton_cluster::describe_io_error(&e)
                 ),
             )),
         }

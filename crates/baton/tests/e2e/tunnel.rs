@@ -101,7 +101,13 @@ async fn the_edge_reaches_another_hosts_instances_only_through_its_mutual_tls_tu
 
     let tunnel = tunnel_addr(&agents.log("web-1"));
     assert_eq!(tunnel.ip().to_string(), "127.0.0.2");
-    let port: u16 = b.status("web").instances[0]
+    // An instance of the release now serving (1.0.0's may still be draining, then gone).
+    let port: u16 = b
+        .status("web")
+        .instances
+        .iter()
+        .find(|i| i.release == "1.1.0" && i.state == "healthy")
+        .expect("a healthy 1.1.0 instance")
         .address
         .rsplit_once(':')
         .unwrap()
