@@ -46,7 +46,8 @@ impl Executor {
         address: IpAddr,
         sockets: Arc<baton_proxy::handoff::Sockets>,
     ) -> (Arc<Executor>, mpsc::UnboundedReceiver<HostEvent>) {
-        let (host, events) = HostRuntime::new(address, data_dir);
+        // Instances listen on loopback: other machines reach them only through the tunnel.
+        let (host, events) = HostRuntime::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), data_dir);
         for gone in host.adopt().await {
             tracing::info!(instance = %gone.instance, "instance gone while the agent was away");
         }

@@ -2,7 +2,9 @@
 //! the controller against the CA the token pins), keeps its certificate and key in its data
 //! directory, and then holds a mutually authenticated session with the controller forever,
 //! reconnecting with backoff. It has no control port: it only dials out (docs/DESIGN.md I9);
-//! the only listeners it opens are its apps' `host_port` (`proxy.rs`), for app traffic.
+//! the only listeners it opens are its apps' `host_port` (`proxy.rs`), for app traffic, and
+//! its tunnel (`tunnel.rs`), through which only the controller's proxy reaches its instances
+//! (which listen on loopback).
 //!
 //! The controller's requests (run, stop) arrive in the session and are carried out by
 //! `executor.rs` with the host runtime of `baton-runtime`.
@@ -16,6 +18,7 @@ mod join;
 mod lb;
 mod proxy;
 mod session;
+mod tunnel;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -34,6 +37,8 @@ pub struct AgentOptions {
     pub name: String,
     /// The host's address, as in `[hosts.NAME] address`; the agent's connections come from it.
     pub address: IpAddr,
+    /// The port of the host's tunnel on `address` (0: a free one).
+    pub tunnel_port: u16,
     /// Where the host's credentials are kept.
     pub data_dir: PathBuf,
 }
@@ -132,6 +137,5 @@ async fn start(
         }
     };
     handover.take().await?;
-    session::run_forever(&opts, identity, shutdown, handover).await;
-    Ok(())
+    session::run_forever(&opts, identity, shutdown, handover).await
 }

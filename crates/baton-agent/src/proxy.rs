@@ -183,7 +183,8 @@ impl HostProxy {
     /// A backend for an instance the controller put in the split: it already passed the
     /// controller's checks, so it starts healthy; this host's checks take it out if it fails.
     fn watch(&self, app: &HostApp, run: &Running) -> Watched {
-        let addr = SocketAddr::new(self.address, run.port);
+        // This host's instances listen on loopback (only the tunnel leads to them from outside).
+        let addr = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, run.port));
         let backend = Backend::new(
             run.instance.clone(),
             run.release.clone(),

@@ -13,12 +13,13 @@ use baton_cluster::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::AgentOptions;
 use crate::backoff::Backoff;
 use crate::connect::{CONNECT_TIMEOUT, connect};
 use crate::executor::{Executor, forward_exits};
 use crate::handover::Handover;
 use crate::identity::Identity;
+use crate::tunnel::Tunnel;
+use crate::{AgentError, AgentOptions};
 
 /// Keeps a session with the controller until `shutdown` resolves, or SIGUSR2 handed over to
 /// a new agent.
@@ -27,12 +28,12 @@ pub(crate) async fn run_forever(
     id: Identity,
     shutdown: impl Future<Output = ()>,
     handover: &mut Handover,
-) {
+) -> Result<(), AgentError> {
     let config = match baton_cluster::agent_config(&id.ca, id.chain, id.key) {
         Ok(c) => Arc::new(c),
         Err(e) => {
             tracing::error!(error = %e, "cannot use the stored credentials");
-            return;
+            return Ok(());
         }
     };
     tokio::pin!(shutdown);
@@ -43,6 +44,15 @@ pub(crate) async fn run_forever(
         handover.sockets.clone(),
     )
     .await;
+    let tunnel = Tunnel::start(
+        &opts.data_dir,
+        opts.address,
+        opts.tunnel_port,
+        &id.ca,
+        &handover.sockets,
+        executor.clone(),
+    )
+    .await?;
     executor.restore_split().await;
     handover.ready(&opts.data_dir).await;
     let mut usr2 = baton_proxy::handoff::RestartSignal::new();
@@ -55,18 +65,19 @@ pub(crate) async fn run_forever(
             welcomed: false,
             executor: &executor,
             outbox: &outbox,
+            tunnel: &tunnel,
         };
         let restart = tokio::select! {
             ended = session.run(config.clone()) => {
                 tracing::warn!(controller = %opts.controller, reason = %ended, "session with the controller ended");
                 false
             }
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => return Ok(()),
             () = usr2.recv() => true,
         };
         // The session is closed (its future dropped): the control channel is the new agent's.
-        if restart && restarted(opts, handover, &executor).await {
-            return;
+        if restart && restarted(opts, handover, &executor, &tunnel).await {
+            return Ok(());
         }
         if session.welcomed {
             backoff.reset();
@@ -74,10 +85,10 @@ pub(crate) async fn run_forever(
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = &mut shutdown => return,
+            _ = &mut shutdown => return Ok(()),
             () = usr2.recv() => {
-                if restarted(opts, handover, &executor).await {
-                    return;
+                if restarted(opts, handover, &executor, &tunnel).await {
+                    return Ok(());
                 }
             }
         }
@@ -86,7 +97,12 @@ pub(crate) async fn run_forever(
 
 /// SIGUSR2: hands over to the agent binary on disk; true once the new agent serves and this
 /// one's listeners have finished their requests.
-async fn restarted(opts: &AgentOptions, handover: &Handover, executor: &Executor) -> bool {
+async fn restarted(
+    opts: &AgentOptions,
+    handover: &Handover,
+    executor: &Executor,
+    tunnel: &Tunnel,
+) -> bool {
     tracing::info!("SIGUSR2: restarting the agent");
     match handover.hand_over(&opts.data_dir).await {
         Ok(pid) => {
@@ -94,7 +110,7 @@ async fn restarted(opts: &AgentOptions, handover: &Handover, executor: &Executor
                 pid,
                 "the new agent serves; finishing in-flight requests and exiting"
             );
-            executor.close_listeners().await;
+            tokio::join!(executor.close_listeners(), tunnel.drain());
             true
         }
         Err(e) => {
@@ -112,6 +128,7 @@ struct Session<'a> {
     welcomed: bool,
     executor: &'a Arc<Executor>,
     outbox: &'a Outbox,
+    tunnel: &'a Tunnel,
 }
 
 impl Session<'_> {
@@ -141,6 +158,7 @@ impl Session<'_> {
             protocol: PROTOCOL_VERSION,
             address: self.opts.address,
             running: self.executor.running(),
+            tunnel: Some(self.tunnel.offer()),
         });
         if let Err(e) = write_frame_within(&mut wr, &hello, CONNECT_TIMEOUT).await {
             return e.to_string();
@@ -151,6 +169,12 @@ impl Session<'_> {
             Ok(Ok(Some(ControllerMsg::Welcome(w)))) => {
                 tracing::info!(host = %self.opts.name, generation = w.generation, "connected to the controller");
                 self.welcomed = true;
+                match &w.tunnel_cert {
+                    Some(pem) => self.tunnel.install(pem),
+                    None => tracing::error!(
+                        "the controller issued no tunnel certificate: the controller's proxy cannot reach this host's instances"
+                    ),
+                }
                 Duration::from_millis(w.heartbeat_timeout_ms)
             }
             Ok(Ok(Some(ControllerMsg::Refused(r)))) => return format!("refused: {}", r.reason),

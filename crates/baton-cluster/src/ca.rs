@@ -1,7 +1,9 @@
 //! The cluster CA: an ECDSA P-256 key and self-signed certificate kept in the controller's data
 //! directory (`cluster/ca.pem`, `cluster/ca.key`), and the certificates it issues: the
-//! controller's server certificate (DNS name [`CONTROLLER_NAME`]) and one client certificate
-//! per joined host (its name as CN and DNS name).
+//! controller's certificate (DNS name [`CONTROLLER_NAME`]; server auth for the cluster
+//! listener, client auth for the hosts' tunnels), one client certificate per joined host (its
+//! name as CN and DNS name), and each host's tunnel server certificate (the same name, server
+//! auth only, over a key the agent makes at each start).
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -18,7 +20,7 @@ use crate::fingerprint::{Fingerprint, random_bytes};
 
 /// The name every agent verifies the controller's certificate for, whatever address it
 /// dials: only the pinned cluster CA can have signed a certificate for it.
-pub const CONTROLLER_NAME: &str = "baton-controller";
+pub const CONTROLLER_NAME: &str = baton_core::config::CONTROLLER_CERT_NAME;
 /// The cluster CA's subject. Issued certificates name it as their issuer, and the issuer is
 /// rebuilt from it at each start: never change it, or certificates already issued stop
 /// chaining to the stored CA.
@@ -145,12 +147,16 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// A fresh server certificate for [`CONTROLLER_NAME`] with a fresh key; the controller
-    /// makes one at each start and keeps it in memory only.
+    /// A fresh certificate for [`CONTROLLER_NAME`] with a fresh key; the controller makes one
+    /// at each start and keeps it in memory only. Server auth for its cluster listener, client
+    /// auth for the hosts' tunnels (which let only this name through).
     pub fn controller_cert(&self) -> Result<Issued, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = leaf_params(CONTROLLER_NAME)?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         Ok(Issued {
             chain: vec![cert.der().clone(), self.cert_der.clone()],
@@ -162,11 +168,27 @@ impl ClusterCa {
     /// as [`KeyPair::public_key_raw`] gives): CN and DNS name `name`, client auth only.
     /// Returns the certificate as PEM.
     pub fn host_cert(&self, name: &str, public_key: &[u8]) -> Result<String, CaError> {
+        self.sign_host(name, public_key, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// The server certificate of host `name`'s tunnel listener over `public_key` (a key the
+    /// agent makes at each start and sends in `hello`): DNS name `name`, server auth only.
+    /// Returns the certificate as PEM.
+    pub fn tunnel_cert(&self, name: &str, public_key: &[u8]) -> Result<String, CaError> {
+        self.sign_host(name, public_key, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    fn sign_host(
+        &self,
+        name: &str,
+        public_key: &[u8],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<String, CaError> {
         if public_key.len() != 65 || public_key[0] != 0x04 {
             return Err(CaError::BadPublicKey(public_key.len()));
         }
         let mut params = leaf_params(name)?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&P256Key(public_key), &self.issuer, &self.key)?;
         Ok(cert.pem())
     }

@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 
 /// The version of this protocol, sent in `join` and `hello`.
 /// 3: `HostApp::tls` (an agent of version 2 would serve an HTTPS app's `host_port` in plain HTTP).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: `Hello::tunnel` and `Welcome::tunnel_cert`: the edge reaches a host's instances only
+/// through its tunnel (an agent of version 3 would leave them listening on the host's address).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// How often an agent sends a heartbeat, in milliseconds.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 
@@ -139,6 +141,19 @@ pub struct Hello {
     /// keeps those it wants and stops the others (a host back after being lost).
     #[serde(default)]
     pub running: Vec<Running>,
+    /// The agent's tunnel listener (`tunnel.rs`), through which the edge reaches its instances.
+    #[serde(default)]
+    pub tunnel: Option<TunnelOffer>,
+}
+
+/// Where a host's tunnel listens, and the key its certificate is to be issued over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelOffer {
+    /// The port on the host's address.
+    pub port: u16,
+    /// The listener's public key, made at the agent's start: an uncompressed P-256 point, hex.
+    pub public_key: String,
 }
 
 /// `joined`
@@ -161,6 +176,9 @@ pub struct Welcome {
     /// The controller closes the session after this long without a heartbeat; the agent
     /// does the same without an answer.
     pub heartbeat_timeout_ms: u64,
+    /// The tunnel listener's server certificate (PEM), issued over `Hello::tunnel`'s key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_cert: Option<String>,
 }
 
 /// `refused`
@@ -185,6 +203,7 @@ mod tests {
         let w = ControllerMsg::Welcome(Welcome {
             generation: 3,
             heartbeat_timeout_ms: 5000,
+            tunnel_cert: None,
         });
         let text = serde_json::to_string(&w).unwrap();
         assert_eq!(

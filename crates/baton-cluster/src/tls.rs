@@ -47,7 +47,7 @@ pub fn controller_name() -> ServerName<'static> {
     ServerName::try_from(CONTROLLER_NAME).expect("a valid DNS name")
 }
 
-fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
+pub(crate) fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone())?;
     Ok(Arc::new(roots))

@@ -50,8 +50,9 @@ pub struct Incoming {
 /// A pooled connection the backend closed while it was idle is detected and replaced: before
 /// anything is written by the pool, and after, for a request without a body whose method is
 /// idempotent, when the connection ends before the first byte of a response (the race with the
-/// backend's own keep-alive timeout). Any error with [`UpstreamError::is_not_sent`] left the
-/// body untouched.
+/// backend's own keep-alive timeout); on a pool with a [`crate::pool::Dial`], once also on a
+/// fresh connection (the tunnel it went through may have ended). Any error with
+/// [`UpstreamError::is_not_sent`] left the body untouched.
 pub async fn send(
     pool: &Pool,
     request: &Outgoing<'_>,
@@ -72,6 +73,10 @@ pub async fn send_encoded(
     body: &mut RequestBody,
 ) -> Result<Incoming, UpstreamError> {
     let replayable = body_framing == BodyFraming::None && is_idempotent(method);
+    // A dialed connection (another host's tunnel) can also end because the tunnel did (its
+    // agent restarted or died): one replay on a fresh one, which the dial refuses at once if
+    // the instance or its tunnel is gone (a connect error, retried on another instance).
+    let mut fresh_replay = pool.is_dialed();
     loop {
         let mut conn = pool.checkout().await?;
         let Io::Whole(stream) = &mut conn.io else {
@@ -113,6 +118,10 @@ pub async fn send_encoded(
         match read_head(&mut conn).await {
             Ok(head) => return finish_head(conn, head, method),
             Err(ReadHead::EndedBeforeResponse(_)) if conn.reused && replayable => continue,
+            Err(ReadHead::EndedBeforeResponse(_)) if fresh_replay && replayable => {
+                fresh_replay = false;
+                continue;
+            }
             Err(ReadHead::EndedBeforeResponse(error)) => {
                 return Err(UpstreamError::Exchange(error));
             }

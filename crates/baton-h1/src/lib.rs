@@ -27,6 +27,6 @@ pub mod rules;
 pub use body::{RequestBody, UpstreamBody};
 pub use client::{BodyFraming, Incoming, Outgoing};
 pub use error::UpstreamError;
-pub use pool::{Conn, Pool};
+pub use pool::{Conn, Dial, Pool};
 pub use response::Head;
 pub use rules::Refusal;

@@ -24,10 +24,20 @@ use crate::error::UpstreamError;
 /// Room for a typical response head in one read; the buffer grows for larger ones.
 const READ_BUF: usize = 8 * 1024;
 
+/// Opens a connection to a backend some other way than a TCP connect to its address: the
+/// edge reaches an instance on another host through that host's tunnel (`baton-server`'s
+/// `tunnel.rs`), which hands back a loopback stream already spliced to the instance.
+pub trait Dial: std::fmt::Debug + Send + Sync {
+    /// A new stream to the backend; an error means nothing reached it.
+    fn dial(&self) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+}
+
 /// The idle connections of one backend.
 #[derive(Debug)]
 pub struct Pool {
     addr: SocketAddr,
+    /// How new connections are opened; `None`: a TCP connect to `addr`.
+    dial: Option<Arc<dyn Dial>>,
     /// Which of the caller's pools this is (the proxy keeps one per data plane worker).
     slot: usize,
     connect_timeout: Duration,
@@ -212,14 +222,33 @@ impl Pool {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> Arc<Pool> {
+        Pool::dialed(addr, None, slot, connect_timeout, idle_timeout, max_idle)
+    }
+
+    /// [`Pool::new`] whose connections `dial` opens (when given) instead of a TCP connect to
+    /// `addr`.
+    pub fn dialed(
+        addr: SocketAddr,
+        dial: Option<Arc<dyn Dial>>,
+        slot: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
+            dial,
             slot,
             connect_timeout,
             idle_timeout,
             max_idle,
             idle: Mutex::new(Idle::default()),
         })
+    }
+
+    /// Whether its connections are opened by a [`Dial`] rather than a TCP connect.
+    pub fn is_dialed(&self) -> bool {
+        self.dial.is_some()
     }
 
     fn lock(&self) -> MutexGuard<'_, Idle> {
@@ -256,12 +285,17 @@ impl Pool {
     /// A new connection.
     pub async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
-                Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
-            };
+        let connect = async {
+            match &self.dial {
+                Some(dial) => dial.dial().await,
+                None => TcpStream::connect(self.addr).await,
+            }
+        };
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(UpstreamError::Connect(error)),
+            Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(self.connect_timeout)),
+        };
         // Heads are small writes: they must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         Ok(Conn {

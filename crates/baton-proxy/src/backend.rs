@@ -14,7 +14,7 @@ use http::HeaderValue;
 use tokio::sync::Notify;
 
 use crate::metrics::{Metrics, MetricsSnapshot};
-use baton_h1::{Conn, Pool};
+use baton_h1::{Conn, Dial, Pool};
 
 /// Longest wait for a TCP connection to a backend. Backends are local, so anything slower means
 /// the instance is in trouble and another one should take the request.
@@ -75,6 +75,9 @@ pub struct Backend {
     instance: String,
     release: String,
     addr: SocketAddr,
+    /// How its connections are opened, when not by a TCP connect to `addr` (an instance on
+    /// another host: through the host's tunnel).
+    dial: Option<Arc<dyn Dial>>,
     /// `Host` for a request that came without one.
     host: HeaderValue,
     health: AtomicU8,
@@ -121,12 +124,25 @@ impl Backend {
         addr: SocketAddr,
         passive_threshold: u32,
     ) -> Arc<Backend> {
+        Backend::dialed(instance, release, addr, None, passive_threshold)
+    }
+
+    /// [`Backend::new`] whose connections (user traffic and health checks) `dial` opens, when
+    /// given: `addr` is then only its name in `Host` and logs.
+    pub fn dialed(
+        instance: String,
+        release: String,
+        addr: SocketAddr,
+        dial: Option<Arc<dyn Dial>>,
+        passive_threshold: u32,
+    ) -> Arc<Backend> {
         let host = HeaderValue::try_from(addr.to_string())
             .expect("a socket address is a valid header value");
         Arc::new(Backend {
             instance,
             release,
             addr,
+            dial: dial.clone(),
             host,
             health: AtomicU8::new(Health::Starting.as_u8()),
             draining: AtomicBool::new(false),
@@ -137,8 +153,9 @@ impl Backend {
             shards: (0..crate::workers::slots())
                 .map(|slot| Shard {
                     in_flight: AtomicU64::new(0),
-                    pool: Pool::new(
+                    pool: Pool::dialed(
                         addr,
+                        dial.clone(),
                         slot,
                         CONNECT_TIMEOUT,
                         POOL_IDLE_TIMEOUT,
@@ -163,6 +180,11 @@ impl Backend {
     /// Where the instance listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How its connections are opened, when not by a TCP connect to [`Backend::addr`].
+    pub fn dial(&self) -> Option<Arc<dyn Dial>> {
+        self.dial.clone()
     }
 
     pub(crate) fn host(&self) -> &HeaderValue {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_h1::client::{self, BodyFraming, Outgoing};
-use baton_h1::{Pool, RequestBody};
+use baton_h1::{Dial, Pool, RequestBody};
 use bytes::Bytes;
 use http::Method;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -55,7 +55,7 @@ pub fn spawn_health_checker(backend: Arc<Backend>, check: HealthCheck) -> JoinHa
         let mut ticker = tokio::time::interval(check.interval.max(Duration::from_millis(1)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tally = Tally::new(backend.health());
-        let mut probe = Probe::new(backend.addr(), &check);
+        let mut probe = Probe::new(backend.addr(), backend.dial(), &check);
         loop {
             ticker.tick().await;
             let pass = probe.check(backend.health() == Health::Healthy).await;
@@ -80,7 +80,7 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(addr: SocketAddr, check: &HealthCheck) -> Probe {
+    fn new(addr: SocketAddr, dial: Option<Arc<dyn Dial>>, check: &HealthCheck) -> Probe {
         let mut headers = HeaderMap::new();
         if let Ok(host) = HeaderValue::from_str(&addr.to_string()) {
             headers.insert(header::HOST, host);
@@ -95,7 +95,7 @@ impl Probe {
             BodyFraming::None,
         );
         Probe {
-            pool: Pool::new(addr, 0, check.timeout, KEPT_IDLE_TIMEOUT, 1),
+            pool: Pool::dialed(addr, dial, 0, check.timeout, KEPT_IDLE_TIMEOUT, 1),
             request,
             timeout: check.timeout,
             sent: 0,

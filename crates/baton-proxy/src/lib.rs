@@ -32,6 +32,7 @@ mod workers;
 
 pub use affinity::{Affinity, Decision, Match, MatchSource, MatchValue, Target};
 pub use backend::{Backend, CONNECT_TIMEOUT, Health, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE};
+pub use baton_h1::Dial;
 pub use breaker::{BreakerStatus, BreakerTransition};
 pub use error::{ErrorKind, ProxyError, UpstreamError};
 pub use flags::{AppFlags, FlagTable, X_BATON_FLAGS, header_value};

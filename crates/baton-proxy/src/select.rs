@@ -1,6 +1,7 @@
 //! Backend selection: a release by weight among those with an eligible backend, then a backend
 //! by the power of two choices (least in flight of two random picks). Pure but for the rng.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::affinity::Target;
@@ -14,7 +15,17 @@ pub fn select<'a>(
     skip: Option<&Backend>,
     rng: &mut fastrand::Rng,
 ) -> Option<&'a Arc<Backend>> {
-    let usable = |r: &ReleaseRoute| r.weight > 0 && eligible_count(&r.backends, skip) > 0;
+    select_avoiding(route, skip, None, rng)
+}
+
+/// [`select`] among the backends that are not on host `avoid` (by address) either.
+fn select_avoiding<'a>(
+    route: &'a AppRoute,
+    skip: Option<&Backend>,
+    avoid: Option<IpAddr>,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
+    let usable = |r: &ReleaseRoute| r.weight > 0 && eligible_count(&r.backends, skip, avoid) > 0;
     let total: u64 = route
         .releases
         .iter()
@@ -28,7 +39,7 @@ pub fn select<'a>(
     for release in route.releases.iter().filter(|r| usable(r)) {
         let weight = u64::from(release.weight);
         if point < weight {
-            return pick_backend(&release.backends, skip, rng);
+            return pick_avoiding(&release.backends, skip, avoid, rng);
         }
         point -= weight;
     }
@@ -45,7 +56,7 @@ pub fn select_target<'a>(
     rng: &mut fastrand::Rng,
 ) -> Option<&'a Arc<Backend>> {
     let in_group = |r: &ReleaseRoute| (r.release == canary) == (*target == Target::Canary);
-    let usable = |r: &ReleaseRoute| in_group(r) && eligible_count(&r.backends, None) > 0;
+    let usable = |r: &ReleaseRoute| in_group(r) && eligible_count(&r.backends, None, None) > 0;
     let total: u64 = route
         .releases
         .iter()
@@ -66,18 +77,23 @@ pub fn select_target<'a>(
     None
 }
 
-/// Picks a backend for a retry after `failed`: another one of the same release if there is one,
-/// else any other by the usual rules.
+/// Picks a backend for a retry after `failed`, on another host than `failed`'s if one can take
+/// it (what failed may be the host: its agent and tunnel gone, its network cut): another
+/// instance of the same release there, else of any release by the usual rules; only then
+/// another instance on the same host. On one host, the same release first, then any.
 pub fn select_retry<'a>(
     route: &'a AppRoute,
     failed: &Backend,
     rng: &mut fastrand::Rng,
 ) -> Option<&'a Arc<Backend>> {
-    route
+    let host = Some(failed.addr().ip());
+    let same = route
         .releases
         .iter()
-        .find(|r| r.release == failed.release())
-        .and_then(|r| pick_backend(&r.backends, Some(failed), rng))
+        .find(|r| r.release == failed.release());
+    same.and_then(|r| pick_avoiding(&r.backends, Some(failed), host, rng))
+        .or_else(|| select_avoiding(route, Some(failed), host, rng))
+        .or_else(|| same.and_then(|r| pick_backend(&r.backends, Some(failed), rng)))
         .or_else(|| select(route, Some(failed), rng))
 }
 
@@ -87,10 +103,20 @@ pub fn pick_backend<'a>(
     skip: Option<&Backend>,
     rng: &mut fastrand::Rng,
 ) -> Option<&'a Arc<Backend>> {
-    let n = eligible_count(backends, skip);
+    pick_avoiding(backends, skip, None, rng)
+}
+
+/// [`pick_backend`] among the backends not on host `avoid` (by address) either.
+fn pick_avoiding<'a>(
+    backends: &'a [Arc<Backend>],
+    skip: Option<&Backend>,
+    avoid: Option<IpAddr>,
+    rng: &mut fastrand::Rng,
+) -> Option<&'a Arc<Backend>> {
+    let n = eligible_count(backends, skip, avoid);
     match n {
         0 => None,
-        1 => nth_eligible(backends, skip, 0),
+        1 => nth_eligible(backends, skip, avoid, 0),
         _ => {
             let i = rng.usize(0..n);
             // A second, distinct index: shift past the first.
@@ -98,8 +124,8 @@ pub fn pick_backend<'a>(
             if j >= i {
                 j += 1;
             }
-            let a = nth_eligible(backends, skip, i)?;
-            let b = nth_eligible(backends, skip, j)?;
+            let a = nth_eligible(backends, skip, avoid, i)?;
+            let b = nth_eligible(backends, skip, avoid, j)?;
             Some(if b.local_in_flight() < a.local_in_flight() {
                 b
             } else {
@@ -109,22 +135,34 @@ pub fn pick_backend<'a>(
     }
 }
 
-fn is_candidate(backend: &Arc<Backend>, skip: Option<&Backend>) -> bool {
+fn is_candidate(backend: &Arc<Backend>, skip: Option<&Backend>, avoid: Option<IpAddr>) -> bool {
     backend.is_eligible()
         && !skip.is_some_and(|s| std::ptr::eq(Arc::as_ptr(backend), s))
+        && avoid.is_none_or(|ip| backend.addr().ip() != ip)
         && !backend.outlier.is_ejected()
 }
 
-fn eligible_count(backends: &[Arc<Backend>], skip: Option<&Backend>) -> usize {
-    backends.iter().filter(|b| is_candidate(b, skip)).count()
+fn eligible_count(
+    backends: &[Arc<Backend>],
+    skip: Option<&Backend>,
+    avoid: Option<IpAddr>,
+) -> usize {
+    backends
+        .iter()
+        .filter(|b| is_candidate(b, skip, avoid))
+        .count()
 }
 
 fn nth_eligible<'a>(
     backends: &'a [Arc<Backend>],
     skip: Option<&Backend>,
+    avoid: Option<IpAddr>,
     n: usize,
 ) -> Option<&'a Arc<Backend>> {
-    backends.iter().filter(|b| is_candidate(b, skip)).nth(n)
+    backends
+        .iter()
+        .filter(|b| is_candidate(b, skip, avoid))
+        .nth(n)
 }
 
 #[cfg(test)]
@@ -270,5 +308,58 @@ mod tests {
             mirror: None,
         };
         assert!(select_retry(&alone, &failed, &mut rng).is_none());
+    }
+
+    fn on_host(instance: &str, release: &str, host: &str) -> Arc<Backend> {
+        let b = Backend::new(
+            instance.into(),
+            release.into(),
+            format!("{host}:9").parse().unwrap(),
+            3,
+        );
+        b.set_health(Health::Healthy);
+        b
+    }
+
+    #[test]
+    fn retry_goes_to_another_host_first() {
+        // a failed on host .2, whose agent may be gone: b (same release, same host) only when
+        // no instance elsewhere can take the request.
+        let failed = on_host("a", "1.0", "127.0.0.2");
+        let same_host = on_host("b", "1.0", "127.0.0.2");
+        let elsewhere = on_host("c", "1.0", "127.0.0.3");
+        let canary_elsewhere = on_host("d", "2.0", "127.0.0.3");
+        let route = |backends: Vec<Arc<Backend>>, canary: Vec<Arc<Backend>>| AppRoute {
+            releases: vec![release("1.0", 95, backends), release("2.0", 5, canary)],
+            affinity: None,
+            mirror: None,
+        };
+        let mut rng = fastrand::Rng::with_seed(9);
+        let pick = |r: &AppRoute, rng: &mut fastrand::Rng| {
+            select_retry(r, &failed, rng)
+                .unwrap()
+                .instance()
+                .to_string()
+        };
+        let r = route(
+            vec![failed.clone(), same_host.clone(), elsewhere.clone()],
+            vec![canary_elsewhere.clone()],
+        );
+        for _ in 0..100 {
+            assert_eq!(pick(&r, &mut rng), "c");
+        }
+        // No instance of its release elsewhere: another release elsewhere beats the same host.
+        let r = route(
+            vec![failed.clone(), same_host.clone()],
+            vec![canary_elsewhere.clone()],
+        );
+        for _ in 0..100 {
+            assert_eq!(pick(&r, &mut rng), "d");
+        }
+        // Nothing elsewhere: the same host's other instance.
+        let r = route(vec![failed.clone(), same_host.clone()], vec![]);
+        for _ in 0..100 {
+            assert_eq!(pick(&r, &mut rng), "b");
+        }
     }
 }

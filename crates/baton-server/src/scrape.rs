@@ -100,7 +100,18 @@ pub enum ScrapeError {
 /// the answer and its whole body must fit in `timeout`; a non-2xx answer, a body over
 /// [`MAX_BODY`] or one that is not UTF-8 is an error.
 pub async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, ScrapeError> {
-    match tokio::time::timeout(timeout, get(addr, path)).await {
+    fetch_via(addr, None, path, timeout).await
+}
+
+/// [`fetch`] on a connection `dial` opens, when given (an instance on another host: through
+/// its tunnel); `addr` then only names it.
+pub async fn fetch_via(
+    addr: SocketAddr,
+    dial: Option<&dyn baton_proxy::Dial>,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, ScrapeError> {
+    match tokio::time::timeout(timeout, get(addr, dial, path)).await {
         Ok(result) => result,
         Err(_) => Err(ScrapeError::Timeout {
             addr,
@@ -110,7 +121,11 @@ pub async fn fetch(addr: SocketAddr, path: &str, timeout: Duration) -> Result<St
     }
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Result<String, ScrapeError> {
+async fn get(
+    addr: SocketAddr,
+    dial: Option<&dyn baton_proxy::Dial>,
+    path: &str,
+) -> Result<String, ScrapeError> {
     let http = |source| ScrapeError::Http {
         addr,
         path: path.to_owned(),
@@ -132,13 +147,15 @@ async fn get(addr: SocketAddr, path: &str) -> Result<String, ScrapeError> {
             addr,
             path: path.to_owned(),
         })?;
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|source| ScrapeError::Connect {
-            addr,
-            path: path.to_owned(),
-            source,
-        })?;
+    let stream = match dial {
+        Some(dial) => dial.dial().await,
+        None => TcpStream::connect(addr).await,
+    };
+    let stream = stream.map_err(|source| ScrapeError::Connect {
+        addr,
+        path: path.to_owned(),
+        source,
+    })?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -225,21 +242,29 @@ pub fn gauge(later: &Scrape, name: &str) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
+/// One instance to scrape.
+pub struct ScrapeTarget {
+    /// The instance id.
+    pub id: String,
+    /// Where it listens, as its host's address and port.
+    pub addr: SocketAddr,
+    /// How to reach it when not by a TCP connect to `addr` (another host's tunnel).
+    pub dial: Option<std::sync::Arc<dyn baton_proxy::Dial>>,
+}
+
 /// Scrapes `path` on every instance at once. An instance that cannot be reached, answers an
 /// error or serves something that does not parse is left out (logged at debug): the analysis
 /// judges from the instances that answered.
-pub async fn scrape_all(
-    instances: &[(String, SocketAddr)],
-    path: &str,
-    timeout: Duration,
-) -> Scrape {
+pub async fn scrape_all(instances: &[ScrapeTarget], path: &str, timeout: Duration) -> Scrape {
     // Tokio's clock, so tests with paused time see the same instants as their timers.
     let at = tokio::time::Instant::now().into_std();
     let mut tasks = tokio::task::JoinSet::new();
-    for (id, addr) in instances {
-        let (id, addr, path) = (id.clone(), *addr, path.to_owned());
+    for target in instances {
+        let (id, addr, path) = (target.id.clone(), target.addr, path.to_owned());
+        let dial = target.dial.clone();
         tasks.spawn(async move {
-            let samples = fetch(addr, &path, timeout).await.and_then(|text| {
+            let fetched = fetch_via(addr, dial.as_deref(), &path, timeout).await;
+            let samples = fetched.and_then(|text| {
                 prom::parse(&text).map_err(|source| ScrapeError::Parse { addr, path, source })
             });
             (id, samples)
@@ -486,12 +511,17 @@ mod tests {
         broken.set(500, "");
         let garbled = App::start("not a metric line {\n").await;
         let instances = [
-            ("web-1".to_owned(), a.addr),
-            ("web-2".to_owned(), b.addr),
-            ("web-3".to_owned(), dead_addr().await),
-            ("web-4".to_owned(), broken.addr),
-            ("web-5".to_owned(), garbled.addr),
-        ];
+            ("web-1", a.addr),
+            ("web-2", b.addr),
+            ("web-3", dead_addr().await),
+            ("web-4", broken.addr),
+            ("web-5", garbled.addr),
+        ]
+        .map(|(id, addr)| ScrapeTarget {
+            id: id.to_owned(),
+            addr,
+            dial: None,
+        });
         let first = scrape_all(&instances, "/metrics", T).await;
         assert_eq!(
             first.per_instance.keys().collect::<Vec<_>>(),

@@ -168,6 +168,16 @@ impl Shared {
         }
     }
 
+    /// How the edge reaches the instance on `port` of `host`: through the host's tunnel
+    /// (`cluster/tunnel.rs`), or, on the controller's own host, `None` (a loopback connect).
+    pub fn dial(&self, host: &str, port: u16) -> Option<Arc<dyn baton_proxy::Dial>> {
+        if host == baton_core::model::LOCAL_HOST {
+            return None;
+        }
+        let cluster = self.cluster.clone()?;
+        Some(crate::cluster::HostDial::new(cluster, host, port))
+    }
+
     pub fn migrations(&self) -> std::sync::MutexGuard<'_, HashSet<(i64, bool)>> {
         self.migrations.lock().unwrap_or_else(|e| e.into_inner())
     }

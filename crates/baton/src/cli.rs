@@ -267,9 +267,14 @@ pub struct AgentArgs {
     /// This host's name, as in `[hosts.NAME]` of the controller's baton.toml.
     #[arg(long)]
     pub name: String,
-    /// This host's address, as in `[hosts.NAME] address`: where its instances listen.
+    /// This host's address, as in `[hosts.NAME] address`: where its `host_port` listeners and
+    /// its tunnel listen (its instances listen on 127.0.0.1).
     #[arg(long)]
     pub address: std::net::IpAddr,
+    /// The port of the host's tunnel, through which the controller's proxy reaches its
+    /// instances (mutual TLS); 0 picks a free one (kept across agent restarts).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub tunnel_port: u16,
     /// Where the host's certificate and key are kept (default: ~/.baton-agent).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,

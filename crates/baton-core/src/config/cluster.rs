@@ -17,6 +17,9 @@ pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_HOST_NAME: usize = 63;
 /// The name of the controller's own host, which `[hosts]` may not use.
 pub const LOCAL_HOST: &str = "local";
+/// The name in the controller's certificate (agents verify it, the tunnels admit only it): no
+/// host may be called that, or its own certificate would pass for the controller's.
+pub const CONTROLLER_CERT_NAME: &str = "baton-controller";
 
 /// `[cluster]`: present when other hosts' agents may connect to this controller.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -44,11 +47,13 @@ pub struct HostConfig {
 /// The dotted key of a problem and what to do about it.
 type Problem = (Vec<String>, String);
 
-/// Whether `name` may name a host: `a-z`, `0-9` and `-`, not starting with `-`, at most
-/// [`MAX_HOST_NAME`] characters.
+/// Whether `name` may name a host: `a-z`, `0-9` and `-`, not starting with `-`, not only
+/// digits (it is the DNS name in the host's certificate), at most [`MAX_HOST_NAME`]
+/// characters.
 pub fn valid_host_name(name: &str) -> bool {
     let mut chars = name.chars();
     name.len() <= MAX_HOST_NAME
+        && !name.chars().all(|c| c.is_ascii_digit())
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -86,7 +91,7 @@ pub(super) fn validate(
             return Err((
                 key(&["hosts", name]),
                 format!(
-                    "{name:?}: host names use a-z, 0-9 and '-', start with a letter or digit, and are at most {MAX_HOST_NAME} characters"
+                    "{name:?}: host names use a-z, 0-9 and '-', start with a letter or digit, are not only digits, and are at most {MAX_HOST_NAME} characters"
                 ),
             ));
         }
@@ -94,6 +99,14 @@ pub(super) fn validate(
             return Err((
                 key(&["hosts", name]),
                 "\"local\" is the controller's own host; give this host another name".into(),
+            ));
+        }
+        if name == CONTROLLER_CERT_NAME {
+            return Err((
+                key(&["hosts", name]),
+                format!(
+                    "{CONTROLLER_CERT_NAME:?} is the name in the controller's certificate; give this host another name"
+                ),
             ));
         }
         if host.address.is_unspecified() || host.address.is_multicast() {
@@ -149,6 +162,18 @@ mod tests {
                 7,
                 "hosts.local",
                 "controller's own",
+            ),
+            (
+                GOOD.replace("web-2", "baton-controller"),
+                7,
+                "hosts.baton-controller",
+                "controller's certificate",
+            ),
+            (
+                GOOD.replace("web-2", "42"),
+                7,
+                "hosts.42",
+                "not only digits",
             ),
             (
                 GOOD.replace("10.0.0.12", "10.0.0.11"),

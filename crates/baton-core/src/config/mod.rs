@@ -35,8 +35,8 @@ pub use artifacts::ArtifactsConfig;
 pub use breakers::{BreakerConfig, FallbackConfig, OutlierConfig, path_matches};
 
 pub use cluster::{
-    ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST, MAX_HOST_NAME,
-    valid_host_name,
+    CONTROLLER_CERT_NAME, ClusterConfig, DEFAULT_HEARTBEAT_TIMEOUT, HostConfig, LOCAL_HOST,
+    MAX_HOST_NAME, valid_host_name,
 };
 
 pub use environments::{

@@ -14,6 +14,7 @@ mod join;
 mod listener;
 mod registry;
 mod session;
+mod tunnel;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ use baton_core::config::ClusterConfig;
 
 pub(crate) use listener::serve;
 pub use registry::{HostLink, SendError};
+pub use tunnel::HostDial;
 
 use registry::Registry;
 
@@ -44,6 +46,11 @@ pub struct Cluster {
     /// Each host's `host_port` traffic as it reports it: by (host, app), the request count
     /// last reported and when a report last showed it grow.
     traffic: Mutex<HashMap<(String, String), Traffic>>,
+    /// The edge's TLS config for the hosts' tunnels (the controller's certificate).
+    tunnel_client: std::sync::Arc<tokio_rustls::rustls::ClientConfig>,
+    /// Where each host's tunnel listens, as its last `hello` said: kept while the host is
+    /// away, since its instances may still run and its tunnel still serve.
+    tunnels: Mutex<HashMap<String, std::net::SocketAddr>>,
 }
 
 /// A host's requests for one app: the count last reported, and when a report last showed it
@@ -55,10 +62,13 @@ impl Cluster {
     pub fn open(
         data_dir: &Path,
         config: &ClusterConfig,
-    ) -> Result<Cluster, baton_cluster::CaError> {
+    ) -> Result<Cluster, baton_cluster::TlsError> {
         let ca = ClusterCa::load_or_create(&data_dir.join("cluster"))?;
+        let tunnel_client = std::sync::Arc::new(baton_cluster::tunnel_client_config(&ca)?);
         Ok(Cluster {
             ca,
+            tunnel_client,
+            tunnels: Mutex::default(),
             heartbeat_timeout: config.heartbeat_timeout.std(),
             registry: Registry::default(),
             traffic: Mutex::default(),
@@ -73,6 +83,18 @@ impl Cluster {
     /// The CA.
     pub(crate) fn ca(&self) -> &ClusterCa {
         &self.ca
+    }
+
+    /// Where host `name`'s tunnel listens, once its agent has said.
+    pub fn tunnel_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        let tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        tunnels.get(name).copied()
+    }
+
+    /// Records where host `name`'s tunnel listens (its `hello`).
+    pub(crate) fn set_tunnel_addr(&self, name: &str, addr: std::net::SocketAddr) {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        tunnels.insert(name.to_string(), addr);
     }
 
     /// How long a session may go without a heartbeat.

@@ -50,15 +50,20 @@ pub(super) async fn run(
             return;
         }
     };
-    if let Err(reason) = check_hello(&shared, &name, &hello) {
-        record(
-            &shared,
-            EventKind::HostRefused,
-            &format!("host {name} from {peer} refused: {reason}"),
-        );
-        close(&mut wr, &refused(reason)).await;
-        return;
-    }
+    let checked = check_hello(&shared, &name, &hello)
+        .and_then(|()| issue_tunnel_cert(&cluster, &name, &hello));
+    let tunnel_cert = match checked {
+        Ok(pem) => pem,
+        Err(reason) => {
+            record(
+                &shared,
+                EventKind::HostRefused,
+                &format!("host {name} from {peer} refused: {reason}"),
+            );
+            close(&mut wr, &refused(reason)).await;
+            return;
+        }
+    };
     let now = clock::now();
     let generation = match shared.store.host_session(&name, &hello.version, now) {
         Ok(g) => g,
@@ -80,6 +85,9 @@ pub(super) async fn run(
         close(&mut wr, &refused("a newer session of this host is open")).await;
         return;
     };
+    if let Some(offer) = &hello.tunnel {
+        cluster.set_tunnel_addr(&name, std::net::SocketAddr::new(hello.address, offer.port));
+    }
     // The controller learns of the new session at once, with what runs on the host.
     let hello_event = AgentEvent::Hello {
         host: name.clone(),
@@ -98,6 +106,7 @@ pub(super) async fn run(
     let welcome = ControllerMsg::Welcome(Welcome {
         generation: generation as u64,
         heartbeat_timeout_ms: cluster.heartbeat_timeout().as_millis() as u64,
+        tunnel_cert: Some(tunnel_cert),
     });
     let end = match write_frame_within(&mut wr, &welcome, cluster.heartbeat_timeout()).await {
         Ok(()) => {
@@ -149,6 +158,24 @@ fn check_hello(shared: &Shared, name: &str, hello: &Hello) -> Result<(), String>
         ));
     }
     Ok(())
+}
+
+/// The certificate of the host's tunnel listener, over the key its `hello` offers.
+fn issue_tunnel_cert(cluster: &Cluster, name: &str, hello: &Hello) -> Result<String, String> {
+    let Some(offer) = &hello.tunnel else {
+        return Err(format!(
+            "host {name}'s agent offers no tunnel, so the controller could not reach its instances: run the same Baton version on both"
+        ));
+    };
+    if offer.port == 0 {
+        return Err(format!("host {name}'s agent offers a tunnel on port 0"));
+    }
+    let key = baton_cluster::from_hex_key(&offer.public_key)
+        .ok_or_else(|| format!("host {name}'s tunnel key is not hex"))?;
+    cluster
+        .ca()
+        .tunnel_cert(name, &key)
+        .map_err(|e| format!("cannot issue host {name}'s tunnel certificate: {e}"))
 }
 
 /// One session, once open.

@@ -3,7 +3,7 @@
 //! verdict with its figures. The planner reads the latest verdict of the current step.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use baton_core::analysis::{
@@ -14,7 +14,7 @@ use baton_core::model::{Deployment, Millis, Phase, Strategy};
 use baton_core::plan::Judgement;
 use baton_proxy::MetricsSnapshot;
 
-use crate::scrape::{self, Scrape};
+use crate::scrape::{self, Scrape, ScrapeTarget};
 use crate::shared::Shared;
 
 /// Where the current step's window started, per app (in memory: after a restart of Baton the
@@ -218,17 +218,16 @@ fn canary_addresses(
     shared: &Shared,
     app: &str,
     release: &str,
-) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+) -> anyhow::Result<Vec<ScrapeTarget>> {
     Ok(shared
         .store
         .instances(Some(app), false)?
         .into_iter()
         .filter(|i| i.release == release && i.pid.is_some() && !i.state.is_leaving())
-        .map(|i| {
-            (
-                i.id.clone(),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, i.port)),
-            )
+        .map(|i| ScrapeTarget {
+            id: i.id.clone(),
+            addr: SocketAddr::new(shared.host_address(&i.host), i.port),
+            dial: shared.dial(&i.host, i.port),
         })
         .collect())
 }

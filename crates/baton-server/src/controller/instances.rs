@@ -253,10 +253,11 @@ pub(super) fn watch(
     exits: &mpsc::UnboundedSender<Exited>,
 ) {
     let addr = SocketAddr::new(shared.host_address(&inst.host), inst.port);
-    let backend = Backend::new(
+    let backend = Backend::dialed(
         inst.id.clone(),
         inst.release.clone(),
         addr,
+        shared.dial(&inst.host, inst.port),
         app.health.unhealthy_threshold,
     );
     backend.set_health(health);

@@ -19,6 +19,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         token: args.token,
         name: args.name,
         address: args.address,
+        tunnel_port: args.tunnel_port,
         data_dir: args.data_dir.unwrap_or_else(baton_agent::default_dir),
     };
     baton_agent::run(opts, shutdown).await.map_err(|e| {

@@ -97,13 +97,15 @@ async fn rolling_blue_green_and_canary_across_two_hosts_lose_no_request() {
         shown.contains("on web-1") && shown.contains("on web-2"),
         "{shown}"
     );
-    // The instances really listen on their hosts' addresses, not on the controller's.
+    // The instances listen on their hosts' loopback, not on the hosts' addresses: other
+    // machines reach them only through the hosts' tunnels (crate::tunnel has the rest).
     for i in &s.instances {
+        let at: std::net::SocketAddr = i.address.parse().unwrap();
+        assert!(TcpStream::connect(at).is_err(), "{} at {}", i.id, i.address);
         assert!(
-            TcpStream::connect(i.address.as_str()).is_ok(),
-            "{} at {}",
-            i.id,
-            i.address
+            TcpStream::connect(("127.0.0.1", at.port())).is_ok(),
+            "{} on loopback",
+            i.id
         );
         assert!(["web-1", "web-2"].contains(&i.host.as_str()), "{i:?}");
     }

@@ -27,4 +27,5 @@ mod readme_config;
 mod reload;
 mod restart;
 mod tls;
+mod tunnel;
 mod webhooks;
