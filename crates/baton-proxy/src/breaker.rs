@@ -206,6 +206,20 @@ impl Router {
             })
             .collect()
     }
+
+    /// Opens (`open`) or closes `app`'s driven breaker `name` (an app metric's, see
+    /// `Breaker::force`); the transition, if any, is reported like the proxy's own.
+    pub fn drive_breaker(&self, app: &str, name: &str, open: bool, reason: String) {
+        let slot = self.breakers.of(app);
+        let list = slot.load();
+        let Some(b) = list.iter().find(|b| b.config.name == name) else {
+            return;
+        };
+        let moved = b
+            .machine()
+            .force(open, now_ms(), reason, Figures::default());
+        b.report(moved);
+    }
 }
 
 /// A request a breaker admitted: its outcome goes back to the breaker. Dropped unfinished (the

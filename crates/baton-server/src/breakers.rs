@@ -1,8 +1,14 @@
 //! Circuit breakers on the daemon's side: puts each unit's `[[apps.<name>.breakers]]` in force
 //! in the proxy, records every transition the proxy reports as an event (which the webhooks
-//! get), and says what a transition means for the breaker's flag.
+//! get), says what a transition means for the breaker's flag, and drives the breakers that
+//! watch an app metric (`drive_metrics`).
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Weak;
+use std::time::Duration;
+
+use baton_core::config::{MetricConfig, MetricKindConfig};
 
 use baton_core::breaker::{Figures, State};
 use baton_core::config::split_key;
@@ -11,7 +17,102 @@ use baton_proxy::{BreakerStatus, BreakerTransition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::scrape::{self, Scrape, ScrapeTarget};
 use crate::shared::{ConfigSnapshot, Shared};
+
+/// How often the breakers on app metrics read them.
+const METRIC_EVERY: Duration = Duration::from_secs(1);
+/// Longest one scrape of an instance may take.
+const METRIC_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// Every second, scrapes the live instances of each unit with a breaker on an app metric
+/// (`metrics_path`, summed over the instances as the canary analysis does) and opens a
+/// breaker while its metric is out of range, closes it once back in range after its cooldown.
+/// No reading (no instance answered; a rate's first scrape) changes nothing. Ends with the
+/// daemon.
+pub async fn drive_metrics(shared: Weak<Shared>) {
+    let mut last: HashMap<String, Scrape> = HashMap::new();
+    let mut tick = tokio::time::interval(METRIC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let snapshot = shared.config();
+        let units: Vec<_> = snapshot
+            .apps
+            .iter()
+            .filter(|(_, a)| a.breakers.iter().any(|b| b.metric.is_some()))
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        last.retain(|k, _| units.iter().any(|(u, _)| u == k));
+        for (key, app) in units {
+            let targets = match live_targets(&shared, &key) {
+                Ok(t) => t,
+                Err(error) => {
+                    tracing::warn!(app = %key, %error, "breakers: cannot list the instances");
+                    continue;
+                }
+            };
+            let s = scrape::scrape_all(&targets, &app.analysis.metrics_path, METRIC_TIMEOUT).await;
+            for b in &app.breakers {
+                let Some(m) = &b.metric else { continue };
+                let value = match m.kind {
+                    MetricKindConfig::Rate => last
+                        .get(&key)
+                        .and_then(|prev| scrape::counter_rate(prev, &s, &m.name)),
+                    MetricKindConfig::Gauge => scrape::gauge(&s, &m.name),
+                };
+                let Some(value) = value else { continue };
+                let (out, reason) = judge_metric(m, value, s.per_instance.len());
+                shared.router.drive_breaker(&key, &b.name, out, reason);
+            }
+            last.insert(key, s);
+        }
+    }
+}
+
+/// Whether `value` of `m` is out of range, and the reason a transition would give.
+pub fn judge_metric(m: &MetricConfig, value: f64, instances: usize) -> (bool, String) {
+    let what = match m.kind {
+        MetricKindConfig::Rate => "per second",
+        MetricKindConfig::Gauge => "gauge",
+    };
+    let read = format!(
+        "metric {} = {value:.3} ({what}, {instances} instance{})",
+        m.name,
+        if instances == 1 { "" } else { "s" }
+    );
+    if let Some(lo) = m.min.filter(|lo| value < *lo) {
+        return (true, format!("{read} < min {lo}"));
+    }
+    if let Some(hi) = m.max.filter(|hi| value > *hi) {
+        return (true, format!("{read} > max {hi}"));
+    }
+    let range = match (m.min, m.max) {
+        (Some(lo), Some(hi)) => format!("[{lo}, {hi}]"),
+        (Some(lo), None) => format!(">= {lo}"),
+        (None, Some(hi)) => format!("<= {hi}"),
+        (None, None) => "range".into(),
+    };
+    (false, format!("{read} back within {range}"))
+}
+
+/// The unit's instances that run now (the ones to scrape).
+fn live_targets(shared: &Shared, unit: &str) -> anyhow::Result<Vec<ScrapeTarget>> {
+    Ok(shared
+        .store
+        .instances(Some(unit), false)?
+        .into_iter()
+        .filter(|i| i.pid.is_some() && !i.state.is_leaving())
+        .map(|i| ScrapeTarget {
+            id: i.id.clone(),
+            addr: SocketAddr::new(shared.host_address(&i.host), i.port),
+            dial: shared.dial(&i.host, i.port),
+        })
+        .collect())
+}
 
 /// Puts every unit's breakers and outlier ejection of `snapshot` in force; unchanged
 /// breakers keep their state.
@@ -152,6 +253,9 @@ pub struct BreakerView {
     pub window_ms: u64,
     /// Fewest requests judged.
     pub min_requests: u32,
+    /// The app metric it watches instead, if any.
+    #[serde(default)]
+    pub metric: Option<String>,
 }
 
 /// The breakers of one unit, and its instances ejected now.
@@ -205,6 +309,7 @@ impl BreakerView {
             max_p99_ms: s.config.max_p99.map(|d| d.as_millis()),
             window_ms: s.config.window.as_millis(),
             min_requests: s.config.min_requests,
+            metric: s.config.metric.map(|m| m.name),
         }
     }
 }

@@ -237,6 +237,7 @@ async fn serve(
             transitions,
         ));
     }
+    tokio::spawn(crate::breakers::drive_metrics(Arc::downgrade(&shared)));
 
     let mut listeners = Listeners::new(shared.router.clone(), sockets.clone());
     for (key, bound) in app_listeners {

@@ -64,6 +64,9 @@ pub struct Thresholds {
     pub cooldown_ms: i64,
     /// Probe requests admitted while half-open; all must succeed to close.
     pub probes: u32,
+    /// Driven from outside (an app metric): it opens and closes only by [`Breaker::force`],
+    /// never by its window or probes.
+    pub driven: bool,
 }
 
 impl From<&BreakerConfig> for Thresholds {
@@ -75,6 +78,7 @@ impl From<&BreakerConfig> for Thresholds {
             max_p99_ms: c.max_p99.map(|d| d.as_millis()),
             cooldown_ms: c.cooldown.as_millis_i64(),
             probes: c.probes,
+            driven: c.metric.is_some(),
         }
     }
 }
@@ -147,8 +151,33 @@ impl Breaker {
         self.window.figures(now)
     }
 
-    /// Ends the cooldown of an open breaker if it is over: open -> half-open.
+    /// Opens or closes a driven breaker (see [`Thresholds::driven`]) by what its driver
+    /// measured; `None` when it is in that state already. A driven breaker closes only once
+    /// its cooldown is over, so a metric that flaps does not flap the route.
+    pub fn force(
+        &mut self,
+        open: bool,
+        now: Millis,
+        reason: String,
+        figures: Figures,
+    ) -> Option<Transition> {
+        match (self.state, open) {
+            (State::Closed, true) => Some(self.enter(State::Open, now, reason, figures)),
+            (State::Open | State::HalfOpen, false)
+                if now >= self.since + self.thresholds.cooldown_ms =>
+            {
+                Some(self.enter(State::Closed, now, reason, figures))
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends the cooldown of an open breaker if it is over: open -> half-open. A driven
+    /// breaker stays open until its driver closes it.
     pub fn poll(&mut self, now: Millis) -> Option<Transition> {
+        if self.thresholds.driven {
+            return None;
+        }
         if self.state == State::Open && now >= self.since + self.thresholds.cooldown_ms {
             let reason = format!(
                 "cooldown of {} ms over: admitting {} probe request(s)",

@@ -10,6 +10,7 @@ fn thresholds() -> Thresholds {
         max_p99_ms: Some(500),
         cooldown_ms: 5_000,
         probes: 2,
+        driven: false,
     }
 }
 
@@ -126,4 +127,54 @@ fn late_answers_and_released_probes() {
     assert_eq!(b.admit(9_999).0, Admit::Reject);
     assert_eq!(b.admit(10_000).0, Admit::Probe);
     assert_eq!(b.state(), State::HalfOpen);
+}
+
+#[test]
+fn a_driven_breaker_moves_only_when_forced_and_closes_after_its_cooldown() {
+    let mut b = Breaker::new(
+        Thresholds {
+            max_error_rate: None,
+            max_p99_ms: None,
+            driven: true,
+            ..thresholds()
+        },
+        0,
+    );
+    // Its route's failures do not open it; its driver does.
+    assert!(traffic(&mut b, 100, 50, 50, 1).is_empty());
+    assert_eq!(b.state(), State::Closed);
+    assert!(
+        b.force(false, 200, "in range".into(), Figures::default())
+            .is_none()
+    );
+    let t = b
+        .force(true, 1_000, "metric over".into(), Figures::default())
+        .unwrap();
+    assert_eq!((t.from, t.to), (State::Closed, State::Open));
+    assert!(
+        b.force(true, 1_500, "still over".into(), Figures::default())
+            .is_none()
+    );
+    // Open: requests get the fallback, and no cooldown makes it half-open by itself.
+    assert_eq!(b.admit(20_000).0, Admit::Reject);
+    assert!(b.poll(60_000).is_none());
+    assert_eq!(b.state(), State::Open);
+    // Back in range: closed, but not before its cooldown.
+    let mut c = Breaker::new(
+        Thresholds {
+            driven: true,
+            ..thresholds()
+        },
+        0,
+    );
+    c.force(true, 1_000, "over".into(), Figures::default());
+    assert!(
+        c.force(false, 3_000, "in range".into(), Figures::default())
+            .is_none()
+    );
+    let t = c
+        .force(false, 6_000, "in range".into(), Figures::default())
+        .unwrap();
+    assert_eq!((t.from, t.to), (State::Open, State::Closed));
+    assert_eq!(c.admit(6_001).0, Admit::Pass);
 }

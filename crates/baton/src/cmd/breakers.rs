@@ -58,10 +58,16 @@ pub fn print(view: &BreakersView, app: &str) {
         } else {
             &b.last
         };
+        // A metric breaker: what it watches; its route (if any) is where it answers.
+        let watches = match (&b.metric, b.path.is_empty()) {
+            (Some(m), true) => format!("metric {}", esc(m)),
+            (Some(m), false) => format!("{} metric {}", esc(&b.path), esc(m)),
+            (None, _) => esc(&b.path).into_owned(),
+        };
         println!(
             "{:<16} {:<20} {:<10} {:<8} {:>8} {:>6.1}% {:>8}  {}",
             esc(&b.name),
-            esc(&b.path),
+            watches,
             b.state.as_str(),
             output::clock(b.since),
             f.requests,

@@ -316,3 +316,93 @@ async fn a_reload_puts_a_breaker_in_force_and_an_unchanged_one_keeps_its_state()
     assert_eq!(get(&client, web, "/whoami").await.0, 503, "still open");
     assert_eq!(get(&client, web, "/").await.0, 200);
 }
+
+/// A breaker on an app metric: the demo's in-flight gauge (summed over 3 instances, each
+/// counting the scrape itself) goes over 5 while slow requests pile up; the breaker opens,
+/// answers its route with the fallback and holds its flag off; once they finish and the
+/// cooldown is over, it closes. Its route's own errors never move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_on_an_app_metric_opens_while_it_is_out_of_range() {
+    let (port, hooks) = receiver().await;
+    let config = format!(
+        "[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hooks\"\n{THREE_WEB}{}",
+        r#"
+[[apps.web.breakers]]
+name = "saturated"
+path = "/whoami"
+metric = { name = "demo_requests_in_flight", kind = "gauge", max = 5 }
+cooldown = "1s"
+flag = "whoami-live"
+
+[apps.web.breakers.fallback]
+status = 503
+body = "busy"
+
+[apps.web.flags.whoami-live]
+percent = 100
+"#
+    );
+    let baton = Baton::start(&config);
+    baton.release("web", "1.0.0", &[]);
+    baton.deploy_ok("web", "1.0.0", &[]).await;
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let web = baton.web();
+    // In range (3 instances, 1 each: the scrape): closed through several readings.
+    for _ in 0..10 {
+        assert_eq!(get(&client, web, "/whoami").await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(state(&baton).await, "closed");
+
+    // 12 slow requests in flight: over 5 within a reading or two.
+    let slow: Vec<_> = (0..12)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { get(&client, web, "/slow?ms=6000").await.0 })
+        })
+        .collect();
+    let opened = wait_until_async(Duration::from_secs(10), || async {
+        state(&baton).await == "open"
+    })
+    .await;
+    assert!(opened, "{}", baton.log());
+    let (status, _, body) = get(&client, web, "/whoami").await;
+    assert_eq!((status, body.as_str()), (503, "busy"));
+    assert_eq!(
+        get(&client, web, "/").await.0,
+        200,
+        "other routes untouched"
+    );
+    let why = forced_off(&baton).await.expect("the flag is held off");
+    assert!(
+        why.contains("metric demo_requests_in_flight = ") && why.contains("> max 5"),
+        "{why}"
+    );
+    let o = baton.cli(&["breakers", "web"]);
+    assert!(
+        text(&o).contains("/whoami metric demo_requests_in_flight"),
+        "{}",
+        text(&o)
+    );
+
+    // The slow requests end (they were sent before it opened): back in range, it closes.
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    let closed = wait_until_async(Duration::from_secs(10), || async {
+        state(&baton).await == "closed"
+    })
+    .await;
+    assert!(closed, "{}", baton.log());
+    assert_eq!(get(&client, web, "/whoami").await.0, 200);
+    assert_eq!(forced_off(&baton).await, None);
+    let delivered = wait_until(Duration::from_secs(10), || {
+        let got = hooks.lock().unwrap();
+        let kinds: Vec<_> = got
+            .iter()
+            .filter_map(|e| e["kind"].as_str().filter(|k| k.starts_with("breaker_")))
+            .collect();
+        kinds == ["breaker_opened", "breaker_closed"]
+    });
+    assert!(delivered, "{:?}", hooks.lock().unwrap());
+}

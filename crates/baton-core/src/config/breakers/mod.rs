@@ -92,8 +92,14 @@ pub struct BreakerConfig {
     /// Its name, unique in the app (a-z, 0-9, '-', '_').
     pub name: String,
     /// The route it watches: a path prefix that matches whole segments (`/api` matches `/api`,
-    /// `/api/x` and `/api?q`, not `/apis`).
+    /// `/api/x` and `/api?q`, not `/apis`). Empty (left out) only with `metric`: then it
+    /// answers no request itself and only holds its flag off.
+    #[serde(default)]
     pub path: String,
+    /// An app metric it watches instead of the route's errors and latency: scraped from the
+    /// unit's instances every second, it opens the breaker while out of `[min, max]`.
+    #[serde(default)]
+    pub metric: Option<crate::config::MetricConfig>,
     /// The sliding window judged.
     #[serde(default = "default_window")]
     pub window: Duration,
@@ -154,7 +160,7 @@ fn default_fallback_status() -> u16 {
 impl BreakerConfig {
     /// Whether `path` (a request target's path, query included or not) is on its route.
     pub fn matches(&self, path: &[u8]) -> bool {
-        path_matches(self.path.as_bytes(), path)
+        !self.path.is_empty() && path_matches(self.path.as_bytes(), path)
     }
 }
 
@@ -240,7 +246,37 @@ fn check(b: &BreakerConfig) -> Result<(), (&'static str, String)> {
             ),
         ));
     }
-    if !b.path.starts_with('/') || b.path.contains(['?', '#', ' ']) {
+    if b.path.is_empty() && b.metric.is_none() {
+        return Err((
+            "path",
+            "a breaker watches a route (path = \"/api/orders\") or an app metric (metric = { name = \"...\", max = ... })".into(),
+        ));
+    }
+    if let Some(m) = &b.metric {
+        if b.max_error_rate.is_some() || b.max_p99.is_some() {
+            let key = if b.max_error_rate.is_some() {
+                "max_error_rate"
+            } else {
+                "max_p99"
+            };
+            return Err((
+                key,
+                "a metric breaker opens on its metric alone: remove max_error_rate and max_p99, or make a second breaker for the route".into(),
+            ));
+        }
+        let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+        let problem = match (m.min, m.max) {
+            (None, None) => Some("give min, max or both"),
+            _ if !finite(m.min) || !finite(m.max) => Some("min and max must be numbers"),
+            (Some(lo), Some(hi)) if lo > hi => Some("min is above max"),
+            _ if m.name.is_empty() => Some("name the metric, e.g. \"db_pool_waiting\""),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(("metric", format!("metric {:?}: {problem}", m.name)));
+        }
+    }
+    if !b.path.is_empty() && (!b.path.starts_with('/') || b.path.contains(['?', '#', ' '])) {
         return Err((
             "path",
             format!(
@@ -255,7 +291,7 @@ fn check(b: &BreakerConfig) -> Result<(), (&'static str, String)> {
     if b.min_requests == 0 {
         return Err(("min_requests", "must be at least 1".into()));
     }
-    if b.max_error_rate.is_none() && b.max_p99.is_none() {
+    if b.metric.is_none() && b.max_error_rate.is_none() && b.max_p99.is_none() {
         return Err((
             "max_error_rate",
             "a breaker needs max_error_rate (e.g. 0.5), max_p99 (e.g. \"500ms\") or both".into(),

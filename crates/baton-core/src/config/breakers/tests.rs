@@ -101,6 +101,30 @@ fn bad_breakers_are_refused_at_their_key() {
             12,
         ),
         (
+            "name = \"b\"\nmax_error_rate = 0.5\n",
+            "[1].path",
+            "or an app metric",
+            10,
+        ),
+        (
+            "name = \"b\"\nmetric = { name = \"q\", max = 1 }\nmax_error_rate = 0.5\n",
+            "[1].max_error_rate",
+            "on its metric alone",
+            13,
+        ),
+        (
+            "name = \"b\"\nmetric = { name = \"q\" }\n",
+            "[1].metric",
+            "give min, max or both",
+            12,
+        ),
+        (
+            "name = \"b\"\nmetric = { name = \"q\", min = 2, max = 1 }\n",
+            "[1].metric",
+            "min is above max",
+            12,
+        ),
+        (
             "name = \"b\"\npath = \"/x\"\n",
             "[1].max_error_rate",
             "needs max_error_rate",
