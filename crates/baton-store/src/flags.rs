@@ -39,6 +39,18 @@ pub struct FlagToken {
     pub secret_sha256: String,
 }
 
+/// A `flag_changes` row selected as `app, env, flag, spec, actor, at`.
+fn read_change(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlagChange> {
+    Ok(FlagChange {
+        app: r.get(0)?,
+        env: r.get(1)?,
+        flag: r.get(2)?,
+        spec: r.get(3)?,
+        actor: r.get(4)?,
+        at: r.get(5)?,
+    })
+}
+
 impl Store {
     /// Records `change` and its event (on the unit `app@env`, with `message`) in one
     /// transaction.
@@ -70,18 +82,7 @@ impl Store {
                  ORDER BY app, env, flag",
             )
             .op("list flag changes")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(FlagChange {
-                    app: r.get(0)?,
-                    env: r.get(1)?,
-                    flag: r.get(2)?,
-                    spec: r.get(3)?,
-                    actor: r.get(4)?,
-                    at: r.get(5)?,
-                })
-            })
-            .op("list flag changes")?;
+        let rows = stmt.query_map([], read_change).op("list flag changes")?;
         rows.collect::<Result<_, _>>().op("read flag changes")
     }
 
@@ -96,16 +97,7 @@ impl Store {
             )
             .op("list flag history")?;
         let rows = stmt
-            .query_map(params![app, crate::db::sql_limit(limit)], |r| {
-                Ok(FlagChange {
-                    app: r.get(0)?,
-                    env: r.get(1)?,
-                    flag: r.get(2)?,
-                    spec: r.get(3)?,
-                    actor: r.get(4)?,
-                    at: r.get(5)?,
-                })
-            })
+            .query_map(params![app, crate::db::sql_limit(limit)], read_change)
             .op("list flag history")?;
         rows.collect::<Result<_, _>>().op("read flag history")
     }
