@@ -339,38 +339,36 @@ pub fn validate_analysis(a: &AnalysisConfig) -> Result<(), (&'static str, String
         return Err(("metrics_path", "must start with '/'".into()));
     }
     for m in &a.metric {
-        if m.name.is_empty() {
-            return Err(("metric", "a metric needs a name".into()));
-        }
-        if m.name.chars().any(char::is_control) {
-            return Err((
-                "metric",
-                format!(
-                    "{:?}: no metric name holds a control character, so it could never be found; remove it",
-                    m.name
-                ),
-            ));
-        }
-        if m.min.is_none() && m.max.is_none() {
-            return Err(("metric", format!("{}: give min, max or both", m.name)));
-        }
-        if m.min.iter().chain(&m.max).any(|v| !v.is_finite()) {
-            return Err((
-                "metric",
-                format!("{:?}: min and max must be finite numbers", m.name),
-            ));
-        }
-        if let (Some(min), Some(max)) = (m.min, m.max)
-            && min > max
-        {
-            return Err((
-                "metric",
-                format!(
-                    "{:?}: min {min} is above max {max}, so no value could pass",
-                    m.name
-                ),
-            ));
-        }
+        check_metric(m).map_err(|problem| ("metric", problem))?;
+    }
+    Ok(())
+}
+
+/// What is wrong with a metric rule (`[[apps.<name>.analysis.metric]]`, a breaker's `metric`),
+/// if anything.
+pub(crate) fn check_metric(m: &MetricConfig) -> Result<(), String> {
+    if m.name.is_empty() {
+        return Err("a metric needs a name".into());
+    }
+    if m.name.chars().any(char::is_control) {
+        return Err(format!(
+            "{:?}: no metric name holds a control character, so it could never be found; remove it",
+            m.name
+        ));
+    }
+    if m.min.is_none() && m.max.is_none() {
+        return Err(format!("{}: give min, max or both", m.name));
+    }
+    if m.min.iter().chain(&m.max).any(|v| !v.is_finite()) {
+        return Err(format!("{:?}: min and max must be finite numbers", m.name));
+    }
+    if let (Some(min), Some(max)) = (m.min, m.max)
+        && min > max
+    {
+        return Err(format!(
+            "{:?}: min {min} is above max {max}, so no value could pass",
+            m.name
+        ));
     }
     Ok(())
 }

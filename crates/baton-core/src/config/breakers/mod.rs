@@ -264,17 +264,7 @@ fn check(b: &BreakerConfig) -> Result<(), (&'static str, String)> {
                 "a metric breaker opens on its metric alone: remove max_error_rate and max_p99, or make a second breaker for the route".into(),
             ));
         }
-        let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
-        let problem = match (m.min, m.max) {
-            (None, None) => Some("give min, max or both"),
-            _ if !finite(m.min) || !finite(m.max) => Some("min and max must be numbers"),
-            (Some(lo), Some(hi)) if lo > hi => Some("min is above max"),
-            _ if m.name.is_empty() => Some("name the metric, e.g. \"db_pool_waiting\""),
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Err(("metric", format!("metric {:?}: {problem}", m.name)));
-        }
+        crate::config::canary::check_metric(m).map_err(|problem| ("metric", problem))?;
     }
     if !b.path.is_empty() && (!b.path.starts_with('/') || b.path.contains(['?', '#', ' '])) {
         return Err((

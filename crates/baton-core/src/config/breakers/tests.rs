@@ -121,7 +121,7 @@ fn bad_breakers_are_refused_at_their_key() {
         (
             "name = \"b\"\nmetric = { name = \"q\", min = 2, max = 1 }\n",
             "[1].metric",
-            "min is above max",
+            "is above max",
             12,
         ),
         (
