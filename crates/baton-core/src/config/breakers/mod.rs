@@ -177,8 +177,10 @@ pub fn path_matches(prefix: &[u8], path: &[u8]) -> bool {
     prefix.ends_with(b"/") || rest.is_empty() || rest[0] == b'/' || rest[0] == b'?'
 }
 
+/// Whether the prefix has `*` segments. On every request of the route: one byte scan (the
+/// config allows `*` only as a whole segment).
 fn has_wildcard(prefix: &[u8]) -> bool {
-    prefix.split(|&b| b == b'/').any(|s| s == b"*")
+    prefix.contains(&b'*')
 }
 
 /// [`path_matches`] segment by segment, for a prefix with `*` segments.
