@@ -156,6 +156,12 @@ impl Router {
             return;
         }
         let now = now_ms();
+        // A breaker the reload changes or removes while it is not closed ends closed: its
+        // flag must not stay held off by a breaker that is gone.
+        for old in current.iter().filter(|b| !configs.contains(&b.config)) {
+            let retired = old.machine().retire(now);
+            old.report(retired);
+        }
         let next = configs
             .iter()
             .map(|c| match current.iter().find(|b| b.config == *c) {
@@ -207,12 +213,13 @@ impl Router {
             .collect()
     }
 
-    /// Opens (`open`) or closes `app`'s driven breaker `name` (an app metric's, see
-    /// `Breaker::force`); the transition, if any, is reported like the proxy's own.
-    pub fn drive_breaker(&self, app: &str, name: &str, open: bool, reason: String) {
+    /// Opens (`open`) or closes `app`'s driven breaker of `config` (an app metric's, see
+    /// `Breaker::force`); the transition, if any, is reported like the proxy's own. A breaker
+    /// a reload changed since `config` was read is left alone.
+    pub fn drive_breaker(&self, app: &str, config: &BreakerConfig, open: bool, reason: String) {
         let slot = self.breakers.of(app);
         let list = slot.load();
-        let Some(b) = list.iter().find(|b| b.config.name == name) else {
+        let Some(b) = list.iter().find(|b| b.config == *config) else {
             return;
         };
         let moved = b
@@ -250,11 +257,22 @@ pub(crate) fn gate(breakers: &AppBreakers, path: &[u8]) -> Result<Option<Ticket>
             })
             .unwrap_or(b"/"),
     };
-    let Some(b) = list.iter().find(|b| b.config.matches(path)) else {
+    // A metric breaker open on this route refuses it whatever the route breaker says; the
+    // first route (not metric) breaker that matches judges the request.
+    let now = now_ms();
+    let mut route = None;
+    for b in list.iter().filter(|b| b.config.matches(path)) {
+        if b.config.metric.is_none() {
+            route = route.or(Some(b));
+        } else if b.machine().admit(now).0 == Admit::Reject {
+            return Err(ProxyError::Fallback(b.fallback.clone()));
+        }
+    }
+    let Some(b) = route else {
         return Ok(None);
     };
     let started = Instant::now();
-    let (admit, moved) = b.machine().admit(now_ms());
+    let (admit, moved) = b.machine().admit(now);
     b.report(moved);
     match admit {
         Admit::Reject => Err(ProxyError::Fallback(b.fallback.clone())),
@@ -363,9 +381,50 @@ mod tests {
         assert_eq!(router.breakers("web")[0].state, State::Open);
         router.set_breakers("web", &[config(0.9)]);
         assert_eq!(router.breakers("web")[0].state, State::Closed);
+        // The open one it replaced was closed on its way out (its flag is let go).
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.transition.from, t.transition.to),
+            (State::Open, State::Closed)
+        );
+        assert!(t.transition.reason.contains("config reload"), "{t:?}");
         assert!(gate(&slot, b"/orders").unwrap().is_some());
         router.set_breakers("web", &[]);
         assert!(gate(&slot, b"/orders").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_open_metric_breaker_refuses_its_route_and_the_route_breaker_still_judges() {
+        let router = Router::new();
+        let mut transitions = router.breaker_transitions().unwrap();
+        let metric = toml_config(
+            "name = \"saturated\"\npath = \"/orders\"\nmetric = { name = \"q\", max = 1 }\ncooldown = \"1h\"\n\n[fallback]\nbody = \"busy\"\n",
+        );
+        // The metric breaker first: the route breaker behind it still counts the route.
+        router.set_breakers("web", &[metric.clone(), config(0.5)]);
+        let slot = router.breakers.of("web");
+        fail_twice(&slot);
+        assert_eq!(router.breakers("web")[1].state, State::Open);
+        router.set_breakers("web", &[metric.clone(), config(0.9)]);
+        while transitions.try_recv().is_ok() {}
+        // Driven open: the route gets the metric breaker's fallback; a stale config is ignored.
+        let mut stale = metric.clone();
+        stale.cooldown = baton_core::Duration::from_secs(1);
+        router.drive_breaker("web", &stale, true, "old".into());
+        assert!(gate(&slot, b"/orders").unwrap().is_some());
+        router.drive_breaker("web", &metric, true, "q = 3 > max 1".into());
+        let Err(ProxyError::Fallback(f)) = gate(&slot, b"/orders/1") else {
+            panic!("the metric breaker's fallback");
+        };
+        assert_eq!(&f.body[..], b"busy");
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.breaker.as_str(), t.transition.to),
+            ("saturated", State::Open)
+        );
+        // Its cooldown (1 h) is not over: in range again does not close it yet.
+        router.drive_breaker("web", &metric, false, "q = 0".into());
+        assert_eq!(router.breakers("web")[0].state, State::Open);
     }
 
     #[test]

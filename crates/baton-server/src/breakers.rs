@@ -12,7 +12,7 @@ use baton_core::config::{MetricConfig, MetricKindConfig};
 
 use baton_core::breaker::{Figures, State};
 use baton_core::config::split_key;
-use baton_core::model::EventKind;
+use baton_core::model::{EventKind, InstanceState};
 use baton_proxy::{BreakerStatus, BreakerTransition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -25,13 +25,22 @@ const METRIC_EVERY: Duration = Duration::from_secs(1);
 /// Longest one scrape of an instance may take.
 const METRIC_TIMEOUT: Duration = Duration::from_millis(800);
 
-/// Every second, scrapes the live instances of each unit with a breaker on an app metric
-/// (`metrics_path`, summed over the instances as the canary analysis does) and opens a
-/// breaker while its metric is out of range, closes it once back in range after its cooldown.
-/// No reading (no instance answered; a rate's first scrape) changes nothing. Ends with the
+/// Readings out of range in a row that open a metric breaker: one odd scrape does not.
+const OUT_READINGS: u32 = 2;
+/// Missing readings in a row after which an open metric breaker closes: it does not hold a
+/// route and a flag on a metric nobody can read (logged).
+const MISSING_READINGS: u32 = 10;
+
+/// Every second, scrapes the serving instances of each unit with a breaker on an app metric
+/// (healthy and in the split: not a dark release, not one still starting; `metrics_path`,
+/// summed over the instances as the canary analysis does) and opens a breaker once its metric
+/// is out of range in [`OUT_READINGS`] readings in a row, closes it once back in range after
+/// its cooldown. A scrape that did not reach every instance is no reading. Ends with the
 /// daemon.
 pub async fn drive_metrics(shared: Weak<Shared>) {
     let mut last: HashMap<String, Scrape> = HashMap::new();
+    // Per unit and breaker name: readings out of range, and missing, in a row.
+    let mut runs: HashMap<(String, String), (u32, u32)> = HashMap::new();
     let mut tick = tokio::time::interval(METRIC_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -47,6 +56,7 @@ pub async fn drive_metrics(shared: Weak<Shared>) {
             .map(|(k, a)| (k.clone(), a.clone()))
             .collect();
         last.retain(|k, _| units.iter().any(|(u, _)| u == k));
+        runs.retain(|(k, _), _| units.iter().any(|(u, _)| u == k));
         for (key, app) in units {
             let targets = match live_targets(&shared, &key) {
                 Ok(t) => t,
@@ -56,17 +66,41 @@ pub async fn drive_metrics(shared: Weak<Shared>) {
                 }
             };
             let s = scrape::scrape_all(&targets, &app.analysis.metrics_path, METRIC_TIMEOUT).await;
+            let complete = !targets.is_empty() && s.per_instance.len() == targets.len();
             for b in &app.breakers {
                 let Some(m) = &b.metric else { continue };
                 let value = match m.kind {
+                    _ if !complete => None,
                     MetricKindConfig::Rate => last
                         .get(&key)
                         .and_then(|prev| scrape::counter_rate(prev, &s, &m.name)),
                     MetricKindConfig::Gauge => scrape::gauge(&s, &m.name),
                 };
-                let Some(value) = value else { continue };
+                let run = runs.entry((key.clone(), b.name.clone())).or_default();
+                let Some(value) = value.filter(|v| v.is_finite()) else {
+                    run.1 += 1;
+                    if run.1 >= MISSING_READINGS {
+                        let reason = format!(
+                            "metric {} unread for {} s ({} of {} instances answered {}): not holding the breaker on it",
+                            m.name,
+                            run.1,
+                            s.per_instance.len(),
+                            targets.len(),
+                            app.analysis.metrics_path
+                        );
+                        if run.1 == MISSING_READINGS {
+                            tracing::warn!(app = %key, breaker = %b.name, "{reason}");
+                        }
+                        shared.router.drive_breaker(&key, b, false, reason);
+                    }
+                    continue;
+                };
                 let (out, reason) = judge_metric(m, value, s.per_instance.len());
-                shared.router.drive_breaker(&key, &b.name, out, reason);
+                run.0 = if out { run.0 + 1 } else { 0 };
+                run.1 = 0;
+                if !out || run.0 >= OUT_READINGS {
+                    shared.router.drive_breaker(&key, b, out, reason);
+                }
             }
             last.insert(key, s);
         }
@@ -99,13 +133,13 @@ pub fn judge_metric(m: &MetricConfig, value: f64, instances: usize) -> (bool, St
     (false, format!("{read} back within {range}"))
 }
 
-/// The unit's instances that run now (the ones to scrape).
+/// The unit's instances that serve users now (the ones to scrape).
 fn live_targets(shared: &Shared, unit: &str) -> anyhow::Result<Vec<ScrapeTarget>> {
     Ok(shared
         .store
         .instances(Some(unit), false)?
         .into_iter()
-        .filter(|i| i.pid.is_some() && !i.state.is_leaving())
+        .filter(|i| i.pid.is_some() && i.in_split && i.state == InstanceState::Healthy)
         .map(|i| ScrapeTarget {
             id: i.id.clone(),
             addr: SocketAddr::new(shared.host_address(&i.host), i.port),

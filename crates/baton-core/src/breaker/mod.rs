@@ -161,6 +161,9 @@ impl Breaker {
         reason: String,
         figures: Figures,
     ) -> Option<Transition> {
+        if !self.thresholds.driven {
+            return None;
+        }
         match (self.state, open) {
             (State::Closed, true) => Some(self.enter(State::Open, now, reason, figures)),
             (State::Open | State::HalfOpen, false)
@@ -170,6 +173,19 @@ impl Breaker {
             }
             _ => None,
         }
+    }
+
+    /// Closes a breaker that is being replaced or removed (a config reload), if it is not
+    /// closed, so what it held (its flag) is let go.
+    pub fn retire(&mut self, now: Millis) -> Option<Transition> {
+        (self.state != State::Closed).then(|| {
+            self.enter(
+                State::Closed,
+                now,
+                "changed or removed by a config reload".into(),
+                Figures::default(),
+            )
+        })
     }
 
     /// Ends the cooldown of an open breaker if it is over: open -> half-open. A driven

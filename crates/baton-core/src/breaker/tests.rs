@@ -178,3 +178,15 @@ fn a_driven_breaker_moves_only_when_forced_and_closes_after_its_cooldown() {
     assert_eq!((t.from, t.to), (State::Open, State::Closed));
     assert_eq!(c.admit(6_001).0, Admit::Pass);
 }
+
+#[test]
+fn a_route_breaker_ignores_force_and_retire_closes_any_breaker() {
+    let mut b = Breaker::new(thresholds(), 0);
+    assert!(b.force(true, 10, "x".into(), Figures::default()).is_none());
+    assert_eq!(b.state(), State::Closed);
+    assert!(b.retire(20).is_none(), "closed: nothing to let go");
+    traffic(&mut b, 100, 20, 20, 1);
+    assert_eq!(b.state(), State::Open);
+    let t = b.retire(200).unwrap();
+    assert_eq!((t.from, t.to), (State::Open, State::Closed));
+}
