@@ -167,9 +167,15 @@ async fn serve(
         None => None,
     };
     let cluster = match &config.cluster {
-        Some(c) => Some(Arc::new(
-            crate::cluster::Cluster::open(&data_dir, c).context("cannot set up the cluster CA")?,
-        )),
+        Some(c) => {
+            let cluster = crate::cluster::Cluster::open(&data_dir, c)
+                .context("cannot set up the cluster CA")?;
+            let tunnels = store
+                .host_tunnels()
+                .context("cannot read where the hosts' tunnels listen")?;
+            cluster.restore_tunnels(tunnels, &config.hosts);
+            Some(Arc::new(cluster))
+        }
         None => None,
     };
     let (reloader, reload_queue) = Reloader::new();

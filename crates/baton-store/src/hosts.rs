@@ -196,7 +196,7 @@ impl Store {
                  ON CONFLICT (name) DO UPDATE SET address = excluded.address, \
                    joined_at = excluded.joined_at, generation = hosts.generation + 1, \
                    cert_sha256 = excluded.cert_sha256, agent_version = excluded.agent_version, \
-                   last_seen = excluded.last_seen \
+                   last_seen = excluded.last_seen, tunnel = NULL \
                  RETURNING generation",
                 params![join.name, join.address, join.now, join.cert_sha256, join.version],
                 |r| r.get(0),
@@ -228,6 +228,30 @@ impl Store {
                 |r| r.get(0),
             )
             .op("open host session")
+    }
+
+    /// Records where host `name`'s tunnel listens (`ip:port`, from its session's `hello`).
+    pub fn set_host_tunnel(&self, name: &str, tunnel: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE hosts SET tunnel = ?2 WHERE name = ?1 AND tunnel IS NOT ?2",
+                params![name, tunnel],
+            )
+            .op("record a host's tunnel")?;
+        Ok(())
+    }
+
+    /// Where each joined host's tunnel last listened, as (name, `ip:port`): none for a host
+    /// that has had no session since it joined.
+    pub fn host_tunnels(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, tunnel FROM hosts WHERE tunnel IS NOT NULL ORDER BY name")
+            .op("list host tunnels")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .op("list host tunnels")?;
+        rows.collect::<Result<_, _>>().op("read host tunnels")
     }
 
     /// Host `name` was last seen at `now` (its session ended).
@@ -436,5 +460,28 @@ mod tests {
             s.check_join_token("t3", "s", 0).unwrap(),
             Err(TokenRefusal::Unknown)
         );
+    }
+
+    #[test]
+    fn a_hosts_tunnel_is_kept_until_it_joins_again() {
+        let s = Store::open_in_memory().unwrap();
+        s.create_join_token("t1", "s1", 0, 1000).unwrap();
+        s.join_host(&join("t1", "s1", "web-1", "c1", 10))
+            .unwrap()
+            .unwrap();
+        assert!(s.host_tunnels().unwrap().is_empty(), "no session yet");
+        s.set_host_tunnel("web-1", "10.0.0.11:7000").unwrap();
+        s.set_host_tunnel("web-1", "10.0.0.11:7001").unwrap();
+        s.set_host_tunnel("nobody", "10.0.0.12:7000").unwrap();
+        assert_eq!(
+            s.host_tunnels().unwrap(),
+            [("web-1".to_string(), "10.0.0.11:7001".to_string())]
+        );
+        // A new join is a new machine, maybe: its tunnel is known from its next session only.
+        s.create_join_token("t2", "s2", 20, 1000).unwrap();
+        s.join_host(&join("t2", "s2", "web-1", "c2", 21))
+            .unwrap()
+            .unwrap();
+        assert!(s.host_tunnels().unwrap().is_empty());
     }
 }

@@ -197,6 +197,12 @@ const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL
     );
     "#,
+    // 13: where each host's tunnel listens, as its last session's `hello` said, so that a
+    // restarted controller reaches the hosts' instances before their agents reconnect.
+    // NULL until the host's first session after its join.
+    r#"
+    ALTER TABLE hosts ADD COLUMN tunnel TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

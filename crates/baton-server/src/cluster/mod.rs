@@ -91,6 +91,27 @@ impl Cluster {
         tunnels.get(name).copied()
     }
 
+    /// Where the hosts' tunnels listened before this controller started (the store's), so
+    /// the edge reaches their instances at once, before their agents' sessions are back (an
+    /// agent keeps its tunnel port across its restarts). A host no longer configured, or
+    /// configured at another address since, is left out: its next `hello` says.
+    pub(crate) fn restore_tunnels(
+        &self,
+        stored: Vec<(String, String)>,
+        hosts: &BTreeMap<String, baton_core::config::HostConfig>,
+    ) {
+        let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, addr) in stored {
+            let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+                tracing::warn!(host = %name, tunnel = %addr.escape_debug(), "unreadable tunnel address in the store; waiting for the host's next session");
+                continue;
+            };
+            if hosts.get(&name).is_some_and(|h| h.address == addr.ip()) {
+                tunnels.insert(name, addr);
+            }
+        }
+    }
+
     /// Records where host `name`'s tunnel listens (its `hello`).
     pub(crate) fn set_tunnel_addr(&self, name: &str, addr: std::net::SocketAddr) {
         let mut tunnels = self.tunnels.lock().unwrap_or_else(|e| e.into_inner());

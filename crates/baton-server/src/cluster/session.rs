@@ -86,7 +86,13 @@ pub(super) async fn run(
         return;
     };
     if let Some(offer) = &hello.tunnel {
-        cluster.set_tunnel_addr(&name, std::net::SocketAddr::new(hello.address, offer.port));
+        let addr = std::net::SocketAddr::new(hello.address, offer.port);
+        cluster.set_tunnel_addr(&name, addr);
+        // Kept in the store too: a restarted controller reaches the host's instances before
+        // this session is back (Cluster::restore_tunnels).
+        if let Err(e) = shared.store.set_host_tunnel(&name, &addr.to_string()) {
+            tracing::error!(host = %name, error = %e, "cannot record where a host's tunnel listens");
+        }
     }
     // The controller learns of the new session at once, with what runs on the host.
     let hello_event = AgentEvent::Hello {

@@ -437,6 +437,35 @@ async fn a_controller_killed_leaves_the_hosts_serving_and_re_adopts_them() {
     drop(agents);
 }
 
+/// `baton restart` with every instance on another host: the new controller reaches them
+/// through their hosts' tunnels at once, before the agents' sessions are back (it keeps where
+/// each tunnel listens in its store), so no request fails while the sessions reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_restarts_under_load_reach_the_hosts_instances_at_once() {
+    let (b, agents) = fleet();
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let pids = |b: &Baton| {
+        let mut p: Vec<Option<u32>> = b.status("web").instances.iter().map(|i| i.pid).collect();
+        p.sort();
+        p
+    };
+    let before = pids(&b);
+    let l = load(&b);
+    for _ in 0..3 {
+        crate::restart::restart_ok(&b).await;
+        wait_state(&b, &agents, "web-1", "connected");
+        wait_state(&b, &agents, "web-2", "connected");
+    }
+    let report = l.stop().await;
+    assert_no_failures(
+        &report,
+        "3 controller restarts, every instance on another host",
+    );
+    assert_eq!(pids(&b), before, "re-adopted, never restarted");
+    drop(agents);
+}
+
 #[test]
 fn the_many_hosts_demo_ends_with_no_failed_request() {
     // Alone, as every test that puts load on the machine.

@@ -18,7 +18,7 @@ fn instance_pids(baton: &Baton) -> Vec<u32> {
     pids
 }
 
-async fn restart_ok(baton: &Baton) -> u32 {
+pub(crate) async fn restart_ok(baton: &Baton) -> u32 {
     let before = baton.serving_pid().expect("DATA/baton.pid");
     let o = baton.cli_async(&["restart"]).await;
     assert!(
