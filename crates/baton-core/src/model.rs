@@ -424,6 +424,8 @@ pub enum EventKind {
     ConfigReloaded,
     /// A feature flag was changed live (`baton flag set`); the message says how and by whom.
     FlagChanged,
+    /// An OFREP token was created or revoked; the message says which and by whom.
+    FlagToken,
     /// A circuit breaker opened: its route's window crossed a threshold (or a probe failed).
     BreakerOpened,
     /// An open breaker's cooldown ended: it admits probe requests.
@@ -468,6 +470,7 @@ impl EventKind {
             EventKind::LbEndpoint => "lb_endpoint",
             EventKind::ConfigReloaded => "config_reloaded",
             EventKind::FlagChanged => "flag_changed",
+            EventKind::FlagToken => "flag_token",
             EventKind::BreakerOpened => "breaker_opened",
             EventKind::BreakerHalfOpen => "breaker_half_open",
             EventKind::BreakerClosed => "breaker_closed",

@@ -3,7 +3,7 @@
 //! transaction; and the OFREP listener's read-only tokens, stored as the sha256 of the secret.
 
 use baton_core::model::{Event, EventKind, Millis};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use crate::db::Store;
 use crate::error::{SqlResultExt, StoreError};
@@ -37,6 +37,50 @@ pub struct FlagToken {
     pub env: String,
     /// sha256 of the secret, hex.
     pub secret_sha256: String,
+}
+
+/// An OFREP token as listed: who made it and whether it was revoked, never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagTokenRecord {
+    /// Its id.
+    pub id: i64,
+    /// The app it evaluates flags of.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// Who made it.
+    pub actor: String,
+    /// When (unix ms).
+    pub created_at: Millis,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<Millis>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+}
+
+/// What a revocation found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Revoked {
+    /// The token was valid and is revoked now; its event.
+    Now(FlagTokenRecord, Event),
+    /// It had been revoked before: nothing changed.
+    Before(FlagTokenRecord),
+    /// The app has no token with this id.
+    Unknown,
+}
+
+const TOKEN_RECORD_COLUMNS: &str = "id, app, env, actor, created_at, revoked_at, revoked_by";
+
+fn read_token_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<FlagTokenRecord> {
+    Ok(FlagTokenRecord {
+        id: r.get(0)?,
+        app: r.get(1)?,
+        env: r.get(2)?,
+        actor: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+        revoked_by: r.get(6)?,
+    })
 }
 
 /// A `flag_changes` row selected as `app, env, flag, spec, actor, at`.
@@ -102,7 +146,8 @@ impl Store {
         rows.collect::<Result<_, _>>().op("read flag history")
     }
 
-    /// Stores a new OFREP token for `app` in `env`; returns its id.
+    /// Stores a new OFREP token for `app` in `env`, with a `flag_token` event of the unit
+    /// that says who made it, in one transaction; returns its id and the event.
     pub fn create_flag_token(
         &self,
         app: &str,
@@ -110,21 +155,84 @@ impl Store {
         secret_sha256: &str,
         actor: &str,
         now: Millis,
-    ) -> Result<i64, StoreError> {
-        let conn = self.conn();
-        conn.execute(
+    ) -> Result<(i64, Event), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().op("begin flag token")?;
+        tx.execute(
             "INSERT INTO flag_tokens (app, env, secret_sha256, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![app, env, secret_sha256, actor, now],
         )
         .op("create flag token")?;
-        Ok(conn.last_insert_rowid())
+        let id = tx.last_insert_rowid();
+        let message = format!("OFREP token {id} created by {actor}");
+        let unit = format!("{app}@{env}");
+        let event = insert_event(&tx, now, &unit, None, EventKind::FlagToken, &message)?;
+        tx.commit().op("commit flag token")?;
+        Ok((id, event))
     }
 
-    /// Every OFREP token.
+    /// Revokes `app`'s OFREP token `id` (in whichever environment), recorded as a
+    /// `flag_token` event with who did it, in one transaction. Revoking twice changes nothing.
+    pub fn revoke_flag_token(
+        &self,
+        app: &str,
+        id: i64,
+        actor: &str,
+        now: Millis,
+    ) -> Result<Revoked, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().op("begin token revocation")?;
+        let found = tx
+            .query_row(
+                &format!(
+                    "SELECT {TOKEN_RECORD_COLUMNS} FROM flag_tokens WHERE app = ?1 AND id = ?2"
+                ),
+                params![app, id],
+                read_token_record,
+            )
+            .optional()
+            .op("find flag token")?;
+        let Some(mut token) = found else {
+            return Ok(Revoked::Unknown);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(Revoked::Before(token));
+        }
+        tx.execute(
+            "UPDATE flag_tokens SET revoked_at = ?2, revoked_by = ?3 WHERE id = ?1",
+            params![id, now, actor],
+        )
+        .op("revoke flag token")?;
+        let message = format!("OFREP token {id} revoked by {actor}");
+        let unit = format!("{app}@{}", token.env);
+        let event = insert_event(&tx, now, &unit, None, EventKind::FlagToken, &message)?;
+        tx.commit().op("commit token revocation")?;
+        (token.revoked_at, token.revoked_by) = (Some(now), Some(actor.to_string()));
+        Ok(Revoked::Now(token, event))
+    }
+
+    /// Every OFREP token of `app`, revoked or not, oldest first.
+    pub fn flag_token_records(&self, app: &str) -> Result<Vec<FlagTokenRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_RECORD_COLUMNS} FROM flag_tokens WHERE app = ?1 ORDER BY id"
+            ))
+            .op("list flag tokens")?;
+        let rows = stmt
+            .query_map(params![app], read_token_record)
+            .op("list flag tokens")?;
+        rows.collect::<Result<_, _>>().op("read flag tokens")
+    }
+
+    /// Every OFREP token that is not revoked: those the OFREP listener accepts.
     pub fn flag_tokens(&self) -> Result<Vec<FlagToken>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT id, app, env, secret_sha256 FROM flag_tokens ORDER BY id")
+            .prepare_cached(
+                "SELECT id, app, env, secret_sha256 FROM flag_tokens WHERE revoked_at IS NULL \
+                 ORDER BY id",
+            )
             .op("list flag tokens")?;
         let rows = stmt
             .query_map([], |r| {
@@ -183,7 +291,7 @@ mod tests {
         assert_eq!(ats, vec![("b", 3), ("a", 2), ("a", 1)]);
         assert_eq!(store.flag_history("web", 1).unwrap().len(), 1);
         assert!(store.flag_history("api", 10).unwrap().is_empty());
-        let id = store
+        let (id, _) = store
             .create_flag_token("web", "production", "ab", "alice", 4)
             .unwrap();
         assert_eq!(store.flag_tokens().unwrap()[0].id, id);
@@ -192,5 +300,54 @@ mod tests {
                 .create_flag_token("api", "test", "ab", "bob", 5)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_revoked_token_is_kept_on_record_and_no_longer_accepted() {
+        let store = Store::open_in_memory().unwrap();
+        let (a, created) = store
+            .create_flag_token("web", "production", "aa", "alice", 1)
+            .unwrap();
+        assert_eq!(created.message, "OFREP token 1 created by alice");
+        let (b, _) = store
+            .create_flag_token("web", "staging", "bb", "alice", 2)
+            .unwrap();
+        assert_eq!(store.flag_tokens().unwrap().len(), 2);
+        assert_eq!(
+            store.revoke_flag_token("api", a, "bob", 3).unwrap(),
+            Revoked::Unknown,
+            "another app's token"
+        );
+        let Revoked::Now(record, event) = store.revoke_flag_token("web", a, "bob", 3).unwrap()
+        else {
+            panic!("revoked now")
+        };
+        assert_eq!(
+            (record.revoked_at, record.revoked_by.as_deref()),
+            (Some(3), Some("bob"))
+        );
+        assert_eq!(
+            (
+                event.kind.as_str(),
+                event.app.as_str(),
+                event.message.as_str()
+            ),
+            (
+                "flag_token",
+                "web@production",
+                "OFREP token 1 revoked by bob"
+            )
+        );
+        assert!(matches!(
+            store.revoke_flag_token("web", a, "carol", 4).unwrap(),
+            Revoked::Before(r) if r.revoked_by.as_deref() == Some("bob")
+        ));
+        let valid: Vec<i64> = store.flag_tokens().unwrap().iter().map(|t| t.id).collect();
+        assert_eq!(valid, [b]);
+        let listed = store.flag_token_records("web").unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].revoked_at, Some(3));
+        assert_eq!(listed[1].revoked_at, None);
+        assert!(store.flag_token_records("api").unwrap().is_empty());
     }
 }

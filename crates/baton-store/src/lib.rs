@@ -38,7 +38,7 @@ pub use contracts::{Contract, ContractState};
 pub use db::Store;
 pub use deployments::NewDeployment;
 pub use error::StoreError;
-pub use flags::{FlagChange, FlagToken};
+pub use flags::{FlagChange, FlagToken, FlagTokenRecord, Revoked};
 pub use hosts::{HostJoin, StoredHost, StoredToken, TokenRefusal, check_token};
 pub use limits::ImportLimits;
 pub use releases::ReleaseOutcome;

@@ -203,6 +203,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE hosts ADD COLUMN tunnel TEXT;
     "#,
+    // 14: revoked OFREP tokens: kept (with who revoked them, and when) for the record, never
+    // accepted again.
+    r#"
+    ALTER TABLE flag_tokens ADD COLUMN revoked_at INTEGER;
+    ALTER TABLE flag_tokens ADD COLUMN revoked_by TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

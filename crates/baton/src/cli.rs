@@ -234,6 +234,23 @@ pub enum FlagCmd {
         /// The app.
         app: String,
     },
+    /// List the app's OFREP tokens (never their secrets): who made each, when, and whether
+    /// it was revoked.
+    Tokens {
+        /// The app.
+        app: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an OFREP token: the OFREP listener refuses it from now on. Recorded with who
+    /// did it.
+    Revoke {
+        /// The app.
+        app: String,
+        /// The token's id (`baton flag tokens APP`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

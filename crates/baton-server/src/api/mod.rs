@@ -70,7 +70,11 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/apps/{app}/flags/{flag}", post(crate::flags::api::set))
         .route(
             "/v1/apps/{app}/flag-tokens",
-            post(crate::flags::api::create_token),
+            post(crate::flags::api::create_token).get(crate::flags::api::list_tokens),
+        )
+        .route(
+            "/v1/apps/{app}/flag-tokens/{id}/revoke",
+            post(crate::flags::api::revoke_token),
         )
         .route("/v1/apps/{app}/breakers", get(intents::breakers))
         .route("/v1/deployments/{id}", get(handlers::deployment))

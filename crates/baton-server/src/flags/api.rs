@@ -1,7 +1,8 @@
 //! The admin API's flag routes (behind the API token): `GET /v1/apps/{app}/flags` (every
 //! flag in force with its source and any breaker holding it off), `POST
 //! /v1/apps/{app}/flags/{flag}` (a live change, recorded with its actor as a `flag_changed`
-//! event) and `POST /v1/apps/{app}/flag-tokens` (a read-only OFREP token, shown once).
+//! event), `POST /v1/apps/{app}/flag-tokens` (a read-only OFREP token, shown once), `GET`
+//! there (every token, never a secret) and `POST /v1/apps/{app}/flag-tokens/{id}/revoke`.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use baton_core::flags::{FlagRule, FlagSpec, valid_flag_name};
-use baton_store::FlagChange;
+use baton_store::{FlagChange, FlagTokenRecord, Revoked};
 use serde::{Deserialize, Serialize};
 
 use super::{Source, load_stored, secret_sha256};
@@ -314,7 +315,7 @@ pub(crate) async fn create_token(
     let token: String = std::iter::once("bft_".to_string())
         .chain(bytes.iter().map(|b| format!("{b:02x}")))
         .collect();
-    let id = shared.store.create_flag_token(
+    let (id, event) = shared.store.create_flag_token(
         &app,
         &env,
         &secret_sha256(token.as_bytes()),
@@ -322,7 +323,7 @@ pub(crate) async fn create_token(
         clock::now(),
     )?;
     load_stored(&shared.flags, &shared.store)?;
-    tracing::info!(app = %app, env = %env, id, actor = %actor, "flag token created");
+    shared.published(&event);
     Ok((
         StatusCode::CREATED,
         Json(FlagTokenCreated {
@@ -332,4 +333,108 @@ pub(crate) async fn create_token(
             token,
         }),
     ))
+}
+
+/// An OFREP token as listed: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlagTokenView {
+    /// Its id.
+    pub id: i64,
+    /// The environment whose flags it evaluates.
+    pub env: String,
+    /// Who made it.
+    pub actor: String,
+    /// When (unix ms).
+    pub created_at: i64,
+    /// When it was revoked, or null while it is valid.
+    pub revoked_at: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+}
+
+impl From<FlagTokenRecord> for FlagTokenView {
+    fn from(t: FlagTokenRecord) -> FlagTokenView {
+        FlagTokenView {
+            id: t.id,
+            env: t.env,
+            actor: t.actor,
+            created_at: t.created_at,
+            revoked_at: t.revoked_at,
+            revoked_by: t.revoked_by,
+        }
+    }
+}
+
+/// `POST /v1/apps/{app}/flag-tokens/{id}/revoke`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagTokenRevokeRequest {
+    /// Who asks (recorded in the event).
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlagTokenRevoked {
+    /// The token, as it is now.
+    pub token: FlagTokenView,
+    /// False when it had been revoked before.
+    pub changed: bool,
+}
+
+/// The tokens of `app`, which must be configured or have tokens (a removed app's tokens can
+/// still be listed and revoked).
+fn token_records(shared: &Shared, app: &str) -> Result<Vec<FlagTokenRecord>, ApiError> {
+    let records = shared.store.flag_token_records(app)?;
+    if records.is_empty() && !shared.config().config.apps.contains_key(app) {
+        return Err(unknown_app(shared, app));
+    }
+    Ok(records)
+}
+
+/// `GET /v1/apps/{app}/flag-tokens`: every OFREP token of the app, revoked ones too.
+pub(crate) async fn list_tokens(
+    State(shared): State<Arc<Shared>>,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<FlagTokenView>>, ApiError> {
+    let records = token_records(&shared, &app)?;
+    Ok(Json(records.into_iter().map(FlagTokenView::from).collect()))
+}
+
+/// `POST /v1/apps/{app}/flag-tokens/{id}/revoke`: the OFREP listener refuses the token from
+/// now on; recorded as a `flag_token` event with who did it.
+pub(crate) async fn revoke_token(
+    State(shared): State<Arc<Shared>>,
+    Path((app, id)): Path<(String, i64)>,
+    body: Result<Json<FlagTokenRevokeRequest>, JsonRejection>,
+) -> Result<Json<FlagTokenRevoked>, ApiError> {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => FlagTokenRevokeRequest::default(),
+        Err(e) => return Err(ApiError::json_body(&e, r#"{"actor": "alice"}"#)),
+    };
+    let actor = check_actor(req.actor.as_deref())?;
+    token_records(&shared, &app)?;
+    let (token, changed) = match shared
+        .store
+        .revoke_flag_token(&app, id, &actor, clock::now())?
+    {
+        Revoked::Now(token, event) => {
+            // The OFREP listener's snapshot drops it before this answers.
+            load_stored(&shared.flags, &shared.store)?;
+            shared.published(&event);
+            (token, true)
+        }
+        Revoked::Before(token) => (token, false),
+        Revoked::Unknown => {
+            return Err(ApiError::not_found(format!(
+                "app {app} has no OFREP token {id}; `baton flag tokens {app}` lists them"
+            )));
+        }
+    };
+    Ok(Json(FlagTokenRevoked {
+        token: token.into(),
+        changed,
+    }))
 }

@@ -338,6 +338,7 @@ pub fn is_deployment_event(kind: &str) -> bool {
         || kind.starts_with("breaker_")
         || kind == "config_reloaded"
         || kind == "flag_changed"
+        || kind == "flag_token"
 }
 
 /// The JSON body POSTed for `event`: its fields named as in the API, plus `"source": "baton"`.

@@ -1,9 +1,13 @@
-//! `baton flag set|reset|token` and `baton flags`: feature flags changed live and shown.
+//! `baton flag set|reset|token|tokens|revoke` and `baton flags`: feature flags changed live
+//! and shown, and the OFREP listener's read-only tokens.
 
 use std::path::Path;
 
 use baton_core::flags::parse_rule;
-use baton_server::flags::api::{FlagSetRequest, FlagTokenCreated, FlagTokenRequest, FlagView};
+use baton_server::flags::api::{
+    FlagSetRequest, FlagTokenCreated, FlagTokenRequest, FlagTokenRevokeRequest, FlagTokenRevoked,
+    FlagTokenView, FlagView,
+};
 
 use crate::client::{Client, actor, encode, env_query};
 use crate::exit::{Failure, Result};
@@ -86,6 +90,80 @@ pub async fn token(config: &Path, app: &str, env: Option<&str>) -> Result<()> {
         "read-only: evaluates the flags of {} in {} on the OFREP listener ([flags] listen) and nothing else; shown only now, keep it secret",
         esc(&created.app),
         esc(&created.env)
+    );
+    Ok(())
+}
+
+/// One line per OFREP token of the app (in `env` only, if given).
+pub async fn tokens(config: &Path, app: &str, env: Option<&str>, json: bool) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let path = format!("/v1/apps/{}/flag-tokens", encode(app));
+    let mut tokens: Vec<FlagTokenView> = client.get(&path).await?;
+    tokens.retain(|t| env.is_none_or(|e| t.env == e));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tokens).expect("serializable")
+        );
+        return Ok(());
+    }
+    if tokens.is_empty() {
+        println!(
+            "{} has no OFREP tokens: `baton flag token {}` makes one",
+            esc(app),
+            esc(app)
+        );
+        return Ok(());
+    }
+    println!("{:<6} {:<12} {:<40} state", "id", "env", "created");
+    for t in &tokens {
+        let created = format!(
+            "{} UTC by {}",
+            output::date_time(t.created_at),
+            esc(&t.actor)
+        );
+        println!(
+            "{:<6} {:<12} {:<40} {}",
+            t.id,
+            esc(&t.env),
+            created,
+            token_state(t)
+        );
+    }
+    Ok(())
+}
+
+fn token_state(t: &FlagTokenView) -> String {
+    match (t.revoked_at, &t.revoked_by) {
+        (Some(at), by) => format!(
+            "revoked {} UTC by {}",
+            output::date_time(at),
+            esc(by.as_deref().unwrap_or("?"))
+        ),
+        (None, _) => "valid".into(),
+    }
+}
+
+/// Revokes an OFREP token and says so (also when it was revoked before).
+pub async fn revoke(config: &Path, app: &str, id: i64) -> Result<()> {
+    let client = Client::from_config(config)?;
+    let req = FlagTokenRevokeRequest {
+        actor: Some(actor()),
+    };
+    let path = format!("/v1/apps/{}/flag-tokens/{id}/revoke", encode(app));
+    let done: FlagTokenRevoked = client.post_json(&path, &req).await?;
+    let t = &done.token;
+    let what = if done.changed {
+        "revoked: the OFREP listener refuses it from now on"
+    } else {
+        "was already revoked"
+    };
+    println!(
+        "token {} of {} in {} {what} ({})",
+        t.id,
+        esc(app),
+        esc(&t.env),
+        token_state(t)
     );
     Ok(())
 }

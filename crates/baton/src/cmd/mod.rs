@@ -165,6 +165,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 flags::reset(&config, &app, &flag, env).await
             }
             Command::Flag(FlagCmd::Token { app }) => flags::token(&config, &app, env).await,
+            Command::Flag(FlagCmd::Tokens { app, json }) => {
+                flags::tokens(&config, &app, env, json).await
+            }
+            Command::Flag(FlagCmd::Revoke { app, id }) => flags::revoke(&config, &app, id).await,
             Command::Agent(args) => agent::run(args).await,
             Command::Demo(args) => match args.command {
                 Some(DemoCmd::Artifact {

@@ -390,6 +390,65 @@ async fn bulk_evaluation_has_an_etag_and_the_token_only_evaluates() {
     let (status, _, body) = call(ofrep, Some(&bearer), one, "{}", None).await;
     let got = (status, body["value"].as_bool(), body["reason"].as_str());
     assert_eq!(got, (200, Some(true), Some("STATIC")), "{body}");
+
+    // A leaked token is revoked: refused at once, kept on record with who did it.
+    let o = baton.cli(&["flag", "token", "web"]);
+    let other = format!("Bearer {}", String::from_utf8(o.stdout).unwrap().trim());
+    let o = baton.cli(&["flag", "tokens", "web", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert!(!text(&o).contains("bft_"), "a listing never shows a secret");
+    let first = ids[0].to_string();
+    let o = baton.cli(&["flag", "revoke", "web", &first]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("revoked: the OFREP listener refuses it"),
+        "{}",
+        text(&o)
+    );
+    let (status, _, body) = call(ofrep, Some(&bearer), one, "{}", None).await;
+    assert_eq!(status, 401, "a revoked token: {body}");
+    let (status, _, body) = call(ofrep, Some(&other), one, "{}", None).await;
+    assert_eq!(status, 200, "the other token still works: {body}");
+    let o = baton.cli(&["flag", "revoke", "web", &first]);
+    assert!(text(&o).contains("was already revoked"), "{}", text(&o));
+    let o = baton.cli(&["flag", "tokens", "web"]);
+    let shown = text(&o);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with(&first) && l.contains("revoked"))
+            && shown.lines().filter(|l| l.ends_with("valid")).count() == 1,
+        "{shown}"
+    );
+    let o = baton.cli(&["flag", "revoke", "web", "999"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("no OFREP token 999"), "{}", text(&o));
+    let db = rusqlite::Connection::open_with_flags(
+        baton.data_dir().join("baton.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut stmt = db
+        .prepare("SELECT message FROM events WHERE app = 'web@production' AND kind = 'flag_token' ORDER BY id")
+        .unwrap();
+    let tokens: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(tokens.len(), 3, "two made, one revoked: {tokens:?}");
+    assert!(
+        tokens[2].starts_with(&format!("OFREP token {first} revoked by ")),
+        "{tokens:?}"
+    );
 }
 
 /// GETs the demo's `/headers` through the app's listener: the `X-Baton-Flags` it got.
