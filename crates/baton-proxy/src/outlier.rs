@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use baton_core::breaker::outlier::{ejection_ms, may_eject};
+use baton_core::breaker::outlier::{ejection_ms, may_eject, remembered_ejections};
 use baton_core::config::OutlierConfig;
 
 use crate::backend::Backend;
@@ -50,7 +50,8 @@ pub struct Ejected {
     pub release: String,
     /// When its ejection ends (unix ms).
     pub until: i64,
-    /// How many times it has been ejected.
+    /// How many of its ejections count (each lasts longer; one is forgotten per
+    /// `base_ejection` it serves without one).
     pub ejections: u32,
 }
 
@@ -133,11 +134,12 @@ pub(crate) fn note(config: &AppOutlier, route: &AppRoute, backend: &Backend, err
     if !may_eject(&config, ejected, release.backends.len()) {
         return;
     }
-    let ejections = state.ejections.fetch_add(1, Relaxed) + 1;
+    let now = now_ms();
+    let before = state.ejections.load(Relaxed);
+    let ejections = remembered_ejections(&config, before, state.until.load(Relaxed), now) + 1;
+    state.ejections.store(ejections, Relaxed);
     let ms = ejection_ms(&config, ejections);
-    state
-        .until
-        .store(now_ms().saturating_add(ms as i64), Relaxed);
+    state.until.store(now.saturating_add(ms as i64), Relaxed);
     state.in_a_row.store(0, Relaxed);
     state.ejected.store(true, Relaxed);
     tracing::warn!(instance = %backend.instance(), in_a_row, ejections, ms, "instance ejected after errors in a row");

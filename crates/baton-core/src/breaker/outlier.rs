@@ -13,6 +13,22 @@ pub fn ejection_ms(config: &OutlierConfig, ejections: u32) -> u64 {
         .min(config.max_ejection.as_millis())
 }
 
+/// How many of an instance's `ejections` still count at `now_ms` (unix ms), its last one having
+/// ended at `ended_ms`: one is forgotten for every whole `base_ejection` since, so an instance
+/// that fails once a day is not held out for `max_ejection` forever (Envoy decrements its
+/// multiplier the same way while a host stays in).
+pub fn remembered_ejections(
+    config: &OutlierConfig,
+    ejections: u32,
+    ended_ms: i64,
+    now_ms: i64,
+) -> u32 {
+    let base = config.base_ejection.as_millis().max(1);
+    let quiet = u64::try_from(now_ms.saturating_sub(ended_ms)).unwrap_or(0);
+    let forgotten = u32::try_from(quiet / base).unwrap_or(u32::MAX);
+    ejections.saturating_sub(forgotten)
+}
+
 /// Whether one more of a release's `total` instances may be ejected while `ejected` already
 /// are: at most `max_ejection_percent` of them (rounded down), and never every one.
 pub fn may_eject(config: &OutlierConfig, ejected: usize, total: usize) -> bool {
@@ -48,6 +64,33 @@ mod tests {
         for (n, ms) in table {
             assert_eq!(ejection_ms(&c, n), ms, "{n}");
         }
+    }
+
+    #[test]
+    fn ejections_are_forgotten_one_per_base_ejection_in_service() {
+        let c = config(50);
+        // (ejections, ended at, now, still counted)
+        let table = [
+            (3, 1_000, 500, 3),     // not over yet
+            (3, 1_000, 1_000, 3),   // just over
+            (3, 1_000, 30_999, 3),  // less than one base_ejection since
+            (3, 1_000, 31_000, 2),  // one
+            (3, 1_000, 61_000, 1),  // two
+            (3, 1_000, 900_000, 0), // long since
+            (0, 1_000, 900_000, 0),
+        ];
+        for (n, ended, now, left) in table {
+            assert_eq!(
+                remembered_ejections(&c, n, ended, now),
+                left,
+                "{n} {ended} {now}"
+            );
+        }
+        // So the next ejection after a long healthy stretch is a short one again.
+        assert_eq!(
+            ejection_ms(&c, remembered_ejections(&c, 4, 0, 1_000_000) + 1),
+            30_000
+        );
     }
 
     #[test]
