@@ -6,9 +6,11 @@
 //! app listener and never the control channel.
 //!
 //! An agent restart hands the listening socket over (the port stays); the old agent stops
-//! accepting and closes each of its connections once it is quiet after a response (as a
-//! server closes an idle keep-alive connection: the edge's pool notices, or replays an
-//! idempotent request that raced the close), so requests in flight finish.
+//! accepting and keeps splicing each of its connections until the edge closes it. The edge
+//! does so as soon as the new agent's session opens (the host's tunnel epoch moves: its
+//! idle connections are closed at once, the others when their exchange ends, and none is
+//! reused), so nothing is cut mid-answer: a long response, server-sent events or a
+//! WebSocket go on until they end, or until [`DRAIN_TIMEOUT`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,6 @@ use baton_cluster::{ACK, TunnelCert, TunnelOffer};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -33,10 +34,9 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The hand-over name of the tunnel's socket (an agent restart keeps its port).
 const SOCKET_NAME: &str = "tunnel";
-/// While draining, how long a connection must be quiet after a response to be closed.
-const QUIET: Duration = Duration::from_millis(100);
-/// Longest a draining agent waits for its tunnel connections (the host proxy's drain's).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a draining agent waits for the edge to close its tunnel connections: a stream
+/// still open then is cut.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bytes copied per read, each way.
 const SPLICE_BUF: usize = 16 * 1024;
 /// Most connections in their handshake or preamble at once; more are closed at accept, so
@@ -58,8 +58,6 @@ pub(crate) struct Tunnel {
     key: PrivateKeyDer<'static>,
     cert: Arc<TunnelCert>,
     accept: tokio::task::JoinHandle<()>,
-    /// `true` once the agent hands over: connections close when quiet.
-    drain: watch::Sender<bool>,
     /// One clone per open connection.
     open: Arc<()>,
     /// Where the certificate is kept.
@@ -120,12 +118,10 @@ impl Tunnel {
             })?
             .port();
         tracing::info!(listen = %SocketAddr::new(address, port), "tunnel listening");
-        let (drain, draining) = watch::channel(false);
         let open = Arc::new(());
         let conns = Conns {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             executor,
-            draining,
             _open: open.clone(),
         };
         Ok(Tunnel {
@@ -134,17 +130,15 @@ impl Tunnel {
             key: private,
             cert,
             accept: tokio::spawn(serve(listener, conns)),
-            drain,
             open,
             cert_file,
         })
     }
 
     /// After a hand-over: accepts no more (the new agent does) and waits, at most
-    /// [`DRAIN_TIMEOUT`], for the open connections to close once quiet.
+    /// [`DRAIN_TIMEOUT`], for the edge to close the open connections.
     pub(crate) async fn drain(&self) {
         self.accept.abort();
-        self.drain.send_replace(true);
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         // The accept task holds one clone until its abort lands.
         while Arc::strong_count(&self.open) > 1 && tokio::time::Instant::now() < deadline {
@@ -188,7 +182,6 @@ impl Tunnel {
 struct Conns {
     acceptor: TlsAcceptor,
     executor: Arc<Executor>,
-    draining: watch::Receiver<bool>,
     /// Counts the connection as open while it lives ([`Tunnel::drain`] waits for them).
     _open: Arc<()>,
 }
@@ -260,33 +253,20 @@ async fn open(
     tls.write_all(ACK).await.map_err(|e| e.to_string())?;
     tls.flush().await.map_err(|e| e.to_string())?;
     // Either side closing ends the splice; errors then are the usual resets, not news.
-    let _ = splice(tls, instance, conns.draining.clone()).await;
+    let _ = splice(tls, instance).await;
     Ok(())
 }
 
-/// Which way bytes last went.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Last {
-    /// Nothing yet, or the instance's answer: the connection is between exchanges when quiet.
-    Answer,
-    /// The edge's request: the instance owes an answer.
-    Request,
-}
-
-/// Copies bytes both ways until both sides have closed, or, once `draining`, the connection
-/// has been quiet for [`QUIET`] after an answer.
-async fn splice(
-    tls: TlsStream<TcpStream>,
-    mut instance: TcpStream,
-    mut draining: watch::Receiver<bool>,
-) -> std::io::Result<()> {
+/// Copies bytes both ways until both sides have closed, or nothing went either way for
+/// [`SPLICE_IDLE`]. The agent never closes a connection on its own otherwise: it does not
+/// follow HTTP framing, so only the edge knows when a connection is between exchanges.
+async fn splice(tls: TlsStream<TcpStream>, mut instance: TcpStream) -> std::io::Result<()> {
     let (mut edge_rd, mut edge_wr) = tokio::io::split(tls);
     let (mut inst_rd, mut inst_wr) = instance.split();
     let (mut up, mut down) = (vec![0u8; SPLICE_BUF], vec![0u8; SPLICE_BUF]);
     let (mut up_open, mut down_open) = (true, true);
-    let mut last = (Last::Answer, Instant::now());
+    let mut last = Instant::now();
     while up_open || down_open {
-        let quiet = *draining.borrow() && last.0 == Last::Answer;
         tokio::select! {
             n = edge_rd.read(&mut up), if up_open => match n? {
                 0 => {
@@ -295,7 +275,7 @@ async fn splice(
                 }
                 n => {
                     inst_wr.write_all(&up[..n]).await?;
-                    last = (Last::Request, Instant::now());
+                    last = Instant::now();
                 }
             },
             n = inst_rd.read(&mut down), if down_open => match n? {
@@ -306,19 +286,10 @@ async fn splice(
                 n => {
                     edge_wr.write_all(&down[..n]).await?;
                     edge_wr.flush().await?;
-                    last = (Last::Answer, Instant::now());
+                    last = Instant::now();
                 }
             },
-            changed = draining.changed(), if !*draining.borrow() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-            }
-            () = tokio::time::sleep_until(last.1 + QUIET), if quiet => {
-                let _ = edge_wr.shutdown().await;
-                return Ok(());
-            }
-            () = tokio::time::sleep_until(last.1 + SPLICE_IDLE) => {
+            () = tokio::time::sleep_until(last + SPLICE_IDLE) => {
                 let _ = edge_wr.shutdown().await;
                 return Ok(());
             }

@@ -145,6 +145,7 @@ async fn route(state: &State, req: Request<Incoming>) -> (&'static str, Response
         (&Method::GET, "/") => ("/", root(state).await),
         (&Method::GET, "/health") => ("/health", health(state)),
         (&Method::GET, "/slow") => ("/slow", slow(state, req.uri().query()).await),
+        (&Method::GET, "/events") => ("/events", events(state, req.uri().query())),
         (&Method::GET, "/metrics") => ("/metrics", metrics(state)),
         (&Method::POST, "/signup") => ("/signup", signup(state, req).await),
         (&Method::POST, "/echo") => ("/echo", echo(req)),
@@ -263,6 +264,87 @@ async fn slow(state: &State, query: Option<&str>) -> Response<Body> {
     };
     tokio::time::sleep(delay).await;
     json(StatusCode::OK, state.version_json.clone())
+}
+
+/// Most events one `/events` answer sends.
+const MAX_EVENTS: u64 = 10_000;
+
+/// `GET /events?n=N&ms=M`: `text/event-stream`, N server-sent events, the first at once and
+/// then one every M ms: an answer that pauses mid-body, as a live feed does.
+fn events(state: &State, query: Option<&str>) -> Response<Body> {
+    let param = |name: &str| {
+        query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(str::parse::<u64>)
+    };
+    let (n, every) = match (param("n"), param("ms")) {
+        (Some(Ok(n)), Some(Ok(ms)))
+            if n <= MAX_EVENTS && Duration::from_millis(n.saturating_mul(ms)) <= MAX_SLOW =>
+        {
+            (n, Duration::from_millis(ms))
+        }
+        _ => {
+            let msg = format!(
+                "usage: GET /events?n=N&ms=M with N in 0..={MAX_EVENTS} and N x M at most {} ms\n",
+                MAX_SLOW.as_millis()
+            );
+            return text(StatusCode::BAD_REQUEST, msg);
+        }
+    };
+    let stream = Events {
+        sent: 0,
+        n,
+        every,
+        sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        data: format!("{} {}", state.opts.demo.version, state.opts.instance),
+    };
+    let mut resp = Response::new(stream.map_err(|never| match never {}).boxed());
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// The body of `/events`: `id: K` and `data: VERSION INSTANCE` per event.
+struct Events {
+    sent: u64,
+    n: u64,
+    every: Duration,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    data: String,
+}
+
+impl hyper::body::Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        if self.sent == self.n {
+            return std::task::Poll::Ready(None);
+        }
+        if self.sent > 0 {
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+        }
+        let next = tokio::time::Instant::now() + self.every;
+        self.sleep.as_mut().reset(next);
+        self.sent += 1;
+        let event = format!("id: {}\ndata: {}\n\n", self.sent, self.data);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(event)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.sent == self.n
+    }
 }
 
 fn metrics(state: &State) -> Response<Body> {

@@ -30,6 +30,14 @@ const READ_BUF: usize = 8 * 1024;
 pub trait Dial: std::fmt::Debug + Send + Sync {
     /// A new stream to the backend; an error means nothing reached it.
     fn dial(&self) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>>;
+
+    /// Which of its streams may still be reused: one opened under an older epoch is closed
+    /// instead of being taken or parked again, because its far end is going away (a
+    /// restarted agent's old tunnel waits for the edge to close its connections). Always 0
+    /// unless the dialer says otherwise.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// The idle connections of one backend.
@@ -65,6 +73,8 @@ pub struct Conn {
     /// Bytes read from the backend and not yet consumed.
     pub(crate) read_buf: BytesMut,
     generation: u64,
+    /// The dialer's epoch when it was opened ([`Dial::epoch`]).
+    epoch: u64,
     slot: usize,
     /// Taken from the pool rather than just opened: the backend may have closed it meanwhile.
     pub(crate) reused: bool,
@@ -266,15 +276,21 @@ impl Pool {
         }
     }
 
-    /// The most recently parked connection that is still open.
+    /// The dialer's epoch now (0 for a TCP connect).
+    fn epoch(&self) -> u64 {
+        self.dial.as_ref().map_or(0, |d| d.epoch())
+    }
+
+    /// The most recently parked connection that is still open (and of the current epoch).
     fn take(&self) -> Option<Conn> {
+        let epoch = self.epoch();
         let mut idle = self.lock();
         while let Some((mut conn, _)) = idle.parked.pop() {
             let open = match &conn.io {
                 Io::Whole(stream) => is_open(stream),
                 Io::Split { .. } => false,
             };
-            if conn.generation == idle.generation && open {
+            if conn.generation == idle.generation && conn.epoch == epoch && open {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -285,6 +301,8 @@ impl Pool {
     /// A new connection.
     pub async fn connect(&self) -> Result<Conn, UpstreamError> {
         let generation = self.lock().generation;
+        // Read before dialing: a stream opened while the epoch moves counts as the old one's.
+        let epoch = self.epoch();
         let connect = async {
             match &self.dial {
                 Some(dial) => dial.dial().await,
@@ -302,6 +320,7 @@ impl Pool {
             io: Io::Whole(stream),
             read_buf: BytesMut::with_capacity(READ_BUF),
             generation,
+            epoch,
             slot: self.slot,
             reused: false,
         })
@@ -310,8 +329,9 @@ impl Pool {
     /// Parks `conn` after a complete exchange, unless [`Pool::close_idle`] ran since it was
     /// taken.
     pub fn put(self: &Arc<Self>, conn: Conn) {
+        let epoch = self.epoch();
         let mut idle = self.lock();
-        if conn.generation != idle.generation {
+        if conn.generation != idle.generation || conn.epoch != epoch {
             return;
         }
         if idle.parked.len() >= self.max_idle {
@@ -335,6 +355,13 @@ impl Pool {
         let mut idle = self.lock();
         idle.generation += 1;
         idle.parked.clear();
+    }
+
+    /// Closes the parked connections of an older epoch ([`Dial::epoch`]) now, rather than at
+    /// their next checkout or idle timeout.
+    pub fn close_stale(&self) {
+        let epoch = self.epoch();
+        self.lock().parked.retain(|(conn, _)| conn.epoch == epoch);
     }
 
     #[cfg(test)]
@@ -507,6 +534,59 @@ mod tests {
         assert!(!fresh.reused);
         wait_accepted(&accepted, 3).await;
         assert_eq!(accepted.load(SeqCst), 3);
+    }
+
+    /// A dialer whose epoch the test moves.
+    #[derive(Debug)]
+    struct Epochs(SocketAddr, AtomicU64);
+
+    impl Dial for Epochs {
+        fn dial(&self) -> Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send + '_>> {
+            Box::pin(TcpStream::connect(self.0))
+        }
+        fn epoch(&self) -> u64 {
+            self.1.load(SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_of_an_older_epoch_are_never_reused() {
+        let (addr, accepted) = server(false).await;
+        let dial = Arc::new(Epochs(addr, AtomicU64::new(1)));
+        let pool = Pool::dialed(
+            addr,
+            Some(dial.clone()),
+            0,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+            8,
+        );
+        let parked = pool.checkout().await.unwrap();
+        let in_use = pool.checkout().await.unwrap();
+        let stays = pool.checkout().await.unwrap();
+        pool.put(parked);
+        pool.put(stays);
+        assert_eq!(pool.parked(), 2);
+        dial.1.store(2, SeqCst);
+        // The parked ones go at the next sweep, the one in use when it comes back.
+        pool.close_stale();
+        assert_eq!(pool.parked(), 0);
+        pool.put(in_use);
+        assert_eq!(
+            pool.parked(),
+            0,
+            "an older epoch's connection is not parked"
+        );
+        let fresh = pool.checkout().await.unwrap();
+        assert!(!fresh.reused);
+        pool.put(fresh);
+        let again = pool.checkout().await.unwrap();
+        assert!(again.reused, "the new epoch's connection is reused");
+        // Without a sweep, a checkout skips an older epoch's parked connection too.
+        pool.put(again);
+        dial.1.store(3, SeqCst);
+        assert!(!pool.checkout().await.unwrap().reused);
+        wait_accepted(&accepted, 5).await;
     }
 
     #[tokio::test]

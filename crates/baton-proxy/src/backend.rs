@@ -265,6 +265,14 @@ impl Backend {
         }
     }
 
+    /// Drops the pooled idle connections opened under an older epoch of its dialer (see
+    /// `Dial::epoch`): a restarted agent's old tunnel then sees them closed at once.
+    pub fn close_stale_connections(&self) {
+        for shard in &self.shards {
+            shard.pool.close_stale();
+        }
+    }
+
     /// Returns a connection to the pool it was taken from.
     pub(crate) fn put_conn(&self, conn: Conn) {
         self.shards[conn.slot()].pool.put(conn);

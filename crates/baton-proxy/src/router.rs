@@ -75,6 +75,17 @@ impl Router {
         self.table.load_full()
     }
 
+    /// Drops every backend's pooled connections of an older dialer epoch (a host's agent
+    /// restarted: its old tunnel waits for the edge to close them).
+    pub fn close_stale_connections(&self) {
+        let table = self.current();
+        for route in table.apps.values() {
+            for backend in route.releases.iter().flat_map(|r| r.backends.iter()) {
+                backend.close_stale_connections();
+            }
+        }
+    }
+
     /// Replaces every app's flags: requests that start after this see them.
     pub fn publish_flags(&self, flags: crate::flags::FlagTable) {
         self.flags.store(Arc::new(flags));

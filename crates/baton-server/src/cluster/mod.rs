@@ -19,7 +19,8 @@ pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_core::model::Millis;
@@ -51,6 +52,10 @@ pub struct Cluster {
     /// Where each host's tunnel listens, as its last `hello` said: kept while the host is
     /// away, since its instances may still run and its tunnel still serve.
     tunnels: Mutex<HashMap<String, std::net::SocketAddr>>,
+    /// Each host's tunnel epoch, moved by each of its sessions: the edge reuses no
+    /// connection opened under an older one (`HostDial`), so an agent restarted by SIGUSR2
+    /// sees its old tunnel connections closed by the edge as their exchanges end.
+    epochs: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 /// A host's requests for one app: the count last reported, and when a report last showed it
@@ -69,6 +74,7 @@ impl Cluster {
             ca,
             tunnel_client,
             tunnels: Mutex::default(),
+            epochs: Mutex::default(),
             heartbeat_timeout: config.heartbeat_timeout.std(),
             registry: Registry::default(),
             traffic: Mutex::default(),
@@ -110,6 +116,13 @@ impl Cluster {
                 tunnels.insert(name, addr);
             }
         }
+    }
+
+    /// Host `name`'s tunnel epoch, shared with its dialers (read on every checkout, so an
+    /// atomic rather than a lock).
+    pub(crate) fn tunnel_epoch(&self, name: &str) -> Arc<AtomicU64> {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|e| e.into_inner());
+        epochs.entry(name.to_string()).or_default().clone()
     }
 
     /// Records where host `name`'s tunnel listens (its `hello`).

@@ -88,6 +88,14 @@ pub(super) async fn run(
     if let Some(offer) = &hello.tunnel {
         let addr = std::net::SocketAddr::new(hello.address, offer.port);
         cluster.set_tunnel_addr(&name, addr);
+        // A new session may be a restarted agent, whose old process keeps splicing its tunnel
+        // connections until the edge closes them: from now on the edge reuses none of them,
+        // and the idle ones are closed at once (a session that only reconnected costs its
+        // pooled connections, nothing more).
+        cluster
+            .tunnel_epoch(&name)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.router.close_stale_connections();
         // Kept in the store too: a restarted controller reaches the host's instances before
         // this session is back (Cluster::restore_tunnels).
         if let Err(e) = shared.store.set_host_tunnel(&name, &addr.to_string()) {

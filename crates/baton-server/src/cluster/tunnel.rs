@@ -30,6 +30,8 @@ pub struct HostDial {
     cluster: Arc<Cluster>,
     host: String,
     port: u16,
+    /// The host's tunnel epoch (`Cluster::tunnel_epoch`).
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for HostDial {
@@ -45,6 +47,7 @@ impl HostDial {
     /// A dialer for the instance listening on loopback port `port` of host `host`.
     pub fn new(cluster: Arc<Cluster>, host: &str, port: u16) -> Arc<HostDial> {
         Arc::new(HostDial {
+            epoch: cluster.tunnel_epoch(host),
             cluster,
             host: host.to_string(),
             port,
@@ -106,6 +109,10 @@ impl HostDial {
 impl baton_proxy::Dial for HostDial {
     fn dial(&self) -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send + '_>> {
         Box::pin(async move { bridge(self.open().await?).await })
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

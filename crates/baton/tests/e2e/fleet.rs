@@ -641,3 +641,81 @@ async fn agents_restarted_by_sigusr2_under_load_lose_no_request_and_keep_their_i
     assert_no_failures(&edge.stop().await, "edge across 3 agent restarts");
     assert_eq!(pids(&b), before, "instances re-adopted, never restarted");
 }
+
+/// Server-sent events through the edge and another host's tunnel go on across restarts of
+/// every agent (SIGUSR2): the old agent keeps splicing until the edge closes the connection,
+/// and the edge reuses none of the old tunnel's connections once the new session is up, so
+/// a stream that pauses mid-body is not cut, and no other request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_goes_on_across_agent_restarts() {
+    use std::io::{Read, Write};
+    let (b, agents) = fleet();
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let edge = load(&b);
+    let mut stream = TcpStream::connect(b.web()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream
+        .write_all(b"GET /events?n=40&ms=250 HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The reader runs beside the restarts and hands back everything it read.
+    let (first, first_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let (mut got, mut buf, mut told) = (Vec::new(), [0u8; 4096], false);
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return Err((e, got)),
+            }
+            if !told && got.windows(5).any(|w| w == b"id: 1") {
+                told = true;
+                let _ = first.send(());
+            }
+        }
+    });
+    first_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first event");
+    let mut olds = Vec::new();
+    for name in ["web-1", "web-2"] {
+        let dir = agents.dir.join(name);
+        let old = crate::hosts::agent_pid(&dir).expect("DATA/agent.pid");
+        olds.push((name, old));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(old as i32), Signal::SIGUSR2).unwrap();
+        let handed_over = wait_until(Duration::from_secs(30), || {
+            crate::hosts::agent_pid(&dir).is_some_and(|p| p != old)
+        });
+        assert!(
+            handed_over,
+            "agent {old} did not hand over\n{}",
+            agents.log(name)
+        );
+        wait_state(&b, &agents, name, "connected");
+    }
+    let got = reader.join().unwrap();
+    let body = match &got {
+        Ok(body) => String::from_utf8_lossy(body).into_owned(),
+        Err((e, body)) => panic!("the stream broke: {e}\n{}", String::from_utf8_lossy(body)),
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let ids: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .collect();
+    let expected: Vec<String> = (1..=40).map(|i| i.to_string()).collect();
+    assert_eq!(ids, expected, "every event, in order, once:\n{body}");
+    assert_no_failures(&edge.stop().await, "edge across agent restarts");
+    // Every old agent exits once the edge has closed its connections.
+    for (name, old) in olds {
+        let gone = wait_until(Duration::from_secs(60), || !crate::harness::alive(old));
+        assert!(
+            gone,
+            "the old agent {old} of {name} is still running\n{}",
+            agents.log(name)
+        );
+    }
+    drop(agents);
+}
