@@ -1,7 +1,7 @@
 //! The HTTP API: JSON over axum, every route behind the bearer token, errors as
-//! `{"error": {"code", "message"}}`. Beside it, on the same listener, the dashboard's static
-//! page is served without the token (crates/baton-server/src/dashboard/mod.rs). It records intents and reads state; it never acts on
-//! instances or routes (docs/DESIGN.md rule 1).
+//! `{"error": {"code", "message"}}`. It records intents and reads state; it never acts on
+//! instances or routes (docs/DESIGN.md rule 1). Beside it, on the same listener and without
+//! the token, the dashboard's static page is served (crates/baton-server/src/dashboard/mod.rs).
 
 mod dark;
 mod error;

@@ -466,7 +466,7 @@ async function refresh(token) {
       return;
     }
     // Keep what is shown; say that it is stale.
-    setStatus(`Cannot read the API (${e.message}); retrying. Shown: the last answer.`, true);
+    setStatus(`Cannot read or show Baton's state (${e.message}); retrying. Shown: the last one.`, true);
   }
   setTimeout(() => refresh(token), REFRESH_MS);
 }
