@@ -8,6 +8,7 @@ mod clock;
 pub mod cluster;
 mod controller;
 mod daemon;
+pub mod dashboard;
 pub mod flags;
 mod handle;
 pub mod handover;

@@ -91,6 +91,16 @@ impl Client {
         Ok(Self::new(api, token))
     }
 
+    /// The API's address.
+    pub fn api(&self) -> SocketAddr {
+        self.api
+    }
+
+    /// The API token this client sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// GET `path` as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> std::result::Result<T, ApiFailure> {
         self.send(Method::GET, path, None, "application/json").await

@@ -1,6 +1,7 @@
 //! The HTTP API: JSON over axum, every route behind the bearer token, errors as
 //! `{"error": {"code", "message"}}`. It records intents and reads state; it never acts on
-//! instances or routes (docs/DESIGN.md rule 1).
+//! instances or routes (docs/DESIGN.md rule 1). Beside it, on the same listener and without
+//! the token, the dashboard's static page is served (crates/baton-server/src/dashboard/mod.rs).
 
 mod dark;
 mod error;
@@ -38,9 +39,13 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 /// How much of a non-JSON error body (axum's rejections) is read to make its message.
 const MAX_REJECTION_BYTES: usize = 4096;
 
-/// The API's routes.
+/// The API's routes, and the dashboard's page beside them.
+///
+/// The token check is a layer of the API's router alone, fallback included, so every path
+/// that is not one of the page's few exact routes (also `/ui/../v1/apps`, which no route
+/// matches) still needs the token.
 pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
-    axum::Router::new()
+    let api = axum::Router::new()
         .route("/v1/apps", get(handlers::list_apps))
         .route("/v1/apps/{app}", get(handlers::get_app))
         .route(
@@ -87,7 +92,9 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/stop", post(lifecycle::stop))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .layer(middleware::from_fn_with_state(Arc::new(token), authorize))
+        .layer(middleware::from_fn_with_state(Arc::new(token), authorize));
+    crate::dashboard::routes()
+        .merge(api)
         .layer(middleware::from_fn(json_errors))
         .with_state(shared)
 }

@@ -361,3 +361,125 @@ async fn the_data_dir_is_0700_and_the_database_files_0600() {
     }
     api.stop().await;
 }
+
+// === The dashboard's page beside the API ===
+
+/// One GET without the token: the status, the head's lines and the body.
+async fn get_without_token(addr: SocketAddr, path: &str) -> (u16, Vec<String>, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(get(path).as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("an answer")
+        .ok();
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let status = head[9..12].parse().unwrap();
+    let lines = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+    (status, lines, body.to_string())
+}
+
+/// The value of header `name` (lower case) in `lines`, if sent once; panics if sent twice.
+fn header_of<'a>(lines: &'a [String], name: &str) -> Option<&'a str> {
+    let prefix = format!("{name}: ");
+    let mut values = lines.iter().filter_map(|l| l.strip_prefix(&prefix));
+    let first = values.next();
+    assert!(values.next().is_none(), "{name} sent twice: {lines:?}");
+    first
+}
+
+#[tokio::test]
+async fn the_dashboard_assets_are_served_without_the_token_with_strict_headers() {
+    let api = Api::start("").await;
+    for (path, content_type, marker) in [
+        ("/ui/", "text/html; charset=utf-8", "<title>Baton</title>"),
+        (
+            "/ui/dashboard.js",
+            "text/javascript; charset=utf-8",
+            "sessionStorage",
+        ),
+        (
+            "/ui/dashboard.css",
+            "text/css; charset=utf-8",
+            "font-family",
+        ),
+    ] {
+        let (status, head, body) = get_without_token(api.addr(), path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            header_of(&head, "content-type"),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(
+            header_of(&head, "content-security-policy"),
+            Some(crate::dashboard::CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+        assert_eq!(header_of(&head, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header_of(&head, "referrer-policy"), Some("no-referrer"));
+        assert_eq!(header_of(&head, "cache-control"), Some("no-store"));
+        assert!(body.contains(marker), "{path} is not the asset: {body}");
+    }
+    for path in ["/", "/ui"] {
+        let (status, head, _) = get_without_token(api.addr(), path).await;
+        assert_eq!(status, 303, "{path}");
+        assert_eq!(header_of(&head, "location"), Some("/ui/"), "{path}");
+    }
+    api.stop().await;
+}
+
+#[test]
+fn the_dashboard_page_has_no_inline_code_and_the_script_never_parses_markup() {
+    let page = include_str!("../dashboard/assets/index.html");
+    let script = include_str!("../dashboard/assets/dashboard.js");
+    // Every <script> loads the file (the policy would block an inline one: a silent break).
+    assert_eq!(
+        page.matches("<script").count(),
+        page.matches("<script src=\"/ui/dashboard.js\" defer></script>")
+            .count()
+    );
+    for inline in ["<style", " style=", " onload=", " onclick=", "javascript:"] {
+        assert!(!page.contains(inline), "the page has inline code: {inline}");
+    }
+    for sink in [
+        "innerHTML",
+        "outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+    ] {
+        assert!(!script.contains(sink), "the script uses {sink}");
+    }
+    for external in ["http://", "https://", "//cdn"] {
+        assert!(!page.contains(external) && !script.contains(external));
+    }
+}
+
+#[tokio::test]
+async fn beside_the_dashboard_every_other_path_still_needs_the_token() {
+    let api = Api::start("").await;
+    for path in [
+        "/v1/apps",
+        "/v1/apps/web",
+        "/v1/hosts",
+        "/ui/../v1/apps",
+        "/ui/%2e%2e/v1/apps",
+        "/ui/dashboard.js/../../v1/apps",
+        "/ui//v1/apps",
+        "/ui/index.html",
+        "/v1/nothing/here",
+    ] {
+        let (status, _, body) = get_without_token(api.addr(), path).await;
+        assert_eq!(status, 401, "{path} answered without the token: {body}");
+        assert!(body.contains("\"unauthorized\""), "{path}: {body}");
+        assert!(!body.contains("instances"), "{path} leaked data: {body}");
+    }
+    // With the token, a path that climbs out of /ui/ is no route, not the data it names.
+    let (status, content_type, body) = api.call(&get("/ui/../v1/apps"), b"").await;
+    assert_eq!(error_of(status, &content_type, &body).0, "not_found");
+    let (status, _, _) = api.call(&get("/v1/apps"), b"").await;
+    assert_eq!(status, 200);
+    api.stop().await;
+}

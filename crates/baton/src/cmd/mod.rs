@@ -3,6 +3,7 @@
 mod agent;
 mod breakers;
 mod dark;
+mod dashboard;
 mod demo;
 mod demo_acts;
 mod demo_hosts;
@@ -144,6 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Host(HostCmd::Drain { host }) => hosts::drain(&config, &host, true).await,
             Command::Host(HostCmd::Undrain { host }) => hosts::drain(&config, &host, false).await,
             Command::Hosts { json } => hosts::list(&config, json).await,
+            Command::Dashboard => dashboard::print_url(&config).await,
             Command::Flags { app, json } => flags::list(&config, &app, env, json).await,
             Command::Flag(FlagCmd::Set {
                 app,

@@ -10,6 +10,7 @@ mod canary;
 mod containers;
 mod crash;
 mod dark;
+mod dashboard;
 mod deploys;
 mod environments;
 mod escaping;
