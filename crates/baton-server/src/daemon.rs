@@ -119,6 +119,8 @@ async fn serve(
     private_db_files(&db)?;
     let store = Store::open(&db).context("cannot open the store")?;
     let token = token::load_or_create(&data_dir).context("cannot create the API token")?;
+    let read_token = token::load_or_create_read(&data_dir)
+        .context("cannot create the dashboard's read-only token")?;
 
     let api_listener = bind(&sockets, "api", config.api.listen, "the API ([api] listen)").await?;
     let flags_listener = match &config.flags {
@@ -267,7 +269,14 @@ async fn serve(
     );
     let api = tokio::spawn(api::serve(
         api_listener,
-        api::router(shared.clone(), token),
+        api::router(
+            shared.clone(),
+            api::ApiTokens {
+                admin: token,
+                read: ArcSwap::from_pointee(read_token),
+                data_dir: shared.data_dir.clone(),
+            },
+        ),
         limits,
         wait_true(stop_rx.clone()),
     ));

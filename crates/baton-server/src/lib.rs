@@ -22,8 +22,8 @@ mod token;
 pub mod views;
 
 pub use api::{
-    AnalysisView, DarkView, HANDING_OVER, LedgerEntry, PromoteRequest, RELEASE_ENVELOPE,
-    ReleaseQuery, Run, StopRequest, Stopping,
+    AnalysisView, DarkView, DashboardToken, DashboardTokenRequest, HANDING_OVER, LedgerEntry,
+    PromoteRequest, RELEASE_ENVELOPE, ReleaseQuery, Run, StopRequest, Stopping,
 };
 pub use daemon::{Daemon, LoadError, load_config, run};
 pub use reload::{EVENT_APP as RELOAD_EVENT_APP, ReloadError, Reloader};

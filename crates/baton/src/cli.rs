@@ -179,9 +179,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the dashboard's URL, with the API token after the `#` (the browser never sends
-    /// that part): open it in a browser that reaches the API, e.g. through `ssh -L`.
-    Dashboard,
+    /// Print the dashboard's URL, with its read-only token after the `#` (the browser never
+    /// sends that part): open it in a browser that reaches the API, e.g. through `ssh -L`.
+    Dashboard {
+        /// Replace the read-only token first: URLs printed before stop working.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Run this host's agent: join the controller once with a token, then keep a session
     /// with it. Opens no control port (only its apps' `host_port` listeners).
     Agent(AgentArgs),

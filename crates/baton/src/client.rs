@@ -96,11 +96,6 @@ impl Client {
         self.api
     }
 
-    /// The API token this client sends.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     /// GET `path` as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> std::result::Result<T, ApiFailure> {
         self.send(Method::GET, path, None, "application/json").await

@@ -44,6 +44,7 @@ fn bounded(mut message: String) -> String {
 pub fn code_of(status: StatusCode) -> &'static str {
     match status {
         StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::CONFLICT => "conflict",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
@@ -91,6 +92,15 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "missing or wrong bearer token: the token is in the data directory's `token` file (or set BATON_TOKEN)",
+        )
+    }
+
+    /// The dashboard's read-only token asked for more than a read.
+    pub fn read_only() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this is the dashboard's read-only token: it can read (GET) and nothing else; use the API token (the data directory's `token` file, or BATON_TOKEN) to change anything",
         )
     }
 

@@ -39,12 +39,25 @@ pub const MAX_JSON_BYTES: usize = 1 << 20;
 /// How much of a non-JSON error body (axum's rejections) is read to make its message.
 const MAX_REJECTION_BYTES: usize = 4096;
 
+/// The API's bearer tokens: the API token can do everything; the dashboard's read-only one
+/// only `GET` (and `HEAD`), and it can be replaced live (`baton dashboard --rotate`).
+pub struct ApiTokens {
+    /// The API token (`data_dir/token`).
+    pub admin: String,
+    /// The read-only token (`data_dir/read-token`).
+    pub read: arc_swap::ArcSwap<String>,
+    /// Where the read-only token is kept, for a rotation.
+    pub data_dir: std::path::PathBuf,
+}
+
 /// The API's routes, and the dashboard's page beside them.
 ///
 /// The token check is a layer of the API's router alone, fallback included, so every path
 /// that is not one of the page's few exact routes (also `/ui/../v1/apps`, which no route
 /// matches) still needs the token.
-pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
+pub fn router(shared: Arc<Shared>, tokens: ApiTokens) -> axum::Router {
+    let tokens = Arc::new(tokens);
+    let for_route = tokens.clone();
     let api = axum::Router::new()
         .route("/v1/apps", get(handlers::list_apps))
         .route("/v1/apps/{app}", get(handlers::get_app))
@@ -90,9 +103,13 @@ pub fn router(shared: Arc<Shared>, token: String) -> axum::Router {
         .route("/v1/reload", post(reload))
         .route("/v1/restart", post(lifecycle::restart))
         .route("/v1/stop", post(lifecycle::stop))
+        .route(
+            "/v1/dashboard/token",
+            post(move |body| dashboard_token(for_route.clone(), body)),
+        )
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
-        .layer(middleware::from_fn_with_state(Arc::new(token), authorize));
+        .layer(middleware::from_fn_with_state(tokens, authorize));
     crate::dashboard::routes()
         .merge(api)
         .layer(middleware::from_fn(json_errors))
@@ -163,7 +180,7 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 async fn authorize(
-    State(token): State<Arc<String>>,
+    State(tokens): State<Arc<ApiTokens>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
@@ -171,10 +188,75 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| bearer(v.as_bytes()));
-    match presented {
-        Some(p) if constant_time_eq(p, token.as_bytes()) => Ok(next.run(req).await),
-        _ => Err(ApiError::unauthorized()),
+    let Some(p) = presented else {
+        return Err(ApiError::unauthorized());
+    };
+    if constant_time_eq(p, tokens.admin.as_bytes()) {
+        return Ok(next.run(req).await);
     }
+    if constant_time_eq(p, tokens.read.load().as_bytes()) {
+        let reads = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        return if reads {
+            Ok(next.run(req).await)
+        } else {
+            Err(ApiError::read_only())
+        };
+    }
+    Err(ApiError::unauthorized())
+}
+
+/// `POST /v1/dashboard/token`: the dashboard's read-only token, replaced by a new one first
+/// with `{"rotate": true}` (URLs printed before then stop working at once). A `POST`, so only
+/// the API token gets it.
+async fn dashboard_token(
+    tokens: Arc<ApiTokens>,
+    body: Result<axum::Json<DashboardTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<axum::Json<DashboardToken>, ApiError> {
+    use axum::extract::rejection::JsonRejection;
+    let req = match body {
+        Ok(axum::Json(r)) => r,
+        Err(JsonRejection::MissingJsonContentType(_)) => DashboardTokenRequest::default(),
+        Err(e) => return Err(ApiError::json_body(&e, r#"{"rotate": true}"#)),
+    };
+    if req.rotate {
+        let token = crate::token::rotate_read(&tokens.data_dir).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!(
+                    "cannot write a new read-only token in {}: {e}",
+                    tokens.data_dir.display()
+                ),
+            )
+        })?;
+        tokens.read.store(Arc::new(token));
+        tracing::info!("the dashboard's read-only token was replaced");
+    }
+    Ok(axum::Json(DashboardToken {
+        token: tokens.read.load().as_ref().clone(),
+        rotated: req.rotate,
+    }))
+}
+
+/// `POST /v1/dashboard/token`
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardTokenRequest {
+    /// Replace the token first.
+    #[serde(default)]
+    pub rotate: bool,
+}
+
+/// The dashboard's read-only token.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct DashboardToken {
+    /// The token.
+    pub token: String,
+    /// Whether it was just made.
+    pub rotated: bool,
 }
 
 /// The token of an `Authorization: Bearer TOKEN` value (also for the OFREP listener).

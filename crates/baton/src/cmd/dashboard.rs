@@ -1,4 +1,4 @@
-//! `baton dashboard`: the dashboard's URL with the API token in its fragment.
+//! `baton dashboard`: the dashboard's URL with its read-only token in the fragment.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -6,19 +6,21 @@ use std::path::Path;
 use crate::client::Client;
 use crate::exit::Result;
 
-/// Checks that the API answers to the token, then prints the URL alone on stdout (for
-/// scripts) and how to open it from another machine on stderr.
-pub async fn print_url(config: &Path) -> Result<()> {
+/// Asks the API (with the API token) for the dashboard's read-only token, replaced first
+/// with `rotate`, then prints the URL alone on stdout (for scripts) and how to open it from
+/// another machine on stderr.
+pub async fn print_url(config: &Path, rotate: bool) -> Result<()> {
     let client = Client::from_config(config)?;
-    // A URL that cannot work is worse than an error that says why.
-    let _: serde_json::Value = client.get("/v1/hosts").await?;
+    let req = baton_server::DashboardTokenRequest { rotate };
+    let read: baton_server::DashboardToken = client.post_json("/v1/dashboard/token", &req).await?;
     let addr = browsable(client.api());
-    println!("{}", url(addr, client.token()));
+    println!("{}", url(addr, &read.token));
     eprintln!(
         "open it in a browser on this machine; from another one, forward the port first:\n  \
          ssh -L {port}:{ip}:{port} THIS_HOST\n\
          the token after # stays in the browser (it is never sent to a server); \
-         anyone with this URL can read Baton's state, and the same token can deploy",
+         anyone with this URL can read Baton's state (it is read-only: it cannot deploy or \
+         change anything); `baton dashboard --rotate` makes the URLs printed before stop working",
         port = addr.port(),
         ip = match addr.ip() {
             IpAddr::V6(ip) => format!("[{ip}]"),

@@ -145,7 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Command::Host(HostCmd::Drain { host }) => hosts::drain(&config, &host, true).await,
             Command::Host(HostCmd::Undrain { host }) => hosts::drain(&config, &host, false).await,
             Command::Hosts { json } => hosts::list(&config, json).await,
-            Command::Dashboard => dashboard::print_url(&config).await,
+            Command::Dashboard { rotate } => dashboard::print_url(&config, rotate).await,
             Command::Flags { app, json } => flags::list(&config, &app, env, json).await,
             Command::Flag(FlagCmd::Set {
                 app,

@@ -131,7 +131,10 @@ async fn the_dashboard_shows_the_serving_release_and_healthy_instances_and_keeps
     baton.deploy_ok("web", "1.0.0", &[]).await;
 
     let url = dashboard_url(&baton);
-    let token = std::fs::read_to_string(baton.data_dir().join("token")).unwrap();
+    // The URL carries the read-only token, never the API token.
+    let token = std::fs::read_to_string(baton.data_dir().join("read-token")).unwrap();
+    let admin = std::fs::read_to_string(baton.data_dir().join("token")).unwrap();
+    assert_ne!(token.trim(), admin.trim());
     assert_eq!(
         url,
         format!("http://{}/ui/#token={}", baton.api, token.trim()),
@@ -193,6 +196,44 @@ async fn the_dashboard_shows_the_serving_release_and_healthy_instances_and_keeps
         !dom.contains(r#"data-app="web""#),
         "data without a token: {dom}"
     );
+
+    // The read-only token reads and changes nothing; a rotation ends the old URLs at once.
+    let read = token.trim();
+    assert_eq!(api(&baton, "GET", "/v1/apps", read).0, 200);
+    let (status, body) = api(&baton, "POST", "/v1/apps/web/pause", read);
+    assert!(
+        status == 403 && body.contains("read-only token"),
+        "{status} {body}"
+    );
+    assert_eq!(api(&baton, "POST", "/v1/dashboard/token", read).0, 403);
+    let o = baton.cli(&["dashboard", "--rotate"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rotated = String::from_utf8(o.stdout).unwrap();
+    let new = rotated.trim().rsplit_once("#token=").unwrap().1;
+    assert_ne!(new, read);
+    assert_eq!(api(&baton, "GET", "/v1/apps", read).0, 401, "the old URL");
+    assert_eq!(api(&baton, "GET", "/v1/apps", new).0, 200);
+    assert_eq!(api(&baton, "GET", "/v1/apps", admin.trim()).0, 200);
+}
+
+/// One API call with `token` and no body: the status and the body.
+fn api(baton: &Baton, method: &str, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(baton.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: baton\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }
 
 /// A canary that holds at 10 % until promoted, a breaker and a flag.
