@@ -3,12 +3,19 @@
 //! instances in the split the controller sent last. It keeps serving that split while the
 //! controller is away (docs/DESIGN.md I8), health-checks the instances itself (I1), and lets
 //! an instance's in-flight requests finish before the instance is stopped (I2).
+//!
+//! A split that changes an app's listener (its port, TLS, request timeout or head limit: a
+//! `baton reload` on the controller) starts a new listener first (on the same socket when the
+//! port stays, so no connection is refused) and then stops the old one, whose requests
+//! finish; an app no longer in the split has its listener stopped the same way.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use baton_core::config::CertConfig;
 use baton_core::run::{HostApp, HostSplit, Running};
 use baton_proxy::handoff::Sockets;
 use baton_proxy::{
@@ -24,10 +31,39 @@ struct Watched {
     checker: JoinHandle<()>,
 }
 
+/// What an app's listener was started with: a change means a new listener.
+#[derive(Clone, PartialEq, Eq)]
+struct ListenerKey {
+    port: u16,
+    tls: Vec<CertConfig>,
+    request_timeout_ms: u64,
+    max_header_bytes: usize,
+}
+
+impl ListenerKey {
+    fn of(app: &HostApp) -> ListenerKey {
+        ListenerKey {
+            port: app.port,
+            tls: app.tls.clone(),
+            request_timeout_ms: app.request_timeout_ms,
+            max_header_bytes: app.max_header_bytes,
+        }
+    }
+}
+
+/// An app's listener serving now.
+struct Listening {
+    key: ListenerKey,
+    /// A copy of its socket, for a successor listener on the same port.
+    socket: std::net::TcpListener,
+    /// Stops it (its requests finish).
+    stop: watch::Sender<bool>,
+}
+
 #[derive(Default)]
 struct State {
-    /// The port each app's listener is bound to.
-    listeners: HashMap<String, u16>,
+    /// Each app's listener.
+    listeners: HashMap<String, Listening>,
     /// The backends in the current split, by instance id.
     backends: HashMap<String, Watched>,
     /// Backends that left the split, until their instance stops.
@@ -87,10 +123,14 @@ impl HostProxy {
     /// and publishes the table in one swap; instances that left start draining.
     pub async fn apply(&self, split: &HostSplit, running: &[Running]) {
         for app in &split.apps {
-            if self.lock().listeners.get(&app.app) != Some(&app.port) {
-                self.listen(app).await;
+            let key = ListenerKey::of(app);
+            let serving = self.lock().listeners.get(&app.app).map(|l| l.key.clone());
+            if serving.as_ref() != Some(&key) {
+                self.listen(app, serving.is_some_and(|k| k.port == key.port))
+                    .await;
             }
         }
+        self.stop_listeners_not_in(split);
         self.endpoints(split).await;
         let mut state = self.lock();
         let mut table = RoutingTable::default();
@@ -203,8 +243,31 @@ impl HostProxy {
         Watched { backend, checker }
     }
 
-    async fn listen(&self, app: &HostApp) {
+    /// Stops the listeners of apps that are no longer in `split` (their `host_port` went, or
+    /// this host left their `hosts`); their requests finish.
+    fn stop_listeners_not_in(&self, split: &HostSplit) {
+        let mut state = self.lock();
+        let gone: Vec<String> = state
+            .listeners
+            .keys()
+            .filter(|app| !split.apps.iter().any(|a| &a.app == *app))
+            .cloned()
+            .collect();
+        for app in gone {
+            if let Some(old) = state.listeners.remove(&app) {
+                tracing::info!(app = %app, port = old.key.port, "host proxy listener closed: the app no longer has host_port here");
+                self.sockets.close(&socket_name(&app));
+                let _ = old.stop.send(true);
+            }
+        }
+        state.serving.retain(|task| !task.is_finished());
+    }
+
+    /// Starts `app`'s listener, on the socket its listener has now when `same_port`, and then
+    /// stops the one it replaces.
+    async fn listen(&self, app: &HostApp, same_port: bool) {
         let addr = SocketAddr::new(self.address, app.port);
+        let name = socket_name(&app.app);
         // An HTTPS app's listener never serves plain HTTP: without its certificates (they
         // must be on this host at the controller's paths), no listener; the next split tries
         // again.
@@ -219,14 +282,27 @@ impl HostProxy {
                 }
             }
         };
-        match self
-            .sockets
-            .listen(&format!("host:{}", app.app), addr)
-            .await
-        {
-            Ok(listener) => {
-                tracing::info!(app = %app.app, listen = %addr, "host proxy listening");
-                self.lock().listeners.insert(app.app.clone(), app.port);
+        let bound = if same_port {
+            self.reuse_socket(&app.app, &name, addr)
+        } else {
+            self.sockets.listen(&name, addr).await
+        };
+        let socket = bound.and_then(|listener| {
+            let copy = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
+            Ok((listener, copy))
+        });
+        match socket {
+            Ok((listener, socket)) => {
+                tracing::info!(app = %app.app, listen = %addr, tls = !app.tls.is_empty(), "host proxy listening");
+                let (stop, mut stopped) = watch::channel(false);
+                let replaced = self.lock().listeners.insert(
+                    app.app.clone(),
+                    Listening {
+                        key: ListenerKey::of(app),
+                        socket,
+                        stop,
+                    },
+                );
                 let cfg = ListenerConfig {
                     request_timeout: Duration::from_millis(app.request_timeout_ms),
                     max_header_bytes: app.max_header_bytes,
@@ -241,15 +317,41 @@ impl HostProxy {
                     self.router.clone(),
                     cfg,
                     async move {
-                        let _ = closing.wait_for(|c| *c).await;
+                        tokio::select! {
+                            _ = closing.wait_for(|c| *c) => {}
+                            _ = stopped.wait_for(|s| *s) => {}
+                        }
                     },
                 );
                 self.lock().serving.push(tokio::spawn(serve));
+                // The new listener accepts first; then the old one stops, and finishes its
+                // requests.
+                if let Some(old) = replaced {
+                    tracing::info!(app = %app.app, old_port = old.key.port, "host proxy listener replaced");
+                    let _ = old.stop.send(true);
+                }
             }
             Err(e) => {
                 tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot listen for host_port");
             }
         }
+    }
+
+    /// A second listener on the socket `app`'s listener has now (its port stays), offered
+    /// under `name` for a hand-over as before.
+    fn reuse_socket(
+        &self,
+        app: &str,
+        name: &str,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio::net::TcpListener> {
+        let copy = match self.lock().listeners.get(app) {
+            Some(current) => current.socket.try_clone()?,
+            None => return Err(std::io::Error::other("no listener to take the socket of")),
+        };
+        copy.set_nonblocking(true)?;
+        self.sockets.offer_as(name, addr, &copy)?;
+        tokio::net::TcpListener::from_std(copy)
     }
 
     /// Before an instance stops: no new request, and up to `timeout` for those in flight.
@@ -276,4 +378,9 @@ impl HostProxy {
             w.checker.abort();
         }
     }
+}
+
+/// The hand-over name of `app`'s listening socket.
+fn socket_name(app: &str) -> String {
+    format!("host:{app}")
 }

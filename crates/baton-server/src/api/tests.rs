@@ -340,7 +340,13 @@ async fn the_data_dir_is_0700_and_the_database_files_0600() {
     let api = Api::start_in(dir, "").await;
     let data = api.daemon.data_dir.clone();
     assert_eq!(mode(&data), 0o700, "{}", data.display());
-    for file in ["baton.db", "baton.db-wal", "baton.db-shm", "token", "read-token"] {
+    for file in [
+        "baton.db",
+        "baton.db-wal",
+        "baton.db-shm",
+        "token",
+        "read-token",
+    ] {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
     api.stop().await;

@@ -523,6 +523,65 @@ async fn an_agents_host_port_serves_https_too() {
             "plain HTTP answered at {ip}:{port}"
         );
     }
+
+    // A reload reaches the host's listener without an agent restart. New certificate files:
+    // the same port serves the new certificate.
+    let host_port = b.apps["other"].port();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 2], port));
+    let fresh = ca.connector(false);
+    let config = std::fs::read_to_string(&b.config).unwrap();
+    let renewed = ca.leaf("web2", &["web.test"], false);
+    let renamed = config
+        .replace("/web.pem", "/web2.pem")
+        .replace("/web.key", "/web2.key");
+    std::fs::write(&b.config, &renamed).unwrap();
+    let o = b.cli_async(&["reload"]).await;
+    assert!(o.status.success(), "baton reload: {}", text(&o));
+    let served = |port: u16, leaf: Vec<u8>| {
+        let fresh = fresh.clone();
+        async move {
+            match open(&fresh, at(port)).await {
+                Ok((mut sender, got)) => got == leaf && get(&mut sender).await,
+                Err(_) => false,
+            }
+        }
+    };
+    let ok = wait_until_async(Duration::from_secs(30), || {
+        served(host_port, renewed.clone())
+    })
+    .await;
+    assert!(
+        ok,
+        "the host's listener kept the old certificate; log:\n{}",
+        b.log()
+    );
+
+    // host_port moved: the new port serves, the old one is closed.
+    let moved_port = free_port();
+    let moved = renamed.replace(
+        &format!("host_port = {host_port}"),
+        &format!("host_port = {moved_port}"),
+    );
+    std::fs::write(&b.config, &moved).unwrap();
+    let o = b.cli_async(&["reload"]).await;
+    assert!(o.status.success(), "baton reload: {}", text(&o));
+    let ok = wait_until_async(Duration::from_secs(30), || {
+        served(moved_port, renewed.clone())
+    })
+    .await;
+    assert!(ok, "nothing serves on the new host_port; log:\n{}", b.log());
+    let closed = |port: u16| async move { TcpStream::connect(at(port)).await.is_err() };
+    let ok = wait_until_async(Duration::from_secs(30), || closed(host_port)).await;
+    assert!(ok, "the old host_port still accepts");
+
+    // host_port removed: the host's listener closes.
+    let without = moved.replace(&format!("host_port = {moved_port}\n"), "");
+    assert_ne!(without, moved);
+    std::fs::write(&b.config, &without).unwrap();
+    let o = b.cli_async(&["reload"]).await;
+    assert!(o.status.success(), "baton reload: {}", text(&o));
+    let ok = wait_until_async(Duration::from_secs(30), || closed(moved_port)).await;
+    assert!(ok, "the host's listener stayed after host_port was removed");
 }
 
 /// `baton reload` puts new certificate files in force (checked first, for new handshakes),
