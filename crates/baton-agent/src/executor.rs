@@ -100,6 +100,13 @@ impl Executor {
         self.proxy.close().await;
     }
 
+    /// Every breaker transition of the host's listeners; `None` after the first call.
+    pub fn breaker_transitions(
+        &self,
+    ) -> Option<mpsc::UnboundedReceiver<baton_proxy::BreakerTransition>> {
+        self.proxy.breaker_transitions()
+    }
+
     /// The requests each app's `host_port` listener received since the agent started.
     pub fn served(&self) -> std::collections::BTreeMap<String, u64> {
         self.proxy.served()
@@ -260,6 +267,32 @@ pub async fn forward_exits(
         };
         // With no session, the exit is seen by the controller as a missing instance in the
         // next `hello`.
+        if let Some(tx) = out.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(msg);
+        }
+    }
+}
+
+/// Logs each breaker transition of the host's listeners and reports it to the controller,
+/// which records it as an event (with no session, it is in the agent's log only).
+pub async fn forward_breakers(
+    mut transitions: mpsc::UnboundedReceiver<baton_proxy::BreakerTransition>,
+    out: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<AgentMsg>>>>,
+) {
+    while let Some(t) = transitions.recv().await {
+        tracing::warn!(
+            app = %t.app,
+            breaker = %t.breaker,
+            from = t.transition.from.as_str(),
+            to = t.transition.to.as_str(),
+            reason = %t.transition.reason,
+            "circuit breaker changed state"
+        );
+        let msg = AgentMsg::Breaker(baton_cluster::HostBreaker {
+            app: t.app,
+            breaker: t.breaker,
+            transition: t.transition,
+        });
         if let Some(tx) = out.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = tx.send(msg);
         }

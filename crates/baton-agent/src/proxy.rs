@@ -167,6 +167,12 @@ impl HostProxy {
             gone.backend.start_drain();
             state.leaving.insert(id, gone);
         }
+        // The app's breakers and outlier ejection, as on the controller's listener (an
+        // unchanged breaker keeps its state).
+        for app in &split.apps {
+            self.router.set_breakers(&app.app, &app.breakers);
+            self.router.set_outlier(&app.app, app.outlier.as_ref());
+        }
         self.router.publish(table);
     }
 
@@ -209,6 +215,13 @@ impl HostProxy {
                 }
             }
         }
+    }
+
+    /// Every breaker transition of the host's listeners; `None` after the first call.
+    pub fn breaker_transitions(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<baton_proxy::BreakerTransition>> {
+        self.router.breaker_transitions()
     }
 
     /// The requests each app's listener received since the agent started.
@@ -258,6 +271,8 @@ impl HostProxy {
                 tracing::info!(app = %app, port = old.key.port, "host proxy listener closed: the app no longer has host_port here");
                 self.sockets.close(&socket_name(&app));
                 let _ = old.stop.send(true);
+                self.router.set_breakers(&app, &[]);
+                self.router.set_outlier(&app, None);
             }
         }
         state.serving.retain(|task| !task.is_finished());

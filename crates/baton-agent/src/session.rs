@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::connect::{CONNECT_TIMEOUT, connect};
-use crate::executor::{Executor, forward_exits};
+use crate::executor::{Executor, forward_breakers, forward_exits};
 use crate::handover::Handover;
 use crate::identity::Identity;
 use crate::tunnel::Tunnel;
@@ -58,6 +58,9 @@ pub(crate) async fn run_forever(
     let mut usr2 = baton_proxy::handoff::RestartSignal::new();
     let outbox: Outbox = Arc::default();
     tokio::spawn(forward_exits(exits, outbox.clone()));
+    if let Some(transitions) = executor.breaker_transitions() {
+        tokio::spawn(forward_breakers(transitions, outbox.clone()));
+    }
     let mut backoff = Backoff::default();
     loop {
         let mut session = Session {

@@ -17,8 +17,8 @@ pub use ca::{CONTROLLER_NAME, CaError, ClusterCa, Issued, write_private};
 pub use fingerprint::{Fingerprint, from_hex_key, hex, random_bytes, sha256_hex};
 pub use frame::{FrameError, FrameReader, MAX_FRAME, write_frame, write_frame_within};
 pub use msg::{
-    AgentMsg, ControllerMsg, HEARTBEAT_INTERVAL_MS, Hello, Join, Joined, PROTOCOL_VERSION, Refused,
-    TunnelOffer, Welcome,
+    AgentMsg, ControllerMsg, HEARTBEAT_INTERVAL_MS, Hello, HostBreaker, Join, Joined,
+    PROTOCOL_VERSION, Refused, TunnelOffer, Welcome,
 };
 pub use pin::PinnedCa;
 pub use tls::{

@@ -23,12 +23,14 @@ use serde::{Deserialize, Serialize};
 /// 3: `HostApp::tls` (an agent of version 2 would serve an HTTPS app's `host_port` in plain HTTP).
 /// 4: `Hello::tunnel` and `Welcome::tunnel_cert`: the edge reaches a host's instances only
 /// through its tunnel (an agent of version 3 would leave them listening on the host's address).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: `HostApp::breakers` and `outlier`, and `AgentMsg::Breaker`: a host's `host_port` listener
+/// runs the app's breakers and outlier ejection and reports breaker transitions.
+pub const PROTOCOL_VERSION: u32 = 5;
 /// How often an agent sends a heartbeat, in milliseconds.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;
 
 /// A message from an agent to the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AgentMsg {
     /// Asks to join the cluster with a token (only on a connection without a client
@@ -68,6 +70,8 @@ pub enum AgentMsg {
         /// Requests by app (unit key).
         apps: BTreeMap<String, u64>,
     },
+    /// A circuit breaker of an app's `host_port` listener on this host changed state.
+    Breaker(HostBreaker),
     /// Opens a connection of its own to download an artifact (mutually authenticated): the
     /// controller answers `artifact` and then the canonical archive's bytes, raw.
     Fetch {
@@ -76,8 +80,19 @@ pub enum AgentMsg {
     },
 }
 
+/// A breaker transition on a host's `host_port` listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostBreaker {
+    /// The app's unit key (`web@production`).
+    pub app: String,
+    /// The breaker's name.
+    pub breaker: String,
+    /// From, to, when, why and the figures.
+    pub transition: baton_core::breaker::Transition,
+}
+
 /// A message from the controller to an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ControllerMsg {
     /// The join succeeded: the host's certificate and the cluster CA.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CertConfig, Driver};
+use crate::config::{BreakerConfig, CertConfig, Driver, OutlierConfig};
 
 /// One instance a host should run. The host renders `command` itself: only it knows where the
 /// artifact is stored and which port is free on its address.
@@ -67,14 +67,14 @@ pub struct Running {
 /// What a host's own proxy (`host_port`) serves: for each app, where it listens on the host
 /// and which of the host's instances take its traffic, by release. Sent whole whenever it
 /// changes; the host keeps serving the last one it got while the controller is away.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostSplit {
     /// One entry per app with `host_port` on this host.
     pub apps: Vec<HostApp>,
 }
 
 /// One app's share of a host's split.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostApp {
     /// The unit (`web@production`).
     pub app: String,
@@ -95,6 +95,13 @@ pub struct HostApp {
     /// empty: plain HTTP.
     #[serde(default)]
     pub tls: Vec<CertConfig>,
+    /// `[[apps.<name>.breakers]]` on routes: the host's listener runs them too (those on an
+    /// app metric are driven by the controller, for its own listener only).
+    #[serde(default)]
+    pub breakers: Vec<BreakerConfig>,
+    /// `[apps.<name>.outlier]`: the host's listener ejects its failing instances too.
+    #[serde(default)]
+    pub outlier: Option<OutlierConfig>,
 }
 
 /// A host's health endpoint for an app's external load balancer: `port` on the host's

@@ -184,14 +184,42 @@ pub async fn record(
 }
 
 fn record_one(shared: &Shared, t: &BreakerTransition) {
+    record_event(shared, t, &message(t));
+}
+
+fn record_event(shared: &Shared, t: &BreakerTransition, message: &str) {
     let kind = match t.transition.to {
         State::Open => EventKind::BreakerOpened,
         State::HalfOpen => EventKind::BreakerHalfOpen,
         State::Closed => EventKind::BreakerClosed,
     };
-    if let Err(error) = shared.event(t.transition.at, &t.app, None, kind, &message(t)) {
+    if let Err(error) = shared.event(t.transition.at, &t.app, None, kind, message) {
         tracing::warn!(app = %t.app, breaker = %t.breaker, %error, "breaker transition not recorded");
     }
+}
+
+/// Records a transition of a breaker on host `host`'s `host_port` listener as an event of the
+/// unit (the webhooks get it), its message saying which host. It drives no flag: a flag
+/// follows the breaker of the controller's own listener. A report for a unit that has no
+/// `host_port` on that host, or no such breaker, is dropped (logged).
+pub fn record_host(shared: &Shared, host: &str, b: &baton_cluster::HostBreaker) {
+    let snapshot = shared.config();
+    let known = snapshot.units.get(&b.app).is_some_and(|u| {
+        u.config.host_port.is_some()
+            && u.config.host_names().iter().any(|h| h == host)
+            && u.config.breakers.iter().any(|c| c.name == b.breaker)
+    });
+    if !known {
+        tracing::warn!(host, app = %b.app.escape_debug(), breaker = %b.breaker.escape_debug(), "a host reported a breaker it does not run; ignored");
+        return;
+    }
+    let t = BreakerTransition {
+        app: b.app.clone(),
+        breaker: b.breaker.clone(),
+        flag: None,
+        transition: b.transition.clone(),
+    };
+    record_event(shared, &t, &format!("on host {host}: {}", message(&t)));
 }
 
 /// The event's one line: which breaker, from and to, why, and the figures.

@@ -228,6 +228,10 @@ impl Session<'_> {
                         deadline = Instant::now() + timeout;
                         self.cluster.served(self.name, apps, clock::now());
                     }
+                    Ok(Some(AgentMsg::Breaker(b))) => {
+                        deadline = Instant::now() + timeout;
+                        crate::breakers::record_host(self.shared, self.name, &b);
+                    }
                     Ok(Some(
                         msg @ (AgentMsg::Started(_)
                         | AgentMsg::StartFailed { .. }
@@ -290,5 +294,6 @@ fn kind(msg: &AgentMsg) -> &'static str {
         AgentMsg::Stopped { .. } => "stopped",
         AgentMsg::Fetch { .. } => "fetch",
         AgentMsg::Served { .. } => "served",
+        AgentMsg::Breaker(_) => "breaker",
     }
 }

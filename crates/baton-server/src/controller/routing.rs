@@ -266,6 +266,14 @@ fn host_split(
                     .find(|(a, h, _, _)| a == key && h == host)
                     .is_none_or(|(_, _, passing, _)| *passing),
             }),
+            // Breakers on an app metric are driven by the controller, for its listener only.
+            breakers: config
+                .breakers
+                .iter()
+                .filter(|b| b.metric.is_none())
+                .cloned()
+                .collect(),
+            outlier: config.outlier.clone(),
         });
     }
     split

@@ -719,3 +719,117 @@ async fn an_event_stream_goes_on_across_agent_restarts() {
     }
     drop(agents);
 }
+
+/// A breaker on a route of an app with `host_port`: each host's listener runs it as the edge
+/// does (opens within one window, serves the fallback, leaves other routes alone, closes
+/// after recovery), and each transition reaches the controller as an event naming the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_listener_runs_the_apps_breakers_and_reports_their_transitions() {
+    let template = FLEET.replace(
+        "hosts = [\"web-1\", \"web-2\"]",
+        "hosts = [\"web-1\", \"web-2\"]\nhost_port = @OTHER@\n\
+         env = { BATON_DEMO_FAULT_FILE = \"@DIR@/fault\" }",
+    ) + r#"
+[[apps.web.breakers]]
+name = "whoami"
+path = "/whoami"
+window = "2s"
+min_requests = 10
+max_error_rate = 0.5
+cooldown = "1s"
+probes = 3
+
+[apps.web.breakers.fallback]
+status = 503
+body = "later"
+"#;
+    let b = Baton::start(&template);
+    let agents = Agents::join_all(&b, &TWO_HOSTS);
+    b.release("web", "1.0.0", &[]);
+    b.deploy_ok("web", "1.0.0", &[]).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.2:{}", b.apps["other"].port())
+        .parse()
+        .unwrap();
+    let get = |path: &'static str| async move { http_get(addr, path).await };
+    let serving = wait_until(Duration::from_secs(30), || version_at(addr).is_ok());
+    assert!(serving, "{addr}: {:?}", version_at(addr));
+    for _ in 0..20 {
+        assert_eq!(get("/whoami").await.0, 200);
+    }
+
+    // The route starts failing on every instance: web-1's listener opens its breaker.
+    std::fs::write(b.dir.path().join("fault"), "/whoami").unwrap();
+    let mut errors = 0;
+    let fallback = loop {
+        let (status, body) = get("/whoami").await;
+        if status == 500 {
+            errors += 1;
+            assert!(errors <= 21, "still not open after {errors} errors");
+            continue;
+        }
+        break (status, body);
+    };
+    assert!((10..=21).contains(&errors), "opened after {errors} errors");
+    assert_eq!(fallback, (503, "later".to_string()));
+    assert_eq!(get("/").await.0, 200, "other routes are untouched");
+    let reported = |kind: &'static str| {
+        let db = b.data_dir().join("baton.db");
+        move || {
+            breaker_events(&db)
+                .iter()
+                .any(|(k, m)| k == kind && m.starts_with("on host web-1: breaker whoami"))
+        }
+    };
+    let opened = wait_until(Duration::from_secs(30), reported("breaker_opened"));
+    assert!(
+        opened,
+        "{:?}",
+        breaker_events(&b.data_dir().join("baton.db"))
+    );
+
+    // Recovered: after the cooldown its probes pass and it closes.
+    std::fs::remove_file(b.dir.path().join("fault")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get("/whoami").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..5 {
+        assert_eq!(get("/whoami").await.0, 200);
+    }
+    let closed = wait_until(Duration::from_secs(30), reported("breaker_closed"));
+    assert!(
+        closed,
+        "{:?}",
+        breaker_events(&b.data_dir().join("baton.db"))
+    );
+    drop(agents);
+}
+
+/// GETs `path` at `addr` on a connection of its own: the status and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
+}
+
+/// The breaker events in the store: (kind, message).
+fn breaker_events(db: &std::path::Path) -> Vec<(String, String)> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut stmt = conn
+        .prepare("SELECT kind, message FROM events WHERE kind LIKE 'breaker_%' ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
