@@ -431,19 +431,13 @@ async fn bulk_evaluation_has_an_etag_and_the_token_only_evaluates() {
     let o = baton.cli(&["flag", "revoke", "web", "999"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no OFREP token 999"), "{}", text(&o));
-    let db = rusqlite::Connection::open_with_flags(
-        baton.data_dir().join("baton.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    let tokens: Vec<String> = crate::hosts::stored_events(
+        &baton.data_dir().join("baton.db"),
+        "app = 'web@production' AND kind = 'flag_token'",
     )
-    .unwrap();
-    let mut stmt = db
-        .prepare("SELECT message FROM events WHERE app = 'web@production' AND kind = 'flag_token' ORDER BY id")
-        .unwrap();
-    let tokens: Vec<String> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    .into_iter()
+    .map(|(_, message)| message)
+    .collect();
     assert_eq!(tokens.len(), 3, "two made, one revoked: {tokens:?}");
     assert!(
         tokens[2].starts_with(&format!("OFREP token {first} revoked by ")),

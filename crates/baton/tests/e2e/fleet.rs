@@ -822,14 +822,5 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 /// The breaker events in the store: (kind, message).
 fn breaker_events(db: &std::path::Path) -> Vec<(String, String)> {
-    let conn =
-        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut stmt = conn
-        .prepare("SELECT kind, message FROM events WHERE kind LIKE 'breaker_%' ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    crate::hosts::stored_events(db, "kind LIKE 'breaker_%'")
 }

@@ -206,11 +206,19 @@ pub(crate) fn wait_state(b: &Baton, agents: &Agents, name: &str, state: &str) ->
 
 /// The cluster events in the store: (kind, message).
 fn cluster_events(db: &Path) -> Vec<(String, String)> {
+    stored_events(db, "app = '@cluster'")
+}
+
+/// The events in the store at `db` that match the SQL condition `filter`, oldest first:
+/// (kind, message).
+pub(crate) fn stored_events(db: &Path, filter: &str) -> Vec<(String, String)> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
     let mut stmt = conn
-        .prepare("SELECT kind, message FROM events WHERE app = '@cluster' ORDER BY id")
+        .prepare(&format!(
+            "SELECT kind, message FROM events WHERE {filter} ORDER BY id"
+        ))
         .unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
