@@ -169,10 +169,16 @@ impl HostProxy {
         }
         // The app's breakers and outlier ejection, as on the controller's listener (an
         // unchanged breaker keeps its state).
+        let mut flags = baton_proxy::FlagTable::new();
         for app in &split.apps {
             self.router.set_breakers(&app.app, &app.breakers);
             self.router.set_outlier(&app.app, app.outlier.as_ref());
+            if let Some(f) = &app.flags {
+                flags.insert(app.app.clone(), Arc::new(app_flags(f)));
+            }
         }
+        // The flags first: a request routed by the new table sees the flags sent with it.
+        self.router.publish_flags(flags);
         self.router.publish(table);
     }
 
@@ -398,4 +404,17 @@ impl HostProxy {
 /// The hand-over name of `app`'s listening socket.
 fn socket_name(app: &str) -> String {
     format!("host:{app}")
+}
+
+/// An app's flags from the split, as the proxy evaluates them (`X-Baton-Flags`).
+fn app_flags(f: &baton_core::run::HostFlags) -> baton_proxy::AppFlags {
+    baton_proxy::AppFlags {
+        key_header: f.key_header.as_deref().and_then(|h| h.parse().ok()),
+        key_cookie: f.key_cookie.clone(),
+        flags: f
+            .flags
+            .iter()
+            .map(|x| (x.name.clone(), x.spec.clone(), x.forced_off.clone()))
+            .collect(),
+    }
 }

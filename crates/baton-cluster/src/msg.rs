@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 /// 3: `HostApp::tls` (an agent of version 2 would serve an HTTPS app's `host_port` in plain HTTP).
 /// 4: `Hello::tunnel` and `Welcome::tunnel_cert`: the edge reaches a host's instances only
 /// through its tunnel (an agent of version 3 would leave them listening on the host's address).
-/// 5: `HostApp::breakers` and `outlier`, and `AgentMsg::Breaker`: a host's `host_port` listener
-/// runs the app's breakers and outlier ejection and reports breaker transitions.
+/// 5: `HostApp::breakers`, `outlier` and `flags`, and `AgentMsg::Breaker`: a host's
+/// `host_port` listener runs the app's breakers and outlier ejection, reports breaker
+/// transitions, and adds the `X-Baton-Flags` header.
 pub const PROTOCOL_VERSION: u32 = 5;
 /// How often an agent sends a heartbeat, in milliseconds.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 1000;

@@ -102,6 +102,32 @@ pub struct HostApp {
     /// `[apps.<name>.outlier]`: the host's listener ejects its failing instances too.
     #[serde(default)]
     pub outlier: Option<OutlierConfig>,
+    /// The app's feature flags in force, for the `X-Baton-Flags` header the host's listener
+    /// adds; `None`: the app has none.
+    #[serde(default)]
+    pub flags: Option<HostFlags>,
+}
+
+/// An app's flags as a host's listener evaluates them per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFlags {
+    /// The request header holding the targeting key (`[apps.<name>.canary] sticky`).
+    pub key_header: Option<String>,
+    /// Else the cookie holding it.
+    pub key_cookie: Option<String>,
+    /// Every flag, by name.
+    pub flags: Vec<HostFlag>,
+}
+
+/// One flag in a host's split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostFlag {
+    /// Its name.
+    pub name: String,
+    /// Its definition in force.
+    pub spec: crate::flags::FlagSpec,
+    /// A breaker's reason while one holds it off.
+    pub forced_off: Option<String>,
 }
 
 /// A host's health endpoint for an app's external load balancer: `port` on the host's

@@ -274,7 +274,25 @@ fn host_split(
                 .cloned()
                 .collect(),
             outlier: config.outlier.clone(),
+            flags: shared.router.flags().get(key).map(|f| host_flags(f)),
         });
     }
     split
+}
+
+/// An app's flags as the proxy holds them, for a host's split.
+fn host_flags(f: &baton_proxy::AppFlags) -> baton_core::run::HostFlags {
+    baton_core::run::HostFlags {
+        key_header: f.key_header.as_ref().map(|h| h.as_str().to_string()),
+        key_cookie: f.key_cookie.clone(),
+        flags: f
+            .flags
+            .iter()
+            .map(|(name, spec, forced_off)| baton_core::run::HostFlag {
+                name: name.clone(),
+                spec: spec.clone(),
+                forced_off: forced_off.clone(),
+            })
+            .collect(),
+    }
 }

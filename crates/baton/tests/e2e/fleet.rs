@@ -723,6 +723,8 @@ async fn an_event_stream_goes_on_across_agent_restarts() {
 /// A breaker on a route of an app with `host_port`: each host's listener runs it as the edge
 /// does (opens within one window, serves the fallback, leaves other routes alone, closes
 /// after recovery), and each transition reaches the controller as an event naming the host.
+/// The host's listener adds the `X-Baton-Flags` header as the edge does, and follows a live
+/// flag change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosts_listener_runs_the_apps_breakers_and_reports_their_transitions() {
     let template = FLEET.replace(
@@ -742,6 +744,9 @@ probes = 3
 [apps.web.breakers.fallback]
 status = 503
 body = "later"
+
+[apps.web.flags.new-checkout]
+percent = 100
 "#;
     let b = Baton::start(&template);
     let agents = Agents::join_all(&b, &TWO_HOSTS);
@@ -755,6 +760,26 @@ body = "later"
     assert!(serving, "{addr}: {:?}", version_at(addr));
     for _ in 0..20 {
         assert_eq!(get("/whoami").await.0, 200);
+    }
+    // The host's listener adds the flags header too, and follows a live change.
+    let (status, headers) = get("/headers").await;
+    assert!(
+        status == 200 && headers.contains("x-baton-flags: new-checkout=on"),
+        "{status} {headers}"
+    );
+    let o = b.cli(&["flag", "set", "web", "new-checkout", "--off"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !get("/headers")
+        .await
+        .1
+        .contains("x-baton-flags: new-checkout=off")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host kept the old flag"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The route starts failing on every instance: web-1's listener opens its breaker.
