@@ -122,13 +122,26 @@ impl HostProxy {
     /// Serves `split` from now on: binds the listeners of new apps, watches new instances,
     /// and publishes the table in one swap; instances that left start draining.
     pub async fn apply(&self, split: &HostSplit, running: &[Running]) {
+        // Every new listener starts before any old one stops, and takes the socket of the
+        // listener that has its port now, whichever app that is (a port kept, or handed
+        // from one app to another, or two apps swapping theirs): no bind error, no gap.
+        let sockets: Vec<(u16, std::net::TcpListener)> = self
+            .lock()
+            .listeners
+            .values()
+            .filter_map(|l| Some((l.key.port, l.socket.try_clone().ok()?)))
+            .collect();
+        let mut replaced = Vec::new();
         for app in &split.apps {
             let key = ListenerKey::of(app);
             let serving = self.lock().listeners.get(&app.app).map(|l| l.key.clone());
             if serving.as_ref() != Some(&key) {
-                self.listen(app, serving.is_some_and(|k| k.port == key.port))
-                    .await;
+                let socket = sockets.iter().find(|(port, _)| *port == key.port);
+                replaced.extend(self.listen(app, socket.map(|(_, s)| s)).await);
             }
+        }
+        for old in replaced {
+            let _ = old.stop.send(true);
         }
         self.stop_listeners_not_in(split);
         self.endpoints(split).await;
@@ -284,9 +297,14 @@ impl HostProxy {
         state.serving.retain(|task| !task.is_finished());
     }
 
-    /// Starts `app`'s listener, on the socket its listener has now when `same_port`, and then
-    /// stops the one it replaces.
-    async fn listen(&self, app: &HostApp, same_port: bool) {
+    /// Starts `app`'s listener, on a copy of `socket` (a listener's now, on the same port)
+    /// when given, else on a socket of its own; returns the app's listener it replaces, for
+    /// the caller to stop once every new one listens.
+    async fn listen(
+        &self,
+        app: &HostApp,
+        socket: Option<&std::net::TcpListener>,
+    ) -> Option<Listening> {
         let addr = SocketAddr::new(self.address, app.port);
         let name = socket_name(&app.app);
         // An HTTPS app's listener never serves plain HTTP: without its certificates (they
@@ -299,14 +317,13 @@ impl HostProxy {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot serve host_port over TLS: its certificate must be on this host");
-                    return;
+                    return None;
                 }
             }
         };
-        let bound = if same_port {
-            self.reuse_socket(&app.app, &name, addr)
-        } else {
-            self.sockets.listen(&name, addr).await
+        let bound = match socket {
+            Some(socket) => self.reuse_socket(socket, &name, addr),
+            None => self.sockets.listen(&name, addr).await,
         };
         let socket = bound.and_then(|listener| {
             let copy = std::net::TcpListener::from(listener.as_fd().try_clone_to_owned()?);
@@ -345,31 +362,27 @@ impl HostProxy {
                     },
                 );
                 self.lock().serving.push(tokio::spawn(serve));
-                // The new listener accepts first; then the old one stops, and finishes its
-                // requests.
-                if let Some(old) = replaced {
+                if let Some(old) = &replaced {
                     tracing::info!(app = %app.app, old_port = old.key.port, "host proxy listener replaced");
-                    let _ = old.stop.send(true);
                 }
+                replaced
             }
             Err(e) => {
                 tracing::error!(app = %app.app, listen = %addr, error = %e, "cannot listen for host_port");
+                None
             }
         }
     }
 
-    /// A second listener on the socket `app`'s listener has now (its port stays), offered
-    /// under `name` for a hand-over as before.
+    /// A second listener on `socket` (a listener's now, on the same port), offered under
+    /// `name` for a hand-over from now on.
     fn reuse_socket(
         &self,
-        app: &str,
+        socket: &std::net::TcpListener,
         name: &str,
         addr: SocketAddr,
     ) -> std::io::Result<tokio::net::TcpListener> {
-        let copy = match self.lock().listeners.get(app) {
-            Some(current) => current.socket.try_clone()?,
-            None => return Err(std::io::Error::other("no listener to take the socket of")),
-        };
+        let copy = socket.try_clone()?;
         copy.set_nonblocking(true)?;
         self.sockets.offer_as(name, addr, &copy)?;
         tokio::net::TcpListener::from_std(copy)
@@ -416,5 +429,107 @@ fn app_flags(f: &baton_core::run::HostFlags) -> baton_proxy::AppFlags {
             .iter()
             .map(|x| (x.name.clone(), x.spec.clone(), x.forced_off.clone()))
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, port: u16) -> HostApp {
+        HostApp {
+            app: name.to_string(),
+            port,
+            health: baton_core::run::HostHealth {
+                path: "/health".into(),
+                interval_ms: 1000,
+                timeout_ms: 1000,
+                healthy_threshold: 1,
+                unhealthy_threshold: 1,
+            },
+            request_timeout_ms: 5000,
+            max_header_bytes: 16 * 1024,
+            releases: Vec::new(),
+            lb: None,
+            tls: Vec::new(),
+            breakers: Vec::new(),
+            outlier: None,
+            flags: None,
+        }
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Sends one request to `port` and waits for its answer (a 503: no instance).
+    async fn ask(port: u16) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await?;
+        Ok(())
+    }
+
+    /// Which app's listener is on `port`: the one whose request count grows.
+    async fn app_on(proxy: &HostProxy, port: u16) -> String {
+        let before = proxy.served();
+        ask(port).await.unwrap();
+        let after = proxy.served();
+        let grew: Vec<_> = after
+            .iter()
+            .filter(|(app, n)| before.get(*app) != Some(n))
+            .map(|(app, _)| app.clone())
+            .collect();
+        assert_eq!(grew.len(), 1, "{before:?} {after:?}");
+        grew[0].clone()
+    }
+
+    /// Waits until `port` is `want`'s: a replaced listener may still take a connection in the
+    /// moment after it was told to stop.
+    async fn wait_app_on(proxy: &HostProxy, port: u16, want: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while app_on(proxy, port).await != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{port} never {want}'s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn ports_handed_between_apps_keep_listening_and_a_removed_one_closes() {
+        let proxy = HostProxy::new(
+            IpAddr::from([127, 0, 0, 1]),
+            Arc::new(baton_proxy::handoff::Sockets::default()),
+        );
+        let (p1, p2) = (free_port(), free_port());
+        let split = |apps: Vec<HostApp>| HostSplit { apps };
+        proxy
+            .apply(&split(vec![app("a", p1), app("b", p2)]), &[])
+            .await;
+        assert_eq!(app_on(&proxy, p1).await, "a");
+        assert_eq!(app_on(&proxy, p2).await, "b");
+        // The two apps swap their ports: both keep answering, each now the other's.
+        proxy
+            .apply(&split(vec![app("a", p2), app("b", p1)]), &[])
+            .await;
+        wait_app_on(&proxy, p1, "b").await;
+        wait_app_on(&proxy, p2, "a").await;
+        // `a` is renamed `c` on the same port; `b` loses its host_port.
+        proxy.apply(&split(vec![app("c", p2)]), &[]).await;
+        wait_app_on(&proxy, p2, "c").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while ask(p1).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "{p1} still open");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -329,9 +329,10 @@ impl Pool {
     /// Parks `conn` after a complete exchange, unless [`Pool::close_idle`] ran since it was
     /// taken.
     pub fn put(self: &Arc<Self>, conn: Conn) {
-        let epoch = self.epoch();
         let mut idle = self.lock();
-        if conn.generation != idle.generation || conn.epoch != epoch {
+        // Read under the lock: a sweep (`close_stale`) cannot run between this check and the
+        // park, so nothing of an older epoch is parked after it.
+        if conn.generation != idle.generation || conn.epoch != self.epoch() {
             return;
         }
         if idle.parked.len() >= self.max_idle {
@@ -360,8 +361,9 @@ impl Pool {
     /// Closes the parked connections of an older epoch ([`Dial::epoch`]) now, rather than at
     /// their next checkout or idle timeout.
     pub fn close_stale(&self) {
+        let mut idle = self.lock();
         let epoch = self.epoch();
-        self.lock().parked.retain(|(conn, _)| conn.epoch == epoch);
+        idle.parked.retain(|(conn, _)| conn.epoch == epoch);
     }
 
     #[cfg(test)]

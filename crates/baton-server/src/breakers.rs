@@ -207,20 +207,35 @@ pub fn record_host(shared: &Shared, host: &str, b: &baton_cluster::HostBreaker) 
     let known = snapshot.units.get(&b.app).is_some_and(|u| {
         u.config.host_port.is_some()
             && u.config.host_names().iter().any(|h| h == host)
-            && u.config.breakers.iter().any(|c| c.name == b.breaker)
+            && u.config
+                .breakers
+                .iter()
+                .any(|c| c.name == b.breaker && c.metric.is_none())
     });
     if !known {
         tracing::warn!(host, app = %b.app.escape_debug(), breaker = %b.breaker.escape_debug(), "a host reported a breaker it does not run; ignored");
         return;
     }
+    // The controller's clock, not the host's, dates its event log.
+    let mut transition = b.transition.clone();
+    transition.at = crate::clock::now();
     let t = BreakerTransition {
         app: b.app.clone(),
         breaker: b.breaker.clone(),
         flag: None,
-        transition: b.transition.clone(),
+        transition,
     };
-    record_event(shared, &t, &format!("on host {host}: {}", message(&t)));
+    // The reason is the host's text: one line, bounded.
+    let line: String = message(&t)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_HOST_MESSAGE_CHARS)
+        .collect();
+    record_event(shared, &t, &format!("on host {host}: {line}"));
 }
+
+/// The longest message a host's breaker report may put in the event log.
+const MAX_HOST_MESSAGE_CHARS: usize = 1024;
 
 /// The event's one line: which breaker, from and to, why, and the figures.
 pub fn message(t: &BreakerTransition) -> String {

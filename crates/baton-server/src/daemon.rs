@@ -275,6 +275,7 @@ async fn serve(
                 admin: token,
                 read: ArcSwap::from_pointee(read_token),
                 data_dir: shared.data_dir.clone(),
+                rotating: Default::default(),
             },
         ),
         limits,

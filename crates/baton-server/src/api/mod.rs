@@ -48,6 +48,8 @@ pub struct ApiTokens {
     pub read: arc_swap::ArcSwap<String>,
     /// Where the read-only token is kept, for a rotation.
     pub data_dir: std::path::PathBuf,
+    /// One rotation at a time: the file and the token in memory stay the same.
+    pub rotating: std::sync::Mutex<()>,
 }
 
 /// The API's routes, and the dashboard's page beside them.
@@ -222,6 +224,7 @@ async fn dashboard_token(
         Err(e) => return Err(ApiError::json_body(&e, r#"{"rotate": true}"#)),
     };
     if req.rotate {
+        let _one = tokens.rotating.lock().unwrap_or_else(|e| e.into_inner());
         let token = crate::token::rotate_read(&tokens.data_dir).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,

@@ -72,6 +72,9 @@ pub struct FlagBook {
     inputs: Mutex<Inputs>,
     /// Where the proxy's `X-Baton-Flags` header reads the flags.
     router: Option<Arc<baton_proxy::Router>>,
+    /// Held from reading the store to putting what was read in force ([`load_stored`]), so
+    /// an older read never lands after a newer one (a revoked token coming back).
+    loading: Mutex<()>,
 }
 
 impl FlagBook {
@@ -235,6 +238,7 @@ pub fn load_stored(
     book: &FlagBook,
     store: &baton_store::Store,
 ) -> Result<(), baton_store::StoreError> {
+    let _one_at_a_time = book.loading.lock().unwrap_or_else(|e| e.into_inner());
     book.set_stored(store.flag_overrides()?, store.flag_tokens()?);
     Ok(())
 }
