@@ -448,7 +448,7 @@ function askForToken(why) {
           el("code", null, "baton dashboard"),
           " where ",
           el("code", null, "baton up"),
-          " runs and open the URL it prints (it carries the API token after the #).",
+          " runs and open the URL it prints (it carries a read-only token after the #).",
         ),
       ),
     );
@@ -462,7 +462,7 @@ async function refresh(token) {
   } catch (e) {
     if (e instanceof TokenRefused) {
       sessionStorage.removeItem(TOKEN_KEY);
-      askForToken("The API refused the token (a new data directory makes a new one).");
+      askForToken("The API refused the token: it was replaced (`baton dashboard --rotate`, or a new data directory).");
       return;
     }
     // Keep what is shown; say that it is stale.
